@@ -1,0 +1,220 @@
+import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
+import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
+
+/** A `host:port` pair, as `sentinel.sentinels` and `cluster.nodes` take them. */
+export interface RedisNodeAddress {
+  host: string;
+  port: number;
+}
+
+/** Reconnect backoff: `min(maxDelay, initialDelay * 2^(attempt-1))`, then jittered. */
+export interface RedisRetryOptions {
+  /**
+   * Delay before the first reconnect attempt, in ms.
+   * @defaultValue 100
+   */
+  initialDelay?: number;
+  /**
+   * Upper bound of any single delay, in ms.
+   * @defaultValue 5000
+   */
+  maxDelay?: number;
+  /**
+   * Fraction of each delay that is randomised (0 = none, 1 = anywhere between 0 and the
+   * delay), so that many instances do not reconnect in lock-step after an outage.
+   * @defaultValue 0.5
+   */
+  jitter?: number;
+  /**
+   * Give up reconnecting after this many attempts in a row (`null`: never give up).
+   * @defaultValue null
+   */
+  maxAttempts?: number | null;
+}
+
+/** Connecting through Redis Sentinel. */
+export interface RedisSentinelOptions {
+  /** Sentinel addresses; any reachable one is enough. */
+  sentinels: RedisNodeAddress[];
+  /**
+   * The monitored master's name (`sentinel monitor <name> ...`).
+   * @example 'mymaster'
+   */
+  name: string;
+  /**
+   * Connect to the master (default) or to a replica, for read-only use.
+   * @defaultValue 'master'
+   */
+  role?: 'master' | 'slave';
+  /** Password of the sentinels themselves, when they require one. */
+  sentinelPassword?: string;
+  /** ACL user of the sentinels themselves. */
+  sentinelUsername?: string;
+  /**
+   * Subscribe to sentinel events to follow a failover within about a second instead of
+   * waiting for the old master's connection to fail.
+   * @defaultValue true
+   */
+  failoverDetector?: boolean;
+}
+
+/** Connecting to a Redis Cluster. */
+export interface RedisClusterOptions {
+  /**
+   * Seed nodes; one reachable node is enough, the rest is discovered.
+   * @example [{ host: '10.0.0.1', port: 7000 }]
+   */
+  nodes: RedisNodeAddress[];
+  /**
+   * Where reads go.
+   * @defaultValue 'master'
+   */
+  scaleReads?: 'master' | 'slave' | 'all';
+  /** Passed through to ioredis's `Cluster` (our own settings win where both are set). */
+  clusterOptions?: Omit<ClusterOptions, 'redisOptions' | 'lazyConnect' | 'keyPrefix'>;
+}
+
+/** Defaults for `CacheService`. */
+export interface RedisCacheModuleOptions {
+  /**
+   * Time to live of an entry when a call gives none, in ms.
+   * @defaultValue 60000
+   */
+  ttl?: number;
+}
+
+/** Defaults for `SessionService`. */
+export interface RedisSessionModuleOptions {
+  /**
+   * Idle timeout: a session not touched for this long expires, in ms.
+   * @defaultValue 1800000 (30 minutes)
+   */
+  ttl?: number;
+  /**
+   * Absolute lifetime: no amount of activity keeps a session alive past this, in ms.
+   * @defaultValue 86400000 (24 hours)
+   */
+  absoluteTtl?: number;
+}
+
+/** Defaults for `LockService`. */
+export interface RedisLockModuleOptions {
+  /**
+   * Lock time to live when a call gives none, in ms.
+   * @defaultValue 30000
+   */
+  ttl?: number;
+}
+
+/**
+ * Options of `RedisModule.forRoot()` / the factory of `forRootAsync()`.
+ *
+ * Give one target: `url`, or `host`/`port`, or `sentinel`, or `cluster`, or an existing
+ * `client`. With none of them, the environment (`REDIS_URL`, `REDIS_HOST`, ...) is read.
+ *
+ * @example
+ * ```ts
+ * RedisModule.forRoot({ url: 'redis://:secret@cache.internal:6379/0', keyPrefix: 'shop:' })
+ * ```
+ */
+export interface RedisModuleOptions {
+  /**
+   * `redis://[[user]:password@]host[:port][/db]`, or `rediss://` for TLS.
+   * @example 'redis://localhost:6379/0'
+   */
+  url?: string;
+  /** @defaultValue '127.0.0.1' */
+  host?: string;
+  /** @defaultValue 6379 */
+  port?: number;
+  /** Database index (standalone and Sentinel only; a cluster has only 0). @defaultValue 0 */
+  db?: number;
+  /** ACL user name (Redis 6+). */
+  username?: string;
+  /** Never logged and never part of an error message. */
+  password?: string;
+  /** `true` for TLS with Node's defaults, or Node's TLS options. @defaultValue false */
+  tls?: boolean | TlsConnectionOptions;
+  /** Connect through Redis Sentinel. */
+  sentinel?: RedisSentinelOptions;
+  /** Connect to a Redis Cluster. */
+  cluster?: RedisClusterOptions;
+  /**
+   * Use a client you created and own. We never connect or close it; you do.
+   * Other connection options are ignored.
+   */
+  client?: Redis | Cluster;
+  /**
+   * Prepended to every key, by ioredis on the injected client and by our services.
+   * @example 'shop:'
+   * @defaultValue ''
+   */
+  keyPrefix?: string;
+  /**
+   * How long startup waits for the connection to be ready, in ms. Also the TCP connect
+   * timeout of each attempt.
+   * @defaultValue 5000
+   */
+  connectTimeout?: number;
+  /**
+   * Rejects a command that has no reply after this long, in ms (unset: wait).
+   * Our services bound their own calls regardless.
+   * @defaultValue undefined
+   */
+  commandTimeout?: number;
+  /**
+   * `false`: startup waits for Redis and fails with a `RedisConnectionError` when it cannot
+   * connect. `true`: the app boots at once and connects in the background.
+   * @defaultValue false
+   */
+  lazyConnect?: boolean;
+  /** Reconnect backoff with jitter and a cap. */
+  retry?: RedisRetryOptions;
+  /**
+   * Upper bound on the connections this registration opens: the command connection, the
+   * subscriber connection (opened on first subscribe) and dedicated connections for
+   * blocking commands.
+   * @defaultValue 10
+   */
+  maxConnections?: number;
+  /**
+   * How long shutdown waits for in-flight commands before closing sockets anyway, in ms.
+   * @defaultValue 2000
+   */
+  shutdownTimeout?: number;
+  /**
+   * Batch commands issued in the same tick into one write. Off by default: measured on
+   * loopback it speeds up many concurrent commands but slows sequential ones (see bench/).
+   * @defaultValue false
+   */
+  autoPipelining?: boolean;
+  /**
+   * RESP protocol version.
+   * @defaultValue 2 (measured faster than 3 for plain commands, see bench/)
+   */
+  protocol?: 2 | 3;
+  /** Passed through to ioredis; our settings above win where both are set. */
+  redisOptions?: RedisOptions;
+  /** `CacheService` defaults. */
+  cache?: RedisCacheModuleOptions;
+  /** `SessionService` defaults. */
+  session?: RedisSessionModuleOptions;
+  /** `LockService` defaults. */
+  lock?: RedisLockModuleOptions;
+}
+
+/** Options that shape the module itself rather than the connection (`forRoot` and `forRootAsync`). */
+export interface RedisModuleExtras {
+  /**
+   * Register the module globally, so every module can inject its providers.
+   * @defaultValue true
+   */
+  isGlobal?: boolean;
+  /**
+   * Name of this connection, for apps that talk to more than one Redis. Inject it with
+   * `@InjectRedis(name)`. The unnamed registration also provides the services
+   * (`RedisService`, `CacheService`, ...).
+   * @defaultValue 'default'
+   */
+  name?: string;
+}

@@ -1,0 +1,556 @@
+import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
+import type { Cluster, Redis, RedisOptions } from 'ioredis';
+import { RedisConfigError } from '../errors.js';
+import { DEFAULTS, DEFAULT_CONNECTION_NAME } from './defaults.js';
+import { redactUrl, REDACTED } from './redact.js';
+import type {
+  RedisClusterOptions,
+  RedisModuleOptions,
+  RedisNodeAddress,
+  RedisRetryOptions,
+} from './redis-options.interface.js';
+
+/** Where the connection goes, after validation. */
+export type ResolvedTarget =
+  | { kind: 'standalone'; host: string; port: number; db: number }
+  | {
+      kind: 'sentinel';
+      sentinels: RedisNodeAddress[];
+      name: string;
+      role: 'master' | 'slave';
+      db: number;
+      sentinelUsername?: string;
+      sentinelPassword?: string;
+      failoverDetector: boolean;
+    }
+  | {
+      kind: 'cluster';
+      nodes: RedisNodeAddress[];
+      scaleReads: 'master' | 'slave' | 'all';
+      clusterOptions: NonNullable<RedisClusterOptions['clusterOptions']>;
+    }
+  | { kind: 'client'; client: Redis | Cluster };
+
+/** Options after defaults, environment and validation: everything the connection layer needs. */
+export interface ResolvedRedisConfig {
+  name: string;
+  target: ResolvedTarget;
+  username?: string;
+  password?: string;
+  tls?: TlsConnectionOptions;
+  keyPrefix: string;
+  connectTimeout: number;
+  commandTimeout?: number;
+  lazyConnect: boolean;
+  retry: Required<RedisRetryOptions>;
+  maxConnections: number;
+  shutdownTimeout: number;
+  autoPipelining: boolean;
+  protocol: 2 | 3;
+  redisOptions: RedisOptions;
+  cache: { ttl: number };
+  session: { ttl: number; absoluteTtl: number };
+  lock: { ttl: number };
+  /** Human-readable address for logs and errors, password redacted. */
+  address: string;
+}
+
+/** Maps an option path to the environment variable it was read from, for error messages. */
+type Sources = Partial<Record<string, string>>;
+
+const TARGET_KEYS = ['url', 'host', 'port', 'sentinel', 'cluster', 'client'] as const;
+
+/**
+ * Turns user options (and, when they name no target, the environment) into a validated
+ * configuration. Throws `RedisConfigError` naming the option or variable and the value.
+ */
+export function resolveRedisOptions(
+  options: RedisModuleOptions | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+  name: string = DEFAULT_CONNECTION_NAME,
+): ResolvedRedisConfig {
+  if (options !== undefined && (options === null || typeof options !== 'object')) {
+    throw new RedisConfigError('options', options, 'an options object or nothing');
+  }
+  let opts: RedisModuleOptions = options ?? {};
+  let sources: Sources = {};
+  if (!TARGET_KEYS.some((k) => opts[k] !== undefined)) {
+    const fromEnv = readEnvironment(env);
+    opts = { ...fromEnv.options, ...stripUndefined(opts) };
+    sources = fromEnv.sources;
+  }
+  return validate(opts, sources, name);
+}
+
+/**
+ * Reads the `REDIS_*` variables documented in the README. Values are parsed here so that a
+ * bad one is reported under the variable's own name.
+ */
+export function readEnvironment(env: NodeJS.ProcessEnv): {
+  options: RedisModuleOptions;
+  sources: Sources;
+} {
+  const options: RedisModuleOptions = {};
+  const sources: Sources = {};
+  const text = (key: string): string | undefined => {
+    const v = env[key];
+    return v === undefined || v.trim() === '' ? undefined : v.trim();
+  };
+  const int = (key: string, min: number, max: number, expected: string): number | undefined => {
+    const v = text(key);
+    if (v === undefined) return undefined;
+    if (!/^-?\d+$/.test(v) || Number(v) < min || Number(v) > max) {
+      throw new RedisConfigError(key, v, expected);
+    }
+    return Number(v);
+  };
+
+  const url = text('REDIS_URL');
+  if (url !== undefined) {
+    options.url = url;
+    sources.url = 'REDIS_URL';
+  }
+  const host = text('REDIS_HOST');
+  if (host !== undefined) {
+    options.host = host;
+    sources.host = 'REDIS_HOST';
+  }
+  const port = int('REDIS_PORT', 1, 65535, 'an integer from 1 to 65535');
+  if (port !== undefined) {
+    options.port = port;
+    sources.port = 'REDIS_PORT';
+  }
+  const db = int('REDIS_DB', 0, Number.MAX_SAFE_INTEGER, 'a non-negative integer');
+  if (db !== undefined) {
+    options.db = db;
+    sources.db = 'REDIS_DB';
+  }
+  const username = text('REDIS_USERNAME');
+  if (username !== undefined) options.username = username;
+  // A password may legitimately have surrounding spaces: take it verbatim.
+  if (env.REDIS_PASSWORD !== undefined && env.REDIS_PASSWORD !== '') {
+    options.password = env.REDIS_PASSWORD;
+  }
+  const tls = text('REDIS_TLS');
+  if (tls !== undefined) {
+    const lower = tls.toLowerCase();
+    if (['1', 'true', 'yes', 'on'].includes(lower)) options.tls = true;
+    else if (['0', 'false', 'no', 'off'].includes(lower)) options.tls = false;
+    else throw new RedisConfigError('REDIS_TLS', tls, 'one of true, false, 1, 0, yes, no, on, off');
+  }
+  const sentinels = text('REDIS_SENTINELS');
+  const sentinelName = text('REDIS_SENTINEL_NAME');
+  if (sentinels !== undefined || sentinelName !== undefined) {
+    if (sentinels === undefined) {
+      throw new RedisConfigError(
+        'REDIS_SENTINELS',
+        undefined,
+        'a comma-separated list of host:port (REDIS_SENTINEL_NAME is set)',
+      );
+    }
+    if (sentinelName === undefined) {
+      throw new RedisConfigError(
+        'REDIS_SENTINEL_NAME',
+        undefined,
+        'the monitored master name (REDIS_SENTINELS is set)',
+      );
+    }
+    options.sentinel = {
+      sentinels: parseNodeList('REDIS_SENTINELS', sentinels),
+      name: sentinelName,
+    };
+    sources.sentinel = 'REDIS_SENTINELS';
+  }
+  const clusterNodes = text('REDIS_CLUSTER_NODES');
+  if (clusterNodes !== undefined) {
+    options.cluster = { nodes: parseNodeList('REDIS_CLUSTER_NODES', clusterNodes) };
+    sources.cluster = 'REDIS_CLUSTER_NODES';
+  }
+  const keyPrefix = env.REDIS_KEY_PREFIX;
+  if (keyPrefix !== undefined && keyPrefix !== '') options.keyPrefix = keyPrefix;
+  const maxConnections = int('REDIS_MAX_CONNECTIONS', 1, 10_000, 'an integer from 1 to 10000');
+  if (maxConnections !== undefined) {
+    options.maxConnections = maxConnections;
+    sources.maxConnections = 'REDIS_MAX_CONNECTIONS';
+  }
+  const connectTimeout = int(
+    'REDIS_CONNECT_TIMEOUT_MS',
+    1,
+    Number.MAX_SAFE_INTEGER,
+    'a positive integer (milliseconds)',
+  );
+  if (connectTimeout !== undefined) {
+    options.connectTimeout = connectTimeout;
+    sources.connectTimeout = 'REDIS_CONNECT_TIMEOUT_MS';
+  }
+  const commandTimeout = int(
+    'REDIS_COMMAND_TIMEOUT_MS',
+    1,
+    Number.MAX_SAFE_INTEGER,
+    'a positive integer (milliseconds)',
+  );
+  if (commandTimeout !== undefined) {
+    options.commandTimeout = commandTimeout;
+    sources.commandTimeout = 'REDIS_COMMAND_TIMEOUT_MS';
+  }
+  return { options, sources };
+}
+
+function parseNodeList(variable: string, value: string): RedisNodeAddress[] {
+  return value.split(',').map((entry) => {
+    const trimmed = entry.trim();
+    const m = /^(\[[^\]]+\]|[^:\s]+):(\d+)$/.exec(trimmed);
+    const port = m ? Number(m[2]) : NaN;
+    if (!m || port < 1 || port > 65535) {
+      throw new RedisConfigError(
+        variable,
+        value,
+        `a comma-separated list of host:port, not "${trimmed}"`,
+      );
+    }
+    return { host: m[1].replace(/^\[|\]$/g, ''), port };
+  });
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+function validate(o: RedisModuleOptions, sources: Sources, name: string): ResolvedRedisConfig {
+  const label = (path: string): string => sources[path] ?? path;
+
+  if (typeof name !== 'string' || name.trim() === '') {
+    throw new RedisConfigError('name', name, 'a non-empty string');
+  }
+
+  const targets = (['url', 'sentinel', 'cluster', 'client'] as const).filter(
+    (k) => o[k] !== undefined,
+  );
+  if (targets.length > 1) {
+    throw new RedisConfigError(
+      targets.map(label).join(' + '),
+      targets.map((t) => (t === 'url' ? redactUrl(String(o.url)) : t)).join(' + '),
+      'only one of url, sentinel, cluster or client',
+    );
+  }
+  if (o.url !== undefined && (o.host !== undefined || o.port !== undefined)) {
+    throw new RedisConfigError(
+      `${label('url')} + ${o.host !== undefined ? label('host') : label('port')}`,
+      redactUrl(String(o.url)),
+      'either url or host/port, not both',
+    );
+  }
+
+  const keyPrefix = o.keyPrefix ?? DEFAULTS.keyPrefix;
+  if (typeof keyPrefix !== 'string') {
+    throw new RedisConfigError(label('keyPrefix'), keyPrefix, 'a string such as "app:"');
+  }
+  const connectTimeout = positiveInt(
+    o.connectTimeout,
+    label('connectTimeout'),
+    DEFAULTS.connectTimeout,
+  );
+  const commandTimeout =
+    o.commandTimeout === undefined
+      ? undefined
+      : positiveInt(o.commandTimeout, label('commandTimeout'), 0);
+  const shutdownTimeout = positiveInt(
+    o.shutdownTimeout,
+    label('shutdownTimeout'),
+    DEFAULTS.shutdownTimeout,
+  );
+  const maxConnections = positiveInt(
+    o.maxConnections,
+    label('maxConnections'),
+    DEFAULTS.maxConnections,
+  );
+  const lazyConnect = bool(o.lazyConnect, 'lazyConnect', DEFAULTS.lazyConnect);
+  const autoPipelining = bool(o.autoPipelining, 'autoPipelining', DEFAULTS.autoPipelining);
+  const protocol = o.protocol ?? DEFAULTS.protocol;
+  if (protocol !== 2 && protocol !== 3) {
+    throw new RedisConfigError('protocol', protocol, '2 or 3');
+  }
+  const retry = validateRetry(o.retry);
+  if (
+    o.redisOptions !== undefined &&
+    (o.redisOptions === null || typeof o.redisOptions !== 'object')
+  ) {
+    throw new RedisConfigError('redisOptions', o.redisOptions, 'an ioredis options object');
+  }
+
+  let username = optionalString(o.username, 'username');
+  let password = optionalString(o.password, 'password', true);
+  let tls = validateTls(o.tls, label('tls'));
+  let target: ResolvedTarget;
+  let address: string;
+
+  if (o.client !== undefined) {
+    const c = o.client as unknown as { status?: unknown; sendCommand?: unknown };
+    if (c === null || typeof c !== 'object' || typeof c.sendCommand !== 'function') {
+      throw new RedisConfigError(
+        'client',
+        Object.prototype.toString.call(o.client),
+        'an ioredis Redis or Cluster instance',
+      );
+    }
+    target = { kind: 'client', client: o.client };
+    address = 'a client passed in by the application';
+  } else if (o.cluster !== undefined) {
+    const c = o.cluster;
+    if (c === null || typeof c !== 'object') {
+      throw new RedisConfigError(label('cluster'), c, 'an object { nodes: [{ host, port }, ...] }');
+    }
+    const nodes = validateNodes(c.nodes, sources.cluster ?? 'cluster.nodes');
+    const scaleReads = c.scaleReads ?? 'master';
+    if (!['master', 'slave', 'all'].includes(scaleReads)) {
+      throw new RedisConfigError('cluster.scaleReads', scaleReads, "'master', 'slave' or 'all'");
+    }
+    if (o.db !== undefined && o.db !== 0) {
+      throw new RedisConfigError(label('db'), o.db, '0 (a cluster has a single database)');
+    }
+    target = { kind: 'cluster', nodes, scaleReads, clusterOptions: c.clusterOptions ?? {} };
+    address = `cluster ${nodes.map(formatNode).join(',')}`;
+  } else if (o.sentinel !== undefined) {
+    const s = o.sentinel;
+    if (s === null || typeof s !== 'object') {
+      throw new RedisConfigError(
+        label('sentinel'),
+        s,
+        'an object { sentinels: [{ host, port }], name }',
+      );
+    }
+    const sentinels = validateNodes(s.sentinels, sources.sentinel ?? 'sentinel.sentinels');
+    if (typeof s.name !== 'string' || s.name.trim() === '') {
+      throw new RedisConfigError(
+        sources.sentinel ? 'REDIS_SENTINEL_NAME' : 'sentinel.name',
+        s.name,
+        'the monitored master name, e.g. "mymaster"',
+      );
+    }
+    const role = s.role ?? 'master';
+    if (role !== 'master' && role !== 'slave') {
+      throw new RedisConfigError('sentinel.role', role, "'master' or 'slave'");
+    }
+    target = {
+      kind: 'sentinel',
+      sentinels,
+      name: s.name,
+      role,
+      db: dbIndex(o.db, label('db')),
+      sentinelUsername: optionalString(s.sentinelUsername, 'sentinel.sentinelUsername'),
+      sentinelPassword: optionalString(s.sentinelPassword, 'sentinel.sentinelPassword', true),
+      failoverDetector: bool(
+        s.failoverDetector,
+        'sentinel.failoverDetector',
+        DEFAULTS.sentinelFailoverDetector,
+      ),
+    };
+    address = `sentinel master "${s.name}" via ${sentinels.map(formatNode).join(',')}`;
+  } else if (o.url !== undefined) {
+    const parsed = parseRedisUrl(o.url, label('url'));
+    username ??= parsed.username;
+    password ??= parsed.password;
+    if (parsed.tls && tls === undefined) tls = {};
+    target = {
+      kind: 'standalone',
+      host: parsed.host,
+      port: parsed.port,
+      db: o.db === undefined ? parsed.db : dbIndex(o.db, label('db')),
+    };
+    address = describeStandalone(target, username, password, tls);
+  } else {
+    const host = o.host ?? DEFAULTS.host;
+    if (typeof host !== 'string' || host.trim() === '') {
+      throw new RedisConfigError(label('host'), host, 'a host name or IP address');
+    }
+    const port = portNumber(o.port ?? DEFAULTS.port, label('port'));
+    target = { kind: 'standalone', host, port, db: dbIndex(o.db, label('db')) };
+    address = describeStandalone(target, username, password, tls);
+  }
+
+  return {
+    name,
+    target,
+    username,
+    password,
+    tls,
+    keyPrefix,
+    connectTimeout,
+    commandTimeout,
+    lazyConnect,
+    retry,
+    maxConnections,
+    shutdownTimeout,
+    autoPipelining,
+    protocol,
+    redisOptions: o.redisOptions ?? {},
+    cache: { ttl: positiveInt(o.cache?.ttl, 'cache.ttl', DEFAULTS.cache.ttl) },
+    session: {
+      ttl: positiveInt(o.session?.ttl, 'session.ttl', DEFAULTS.session.ttl),
+      absoluteTtl: positiveInt(
+        o.session?.absoluteTtl,
+        'session.absoluteTtl',
+        DEFAULTS.session.absoluteTtl,
+      ),
+    },
+    lock: { ttl: positiveInt(o.lock?.ttl, 'lock.ttl', DEFAULTS.lock.ttl) },
+    address,
+  };
+}
+
+/** Parses `redis://` / `rediss://` URLs; the error shows the URL with its password redacted. */
+export function parseRedisUrl(
+  url: unknown,
+  label = 'url',
+): { host: string; port: number; db: number; username?: string; password?: string; tls: boolean } {
+  const expected = 'redis://[[user]:password@]host[:port][/db] or rediss://...';
+  if (typeof url !== 'string') throw new RedisConfigError(label, url, expected);
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new RedisConfigError(label, redactUrl(url), expected);
+  }
+  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') {
+    throw new RedisConfigError(
+      label,
+      redactUrl(url),
+      `${expected} (scheme ${u.protocol} is not supported)`,
+    );
+  }
+  const host = u.hostname.replace(/^\[|\]$/g, '');
+  if (host === '')
+    throw new RedisConfigError(label, redactUrl(url), `${expected} (the host is missing)`);
+  const port = u.port === '' ? DEFAULTS.port : Number(u.port);
+  const path = u.pathname.replace(/^\//, '');
+  if (path !== '' && !/^\d+$/.test(path)) {
+    throw new RedisConfigError(
+      label,
+      redactUrl(url),
+      `${expected} (the path must be a database number)`,
+    );
+  }
+  return {
+    host,
+    port,
+    db: path === '' ? 0 : Number(path),
+    username: u.username ? decodeURIComponent(u.username) : undefined,
+    password: u.password ? decodeURIComponent(u.password) : undefined,
+    tls: u.protocol === 'rediss:',
+  };
+}
+
+function describeStandalone(
+  t: { host: string; port: number; db: number },
+  username: string | undefined,
+  password: string | undefined,
+  tls: TlsConnectionOptions | undefined,
+): string {
+  const auth = password ? `${username ?? ''}:${REDACTED}@` : username ? `${username}@` : '';
+  const host = t.host.includes(':') ? `[${t.host}]` : t.host;
+  return `${tls ? 'rediss' : 'redis'}://${auth}${host}:${t.port}${t.db ? `/${t.db}` : ''}`;
+}
+
+function formatNode(n: RedisNodeAddress): string {
+  return `${n.host.includes(':') ? `[${n.host}]` : n.host}:${n.port}`;
+}
+
+function validateNodes(nodes: unknown, label: string): RedisNodeAddress[] {
+  if (!Array.isArray(nodes) || nodes.length === 0) {
+    throw new RedisConfigError(label, nodes, 'a non-empty array of { host, port }');
+  }
+  return nodes.map((n: unknown, i) => {
+    const node = n as Partial<RedisNodeAddress> | null;
+    if (
+      node === null ||
+      typeof node !== 'object' ||
+      typeof node.host !== 'string' ||
+      node.host === ''
+    ) {
+      throw new RedisConfigError(`${label}[${i}]`, n, '{ host: string, port: number }');
+    }
+    return { host: node.host, port: portNumber(node.port, `${label}[${i}].port`) };
+  });
+}
+
+function portNumber(value: unknown, label: string): number {
+  const n = typeof value === 'string' && /^\d+$/.test(value.trim()) ? Number(value) : value;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 65535) {
+    throw new RedisConfigError(label, value, 'an integer from 1 to 65535');
+  }
+  return n;
+}
+
+function dbIndex(value: unknown, label: string): number {
+  if (value === undefined) return DEFAULTS.db;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
+    throw new RedisConfigError(label, value, 'a non-negative integer');
+  }
+  return value;
+}
+
+function positiveInt(value: unknown, label: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw new RedisConfigError(label, value, 'a positive number of milliseconds');
+  }
+  return Math.ceil(value);
+}
+
+function bool(value: unknown, label: string, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') throw new RedisConfigError(label, value, 'true or false');
+  return value;
+}
+
+function optionalString(value: unknown, label: string, secret = false): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string') {
+    throw new RedisConfigError(label, secret ? REDACTED : value, 'a string');
+  }
+  return value === '' ? undefined : value;
+}
+
+function validateTls(value: unknown, label: string): TlsConnectionOptions | undefined {
+  if (value === undefined || value === false) return undefined;
+  if (value === true) return {};
+  if (value !== null && typeof value === 'object') return value as TlsConnectionOptions;
+  throw new RedisConfigError(label, value, 'true, false or Node TLS options');
+}
+
+function validateRetry(value: RedisRetryOptions | undefined): Required<RedisRetryOptions> {
+  if (value !== undefined && (value === null || typeof value !== 'object')) {
+    throw new RedisConfigError(
+      'retry',
+      value,
+      '{ initialDelay?, maxDelay?, jitter?, maxAttempts? }',
+    );
+  }
+  const r = value ?? {};
+  const initialDelay = positiveInt(
+    r.initialDelay,
+    'retry.initialDelay',
+    DEFAULTS.retry.initialDelay,
+  );
+  const maxDelay = positiveInt(r.maxDelay, 'retry.maxDelay', DEFAULTS.retry.maxDelay);
+  if (maxDelay < initialDelay) {
+    throw new RedisConfigError(
+      'retry.maxDelay',
+      maxDelay,
+      `at least retry.initialDelay (${initialDelay})`,
+    );
+  }
+  const jitter = r.jitter ?? DEFAULTS.retry.jitter;
+  if (typeof jitter !== 'number' || !(jitter >= 0 && jitter <= 1)) {
+    throw new RedisConfigError('retry.jitter', jitter, 'a number from 0 to 1');
+  }
+  const maxAttempts = r.maxAttempts === undefined ? DEFAULTS.retry.maxAttempts : r.maxAttempts;
+  if (maxAttempts !== null && (!Number.isInteger(maxAttempts) || maxAttempts < 1)) {
+    throw new RedisConfigError(
+      'retry.maxAttempts',
+      maxAttempts,
+      'a positive integer, or null for no limit',
+    );
+  }
+  return { initialDelay, maxDelay, jitter, maxAttempts };
+}

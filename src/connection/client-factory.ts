@@ -1,0 +1,113 @@
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import type { ResolvedRedisConfig } from '../config/resolve-options.js';
+import { backoffDelay } from './backoff.js';
+
+/** The ioredis client we hand out: a standalone/Sentinel `Redis` or a `Cluster`. */
+export type RedisClient = Redis | Cluster;
+
+/** What a connection is for; it shows in `CLIENT LIST` as `nestjs-redis-infra:<name>:<role>`. */
+export type ConnectionRole = 'command' | 'subscriber' | 'dedicated';
+
+/** The `CLIENT SETNAME` of our connections, so operators (and our tests) can find them. */
+export function connectionNameFor(name: string, role: ConnectionRole): string {
+  // CLIENT SETNAME rejects spaces and newlines.
+  return `nestjs-redis-infra:${name.replace(/\s+/g, '_')}:${role}`;
+}
+
+export function isCluster(client: RedisClient): client is Cluster {
+  return (client as Cluster).isCluster === true;
+}
+
+/**
+ * Creates (without connecting) one ioredis client for the configured target, or for one
+ * `node` of it. Every client is created with `lazyConnect` so that the owner decides when to
+ * connect and can bound the wait.
+ */
+export function createClient(
+  config: ResolvedRedisConfig,
+  role: ConnectionRole,
+  node?: { host: string; port: number },
+): RedisClient {
+  const target = config.target;
+  // Pub/sub channels are not keys; the subscriber gets no key prefix.
+  const keyPrefix = role === 'subscriber' ? undefined : config.keyPrefix || undefined;
+  const retryStrategy = (times: number): number | null => backoffDelay(times, config.retry);
+
+  const base: RedisOptions = {
+    ...config.redisOptions,
+    username: config.username,
+    password: config.password,
+    tls: config.tls,
+    connectTimeout: config.connectTimeout,
+    commandTimeout: role === 'dedicated' ? undefined : config.commandTimeout,
+    protocol: config.protocol,
+    connectionName: connectionNameFor(config.name, role),
+    lazyConnect: true,
+  };
+
+  if (node) {
+    // A plain connection to one node of a cluster: PUBLISH is broadcast to every node, so a
+    // subscriber needs just one, with reconnects we can watch (the Cluster's internal
+    // subscriber reconnects silently, and a drop would go unnoticed).
+    return new Redis({ ...base, retryStrategy, host: node.host, port: node.port });
+  }
+
+  switch (target.kind) {
+    case 'cluster': {
+      const options: ClusterOptions = {
+        ...target.clusterOptions,
+        keyPrefix,
+        scaleReads: target.scaleReads,
+        lazyConnect: true,
+        enableAutoPipelining: role === 'command' && config.autoPipelining,
+        clusterRetryStrategy: retryStrategy,
+        redisOptions: base,
+      };
+      return new Cluster(target.nodes, options);
+    }
+    case 'sentinel':
+      return new Redis({
+        ...base,
+        keyPrefix,
+        enableAutoPipelining: role === 'command' && config.autoPipelining,
+        retryStrategy,
+        sentinels: target.sentinels,
+        name: target.name,
+        role: target.role,
+        db: target.db,
+        sentinelUsername: target.sentinelUsername,
+        sentinelPassword: target.sentinelPassword,
+        sentinelRetryStrategy: retryStrategy,
+        failoverDetector: target.failoverDetector,
+        enableTLSForSentinelMode: config.tls !== undefined,
+      });
+    case 'standalone':
+      return new Redis({
+        ...base,
+        keyPrefix,
+        enableAutoPipelining: role === 'command' && config.autoPipelining,
+        retryStrategy,
+        host: target.host,
+        port: target.port,
+        db: target.db,
+      });
+    case 'client': {
+      // Extra connections for a client the application owns copy its settings.
+      const source = target.client;
+      if (isCluster(source)) {
+        return source.duplicate(undefined, {
+          lazyConnect: true,
+          keyPrefix,
+          enableAutoPipelining: false,
+          redisOptions: { ...source.options.redisOptions, connectionName: base.connectionName },
+        });
+      }
+      return source.duplicate({
+        lazyConnect: true,
+        keyPrefix,
+        enableAutoPipelining: false,
+        connectionName: base.connectionName,
+      });
+    }
+  }
+}

@@ -1,0 +1,151 @@
+import type { LoggerService } from '@nestjs/common';
+import { isCluster, type RedisClient } from './client-factory.js';
+
+/** Receives a published message. */
+export type MessageListener = (message: string, channel: string) => void;
+
+/**
+ * The one subscriber connection of a registration, shared by every feature that listens
+ * (cache invalidation, lock wake-ups): opened on the first `subscribe`, multiplexing
+ * listeners per channel, and telling interested parties when it comes back after a drop,
+ * because whatever was published meanwhile is lost.
+ */
+export class RedisSubscriber {
+  private client?: RedisClient;
+  private opening?: Promise<RedisClient>;
+  private readonly listeners = new Map<string, Set<MessageListener>>();
+  /** Pending or done `SUBSCRIBE` per channel, so concurrent subscribers wait for the same ack. */
+  private readonly subscribed = new Map<string, Promise<unknown>>();
+  private readonly resubscribeListeners = new Set<() => void>();
+  private dropped = false;
+  private closed = false;
+  private detach?: () => void;
+
+  constructor(private readonly deps: { open: () => Promise<RedisClient>; logger: LoggerService }) {}
+
+  /** `true` while the connection is open or being opened. */
+  get isOpen(): boolean {
+    return !this.closed && (this.client !== undefined || this.opening !== undefined);
+  }
+
+  async subscribe(channel: string, listener: MessageListener): Promise<() => Promise<void>> {
+    const client = await this.ensureOpen();
+    let set = this.listeners.get(channel);
+    if (!set) {
+      set = new Set();
+      this.listeners.set(channel, set);
+    }
+    set.add(listener);
+    let ack = this.subscribed.get(channel);
+    if (!ack) {
+      ack = client.subscribe(channel);
+      this.subscribed.set(channel, ack);
+    }
+    try {
+      await ack;
+    } catch (err) {
+      this.subscribed.delete(channel);
+      set.delete(listener);
+      throw err;
+    }
+    let active = true;
+    return async () => {
+      if (!active) return;
+      active = false;
+      const current = this.listeners.get(channel);
+      current?.delete(listener);
+      if (current && current.size === 0 && !this.closed) {
+        this.listeners.delete(channel);
+        this.subscribed.delete(channel);
+        await client.unsubscribe(channel).catch(() => undefined);
+      }
+    };
+  }
+
+  onResubscribe(listener: () => void): () => void {
+    this.resubscribeListeners.add(listener);
+    return () => this.resubscribeListeners.delete(listener);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const client = this.client ?? (await this.opening?.catch(() => undefined));
+    this.detach?.();
+    this.listeners.clear();
+    this.subscribed.clear();
+    this.resubscribeListeners.clear();
+    if (client && client.status !== 'end') {
+      const ended = new Promise<void>((resolve) => client.once('end', () => resolve()));
+      const wasWaiting = client.status === 'wait';
+      client.disconnect();
+      if (!wasWaiting) await ended;
+    }
+  }
+
+  private ensureOpen(): Promise<RedisClient> {
+    if (this.closed) return Promise.reject(new Error('the subscriber connection is closed'));
+    if (this.client) return Promise.resolve(this.client);
+    this.opening ??= this.deps.open().then(
+      (client) => {
+        this.client = client;
+        this.opening = undefined;
+        this.detach = this.watch(client);
+        return client;
+      },
+      (err: unknown) => {
+        this.opening = undefined;
+        throw err;
+      },
+    );
+    return this.opening;
+  }
+
+  private watch(client: RedisClient): () => void {
+    const onMessage = (channel: string, message: string): void => {
+      const set = this.listeners.get(channel);
+      if (!set) return;
+      for (const listener of set) {
+        try {
+          listener(message, channel);
+        } catch (err) {
+          this.deps.logger.error(
+            `a listener of channel "${channel}" threw: ${(err as Error).message}`,
+          );
+        }
+      }
+    };
+    const onClose = (): void => {
+      if (!this.closed) this.dropped = true;
+    };
+    const onReady = (): void => {
+      if (!this.dropped || this.closed) return;
+      this.dropped = false;
+      // ioredis re-subscribes right after emitting 'ready'; a PING queued behind those
+      // SUBSCRIBEs is answered once they are active, so listeners reset their state only when
+      // no further message can be missed.
+      setImmediate(() => {
+        const settled = isCluster(client)
+          ? Promise.resolve()
+          : client.ping().catch(() => undefined);
+        void settled.then(() => {
+          if (this.closed) return;
+          for (const listener of this.resubscribeListeners) {
+            try {
+              listener();
+            } catch (err) {
+              this.deps.logger.error(`a resubscribe listener threw: ${(err as Error).message}`);
+            }
+          }
+        });
+      });
+    };
+    client.on('message', onMessage);
+    client.on('close', onClose);
+    client.on('ready', onReady);
+    return () => {
+      client.off('message', onMessage);
+      client.off('close', onClose);
+      client.off('ready', onReady);
+    };
+  }
+}

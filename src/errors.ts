@@ -1,0 +1,125 @@
+/**
+ * Stable error codes. Match on `error.code`, never on the message text: messages are for
+ * people and may be reworded, codes are part of the public surface.
+ */
+export type RedisInfraErrorCode =
+  | 'REDIS_CONFIG_INVALID'
+  | 'REDIS_CONNECTION_FAILED'
+  | 'REDIS_LOCK_NOT_ACQUIRED'
+  | 'REDIS_LOCK_LOST';
+
+/** Base class of every error this package throws on purpose. */
+export abstract class RedisInfraError extends Error {
+  /** A stable, machine-readable code for this failure mode. */
+  abstract readonly code: RedisInfraErrorCode;
+
+  protected constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/**
+ * An option or environment variable has a value we cannot use. Thrown once, at startup,
+ * before any connection is attempted. `option` names the option or variable exactly as the
+ * user wrote it (`port`, `REDIS_PORT`, `sentinel.name`); `value` is what was given, with
+ * passwords already replaced by `***`.
+ */
+export class RedisConfigError extends RedisInfraError {
+  readonly code = 'REDIS_CONFIG_INVALID' as const;
+
+  constructor(
+    /** The option (`port`, `cluster.nodes[1]`) or environment variable (`REDIS_PORT`). */
+    readonly option: string,
+    /** The offending value, redacted when it carries a password. */
+    readonly value: unknown,
+    /** What a valid value looks like. */
+    readonly expected: string,
+  ) {
+    super(
+      `Invalid Redis configuration: ${option} = ${formatValue(value)}; expected ${expected}. ` +
+        `Fix ${option} and restart.`,
+    );
+  }
+}
+
+/**
+ * A connection could not be opened (at startup, or when a dedicated connection was
+ * requested). `address` never contains a password.
+ */
+export class RedisConnectionError extends RedisInfraError {
+  readonly code = 'REDIS_CONNECTION_FAILED' as const;
+
+  constructor(
+    /** The connection's name (`default` unless `forRoot({ name })` said otherwise). */
+    readonly connectionName: string,
+    /** Where we tried to connect, password redacted. */
+    readonly address: string,
+    reason: string,
+    options?: { cause?: unknown; hint?: string },
+  ) {
+    super(
+      `Redis connection "${connectionName}" to ${address} failed: ${reason}. ` +
+        (options?.hint ??
+          'Check that Redis is running and reachable from this host, and that the address, ' +
+            'credentials and TLS settings are right (or set lazyConnect: true to boot without it).'),
+      { cause: options?.cause },
+    );
+  }
+}
+
+/** `LockService.acquire` gave up: the resource stayed locked for the whole `wait`. */
+export class LockNotAcquiredError extends RedisInfraError {
+  readonly code = 'REDIS_LOCK_NOT_ACQUIRED' as const;
+
+  constructor(
+    /** The resource that stayed locked. */
+    readonly resource: string,
+    /** How long we waited, in milliseconds. */
+    readonly waitedMs: number,
+    options?: { cause?: unknown; reason?: string },
+  ) {
+    super(
+      `Lock on "${resource}" not acquired after waiting ${Math.round(waitedMs)} ms` +
+        (options?.reason ? ` (${options.reason})` : '') +
+        '. Another owner holds it: raise `wait`, or use tryAcquire() to skip the work instead.',
+      { cause: options?.cause },
+    );
+  }
+}
+
+/**
+ * A lock was lost before the critical section ended (it expired, was deleted, or another
+ * owner took it), so the work done under it was not exclusive.
+ */
+export class LockLostError extends RedisInfraError {
+  readonly code = 'REDIS_LOCK_LOST' as const;
+
+  constructor(
+    /** The resource whose lock was lost. */
+    readonly resource: string,
+    /** The fencing token the lost lock carried. */
+    readonly fencingToken: number,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `Lock on "${resource}" (fencing token ${fencingToken}) was lost before the critical ` +
+        `section finished: ${reason}. The work was not exclusive; make it idempotent or check ` +
+        'the fencing token where it writes, and raise `ttl` if the work is slow.',
+      { cause: options?.cause },
+    );
+  }
+}
+
+function formatValue(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'number' || typeof value === 'boolean' || value == null) {
+    return String(value);
+  }
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
+}

@@ -1,0 +1,42 @@
+export { RedisModule } from './redis.module.js';
+export type {
+  RedisModuleAsyncOptions,
+  RedisModuleForRootOptions,
+  RedisOptionsFactory,
+} from './redis.module.js';
+export type {
+  RedisCacheModuleOptions,
+  RedisClusterOptions,
+  RedisLockModuleOptions,
+  RedisModuleExtras,
+  RedisModuleOptions,
+  RedisNodeAddress,
+  RedisRetryOptions,
+  RedisSentinelOptions,
+  RedisSessionModuleOptions,
+} from './config/redis-options.interface.js';
+export { getRedisToken, InjectRedis } from './connection/tokens.js';
+export type { RedisClient } from './connection/client-factory.js';
+export { RedisService } from './redis.service.js';
+export type { RedisScanOptions, RedisStats } from './redis.service.js';
+export type {
+  RedisInfo,
+  RedisInfoFields,
+  RedisInfoSections,
+  RedisInfoValue,
+  RedisKeyspaceInfo,
+} from './redis-info.js';
+export { RedisHealthIndicator } from './health/redis-health.indicator.js';
+export type {
+  RedisHealthCheckOptions,
+  RedisHealthDetails,
+  RedisHealthIndicatorResult,
+} from './health/redis-health.indicator.js';
+export {
+  LockLostError,
+  LockNotAcquiredError,
+  RedisConfigError,
+  RedisConnectionError,
+  RedisInfraError,
+} from './errors.js';
+export type { RedisInfraErrorCode } from './errors.js';

@@ -1,0 +1,95 @@
+import {
+  ConfigurableModuleBuilder,
+  Module,
+  type DynamicModule,
+  type Provider,
+} from '@nestjs/common';
+import { DEFAULT_CONNECTION_NAME } from './config/defaults.js';
+import type { RedisModuleExtras, RedisModuleOptions } from './config/redis-options.interface.js';
+import { resolveRedisOptions } from './config/resolve-options.js';
+import { RedisConnection } from './connection/redis-connection.js';
+import { getRedisConnectionToken, getRedisToken } from './connection/tokens.js';
+import { RedisHealthIndicator } from './health/redis-health.indicator.js';
+import { RedisService } from './redis.service.js';
+
+const builder = new ConfigurableModuleBuilder<RedisModuleOptions>({ moduleName: 'Redis' })
+  .setClassMethodName('forRoot')
+  .setFactoryMethodName('createRedisOptions')
+  .setExtras<RedisModuleExtras>(
+    { isGlobal: true, name: DEFAULT_CONNECTION_NAME },
+    (definition, extras) => withConnection(definition, extras),
+  )
+  .build();
+
+const { ConfigurableModuleClass, MODULE_OPTIONS_TOKEN } = builder;
+
+/** The options object of `RedisModule.forRoot`: connection options plus `isGlobal` and `name`. */
+export type RedisModuleForRootOptions = typeof builder.OPTIONS_TYPE;
+/** The options object of `RedisModule.forRootAsync`. */
+export type RedisModuleAsyncOptions = typeof builder.ASYNC_OPTIONS_TYPE;
+/** What a `useClass` / `useExisting` options factory implements. */
+export interface RedisOptionsFactory {
+  createRedisOptions(): Promise<RedisModuleOptions> | RedisModuleOptions;
+}
+
+/** The services the default connection provides to the application. */
+const SERVICES = [RedisService, RedisHealthIndicator];
+
+function withConnection(definition: DynamicModule, extras: RedisModuleExtras): DynamicModule {
+  const name = extras.name ?? DEFAULT_CONNECTION_NAME;
+  const connectionToken = getRedisConnectionToken(name);
+  const providers: Provider[] = [
+    {
+      provide: connectionToken,
+      // Validation runs here, once, while the application starts.
+      useFactory: (options: RedisModuleOptions | undefined) =>
+        new RedisConnection(resolveRedisOptions(options, process.env, name)),
+      inject: [MODULE_OPTIONS_TOKEN],
+    },
+    {
+      provide: getRedisToken(name),
+      useFactory: (connection: RedisConnection) => connection.client,
+      inject: [connectionToken],
+    },
+  ];
+  const exported: Array<symbol | Provider> = [getRedisToken(name), connectionToken];
+  if (name === DEFAULT_CONNECTION_NAME) {
+    providers.push(...SERVICES);
+    exported.push(...SERVICES);
+  }
+  return {
+    ...definition,
+    global: extras.isGlobal,
+    providers: [...(definition.providers ?? []), ...providers],
+    exports: [...(definition.exports ?? []), ...exported],
+  };
+}
+
+/**
+ * Redis for a NestJS application: connections (standalone, Sentinel, Cluster), `RedisService`,
+ * `RedisHealthIndicator`, and the ioredis client through `@InjectRedis()`.
+ *
+ * @example
+ * ```ts
+ * @Module({ imports: [RedisModule.forRoot({ url: 'redis://localhost:6379', keyPrefix: 'shop:' })] })
+ * export class AppModule {}
+ * ```
+ */
+@Module({})
+export class RedisModule extends ConfigurableModuleClass {
+  /**
+   * Registers a connection from options, or from the `REDIS_*` environment variables when the
+   * options name no server (`forRoot()`). Global unless `isGlobal: false`.
+   */
+  static override forRoot(options: RedisModuleForRootOptions = {}): DynamicModule {
+    return super.forRoot(options);
+  }
+
+  /**
+   * Registers a connection whose options come from a factory (`useFactory` with `inject`,
+   * `useClass` or `useExisting`), e.g. from `ConfigService`.
+   */
+  static override forRootAsync(options: RedisModuleAsyncOptions): DynamicModule {
+    return super.forRootAsync(options);
+  }
+}

@@ -1,0 +1,221 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { Redis } from 'ioredis';
+import type { RedisClient } from './connection/client-factory.js';
+import { RedisConnection } from './connection/redis-connection.js';
+import { getRedisConnectionToken } from './connection/tokens.js';
+import { elapsedMs } from './connection/wait.js';
+import { parseInfo, type RedisInfo } from './redis-info.js';
+
+/** Options of `RedisService.scan`. */
+export interface RedisScanOptions {
+  /**
+   * `SCAN ... COUNT` hint: keys examined per round trip and node.
+   * @defaultValue 250
+   */
+  count?: number;
+}
+
+/**
+ * The monitoring figures of a server (on a cluster: summed over the masters, except where a
+ * field says otherwise).
+ */
+export interface RedisStats {
+  /** Client connections, ours included. */
+  connectedClients: number;
+  /** Clients blocked in BLPOP and friends. */
+  blockedClients: number;
+  /** Bytes used by the data set (`used_memory`). */
+  usedMemory: number;
+  /** `maxmemory` in bytes; 0 means no limit. */
+  maxMemory: number;
+  /** `usedMemory / maxMemory` (on a cluster the fullest master); `null` without a limit. */
+  memoryRatio: number | null;
+  /** `instantaneous_ops_per_sec`. */
+  opsPerSec: number;
+  keyspaceHits: number;
+  keyspaceMisses: number;
+  /** `hits / (hits + misses)`; `null` before the first lookup. */
+  hitRate: number | null;
+  /** Keys evicted because of `maxmemory`. */
+  evictedKeys: number;
+  /** Keys removed because their TTL passed. */
+  expiredKeys: number;
+  /** Keys in all databases. */
+  keys: number;
+  /** Seconds since the server started (on a cluster, the most recently started master). */
+  uptimeSeconds: number;
+  /** How many servers the figures cover (masters of a cluster, 1 otherwise). */
+  nodes: number;
+}
+
+/**
+ * What ioredis lacks, over the default connection: parsed `INFO`, a latency `PING`, `SCAN` as
+ * an async iterator over every master, pattern deletion without `KEYS`, and monitoring figures.
+ * Keys given and yielded are relative to `keyPrefix`, like every key of the injected client.
+ */
+@Injectable()
+export class RedisService {
+  constructor(@Inject(getRedisConnectionToken()) private readonly connection: RedisConnection) {}
+
+  /** The injected client of the default connection. */
+  get client(): RedisClient {
+    return this.connection.client;
+  }
+
+  /**
+   * `INFO [section]`, parsed. On a cluster, the first master's; see `infoAll` for every node.
+   *
+   * @example
+   * ```ts
+   * const { memory } = await redis.info('memory');
+   * console.log(memory?.used_memory);
+   * ```
+   */
+  async info(section?: string): Promise<RedisInfo> {
+    const [first] = this.connection.masters();
+    return parseInfo(await infoText(first ?? (this.client as Redis), section));
+  }
+
+  /** `INFO [section]` of every master, keyed by `host:port`. */
+  async infoAll(section?: string): Promise<Record<string, RedisInfo>> {
+    const masters = this.connection.masters();
+    const texts = await Promise.all(masters.map((node) => infoText(node, section)));
+    return Object.fromEntries(masters.map((node, i) => [nodeAddress(node), parseInfo(texts[i])]));
+  }
+
+  /**
+   * Round-trip time of a `PING`, in milliseconds (on a cluster, of the slowest master).
+   * Rejects when Redis does not answer (bounded by `commandTimeout` when set).
+   */
+  async ping(): Promise<number> {
+    const latencies = await Promise.all(
+      this.connection.masters().map(async (node) => {
+        const start = performance.now();
+        await node.ping();
+        return elapsedMs(start);
+      }),
+    );
+    return Math.max(...latencies);
+  }
+
+  /**
+   * Iterates the keys matching a glob pattern with `SCAN` (never `KEYS`), over every master of
+   * a cluster. Keys are yielded without the `keyPrefix`, ready to pass to the client. Like
+   * `SCAN`, it may yield a key twice if the keyspace is resized meanwhile.
+   *
+   * @example
+   * ```ts
+   * for await (const key of redis.scan('session:*')) console.log(key);
+   * ```
+   */
+  async *scan(
+    pattern = '*',
+    options: RedisScanOptions = {},
+  ): AsyncGenerator<string, void, undefined> {
+    const count = options.count ?? 250;
+    const prefix = this.connection.keyPrefix;
+    for (const node of this.connection.masters()) {
+      for await (const batch of scanNode(node, escapeGlob(prefix) + pattern, count)) {
+        for (const key of batch) yield key.slice(prefix.length);
+      }
+    }
+  }
+
+  /**
+   * Deletes every key matching a glob pattern: `SCAN` plus pipelined `UNLINK` (non-blocking
+   * deletion) per batch, on every master. Returns how many keys were removed.
+   */
+  async unlinkByPattern(pattern: string, options: RedisScanOptions = {}): Promise<number> {
+    const count = options.count ?? 250;
+    const prefix = this.connection.keyPrefix;
+    const perNode = await Promise.all(
+      this.connection.masters().map(async (node) => {
+        // A cluster's node connections carry no key prefix, the standalone client does:
+        // hand each connection the key as it will prefix it.
+        const ownPrefix = (node.options.keyPrefix ?? '') as string;
+        let removed = 0;
+        for await (const batch of scanNode(node, escapeGlob(prefix) + pattern, count)) {
+          if (batch.length === 0) continue;
+          const pipeline = node.pipeline();
+          for (const key of batch) pipeline.unlink(key.slice(ownPrefix.length));
+          for (const [err, n] of (await pipeline.exec()) ?? []) {
+            if (!err) removed += Number(n);
+          }
+        }
+        return removed;
+      }),
+    );
+    return perNode.reduce((a, b) => a + b, 0);
+  }
+
+  /** Monitoring figures: clients, memory and its ratio to `maxmemory`, ops/s, hit rate, ... */
+  async stats(): Promise<RedisStats> {
+    const infos = await Promise.all(
+      this.connection.masters().map(async (node) => parseInfo(await infoText(node))),
+    );
+    const sum = (pick: (i: RedisInfo) => unknown): number =>
+      infos.reduce((acc, i) => acc + num(pick(i)), 0);
+    const ratios = infos
+      .map((i) => ({ used: num(i.memory?.used_memory), max: num(i.memory?.maxmemory) }))
+      .filter((m) => m.max > 0)
+      .map((m) => m.used / m.max);
+    const hits = sum((i) => i.stats?.keyspace_hits);
+    const misses = sum((i) => i.stats?.keyspace_misses);
+    return {
+      connectedClients: sum((i) => i.clients?.connected_clients),
+      blockedClients: sum((i) => i.clients?.blocked_clients),
+      usedMemory: sum((i) => i.memory?.used_memory),
+      maxMemory: sum((i) => i.memory?.maxmemory),
+      memoryRatio: ratios.length === infos.length && ratios.length > 0 ? Math.max(...ratios) : null,
+      opsPerSec: sum((i) => i.stats?.instantaneous_ops_per_sec),
+      keyspaceHits: hits,
+      keyspaceMisses: misses,
+      hitRate: hits + misses > 0 ? hits / (hits + misses) : null,
+      evictedKeys: sum((i) => i.stats?.evicted_keys),
+      expiredKeys: sum((i) => i.stats?.expired_keys),
+      keys: sum((i) => Object.values(i.keyspace ?? {}).reduce((a, db) => a + num(db.keys), 0)),
+      uptimeSeconds: Math.min(...infos.map((i) => num(i.server?.uptime_in_seconds))),
+      nodes: infos.length,
+    };
+  }
+
+  /**
+   * Runs `fn` on a connection of its own, for blocking commands (`BLPOP`, `XREAD BLOCK`, ...)
+   * that must not stall the shared command connection. Pooled, bounded by `maxConnections`.
+   *
+   * @example
+   * ```ts
+   * const job = await redis.withDedicatedConnection((c) => c.blpop('jobs', 5));
+   * ```
+   */
+  withDedicatedConnection<T>(fn: (client: RedisClient) => Promise<T>): Promise<T> {
+    return this.connection.withDedicated(fn);
+  }
+}
+
+function infoText(node: Redis, section?: string): Promise<string> {
+  return section === undefined ? node.info() : node.info(section);
+}
+
+async function* scanNode(node: Redis, match: string, count: number): AsyncGenerator<string[]> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await node.scan(cursor, 'MATCH', match, 'COUNT', count);
+    cursor = next;
+    yield keys;
+  } while (cursor !== '0');
+}
+
+/** Escapes glob metacharacters so a key prefix matches literally in `SCAN MATCH`. */
+export function escapeGlob(text: string): string {
+  return text.replace(/[*?[\]\\]/g, '\\$&');
+}
+
+function nodeAddress(node: Redis): string {
+  const { host, port } = node.options as { host?: string; port?: number };
+  return `${host ?? 'localhost'}:${port ?? 6379}`;
+}
+
+function num(value: unknown): number {
+  return typeof value === 'number' ? value : 0;
+}

@@ -1,0 +1,113 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { sendCommand, type RespTarget } from '../../scripts/redis/servers.mjs';
+import type { RedisModuleOptions } from '../../src/index.js';
+
+export * from '../../scripts/redis/servers.mjs';
+
+/** A topology the global setup started, and how our module reaches it. */
+export interface TopologyCase {
+  name: 'standalone' | 'sentinel' | 'cluster';
+  options: RedisModuleOptions;
+  /** Every data server (not sentinels), for CLIENT LIST checks. */
+  servers: RespTarget[];
+  /** The masters, where the keys live. */
+  masters: RespTarget[];
+}
+
+function nodes(list: string): RespTarget[] {
+  return list.split(',').map((hp) => {
+    const [host, port] = hp.split(':');
+    return { host, port: Number(port) };
+  });
+}
+
+/** The topologies started by `test/setup/global-setup.mjs` for this run. */
+export function topologies(): TopologyCase[] {
+  const env = process.env;
+  const cases: TopologyCase[] = [];
+  if (env.REDIS_TEST_URL) {
+    const url = new URL(env.REDIS_TEST_URL);
+    const server = { host: url.hostname, port: Number(url.port) };
+    cases.push({ name: 'standalone', options: { url: env.REDIS_TEST_URL }, servers: [server], masters: [server] });
+  }
+  if (env.REDIS_TEST_SENTINELS && env.REDIS_TEST_SENTINEL_NAME && env.REDIS_TEST_SENTINEL_MASTER) {
+    const sentinels = nodes(env.REDIS_TEST_SENTINELS).map((n) => ({ host: n.host!, port: n.port }));
+    const master = nodes(env.REDIS_TEST_SENTINEL_MASTER)[0];
+    cases.push({
+      name: 'sentinel',
+      options: { sentinel: { sentinels, name: env.REDIS_TEST_SENTINEL_NAME } },
+      servers: [master, ...(env.REDIS_TEST_SENTINEL_REPLICA ? nodes(env.REDIS_TEST_SENTINEL_REPLICA) : [])],
+      masters: [master],
+    });
+  }
+  if (env.REDIS_TEST_CLUSTER_NODES) {
+    const all = nodes(env.REDIS_TEST_CLUSTER_NODES);
+    cases.push({
+      name: 'cluster',
+      options: { cluster: { nodes: all.map((n) => ({ host: n.host!, port: n.port })) } },
+      servers: all,
+      masters: all, // refined at run time with CLUSTER NODES where it matters
+    });
+  }
+  return cases;
+}
+
+/** The standalone server of the global setup. */
+export function standaloneUrl(): string {
+  const url = process.env.REDIS_TEST_URL;
+  if (!url) throw new Error('REDIS_TEST_URL is not set: run the tests through `npm test`');
+  return url;
+}
+
+/** A fresh directory for the servers a spec starts itself (removed by the global teardown). */
+export function specDir(label: string): string {
+  const base = process.env.REDIS_TEST_BASE_DIR ?? tmpdir();
+  return mkdtempSync(join(base, `${label}-`));
+}
+
+/** A key prefix no other test uses. */
+export function uniquePrefix(label = 't'): string {
+  return `${label}:${randomUUID().slice(0, 8)}:`;
+}
+
+/** Names of the connections `CLIENT LIST` shows on a server. */
+export async function clientNames(target: RespTarget): Promise<string[]> {
+  const list = String(await sendCommand(target, ['CLIENT', 'LIST']));
+  return list
+    .split('\n')
+    .map((line) => /(?:^| )name=(\S*)/.exec(line)?.[1] ?? '')
+    .filter((n) => n !== '');
+}
+
+/** Our connections (named `nestjs-redis-infra:*`) on a server. */
+export async function ourConnections(target: RespTarget, name?: string): Promise<string[]> {
+  const prefix = name ? `nestjs-redis-infra:${name}:` : 'nestjs-redis-infra:';
+  return (await clientNames(target)).filter((n) => n.startsWith(prefix));
+}
+
+/**
+ * Polls `check` until it returns a truthy value or `timeoutMs` passes: waiting on an observable
+ * condition, never on a fixed sleep.
+ */
+export async function waitFor<T>(
+  check: () => T | Promise<T>,
+  { timeoutMs = 10_000, intervalMs = 25, what = 'condition' } = {},
+): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value as NonNullable<T>;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}` + (last ? `: ${String(last)}` : ''));
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}

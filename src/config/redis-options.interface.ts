@@ -145,6 +145,13 @@ export interface RedisModuleOptions {
    */
   client?: Redis | Cluster;
   /**
+   * Name our connections give themselves (`CLIENT SETNAME`), followed by `:command`,
+   * `:subscriber` or `:dedicated`, so they can be told apart in `CLIENT LIST`.
+   * @defaultValue 'nestjs-redis-infra:<name>'
+   * @example 'checkout-api'
+   */
+  connectionName?: string;
+  /**
    * Prepended to every key, by ioredis on the injected client and by our services.
    * @example 'shop:'
    * @defaultValue ''

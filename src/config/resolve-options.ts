@@ -39,6 +39,8 @@ export interface ResolvedRedisConfig {
   password?: string;
   tls?: TlsConnectionOptions;
   keyPrefix: string;
+  /** `CLIENT SETNAME` prefix of our connections. */
+  connectionName: string;
   connectTimeout: number;
   commandTimeout?: number;
   lazyConnect: boolean;
@@ -245,6 +247,14 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
   if (typeof keyPrefix !== 'string') {
     throw new RedisConfigError(label('keyPrefix'), keyPrefix, 'a string such as "app:"');
   }
+  const connectionName = o.connectionName ?? `nestjs-redis-infra:${name}`;
+  if (typeof connectionName !== 'string' || !/^\S+$/.test(connectionName)) {
+    throw new RedisConfigError(
+      label('connectionName'),
+      connectionName,
+      'a non-empty string without spaces',
+    );
+  }
   const connectTimeout = positiveInt(
     o.connectTimeout,
     label('connectTimeout'),
@@ -375,6 +385,7 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
     password,
     tls,
     keyPrefix,
+    connectionName,
     connectTimeout,
     commandTimeout,
     lazyConnect,

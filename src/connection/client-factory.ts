@@ -5,13 +5,13 @@ import { backoffDelay } from './backoff.js';
 /** The ioredis client we hand out: a standalone/Sentinel `Redis` or a `Cluster`. */
 export type RedisClient = Redis | Cluster;
 
-/** What a connection is for; it shows in `CLIENT LIST` as `nestjs-redis-infra:<name>:<role>`. */
+/** What a connection is for; it shows in `CLIENT LIST` as `<connectionName>:<role>`. */
 export type ConnectionRole = 'command' | 'subscriber' | 'dedicated';
 
-/** The `CLIENT SETNAME` of our connections, so operators (and our tests) can find them. */
-export function connectionNameFor(name: string, role: ConnectionRole): string {
-  // CLIENT SETNAME rejects spaces and newlines.
-  return `nestjs-redis-infra:${name.replace(/\s+/g, '_')}:${role}`;
+/** The `CLIENT SETNAME` of a connection, so operators (and our tests) can find it. */
+export function connectionNameFor(config: ResolvedRedisConfig, role: ConnectionRole): string {
+  // CLIENT SETNAME rejects spaces, which a connection name may contain.
+  return `${config.connectionName.replace(/\s+/g, '_')}:${role}`;
 }
 
 export function isCluster(client: RedisClient): client is Cluster {
@@ -41,7 +41,7 @@ export function createClient(
     connectTimeout: config.connectTimeout,
     commandTimeout: role === 'dedicated' ? undefined : config.commandTimeout,
     protocol: config.protocol,
-    connectionName: connectionNameFor(config.name, role),
+    connectionName: connectionNameFor(config, role),
     lazyConnect: true,
   };
 

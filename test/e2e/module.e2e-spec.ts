@@ -23,6 +23,7 @@ import {
   specDir,
   standaloneUrl,
   startStandalone,
+  uniqueConnectionName,
   uniquePrefix,
   waitFor,
   type StandaloneServer,
@@ -53,8 +54,9 @@ const server = () => {
 describe('RedisModule (standalone)', () => {
   it('forRoot: injects the ioredis client by token and by decorator, and RedisService', async () => {
     const prefix = uniquePrefix('forroot');
+    const connectionName = uniqueConnectionName('forroot');
     const app = await startApp({
-      imports: [RedisModule.forRoot({ url: url(), keyPrefix: prefix })],
+      imports: [RedisModule.forRoot({ url: url(), keyPrefix: prefix, connectionName })],
       providers: [UsesRedis],
     });
     try {
@@ -67,7 +69,7 @@ describe('RedisModule (standalone)', () => {
       // The key prefix is applied by the client: the raw key carries it.
       expect(await sendCommand(server(), ['GET', `${prefix}greeting`])).toBe('hello');
       expect(await redis.get('greeting')).toBe('hello');
-      expect(await ourConnections(server(), 'default')).toContain('nestjs-redis-infra:default:command');
+      expect(await ourConnections(server(), connectionName)).toEqual([`${connectionName}:command`]);
     } finally {
       await app.close();
     }
@@ -158,10 +160,16 @@ describe('RedisModule (standalone)', () => {
   });
 
   it('named connections live beside the default one', async () => {
+    const otherName = uniqueConnectionName('other');
     const app = await startApp({
       imports: [
         RedisModule.forRoot({ url: `${url()}/0`, keyPrefix: 'named-a:' }),
-        RedisModule.forRoot({ name: 'other', url: `${url()}/1`, keyPrefix: 'named-b:' }),
+        RedisModule.forRoot({
+          name: 'other',
+          url: `${url()}/1`,
+          keyPrefix: 'named-b:',
+          connectionName: otherName,
+        }),
       ],
       providers: [UsesTwo],
     });
@@ -176,7 +184,7 @@ describe('RedisModule (standalone)', () => {
       expect(await sendCommand(server(), ['GET', 'named-b:who'])).toBeNull();
       expect(await other.get('who')).toBe('other');
       expect(await main.get('who')).toBe('main');
-      expect(await ourConnections(server(), 'other')).toEqual(['nestjs-redis-infra:other:command']);
+      expect(await ourConnections(server(), otherName)).toEqual([`${otherName}:command`]);
     } finally {
       await app.close();
     }
@@ -234,7 +242,16 @@ describe('RedisModule lifecycle', () => {
     let error: unknown;
     try {
       await startApp(
-        { imports: [RedisModule.forRoot({ host: '127.0.0.1', port, password: 'hunter2', connectTimeout: 600 })] },
+        {
+          imports: [
+            RedisModule.forRoot({
+              host: '127.0.0.1',
+              port,
+              password: 'hunter2',
+              connectTimeout: 600,
+            }),
+          ],
+        },
         logger,
       );
     } catch (err) {
@@ -243,7 +260,9 @@ describe('RedisModule lifecycle', () => {
     const elapsed = Date.now() - started;
     expect(error).toBeInstanceOf(RedisConnectionError);
     const message = (error as Error).message;
-    expect(message).toContain(`Redis connection "default" to redis://:***@127.0.0.1:${port} failed`);
+    expect(message).toContain(
+      `Redis connection "default" to redis://:***@127.0.0.1:${port} failed`,
+    );
     expect(message).toContain('ECONNREFUSED');
     expect(message).not.toContain('hunter2');
     expect(logger.text).not.toContain('hunter2');
@@ -251,21 +270,26 @@ describe('RedisModule lifecycle', () => {
   });
 
   it('after app.close() no connection of ours is left, and closing twice is harmless', async () => {
-    const app = await startApp({ imports: [RedisModule.forRoot({ url: url(), keyPrefix: uniquePrefix('close') })] });
+    const connectionName = uniqueConnectionName('close');
+    const app = await startApp({
+      imports: [
+        RedisModule.forRoot({ url: url(), keyPrefix: uniquePrefix('close'), connectionName }),
+      ],
+    });
     const connection = app.get<RedisConnection>(getRedisConnectionToken());
     // Open the lazily created connections too, so that every kind is covered.
     const unsubscribe = await connection.subscribe('close-test', () => undefined);
     await app.get(RedisService).withDedicatedConnection((c) => c.ping());
-    const names = await ourConnections(server(), 'default');
+    const names = await ourConnections(server(), connectionName);
     expect(names.sort()).toEqual([
-      'nestjs-redis-infra:default:command',
-      'nestjs-redis-infra:default:dedicated',
-      'nestjs-redis-infra:default:subscriber',
+      `${connectionName}:command`,
+      `${connectionName}:dedicated`,
+      `${connectionName}:subscriber`,
     ]);
     await app.close();
     await unsubscribe();
     await connection.close();
-    await waitFor(async () => (await ourConnections(server(), 'default')).length === 0, {
+    await waitFor(async () => (await ourConnections(server(), connectionName)).length === 0, {
       what: 'CLIENT LIST to show none of our connections',
     });
     expect(connection.client.status).toBe('end');
@@ -277,7 +301,11 @@ describe('RedisModule lifecycle', () => {
     const app = await startApp(
       {
         imports: [
-          RedisModule.forRoot({ port, lazyConnect: true, retry: { initialDelay: 50, maxDelay: 200 } }),
+          RedisModule.forRoot({
+            port,
+            lazyConnect: true,
+            retry: { initialDelay: 50, maxDelay: 200 },
+          }),
         ],
       },
       logger,
@@ -309,7 +337,11 @@ describe('RedisModule lifecycle', () => {
     const app = await startApp(
       {
         imports: [
-          RedisModule.forRoot({ url: redis.url, retry: { initialDelay: 20, maxDelay: 100 }, commandTimeout: 300 }),
+          RedisModule.forRoot({
+            url: redis.url,
+            retry: { initialDelay: 20, maxDelay: 100 },
+            commandTimeout: 300,
+          }),
         ],
       },
       logger,
@@ -346,7 +378,9 @@ describe('RedisModule lifecycle', () => {
 
   it('closes promptly while Redis is unreachable', async () => {
     const redis = await startStandalone({ baseDir: dir });
-    const app = await startApp({ imports: [RedisModule.forRoot({ url: redis.url, shutdownTimeout: 500 })] });
+    const app = await startApp({
+      imports: [RedisModule.forRoot({ url: redis.url, shutdownTimeout: 500 })],
+    });
     const client = app.get<Redis>(getRedisToken());
     await redis.pause();
     try {
@@ -362,15 +396,20 @@ describe('RedisModule lifecycle', () => {
   });
 
   it('bounds dedicated connections by maxConnections', async () => {
+    const connectionName = uniqueConnectionName('bounded');
     const app = await startApp({
-      imports: [RedisModule.forRoot({ url: url(), maxConnections: 2, connectTimeout: 300 })],
+      imports: [
+        RedisModule.forRoot({ url: url(), maxConnections: 2, connectTimeout: 300, connectionName }),
+      ],
     });
     try {
       const service = app.get(RedisService);
       const list = uniquePrefix('blpop');
       // The command connection takes one slot; one dedicated connection fits.
       const blocked = service.withDedicatedConnection((c) => c.blpop(list, 5));
-      await waitFor(async () => (await ourConnections(server(), 'default')).includes('nestjs-redis-infra:default:dedicated'));
+      await waitFor(async () =>
+        (await ourConnections(server(), connectionName)).includes(`${connectionName}:dedicated`),
+      );
       // The command connection is not blocked by the BLPOP.
       expect(await service.ping()).toBeGreaterThan(0);
       await expect(service.withDedicatedConnection((c) => c.ping())).rejects.toThrow(

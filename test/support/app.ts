@@ -1,4 +1,10 @@
-import { Controller, Get, type INestApplication, type LoggerService, type ModuleMetadata } from '@nestjs/common';
+import {
+  Controller,
+  Get,
+  type INestApplication,
+  type LoggerService,
+  type ModuleMetadata,
+} from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 
 /** A logger that keeps every line, to assert what the module logs (and never logs). */
@@ -25,7 +31,9 @@ export class CapturingLogger implements LoggerService {
   }
   /** Lines whose message contains `text`. */
   matching(text: string): string[] {
-    return this.lines.filter((l) => l.message.includes(text)).map((l) => `${l.level}: ${l.message}`);
+    return this.lines
+      .filter((l) => l.message.includes(text))
+      .map((l) => `${l.level}: ${l.message}`);
   }
   get text(): string {
     return this.lines.map((l) => `${l.level} [${l.context}] ${l.message}`).join('\n');

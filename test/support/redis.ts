@@ -31,7 +31,12 @@ export function topologies(): TopologyCase[] {
   if (env.REDIS_TEST_URL) {
     const url = new URL(env.REDIS_TEST_URL);
     const server = { host: url.hostname, port: Number(url.port) };
-    cases.push({ name: 'standalone', options: { url: env.REDIS_TEST_URL }, servers: [server], masters: [server] });
+    cases.push({
+      name: 'standalone',
+      options: { url: env.REDIS_TEST_URL },
+      servers: [server],
+      masters: [server],
+    });
   }
   if (env.REDIS_TEST_SENTINELS && env.REDIS_TEST_SENTINEL_NAME && env.REDIS_TEST_SENTINEL_MASTER) {
     const sentinels = nodes(env.REDIS_TEST_SENTINELS).map((n) => ({ host: n.host!, port: n.port }));
@@ -39,7 +44,10 @@ export function topologies(): TopologyCase[] {
     cases.push({
       name: 'sentinel',
       options: { sentinel: { sentinels, name: env.REDIS_TEST_SENTINEL_NAME } },
-      servers: [master, ...(env.REDIS_TEST_SENTINEL_REPLICA ? nodes(env.REDIS_TEST_SENTINEL_REPLICA) : [])],
+      servers: [
+        master,
+        ...(env.REDIS_TEST_SENTINEL_REPLICA ? nodes(env.REDIS_TEST_SENTINEL_REPLICA) : []),
+      ],
       masters: [master],
     });
   }
@@ -82,10 +90,33 @@ export async function clientNames(target: RespTarget): Promise<string[]> {
     .filter((n) => n !== '');
 }
 
-/** Our connections (named `nestjs-redis-infra:*`) on a server. */
-export async function ourConnections(target: RespTarget, name?: string): Promise<string[]> {
-  const prefix = name ? `nestjs-redis-infra:${name}:` : 'nestjs-redis-infra:';
-  return (await clientNames(target)).filter((n) => n.startsWith(prefix));
+/**
+ * The connections on a server whose name starts with `connectionName:` (give each test app a
+ * unique `connectionName`: jest workers share the servers).
+ */
+export async function ourConnections(
+  target: RespTarget,
+  connectionName: string,
+): Promise<string[]> {
+  return (await clientNames(target)).filter((n) => n.startsWith(`${connectionName}:`));
+}
+
+/** Kills the connections whose name is exactly `name`; returns how many. */
+export async function killConnection(target: RespTarget, name: string): Promise<number> {
+  const list = String(await sendCommand(target, ['CLIENT', 'LIST']));
+  let killed = 0;
+  for (const line of list.split('\n')) {
+    if (!line.includes(` name=${name} `)) continue;
+    const id = /(?:^|\s)id=(\d+)/.exec(line)?.[1];
+    if (id)
+      killed += Number(await sendCommand(target, ['CLIENT', 'KILL', 'ID', id]).catch(() => 0));
+  }
+  return killed;
+}
+
+/** A unique `connectionName` for one test app. */
+export function uniqueConnectionName(label: string): string {
+  return `test-${label}-${randomUUID().slice(0, 8)}`;
 }
 
 /**
@@ -106,7 +137,9 @@ export async function waitFor<T>(
       last = err;
     }
     if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}` + (last ? `: ${String(last)}` : ''));
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}` + (last ? `: ${String(last)}` : ''),
+      );
     }
     await new Promise((r) => setTimeout(r, intervalMs));
   }

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# `npm test`: installs what a clean clone lacks, type-checks, then runs every spec against real
+# redis-server processes (started by jest's global setup on free loopback ports, stopped by pid)
+# — first on NestJS 12 (native ESM), then the module and health specs on NestJS 11 — and fails
+# if any server it started is still running afterwards.
+#
+#   npm test                 everything
+#   npm test -- health       only specs whose path matches "health" (both passes)
+#   SKIP_NEST11=1 npm test   skip the NestJS 11 pass
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "dependencies"
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+else
+  echo "node_modules is up to date"
+fi
+if [ -z "${SKIP_NEST11:-}" ] && [ -f compat/nest11/package.json ]; then
+  if [ ! -d compat/nest11/node_modules ] ||
+    [ compat/nest11/package-lock.json -nt compat/nest11/node_modules/.package-lock.json ]; then
+    npm ci --prefix compat/nest11 --no-audit --no-fund
+  fi
+fi
+bash scripts/ensure-redis.sh
+
+step "type-check (ts-jest only transpiles: this is what catches type errors)"
+npx tsc -p tsconfig.json --noEmit
+if [ -z "${SKIP_NEST11:-}" ] && [ -f tsconfig.nest11-typecheck.json ]; then
+  npx tsc -p tsconfig.nest11-typecheck.json
+fi
+
+step "build, and compile a consumer against the emitted .d.ts"
+rm -rf dist
+npx tsc -p tsconfig.build.json
+npx tsc -p test/types/tsconfig.json
+
+# Every server of this run lives under one directory; whatever is left there afterwards is ours.
+REDIS_INFRA_TEST_DIR=$(mktemp -d "${TMPDIR:-/tmp}/nestjs-redis-infra-test.XXXXXX")
+export REDIS_INFRA_TEST_DIR
+cleanup() {
+  node "$root/scripts/redis/cli.mjs" stop --dir "$REDIS_INFRA_TEST_DIR" >/dev/null 2>&1 || true
+  rm -rf "$REDIS_INFRA_TEST_DIR"
+}
+trap cleanup EXIT
+
+export NODE_OPTIONS="--experimental-vm-modules --disable-warning=ExperimentalWarning ${NODE_OPTIONS:-}"
+
+step "jest: NestJS 12 (native ESM), standalone + cluster + sentinel"
+npx jest "$@"
+
+if [ -z "${SKIP_NEST11:-}" ] && [ -f jest.nest11.config.js ]; then
+  step "jest: NestJS 11 + Terminus 11 (module and health specs)"
+  REDIS_TEST_TOPOLOGIES=standalone npx jest -c jest.nest11.config.js "$@"
+fi
+
+step "no redis-server of ours left running"
+node --input-type=module -e "
+  const { runningServers } = await import('$root/scripts/redis/servers.mjs');
+  const left = await runningServers(process.env.REDIS_INFRA_TEST_DIR);
+  if (left.length) {
+    console.error('still running: ' + left.map((s) => s.pid + ' (' + s.dir + ')').join(', '));
+    process.exitCode = 1;
+  } else {
+    console.log('none');
+  }
+"

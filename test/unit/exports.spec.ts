@@ -1,0 +1,49 @@
+import { describe, expect, it } from '@jest/globals';
+import * as api from '../../src/index.js';
+
+describe('package root', () => {
+  it('exports the public surface of DESIGN.md and nothing else at run time', () => {
+    expect(Object.keys(api).sort()).toEqual(
+      [
+        'InjectRedis',
+        'LockLostError',
+        'LockNotAcquiredError',
+        'RedisConfigError',
+        'RedisConnectionError',
+        'RedisHealthIndicator',
+        'RedisInfraError',
+        'RedisModule',
+        'RedisService',
+        'getRedisToken',
+      ].sort(),
+    );
+  });
+
+  it('gives every error a stable code and a message that says what to do', () => {
+    const errors = [
+      new api.RedisConfigError('port', 'abc', 'an integer from 1 to 65535'),
+      new api.RedisConnectionError('default', 'redis://:***@h:1', 'connect ECONNREFUSED'),
+      new api.LockNotAcquiredError('orders:42', 5000),
+      new api.LockLostError('orders:42', 7, 'the key expired'),
+    ];
+    expect(errors.map((e) => [e.name, e.code])).toEqual([
+      ['RedisConfigError', 'REDIS_CONFIG_INVALID'],
+      ['RedisConnectionError', 'REDIS_CONNECTION_FAILED'],
+      ['LockNotAcquiredError', 'REDIS_LOCK_NOT_ACQUIRED'],
+      ['LockLostError', 'REDIS_LOCK_LOST'],
+    ]);
+    for (const e of errors) {
+      expect(e).toBeInstanceOf(api.RedisInfraError);
+      expect(e).toBeInstanceOf(Error);
+    }
+    expect(errors[2].message).toBe(
+      'Lock on "orders:42" not acquired after waiting 5000 ms. Another owner holds it: raise `wait`, or use tryAcquire() to skip the work instead.',
+    );
+  });
+
+  it('names injection tokens after their connection', () => {
+    expect(api.getRedisToken().description).toBe('nestjs-redis-infra:client:default');
+    expect(api.getRedisToken('analytics').description).toBe('nestjs-redis-infra:client:analytics');
+    expect(api.getRedisToken('analytics')).toBe(api.getRedisToken('analytics'));
+  });
+});

@@ -4,7 +4,13 @@ import { HealthCheck, HealthCheckService, TerminusModule } from '@nestjs/terminu
 import request from 'supertest';
 import { RedisHealthIndicator, RedisModule } from '../../src/index.js';
 import { startApp } from '../support/app.js';
-import { sendCommand, specDir, startStandalone, waitFor, type StandaloneServer } from '../support/redis.js';
+import {
+  sendCommand,
+  specDir,
+  startStandalone,
+  waitFor,
+  type StandaloneServer,
+} from '../support/redis.js';
 
 @Controller('health')
 class HealthController {
@@ -15,7 +21,10 @@ class HealthController {
 
   @Get()
   @HealthCheck()
-  check(@Query('maxMemoryRatio') maxMemoryRatio?: string, @Query('maxLatency') maxLatency?: string) {
+  check(
+    @Query('maxMemoryRatio') maxMemoryRatio?: string,
+    @Query('maxLatency') maxLatency?: string,
+  ) {
     return this.health.check([
       () =>
         this.redis.isHealthy('redis', {
@@ -29,7 +38,9 @@ class HealthController {
   @Get('other')
   @HealthCheck()
   checkOther(@Query('name') name = 'other') {
-    return this.health.check([() => this.redis.isHealthy('other', { connection: name, timeout: 500 })]);
+    return this.health.check([
+      () => this.redis.isHealthy('other', { connection: name, timeout: 500 }),
+    ]);
   }
 }
 
@@ -40,7 +51,10 @@ describe('RedisHealthIndicator', () => {
 
   beforeAll(async () => {
     const dir = specDir('health');
-    [redis, otherRedis] = await Promise.all([startStandalone({ baseDir: dir }), startStandalone({ baseDir: dir })]);
+    [redis, otherRedis] = await Promise.all([
+      startStandalone({ baseDir: dir }),
+      startStandalone({ baseDir: dir }),
+    ]);
     app = await startApp({
       imports: [
         RedisModule.forRoot({ url: redis.url, retry: { initialDelay: 20, maxDelay: 100 } }),
@@ -67,7 +81,9 @@ describe('RedisHealthIndicator', () => {
   it('is down when latency exceeds maxLatency', async () => {
     const res = await request(app.getHttpServer()).get('/health?maxLatency=0.000001').expect(503);
     expect(res.body.error.redis.status).toBe('down');
-    expect(res.body.error.redis.message).toMatch(/^PING took [\d.]+ ms, more than maxLatency \(0.000001 ms\)$/);
+    expect(res.body.error.redis.message).toMatch(
+      /^PING took [\d.]+ ms, more than maxLatency \(0.000001 ms\)$/,
+    );
   });
 
   it('reports memory figures, and is down above maxMemoryRatio', async () => {
@@ -89,7 +105,9 @@ describe('RedisHealthIndicator', () => {
       await sendCommand(redis, ['CONFIG', 'SET', 'maxmemory', '0']);
     }
     // Without a limit the ratio does not apply.
-    const unlimited = await request(app.getHttpServer()).get('/health?maxMemoryRatio=0.1').expect(200);
+    const unlimited = await request(app.getHttpServer())
+      .get('/health?maxMemoryRatio=0.1')
+      .expect(200);
     expect(unlimited.body.info.redis.memoryRatio).toBeNull();
   });
 
@@ -99,7 +117,10 @@ describe('RedisHealthIndicator', () => {
       const started = Date.now();
       const res = await request(app.getHttpServer()).get('/health').expect(503);
       expect(Date.now() - started).toBeLessThan(500 + 400);
-      expect(res.body.error.redis).toEqual({ status: 'down', message: 'Redis did not answer within 500 ms' });
+      expect(res.body.error.redis).toEqual({
+        status: 'down',
+        message: 'Redis did not answer within 500 ms',
+      });
     } finally {
       await redis.resume();
     }

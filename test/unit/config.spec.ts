@@ -69,7 +69,10 @@ describe('resolveRedisOptions', () => {
     // Options that name no server are merged over the environment.
     expect(resolveRedisOptions({ keyPrefix: 'x:' }, env).keyPrefix).toBe('x:');
     // Options that name a server ignore the environment entirely.
-    expect(resolveRedisOptions({ port: 7000 }, env).target).toMatchObject({ host: '127.0.0.1', port: 7000 });
+    expect(resolveRedisOptions({ port: 7000 }, env).target).toMatchObject({
+      host: '127.0.0.1',
+      port: 7000,
+    });
   });
 
   it('reads sentinel and cluster topologies from the environment', () => {
@@ -98,31 +101,139 @@ describe('resolveRedisOptions', () => {
 
   describe('names the option or variable and the value', () => {
     it.each<[string, unknown, NodeJS.ProcessEnv, string]>([
-      ['port abc (variable)', undefined, { REDIS_PORT: 'abc' }, 'REDIS_PORT = "abc"; expected an integer from 1 to 65535'],
-      ['port abc (option)', { port: 'abc' }, {}, 'port = "abc"; expected an integer from 1 to 65535'],
-      ['port out of range', { port: 70000 }, {}, 'port = 70000; expected an integer from 1 to 65535'],
-      ['negative connect timeout', { connectTimeout: -5 }, {}, 'connectTimeout = -5; expected a positive number of milliseconds'],
-      ['negative command timeout', { commandTimeout: -1 }, {}, 'commandTimeout = -1; expected a positive number of milliseconds'],
-      ['negative timeout (variable)', undefined, { REDIS_CONNECT_TIMEOUT_MS: '-100' }, 'REDIS_CONNECT_TIMEOUT_MS = "-100"; expected a positive integer (milliseconds)'],
-      ['cluster and sentinel', { cluster: { nodes: [{ host: 'a', port: 1 }] }, sentinel: { sentinels: [{ host: 'b', port: 2 }], name: 'm' } }, {}, 'sentinel + cluster = "sentinel + cluster"; expected only one of url, sentinel, cluster or client'],
-      ['cluster and sentinel (variables)', undefined, { REDIS_CLUSTER_NODES: 'a:1', REDIS_SENTINELS: 'b:2', REDIS_SENTINEL_NAME: 'm' }, 'REDIS_SENTINELS + REDIS_CLUSTER_NODES'],
-      ['unparsable URL', { url: 'redis://user:hunter2@exa mple:6379' }, {}, 'url = "redis://user:***@exa mple:6379"; expected redis://'],
+      [
+        'port abc (variable)',
+        undefined,
+        { REDIS_PORT: 'abc' },
+        'REDIS_PORT = "abc"; expected an integer from 1 to 65535',
+      ],
+      [
+        'port abc (option)',
+        { port: 'abc' },
+        {},
+        'port = "abc"; expected an integer from 1 to 65535',
+      ],
+      [
+        'port out of range',
+        { port: 70000 },
+        {},
+        'port = 70000; expected an integer from 1 to 65535',
+      ],
+      [
+        'negative connect timeout',
+        { connectTimeout: -5 },
+        {},
+        'connectTimeout = -5; expected a positive number of milliseconds',
+      ],
+      [
+        'negative command timeout',
+        { commandTimeout: -1 },
+        {},
+        'commandTimeout = -1; expected a positive number of milliseconds',
+      ],
+      [
+        'negative timeout (variable)',
+        undefined,
+        { REDIS_CONNECT_TIMEOUT_MS: '-100' },
+        'REDIS_CONNECT_TIMEOUT_MS = "-100"; expected a positive integer (milliseconds)',
+      ],
+      [
+        'cluster and sentinel',
+        {
+          cluster: { nodes: [{ host: 'a', port: 1 }] },
+          sentinel: { sentinels: [{ host: 'b', port: 2 }], name: 'm' },
+        },
+        {},
+        'sentinel + cluster = "sentinel + cluster"; expected only one of url, sentinel, cluster or client',
+      ],
+      [
+        'cluster and sentinel (variables)',
+        undefined,
+        { REDIS_CLUSTER_NODES: 'a:1', REDIS_SENTINELS: 'b:2', REDIS_SENTINEL_NAME: 'm' },
+        'REDIS_SENTINELS + REDIS_CLUSTER_NODES',
+      ],
+      [
+        'unparsable URL',
+        { url: 'redis://user:hunter2@exa mple:6379' },
+        {},
+        'url = "redis://user:***@exa mple:6379"; expected redis://',
+      ],
       ['wrong scheme', { url: 'http://localhost:6379' }, {}, 'scheme http: is not supported'],
-      ['unparsable URL (variable)', undefined, { REDIS_URL: 'not a url' }, 'REDIS_URL = "not a url"'],
-      ['unknown REDIS_TLS value', undefined, { REDIS_TLS: 'maybe' }, 'REDIS_TLS = "maybe"; expected one of true, false, 1, 0, yes, no, on, off'],
-      ['bad REDIS_MAX_CONNECTIONS', undefined, { REDIS_MAX_CONNECTIONS: '0' }, 'REDIS_MAX_CONNECTIONS = "0"'],
-      ['bad cluster node list', undefined, { REDIS_CLUSTER_NODES: 'localhost' }, 'REDIS_CLUSTER_NODES = "localhost"; expected a comma-separated list of host:port, not "localhost"'],
-      ['sentinels without a name', undefined, { REDIS_SENTINELS: 'a:1' }, 'REDIS_SENTINEL_NAME = undefined'],
-      ['empty sentinel name', { sentinel: { sentinels: [{ host: 'a', port: 1 }], name: '' } }, {}, 'sentinel.name = ""'],
+      [
+        'unparsable URL (variable)',
+        undefined,
+        { REDIS_URL: 'not a url' },
+        'REDIS_URL = "not a url"',
+      ],
+      [
+        'unknown REDIS_TLS value',
+        undefined,
+        { REDIS_TLS: 'maybe' },
+        'REDIS_TLS = "maybe"; expected one of true, false, 1, 0, yes, no, on, off',
+      ],
+      [
+        'bad REDIS_MAX_CONNECTIONS',
+        undefined,
+        { REDIS_MAX_CONNECTIONS: '0' },
+        'REDIS_MAX_CONNECTIONS = "0"',
+      ],
+      [
+        'bad cluster node list',
+        undefined,
+        { REDIS_CLUSTER_NODES: 'localhost' },
+        'REDIS_CLUSTER_NODES = "localhost"; expected a comma-separated list of host:port, not "localhost"',
+      ],
+      [
+        'sentinels without a name',
+        undefined,
+        { REDIS_SENTINELS: 'a:1' },
+        'REDIS_SENTINEL_NAME = undefined',
+      ],
+      [
+        'empty sentinel name',
+        { sentinel: { sentinels: [{ host: 'a', port: 1 }], name: '' } },
+        {},
+        'sentinel.name = ""',
+      ],
       ['empty cluster nodes', { cluster: { nodes: [] } }, {}, 'cluster.nodes = []'],
-      ['a bad node port', { cluster: { nodes: [{ host: 'a', port: 0 }] } }, {}, 'cluster.nodes[0].port = 0'],
-      ['url and host', { url: 'redis://:pw@a:1', host: 'b' }, {}, 'url + host = "redis://:***@a:1"; expected either url or host/port'],
-      ['db on a cluster', { cluster: { nodes: [{ host: 'a', port: 1 }] }, db: 2 }, {}, 'db = 2; expected 0'],
-      ['retry jitter', { retry: { jitter: 2 } }, {}, 'retry.jitter = 2; expected a number from 0 to 1'],
-      ['retry cap below start', { retry: { initialDelay: 500, maxDelay: 100 } }, {}, 'retry.maxDelay = 100; expected at least retry.initialDelay (500)'],
+      [
+        'a bad node port',
+        { cluster: { nodes: [{ host: 'a', port: 0 }] } },
+        {},
+        'cluster.nodes[0].port = 0',
+      ],
+      [
+        'url and host',
+        { url: 'redis://:pw@a:1', host: 'b' },
+        {},
+        'url + host = "redis://:***@a:1"; expected either url or host/port',
+      ],
+      [
+        'db on a cluster',
+        { cluster: { nodes: [{ host: 'a', port: 1 }] }, db: 2 },
+        {},
+        'db = 2; expected 0',
+      ],
+      [
+        'retry jitter',
+        { retry: { jitter: 2 } },
+        {},
+        'retry.jitter = 2; expected a number from 0 to 1',
+      ],
+      [
+        'retry cap below start',
+        { retry: { initialDelay: 500, maxDelay: 100 } },
+        {},
+        'retry.maxDelay = 100; expected at least retry.initialDelay (500)',
+      ],
       ['maxConnections zero', { maxConnections: 0 }, {}, 'maxConnections = 0'],
       ['cache ttl NaN', { cache: { ttl: Number.NaN } }, {}, 'cache.ttl = NaN'],
-      ['lazyConnect not a boolean', { lazyConnect: 'yes' }, {}, 'lazyConnect = "yes"; expected true or false'],
+      [
+        'lazyConnect not a boolean',
+        { lazyConnect: 'yes' },
+        {},
+        'lazyConnect = "yes"; expected true or false',
+      ],
     ])('%s', (_case, options, env, text) => {
       const err = configError(options, env);
       expect(err.message).toContain(text);

@@ -42,6 +42,9 @@ export function createClient(
     commandTimeout: role === 'dedicated' ? undefined : config.commandTimeout,
     protocol: config.protocol,
     connectionName: connectionNameFor(config, role),
+    // After a drained shutdown the FIN exchange takes microseconds; a frozen server never
+    // answers it, and the socket must not outlive shutdown by ioredis's default 2 s.
+    disconnectTimeout: config.shutdownTimeout,
     lazyConnect: true,
   };
 

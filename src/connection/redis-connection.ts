@@ -316,15 +316,18 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
    */
   private async connectOrFail(client: RedisClient, role: ConnectionRole): Promise<void> {
     let lastError: Error | undefined;
-    const onError = (err: Error): void => {
-      lastError = err;
-    };
     let onReady: () => void = () => undefined;
     let onEnd: () => void = () => undefined;
-    client.on('error', onError);
+    let onError: (err: Error) => void = () => undefined;
     const ready = new Promise<void>((resolve, reject) => {
       onReady = resolve;
       onEnd = () => reject(lastError ?? new Error('the client gave up reconnecting'));
+      onError = (err: Error) => {
+        lastError = err;
+        // Retrying cannot fix bad credentials or a missing permission: fail now.
+        if (isPermanentConnectError(err)) reject(err);
+      };
+      client.on('error', onError);
       client.once('ready', onReady);
       client.once('end', onEnd);
     });
@@ -339,7 +342,9 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
       const reason =
         lastError === undefined
           ? `not ready within connectTimeout (${this.config.connectTimeout} ms)`
-          : `${this.scrub(cause.message)} (gave up after connectTimeout, ${this.config.connectTimeout} ms)`;
+          : isPermanentConnectError(lastError)
+            ? this.scrub(cause.message)
+            : `${this.scrub(cause.message)} (gave up after connectTimeout, ${this.config.connectTimeout} ms)`;
       throw new RedisConnectionError(this.name, this.address, `${role} connection ${reason}`, {
         cause: new Error(this.scrub(cause.message)),
       });
@@ -411,6 +416,11 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   }
 }
 
+/** Errors that no reconnect attempt can cure: authentication and authorisation failures. */
+function isPermanentConnectError(err: Error): boolean {
+  return /WRONGPASS|NOAUTH|NOPERM|invalid password|invalid username-password/i.test(err.message);
+}
+
 /** `disconnect()`, then wait (bounded) for the socket to be gone so nothing lingers. */
 async function disconnectAndWait(client: RedisClient, bound: number): Promise<void> {
   const status = client.status;
@@ -421,5 +431,6 @@ async function disconnectAndWait(client: RedisClient, bound: number): Promise<vo
   }
   const ended = new Promise<void>((resolve) => client.once('end', () => resolve()));
   client.disconnect();
-  await withTimeout(ended, bound, () => new Error('end timeout')).catch(() => undefined);
+  // ioredis destroys the socket after `disconnectTimeout` (= shutdownTimeout) at the latest.
+  await withTimeout(ended, bound + 100, () => new Error('end timeout')).catch(() => undefined);
 }

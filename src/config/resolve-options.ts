@@ -74,7 +74,13 @@ export function resolveRedisOptions(
   if (options !== undefined && (options === null || typeof options !== 'object')) {
     throw new RedisConfigError('options', options, 'an options object or nothing');
   }
-  let opts: RedisModuleOptions = options ?? {};
+  // `url: config.get('REDIS_URL')` yields '' when the variable is set but empty: that means
+  // "not configured", exactly as an empty variable does when we read the environment.
+  let opts: RedisModuleOptions = { ...(options ?? {}) };
+  for (const key of ['url', 'host'] as const) {
+    const v = opts[key];
+    if (typeof v === 'string' && v.trim() === '') delete opts[key];
+  }
   let sources: Sources = {};
   if (!TARGET_KEYS.some((k) => opts[k] !== undefined)) {
     const fromEnv = readEnvironment(env);

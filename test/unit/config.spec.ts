@@ -75,6 +75,17 @@ describe('resolveRedisOptions', () => {
     });
   });
 
+  it('treats an empty url or host like an unset one, as an empty variable is', () => {
+    const c = resolveRedisOptions(
+      { url: '', keyPrefix: 'p:' },
+      { REDIS_URL: 'redis://envhost:6400' },
+    );
+    expect(c.target).toMatchObject({ host: 'envhost', port: 6400 });
+    expect(resolveRedisOptions({ url: '  ', host: '' }, {}).target).toMatchObject({
+      host: '127.0.0.1',
+    });
+  });
+
   it('reads sentinel and cluster topologies from the environment', () => {
     const s = resolveRedisOptions(undefined, {
       REDIS_SENTINELS: '10.0.0.1:26379, 10.0.0.2:26379',

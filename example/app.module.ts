@@ -1,0 +1,33 @@
+import { Module } from '@nestjs/common';
+import { ConfigModule, ConfigService } from '@nestjs/config';
+import { TerminusModule } from '@nestjs/terminus';
+import { RedisModule, type RedisModuleOptions } from '../src/index.js';
+import { HealthController } from './health.controller.js';
+import { KvController } from './kv.controller.js';
+import { RedisInfoController } from './redis-info.controller.js';
+
+/**
+ * The example application: one controller per feature, all sharing the one Redis connection
+ * that `RedisModule` registers globally.
+ *
+ * Configuration comes from the environment (or a `.env` file) through `@nestjs/config`:
+ * - `REDIS_URL`        where Redis is, e.g. `redis://127.0.0.1:6379` (unset: the library reads
+ *                      `REDIS_HOST`, `REDIS_PORT`, ... and defaults to 127.0.0.1:6379)
+ * - `REDIS_KEY_PREFIX` prepended to every key the app writes (default `demo:`)
+ */
+@Module({
+  imports: [
+    ConfigModule.forRoot({ isGlobal: true }),
+    RedisModule.forRootAsync({
+      inject: [ConfigService],
+      useFactory: (config: ConfigService): RedisModuleOptions => ({
+        // Unset or empty: the library reads REDIS_HOST, REDIS_PORT, ... (default 127.0.0.1:6379).
+        url: config.get<string>('REDIS_URL'),
+        keyPrefix: config.get<string>('REDIS_KEY_PREFIX') ?? 'demo:',
+      }),
+    }),
+    TerminusModule,
+  ],
+  controllers: [HealthController, KvController, RedisInfoController],
+})
+export class AppModule {}

@@ -1,0 +1,62 @@
+import { Logger } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { AppModule } from './app.module.js';
+
+/** The example only ever listens on loopback. */
+const HOST = '127.0.0.1';
+const logger = new Logger('Example');
+
+function listenPort(): number {
+  const raw = process.env.PORT?.trim() || '3000';
+  const port = Number(raw);
+  if (!/^\d+$/.test(raw) || port < 1 || port > 65535) {
+    throw new Error(
+      `PORT = ${JSON.stringify(raw)} is not a TCP port; use a number from 1 to 65535.`,
+    );
+  }
+  return port;
+}
+
+/** Copy-paste commands for every endpoint of the example. */
+function tryIt(base: string): string {
+  const json = `-H 'Content-Type: application/json'`;
+  return [
+    '',
+    `Example app listening on ${base}. Try:`,
+    '',
+    `  curl ${base}/health`,
+    `  curl -X PUT ${base}/kv/greeting ${json} -d '{"value":"hello","ttlMs":60000}'`,
+    `  curl ${base}/kv/greeting`,
+    `  curl -X DELETE -i ${base}/kv/greeting`,
+    `  curl -X POST ${base}/visits`,
+    `  curl ${base}/redis/stats`,
+    `  curl ${base}/redis/info/memory`,
+    '',
+  ].join('\n');
+}
+
+async function bootstrap(): Promise<void> {
+  const port = listenPort();
+  // abortOnError: false, so that a startup failure (e.g. Redis unreachable) is an error we can
+  // report and exit on, instead of process.abort().
+  const app = await NestFactory.create(AppModule, { abortOnError: false });
+  // SIGINT / SIGTERM close the app: the Redis connections are QUIT before the process exits.
+  app.enableShutdownHooks();
+  try {
+    await app.listen(port, HOST);
+  } catch (err) {
+    await app.close().catch(() => undefined);
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      throw new Error(
+        `Port ${port} on ${HOST} is already in use; start the example with another PORT, e.g. PORT=${port + 1}.`,
+      );
+    }
+    throw err;
+  }
+  process.stdout.write(`${tryIt(`http://${HOST}:${port}`)}\n`);
+}
+
+bootstrap().catch((err: unknown) => {
+  logger.error(err instanceof Error ? err.message : String(err));
+  process.exitCode = 1;
+});

@@ -32,6 +32,15 @@ export type {
   RedisHealthDetails,
   RedisHealthIndicatorResult,
 } from './health/redis-health.indicator.js';
+export { LockService } from './lock/lock.service.js';
+export type {
+  AcquireLockOptions,
+  TryAcquireLockOptions,
+  WithLockOptions,
+} from './lock/lock.service.js';
+export type { Lock } from './lock/lock.js';
+export { WithLock } from './lock/with-lock.decorator.js';
+export type { LockResource } from './lock/with-lock.decorator.js';
 export {
   LockLostError,
   LockNotAcquiredError,

@@ -4,12 +4,14 @@ import {
   type DynamicModule,
   type Provider,
 } from '@nestjs/common';
+import { DiscoveryModule } from '@nestjs/core';
 import { DEFAULT_CONNECTION_NAME } from './config/defaults.js';
 import type { RedisModuleExtras, RedisModuleOptions } from './config/redis-options.interface.js';
 import { resolveRedisOptions } from './config/resolve-options.js';
 import { RedisConnection } from './connection/redis-connection.js';
 import { getRedisConnectionToken, getRedisToken } from './connection/tokens.js';
 import { RedisHealthIndicator } from './health/redis-health.indicator.js';
+import { LockService } from './lock/lock.service.js';
 import { RedisService } from './redis.service.js';
 
 const builder = new ConfigurableModuleBuilder<RedisModuleOptions>({ moduleName: 'Redis' })
@@ -33,7 +35,7 @@ export interface RedisOptionsFactory {
 }
 
 /** The services the default connection provides to the application. */
-const SERVICES = [RedisService, RedisHealthIndicator];
+const SERVICES = [RedisService, RedisHealthIndicator, LockService];
 
 function withConnection(definition: DynamicModule, extras: RedisModuleExtras): DynamicModule {
   const name = extras.name ?? DEFAULT_CONNECTION_NAME;
@@ -59,6 +61,11 @@ function withConnection(definition: DynamicModule, extras: RedisModuleExtras): D
   }
   return {
     ...definition,
+    // DiscoveryService finds the methods decorated with @WithLock.
+    imports: [
+      ...(definition.imports ?? []),
+      ...(name === DEFAULT_CONNECTION_NAME ? [DiscoveryModule] : []),
+    ],
     global: extras.isGlobal,
     providers: [...(definition.providers ?? []), ...providers],
     exports: [...(definition.exports ?? []), ...exported],

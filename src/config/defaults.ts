@@ -19,7 +19,14 @@ export const DEFAULTS = {
   sentinelFailoverDetector: true,
   cache: { ttl: 60_000 },
   session: { ttl: 30 * 60_000, absoluteTtl: 24 * 60 * 60_000 },
-  lock: { ttl: 30_000 },
+  lock: {
+    ttl: 30_000,
+    wait: 10_000,
+    retryInterval: 250,
+    extendMargin: 200,
+    replicas: 0,
+    replicaTimeout: 500,
+  },
   /** How long a dedicated connection may sit idle before it is closed. */
   dedicatedIdleMs: 30_000,
   healthTimeout: 1_000,

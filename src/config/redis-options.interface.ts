@@ -104,6 +104,35 @@ export interface RedisLockModuleOptions {
    * @defaultValue 30000
    */
   ttl?: number;
+  /**
+   * How long `acquire` and `withLock` wait for a taken lock when a call gives no `wait`, in ms.
+   * @defaultValue 10000
+   */
+  wait?: number;
+  /**
+   * While waiting, a release wakes waiters at once (pub/sub); this jittered poll is only the
+   * fallback for a lost notification or a holder that died, in ms.
+   * @defaultValue 250
+   */
+  retryInterval?: number;
+  /**
+   * Auto-extension renews a lock when this much of its TTL is left (or a third of it, if more).
+   * A `withLock` TTL must be longer, or the lock would expire before it could be renewed.
+   * @defaultValue 200
+   */
+  extendMargin?: number;
+  /**
+   * After acquiring, wait until this many replicas have the lock (`WAIT`), so a failover right
+   * after acquisition does not hand the lock to a second owner. Costs a replication round trip
+   * per acquisition; an acquisition that is not acknowledged in time is undone and retried.
+   * @defaultValue 0
+   */
+  replicas?: number;
+  /**
+   * How long `WAIT` may take for `replicas` acknowledgements, in ms.
+   * @defaultValue 500
+   */
+  replicaTimeout?: number;
 }
 
 /**

@@ -52,7 +52,14 @@ export interface ResolvedRedisConfig {
   redisOptions: RedisOptions;
   cache: { ttl: number };
   session: { ttl: number; absoluteTtl: number };
-  lock: { ttl: number };
+  lock: {
+    ttl: number;
+    wait: number;
+    retryInterval: number;
+    extendMargin: number;
+    replicas: number;
+    replicaTimeout: number;
+  };
   /** Human-readable address for logs and errors, password redacted. */
   address: string;
 }
@@ -410,7 +417,7 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
         DEFAULTS.session.absoluteTtl,
       ),
     },
-    lock: { ttl: positiveInt(o.lock?.ttl, 'lock.ttl', DEFAULTS.lock.ttl) },
+    lock: validateLock(o.lock),
     address,
   };
 }
@@ -570,4 +577,37 @@ function validateRetry(value: RedisRetryOptions | undefined): Required<RedisRetr
     );
   }
   return { initialDelay, maxDelay, jitter, maxAttempts };
+}
+
+function validateLock(value: RedisModuleOptions['lock']): ResolvedRedisConfig['lock'] {
+  if (value !== undefined && (value === null || typeof value !== 'object')) {
+    throw new RedisConfigError(
+      'lock',
+      value,
+      '{ ttl?, wait?, retryInterval?, extendMargin?, replicas?, replicaTimeout? }',
+    );
+  }
+  const l = value ?? {};
+  const ttl = positiveInt(l.ttl, 'lock.ttl', DEFAULTS.lock.ttl);
+  const extendMargin = positiveInt(l.extendMargin, 'lock.extendMargin', DEFAULTS.lock.extendMargin);
+  if (ttl <= extendMargin) {
+    throw new RedisConfigError('lock.ttl', ttl, `more than lock.extendMargin (${extendMargin} ms)`);
+  }
+  const wait = positiveInt(l.wait, 'lock.wait', DEFAULTS.lock.wait);
+  const replicas = l.replicas ?? DEFAULTS.lock.replicas;
+  if (!Number.isInteger(replicas) || replicas < 0) {
+    throw new RedisConfigError('lock.replicas', replicas, 'a non-negative integer');
+  }
+  return {
+    ttl,
+    wait,
+    retryInterval: positiveInt(l.retryInterval, 'lock.retryInterval', DEFAULTS.lock.retryInterval),
+    extendMargin,
+    replicas,
+    replicaTimeout: positiveInt(
+      l.replicaTimeout,
+      'lock.replicaTimeout',
+      DEFAULTS.lock.replicaTimeout,
+    ),
+  };
 }

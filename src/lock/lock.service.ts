@@ -1,0 +1,366 @@
+import { randomBytes } from 'node:crypto';
+import {
+  Inject,
+  Injectable,
+  Logger,
+  type BeforeApplicationShutdown,
+  type OnModuleInit,
+} from '@nestjs/common';
+import { DiscoveryService, MetadataScanner } from '@nestjs/core';
+import { RedisConnection } from '../connection/redis-connection.js';
+import { getRedisConnectionToken } from '../connection/tokens.js';
+import { LockLostError, LockNotAcquiredError } from '../errors.js';
+import { HeldLock, type Lock, type LockOwner } from './lock.js';
+import { ACQUIRE, EXTEND, lockKeys, RELEASE, RELEASE_CHANNEL } from './lock.scripts.js';
+import {
+  resolveLockResource,
+  WITH_LOCK_METADATA,
+  type WithLockMetadata,
+} from './with-lock.decorator.js';
+
+/** Options of `LockService.tryAcquire`. */
+export interface TryAcquireLockOptions {
+  /** Time to live in ms. @defaultValue the module's `lock.ttl` (30000) */
+  ttl?: number;
+}
+
+/** Options of `LockService.acquire`. */
+export interface AcquireLockOptions extends TryAcquireLockOptions {
+  /** How long to wait for a taken lock, in ms. @defaultValue the module's `lock.wait` (10000) */
+  wait?: number;
+  /** Stops waiting: `acquire` rejects promptly with a `LockNotAcquiredError`. */
+  signal?: AbortSignal;
+}
+
+/** Options of `LockService.withLock`. */
+export interface WithLockOptions extends AcquireLockOptions {
+  /**
+   * Renew the lock while `fn` runs (see `lock.extendMargin`).
+   * @defaultValue true
+   */
+  autoExtend?: boolean;
+  /**
+   * When `fn` finished but the lock was lost meanwhile, reject with `LockLostError` (the
+   * critical section was not exclusive). `false`: return `fn`'s result anyway.
+   * @defaultValue true
+   */
+  throwOnLost?: boolean;
+}
+
+interface Waiter {
+  wake: () => void;
+}
+
+/**
+ * Distributed locks with fencing tokens, a lock-loss signal, auto-extension and release
+ * notifications, over the default connection.
+ *
+ * @example
+ * ```ts
+ * await this.locks.withLock(`invoice:${id}`, async (lock) => {
+ *   const invoice = await this.render(id, { signal: lock.signal });
+ *   await this.store.save(invoice, { fencingToken: lock.fencingToken });
+ * });
+ * ```
+ */
+@Injectable()
+export class LockService implements OnModuleInit, BeforeApplicationShutdown {
+  private readonly logger = new Logger('Redis:LockService');
+  private readonly held = new Set<HeldLock>();
+  private readonly waiters = new Map<string, Set<Waiter>>();
+  private readonly abortWaits = new AbortController();
+  private subscription?: Promise<boolean>;
+  private readonly owner: LockOwner;
+
+  constructor(
+    @Inject(getRedisConnectionToken()) private readonly connection: RedisConnection,
+    private readonly discovery: DiscoveryService,
+    private readonly scanner: MetadataScanner,
+  ) {
+    this.owner = {
+      extend: (lock, ttl) => this.runExtend(lock, ttl),
+      release: (lock) => this.runRelease(lock),
+      forget: (lock) => this.held.delete(lock),
+    };
+  }
+
+  private get defaults() {
+    return this.connection.config.lock;
+  }
+
+  /** Takes the lock if it is free; `null` if someone else holds it. Never waits. */
+  async tryAcquire(resource: string, options: TryAcquireLockOptions = {}): Promise<Lock | null> {
+    checkResource('tryAcquire', resource);
+    const ttl = checkDuration('tryAcquire', 'ttl', options.ttl ?? this.defaults.ttl);
+    const attempt = await this.attempt(resource, ttl);
+    return attempt.lock ?? null;
+  }
+
+  /**
+   * Takes the lock, waiting up to `wait` ms for the holder to release it (woken by the release
+   * itself, not by polling). Rejects with `LockNotAcquiredError` when the wait runs out or
+   * `signal` aborts.
+   */
+  async acquire(resource: string, options: AcquireLockOptions = {}): Promise<Lock> {
+    checkResource('acquire', resource);
+    const ttl = checkDuration('acquire', 'ttl', options.ttl ?? this.defaults.ttl);
+    const wait = checkDuration('acquire', 'wait', options.wait ?? this.defaults.wait);
+    return this.acquireWaiting(resource, ttl, wait, options.signal);
+  }
+
+  /**
+   * Runs `fn` under the lock and always releases it. The lock is renewed while `fn` runs
+   * (`autoExtend`), `fn` gets it (use `lock.signal` and `lock.fencingToken`), and if the lock
+   * was lost before `fn` finished, the call rejects with `LockLostError`.
+   */
+  async withLock<T>(
+    resource: string,
+    fn: (lock: Lock) => Promise<T> | T,
+    options: WithLockOptions = {},
+  ): Promise<T> {
+    checkResource('withLock', resource);
+    const ttl = checkDuration('withLock', 'ttl', options.ttl ?? this.defaults.ttl);
+    const wait = checkDuration('withLock', 'wait', options.wait ?? this.defaults.wait);
+    const autoExtend = options.autoExtend ?? true;
+    if (autoExtend && ttl <= this.defaults.extendMargin) {
+      throw new RangeError(
+        `LockService.withLock("${resource}"): ttl ${ttl} ms is not longer than lock.extendMargin ` +
+          `(${this.defaults.extendMargin} ms), so the lock would expire before it could be renewed. ` +
+          'Raise ttl, lower lock.extendMargin, or pass autoExtend: false.',
+      );
+    }
+    const lock = (await this.acquireWaiting(resource, ttl, wait, options.signal)) as HeldLock;
+    if (autoExtend) lock.autoExtend(this.defaults.extendMargin);
+    let result: T;
+    try {
+      result = await fn(lock);
+    } finally {
+      await lock.release();
+    }
+    if (lock.signal.aborted && (options.throwOnLost ?? true)) {
+      throw lock.signal.reason instanceof LockLostError
+        ? lock.signal.reason
+        : new LockLostError(resource, lock.fencingToken, 'the lock was lost');
+    }
+    return result;
+  }
+
+  /** Whether someone (anyone) holds the lock on `resource` right now. */
+  async isLocked(resource: string): Promise<boolean> {
+    checkResource('isLocked', resource);
+    return (await this.connection.client.exists(lockKeys(resource)[0])) === 1;
+  }
+
+  /** Wraps the methods decorated with `@WithLock` (found through `DiscoveryService`). */
+  onModuleInit(): void {
+    const wrappers = [...this.discovery.getProviders(), ...this.discovery.getControllers()];
+    for (const wrapper of wrappers) {
+      const instance = wrapper.instance as Record<string, unknown> | undefined;
+      if (!instance || typeof instance !== 'object' || wrapper.isAlias) continue;
+      const prototype = Object.getPrototypeOf(instance) as object | null;
+      if (!prototype) continue;
+      for (const name of this.scanner.getAllMethodNames(prototype)) {
+        const method = instance[name];
+        if (typeof method !== 'function') continue;
+        const meta = Reflect.getMetadata(WITH_LOCK_METADATA, method) as
+          WithLockMetadata | undefined;
+        if (!meta) continue;
+        const locks = this;
+        const label = `${instance.constructor.name}.${name}`;
+        // An own property on the instance: the class and its prototype stay untouched.
+        Object.defineProperty(instance, name, {
+          configurable: true,
+          writable: true,
+          value: function withLockWrapper(this: unknown, ...args: unknown[]) {
+            const resource = resolveLockResource(meta.resource, args, label);
+            return locks.withLock(resource, () => method.apply(this, args), meta.options);
+          },
+        });
+      }
+    }
+  }
+
+  /** Stops waiting, stops every renewal and releases every lock this process holds. */
+  async beforeApplicationShutdown(): Promise<void> {
+    this.abortWaits.abort();
+    const held = [...this.held];
+    const results = await Promise.allSettled(held.map((lock) => lock.release()));
+    const released = results.filter((r) => r.status === 'fulfilled' && r.value).length;
+    if (held.length)
+      this.logger.log(`released ${released} of ${held.length} held lock(s) at shutdown`);
+  }
+
+  // ---------------------------------------------------------------------------------------
+
+  private async acquireWaiting(
+    resource: string,
+    ttl: number,
+    wait: number,
+    signal: AbortSignal | undefined,
+  ): Promise<Lock> {
+    const start = Date.now();
+    const deadline = start + wait;
+    const stop = (reason: string, cause?: unknown): LockNotAcquiredError =>
+      new LockNotAcquiredError(resource, Date.now() - start, { reason, cause });
+    await this.ensureSubscribed();
+    for (;;) {
+      if (signal?.aborted) throw stop('the wait was aborted', signal.reason);
+      if (this.abortWaits.signal.aborted) throw stop('the application is shutting down');
+      // Register before trying, so that a release between our attempt and our wait still wakes us.
+      const woken = this.register(resource);
+      try {
+        const attempt = await this.attempt(resource, ttl);
+        if (attempt.lock) return attempt.lock;
+        const remaining = deadline - Date.now();
+        if (remaining <= 0) throw stop(attempt.reason ?? 'it stayed locked');
+        // A release wakes us; otherwise poll (jittered), or retry right when the holder's TTL ends.
+        const poll = this.defaults.retryInterval * (0.5 + Math.random() * 0.5);
+        const holderLeft =
+          attempt.pttl !== undefined && attempt.pttl >= 0 ? attempt.pttl + 1 : Infinity;
+        await woken.until(Math.min(remaining, poll, holderLeft), signal, this.abortWaits.signal);
+      } finally {
+        woken.cancel();
+      }
+    }
+  }
+
+  /** One acquisition attempt. */
+  private async attempt(
+    resource: string,
+    ttl: number,
+  ): Promise<{ lock?: HeldLock; pttl?: number; reason?: string }> {
+    const token = randomBytes(16).toString('hex');
+    const keys = lockKeys(resource);
+    const sentAt = Date.now();
+    const replicas = this.defaults.replicas;
+    let reply: [number, number];
+    let reason: string | undefined;
+    if (replicas > 0) {
+      // WAIT counts the writes of its own connection: run both on a dedicated one (WAIT blocks).
+      const { result, acked } = await this.connection.withDedicated(async (c) => {
+        const out = (await c
+          .pipeline()
+          .eval(ACQUIRE.lua, 2, ...keys, token, ttl)
+          .wait(replicas, this.defaults.replicaTimeout)
+          .exec()) as Array<[Error | null, unknown]>;
+        for (const [err] of out) if (err) throw err;
+        return { result: out[0][1] as [number, number], acked: Number(out[1][1]) };
+      });
+      reply = result;
+      if (reply[0] === 1 && acked < replicas) {
+        await RELEASE.run(this.connection.client, [keys[0]], [token, this.channel, resource]);
+        reason = `only ${acked} of ${replicas} replicas acknowledged within ${this.defaults.replicaTimeout} ms`;
+        return { reason, pttl: 0 };
+      }
+    } else {
+      reply = await ACQUIRE.run(this.connection.client, keys, [token, ttl]);
+    }
+    if (reply[0] !== 1) return { pttl: Number(reply[1]) };
+    const lock = new HeldLock(resource, token, Number(reply[1]), ttl, sentAt, this.owner);
+    this.held.add(lock);
+    return { lock };
+  }
+
+  private async runExtend(lock: HeldLock, ttl: number): Promise<boolean> {
+    const ok = await EXTEND.run(
+      this.connection.client,
+      [lockKeys(lock.resource)[0]],
+      [lock.token, ttl],
+    );
+    return ok === 1;
+  }
+
+  private async runRelease(lock: HeldLock): Promise<boolean> {
+    try {
+      const ok = await RELEASE.run(
+        this.connection.client,
+        [lockKeys(lock.resource)[0]],
+        [lock.token, this.channel, lock.resource],
+      );
+      return ok === 1;
+    } catch (err) {
+      // The lock expires on its own; a failed release must not fail the caller's work.
+      this.logger.warn(
+        `could not release lock "${lock.resource}" (it expires by itself at ${new Date(lock.expiresAt).toISOString()}): ${this.connection.scrub((err as Error).message)}`,
+      );
+      return false;
+    }
+  }
+
+  private get channel(): string {
+    return `${this.connection.keyPrefix}${RELEASE_CHANNEL}`;
+  }
+
+  /** Subscribes once to release notifications; without them, waiting falls back to polling. */
+  private ensureSubscribed(): Promise<boolean> {
+    this.subscription ??= this.connection
+      .subscribe(this.channel, (resource) => {
+        for (const waiter of this.waiters.get(resource) ?? []) waiter.wake();
+      })
+      .then(
+        () => true,
+        (err: unknown) => {
+          this.logger.warn(
+            `release notifications unavailable, waiting locks poll every ~${this.defaults.retryInterval} ms: ${this.connection.scrub((err as Error).message)}`,
+          );
+          this.subscription = undefined;
+          return false;
+        },
+      );
+    return this.subscription;
+  }
+
+  private register(resource: string): {
+    until: (ms: number, ...signals: Array<AbortSignal | undefined>) => Promise<void>;
+    cancel: () => void;
+  } {
+    let wake: () => void = () => undefined;
+    let woken = false;
+    const waiter: Waiter = {
+      wake: () => {
+        woken = true;
+        wake();
+      },
+    };
+    let set = this.waiters.get(resource);
+    if (!set) {
+      set = new Set();
+      this.waiters.set(resource, set);
+    }
+    set.add(waiter);
+    const cancel = (): void => {
+      set.delete(waiter);
+      if (set.size === 0 && this.waiters.get(resource) === set) this.waiters.delete(resource);
+    };
+    const until = (ms: number, ...signals: Array<AbortSignal | undefined>): Promise<void> =>
+      new Promise<void>((resolve) => {
+        if (woken) return resolve();
+        const done = (): void => {
+          clearTimeout(timer);
+          for (const s of signals) s?.removeEventListener('abort', done);
+          resolve();
+        };
+        const timer = setTimeout(done, ms);
+        wake = done;
+        for (const s of signals) s?.addEventListener('abort', done, { once: true });
+      });
+    return { until, cancel };
+  }
+}
+
+function checkResource(method: string, resource: unknown): asserts resource is string {
+  if (typeof resource !== 'string' || resource.length === 0) {
+    throw new TypeError(
+      `LockService.${method}: resource must be a non-empty string, got ${JSON.stringify(resource) ?? String(resource)}`,
+    );
+  }
+}
+
+function checkDuration(method: string, name: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw new RangeError(
+      `LockService.${method}: ${name} must be a positive finite number of milliseconds, got ${String(value)}`,
+    );
+  }
+  return value;
+}

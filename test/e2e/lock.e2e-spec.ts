@@ -1,0 +1,375 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Injectable, type INestApplication } from '@nestjs/common';
+import {
+  getRedisToken,
+  LockLostError,
+  LockNotAcquiredError,
+  LockService,
+  RedisModule,
+  WithLock,
+  type Lock,
+  type RedisClient,
+  type RedisModuleOptions,
+} from '../../src/index.js';
+import { startApp } from '../support/app.js';
+import {
+  specDir,
+  startStandalone,
+  topologies,
+  uniqueConnectionName,
+  uniquePrefix,
+  waitFor,
+  type TopologyCase,
+} from '../support/redis.js';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+
+/** The worker process imports dist/: build it when missing or older than src/index.ts. */
+function ensureBuilt(): void {
+  const dist = `${root}dist/index.js`;
+  if (
+    existsSync(dist) &&
+    statSync(dist).mtimeMs >= statSync(`${root}src/lock/lock.service.ts`).mtimeMs
+  )
+    return;
+  const result = spawnSync('npx', ['tsc', '-p', 'tsconfig.build.json'], {
+    cwd: root,
+    stdio: 'inherit',
+  });
+  if (result.status !== 0) throw new Error('npm run build failed');
+}
+
+/** Starts the lock worker in a second process; resolves `start()` once it is connected. */
+function startWorker(spec: object): {
+  started: Promise<void>;
+  start: () => void;
+  finished: Promise<{ done: number }>;
+} {
+  const child = spawn(
+    process.execPath,
+    [`${root}test/support/lock-worker.mjs`, JSON.stringify(spec)],
+    {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    },
+  );
+  let out = '';
+  let onReady: () => void = () => undefined;
+  const started = new Promise<void>((resolve) => (onReady = resolve));
+  child.stdout.on('data', (chunk: Buffer) => {
+    out += chunk.toString();
+    if (out.startsWith('ready\n')) onReady();
+  });
+  const finished = new Promise<{ done: number }>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      const last = out.trim().split('\n').pop() ?? '';
+      if (code === 0) resolve(JSON.parse(last) as { done: number });
+      else reject(new Error(`lock worker exited with ${code}: ${out}`));
+    });
+  });
+  return { started, start: () => child.stdin.write('go\n'), finished };
+}
+
+@Injectable()
+class ReportService {
+  /** Calls running right now, and the most ever seen at once, per report id. */
+  readonly active = new Map<string, number>();
+  readonly maxActive = new Map<string, number>();
+
+  @WithLock('report:{0}', { ttl: 2_000, wait: 5_000 })
+  async render(id: string, work: () => Promise<void>): Promise<string> {
+    const now = (this.active.get(id) ?? 0) + 1;
+    this.active.set(id, now);
+    this.maxActive.set(id, Math.max(this.maxActive.get(id) ?? 0, now));
+    await work();
+    this.active.set(id, (this.active.get(id) ?? 1) - 1);
+    return `report ${id}`;
+  }
+
+  @WithLock((order: { id: number }) => `order:${order.id}`)
+  async ship(order: { id: number }): Promise<number> {
+    return order.id;
+  }
+}
+
+describe.each(topologies().map((t) => [t.name, t] as const))(
+  'LockService on %s',
+  (_name, topology: TopologyCase) => {
+    let app: INestApplication;
+    let locks: LockService;
+    let redis: RedisClient;
+    const prefix = uniquePrefix(`lock-${topology.name}`);
+    const options: RedisModuleOptions = {
+      ...topology.options,
+      keyPrefix: prefix,
+      lock: { retryInterval: 200 },
+    };
+    let n = 0;
+    const resource = (label: string): string => `${label}-${++n}`;
+
+    beforeAll(async () => {
+      app = await startApp({
+        imports: [
+          RedisModule.forRoot({ ...options, connectionName: uniqueConnectionName('lock') }),
+        ],
+        providers: [ReportService],
+      });
+      locks = app.get(LockService);
+      redis = app.get<RedisClient>(getRedisToken());
+    });
+
+    afterAll(async () => {
+      await app?.close();
+    });
+
+    it('tryAcquire takes a free lock once; release frees it; a second release is false', async () => {
+      const r = resource('basic');
+      const lock = await locks.tryAcquire(r, { ttl: 5_000 });
+      expect(lock).not.toBeNull();
+      expect(lock!.token).toMatch(/^[0-9a-f]{32}$/);
+      expect(lock!.expiresAt).toBeGreaterThan(Date.now() + 4_000);
+      expect(await locks.tryAcquire(r, { ttl: 5_000 })).toBeNull();
+      expect(await locks.isLocked(r)).toBe(true);
+      // Both keys share a hash slot, under the key prefix.
+      expect(await redis.get(`lock:{${r}}`)).toBe(lock!.token);
+      expect(await lock!.release()).toBe(true);
+      expect(await locks.isLocked(r)).toBe(false);
+      expect(await lock!.release()).toBe(false);
+      expect(await lock!.extend()).toBe(false);
+    });
+
+    it('fencing tokens strictly increase across acquisitions, also after expiry', async () => {
+      const r = resource('fence');
+      const first = (await locks.tryAcquire(r, { ttl: 100 }))!;
+      const lost = new Promise((resolve) => first.signal.addEventListener('abort', resolve));
+      await lost; // the TTL passed
+      const second = (await locks.acquire(r, { ttl: 5_000, wait: 2_000 }))!;
+      await second.release();
+      const third = (await locks.tryAcquire(r))!;
+      await third.release();
+      expect(second.fencingToken).toBeGreaterThan(first.fencingToken);
+      expect(third.fencingToken).toBeGreaterThan(second.fencingToken);
+    });
+
+    it('release and extend after expiry return false, and do not touch the new owner', async () => {
+      const r = resource('expired');
+      const old = (await locks.tryAcquire(r, { ttl: 80 }))!;
+      await new Promise((resolve) => old.signal.addEventListener('abort', resolve));
+      expect(old.signal.reason).toBeInstanceOf(LockLostError);
+      const fresh = (await locks.acquire(r, { ttl: 5_000, wait: 1_000 }))!;
+      expect(await old.release()).toBe(false);
+      expect(await old.extend(5_000)).toBe(false);
+      expect(await locks.isLocked(r)).toBe(true);
+      expect(await redis.get(`lock:{${r}}`)).toBe(fresh.token);
+      expect(await fresh.extend(10_000)).toBe(true);
+      expect(await redis.pttl(`lock:{${r}}`)).toBeGreaterThan(5_000);
+      expect(await fresh.release()).toBe(true);
+    });
+
+    it('a lost lock aborts its signal, withLock rejects with LockLostError, the next owner has a higher fence', async () => {
+      const r = resource('lost');
+      let seen: Lock | undefined;
+      const running = locks.withLock(
+        r,
+        async (lock) => {
+          seen = lock;
+          await redis.del(`lock:{${r}}`); // someone (an operator, a bug) removes the lock
+          await new Promise((resolve) => lock.signal.addEventListener('abort', resolve));
+          return 'finished anyway';
+        },
+        { ttl: 600 },
+      );
+      await expect(running).rejects.toThrow(LockLostError);
+      await expect(running).rejects.toThrow(
+        `Lock on "${r}" (fencing token ${seen!.fencingToken}) was lost`,
+      );
+      const next = (await locks.tryAcquire(r))!;
+      expect(next.fencingToken).toBeGreaterThan(seen!.fencingToken);
+      await next.release();
+      // throwOnLost: false returns the result instead.
+      const tolerant = await locks.withLock(
+        r,
+        async (lock) => {
+          await redis.del(`lock:{${r}}`);
+          await new Promise((resolve) => lock.signal.addEventListener('abort', resolve));
+          return 'kept';
+        },
+        { ttl: 600, throwOnLost: false },
+      );
+      expect(tolerant).toBe('kept');
+    });
+
+    it('withLock keeps a lock alive past its TTL while the work runs', async () => {
+      const r = resource('long');
+      const result = await locks.withLock(
+        r,
+        async (lock) => {
+          const firstExpiry = lock.expiresAt;
+          await waitFor(() => lock.expiresAt > firstExpiry + 300, {
+            what: 'two renewals',
+            timeoutMs: 5_000,
+          });
+          expect(await locks.isLocked(r)).toBe(true);
+          expect(lock.signal.aborted).toBe(false);
+          return 'done';
+        },
+        { ttl: 400 },
+      );
+      expect(result).toBe('done');
+      expect(await locks.isLocked(r)).toBe(false);
+    });
+
+    it('hands off to a waiter within about one round trip (median of 200), not a polling interval', async () => {
+      const r = resource('handoff');
+      const latencies: number[] = [];
+      let holder = (await locks.acquire(r, { ttl: 5_000 }))!;
+      for (let i = 0; i < 200; i++) {
+        const waiting = locks.acquire(r, { ttl: 5_000, wait: 5_000 });
+        // Let the waiter make its first attempt and go to sleep on the notification.
+        await new Promise((resolve) => setImmediate(resolve));
+        await redis.ping();
+        const releasedAt = performance.now();
+        await holder.release();
+        holder = await waiting;
+        latencies.push(performance.now() - releasedAt);
+      }
+      await holder.release();
+      latencies.sort((a, b) => a - b);
+      const median = latencies[100];
+      // retryInterval is 200 ms: only a notification explains a median this low.
+      expect(median).toBeLessThan(20);
+    });
+
+    it('gives up after wait with LockNotAcquiredError, and promptly when the signal aborts', async () => {
+      const r = resource('busy');
+      const held = (await locks.tryAcquire(r, { ttl: 10_000 }))!;
+      const started = Date.now();
+      const error = await locks.acquire(r, { wait: 300 }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(LockNotAcquiredError);
+      expect((error as Error).message).toMatch(
+        new RegExp(`^Lock on "${r}" not acquired after waiting \\d+ ms`),
+      );
+      expect(Date.now() - started).toBeGreaterThanOrEqual(290);
+      expect(Date.now() - started).toBeLessThan(1_000);
+
+      const controller = new AbortController();
+      const waiting = locks.acquire(r, { wait: 10_000, signal: controller.signal });
+      const abortedAt = Date.now();
+      controller.abort(new Error('user went away'));
+      await expect(waiting).rejects.toThrow('the wait was aborted');
+      expect(Date.now() - abortedAt).toBeLessThan(100);
+      await held.release();
+    });
+
+    it('rejects bad input with errors that name the value', async () => {
+      await expect(locks.tryAcquire('')).rejects.toThrow(
+        'LockService.tryAcquire: resource must be a non-empty string, got ""',
+      );
+      for (const ttl of [0, -5, Number.NaN, Number.POSITIVE_INFINITY]) {
+        await expect(locks.acquire('x', { ttl })).rejects.toThrow(
+          `LockService.acquire: ttl must be a positive finite number of milliseconds, got ${String(ttl)}`,
+        );
+      }
+      await expect(locks.acquire('x', { wait: -1 })).rejects.toThrow(
+        'wait must be a positive finite number of milliseconds, got -1',
+      );
+      await expect(locks.withLock('x', () => 1, { ttl: 150 })).rejects.toThrow(
+        'LockService.withLock("x"): ttl 150 ms is not longer than lock.extendMargin (200 ms)',
+      );
+      expect(await locks.isLocked('x')).toBe(false);
+    });
+
+    it('@WithLock serialises calls on the resource built from the arguments', async () => {
+      const reports = app.get(ReportService);
+      let release: () => void = () => undefined;
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      const first = reports.render('42', () => gate);
+      await waitFor(() => locks.isLocked('report:42'), { what: 'the first call to hold the lock' });
+      const second = reports.render('42', async () => undefined);
+      const other = await reports.render('43', async () => undefined); // another resource: not blocked
+      expect(other).toBe('report 43');
+      release();
+      expect(await Promise.all([first, second])).toEqual(['report 42', 'report 42']);
+      expect(reports.maxActive.get('42')).toBe(1);
+      expect(await reports.ship({ id: 7 })).toBe(7);
+      expect(await locks.isLocked('report:42')).toBe(false);
+    });
+
+    it('two processes x 20 workers x 50 sections: exactly 2000, fencing tokens increasing in order of entry', async () => {
+      ensureBuilt();
+      const r = resource('mutex');
+      const keys = { counter: `count:{${r}}`, entries: `entries:{${r}}` };
+      const worker = startWorker({
+        options: { ...options, connectionName: uniqueConnectionName('lock-worker') },
+        resource: r,
+        ...keys,
+        workers: 20,
+        sections: 50,
+      });
+      await worker.started;
+      worker.start();
+      await Promise.all(
+        Array.from({ length: 20 }, async () => {
+          for (let i = 0; i < 50; i++) {
+            await locks.withLock(
+              r,
+              async (lock) => {
+                await redis.rpush(keys.entries, String(lock.fencingToken));
+                const value = Number((await redis.get(keys.counter)) ?? 0);
+                await redis.set(keys.counter, String(value + 1));
+              },
+              { ttl: 5_000, wait: 60_000 },
+            );
+          }
+        }),
+      );
+      expect(await worker.finished).toEqual({ done: 1000 });
+      expect(await redis.get(keys.counter)).toBe('2000');
+      const fences = (await redis.lrange(keys.entries, 0, -1)).map(Number);
+      expect(fences).toHaveLength(2000);
+      for (let i = 1; i < fences.length; i++) expect(fences[i]).toBeGreaterThan(fences[i - 1]);
+      await redis.del(keys.counter);
+      await redis.del(keys.entries);
+    }, 60_000);
+
+    it('shutdown releases held locks: another app acquires at once', async () => {
+      const r = resource('shutdown');
+      const holder = await startApp({
+        imports: [RedisModule.forRoot({ ...options, isGlobal: false })],
+      });
+      const held = await holder.get(LockService).tryAcquire(r, { ttl: 30_000 });
+      expect(held).not.toBeNull();
+      await holder.close();
+      const next = await locks.tryAcquire(r);
+      expect(next).not.toBeNull();
+      await next!.release();
+    });
+  },
+);
+
+describe('LockService fencing across a Redis restart', () => {
+  it('keeps increasing when the server restarts with persistence on', async () => {
+    const server = await startStandalone({
+      baseDir: specDir('lock-aof'),
+      args: ['--appendonly', 'yes', '--appendfsync', 'always'],
+    });
+    const open = () => startApp({ imports: [RedisModule.forRoot({ url: server.url })] });
+    try {
+      let app = await open();
+      const before = (await app.get(LockService).tryAcquire('persisted'))!;
+      await before.release();
+      await app.close();
+      await server.restart();
+      app = await open();
+      const after = (await app.get(LockService).tryAcquire('persisted'))!;
+      expect(after.fencingToken).toBeGreaterThan(before.fencingToken);
+      await after.release();
+      await app.close();
+    } finally {
+      await server.stop();
+    }
+  });
+});

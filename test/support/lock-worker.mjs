@@ -1,0 +1,45 @@
+// A second process for the lock contract suite: boots the built module (dist/) in a Nest
+// application context and runs `workers` concurrent loops of `sections` critical sections on one
+// resource, each a non-atomic GET/SET increment that only mutual exclusion keeps correct.
+// Usage: node lock-worker.mjs '<json: { options, resource, counter, entries, workers, sections }>'
+// Prints "ready" once connected, waits for a line on stdin to start, then prints one JSON line
+// { done } and exits by itself.
+import 'reflect-metadata';
+import { Module } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+
+const { RedisModule, LockService, getRedisToken } = await import(
+  new URL('../../dist/index.js', import.meta.url).href
+);
+const spec = JSON.parse(process.argv[2]);
+
+class WorkerModule {}
+Module({ imports: [RedisModule.forRoot(spec.options)] })(WorkerModule);
+
+const app = await NestFactory.createApplicationContext(WorkerModule, { logger: false, abortOnError: false });
+const locks = app.get(LockService);
+const redis = app.get(getRedisToken());
+
+process.stdout.write('ready\n');
+await new Promise((resolve) => process.stdin.once('data', resolve));
+
+let done = 0;
+await Promise.all(
+  Array.from({ length: spec.workers }, async () => {
+    for (let i = 0; i < spec.sections; i++) {
+      await locks.withLock(
+        spec.resource,
+        async (lock) => {
+          await redis.rpush(spec.entries, String(lock.fencingToken));
+          const value = Number((await redis.get(spec.counter)) ?? 0);
+          await redis.set(spec.counter, String(value + 1));
+        },
+        { ttl: 5000, wait: 60_000 },
+      );
+      done += 1;
+    }
+  }),
+);
+await app.close();
+process.stdout.write(JSON.stringify({ done }) + '\n');
+process.stdin.destroy();

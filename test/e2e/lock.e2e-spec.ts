@@ -373,3 +373,49 @@ describe('LockService fencing across a Redis restart', () => {
     }
   });
 });
+
+describe('LockService replica acknowledgement (lock.replicas)', () => {
+  const byName = new Map(topologies().map((t) => [t.name, t]));
+
+  it('acquires once a replica has the lock (Sentinel: master + 1 replica)', async () => {
+    const sentinel = byName.get('sentinel');
+    if (!sentinel) return;
+    const app = await startApp({
+      imports: [
+        RedisModule.forRoot({
+          ...sentinel.options,
+          keyPrefix: uniquePrefix('acked'),
+          lock: { replicas: 1 },
+        }),
+      ],
+    });
+    try {
+      const lock = await app.get(LockService).acquire('acked', { wait: 2_000 });
+      expect(lock.fencingToken).toBeGreaterThan(0);
+      expect(await lock.release()).toBe(true);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('undoes an acquisition no replica acknowledged, and says why', async () => {
+    const app = await startApp({
+      imports: [
+        RedisModule.forRoot({
+          url: byName.get('standalone')!.options.url,
+          keyPrefix: uniquePrefix('unacked'),
+          lock: { replicas: 1, replicaTimeout: 50, retryInterval: 50 },
+        }),
+      ],
+    });
+    try {
+      const locks = app.get(LockService);
+      await expect(locks.acquire('unacked', { wait: 200 })).rejects.toThrow(
+        'only 0 of 1 replicas acknowledged within 50 ms',
+      );
+      expect(await locks.isLocked('unacked')).toBe(false);
+    } finally {
+      await app.close();
+    }
+  });
+});

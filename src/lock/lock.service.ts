@@ -12,11 +12,8 @@ import { getRedisConnectionToken } from '../connection/tokens.js';
 import { LockLostError, LockNotAcquiredError } from '../errors.js';
 import { HeldLock, type Lock, type LockOwner } from './lock.js';
 import { ACQUIRE, EXTEND, lockKeys, RELEASE, RELEASE_CHANNEL } from './lock.scripts.js';
-import {
-  resolveLockResource,
-  WITH_LOCK_METADATA,
-  type WithLockMetadata,
-} from './with-lock.decorator.js';
+import { WITH_LOCK_METADATA, type WithLockMetadata } from './with-lock.decorator.js';
+import { resolveTemplate, wrapDecoratedMethods } from '../discovery/decorated-methods.js';
 
 /** Options of `LockService.tryAcquire`. */
 export interface TryAcquireLockOptions {
@@ -153,31 +150,18 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
 
   /** Wraps the methods decorated with `@WithLock` (found through `DiscoveryService`). */
   onModuleInit(): void {
-    const wrappers = [...this.discovery.getProviders(), ...this.discovery.getControllers()];
-    for (const wrapper of wrappers) {
-      const instance = wrapper.instance as Record<string, unknown> | undefined;
-      if (!instance || typeof instance !== 'object' || wrapper.isAlias) continue;
-      const prototype = Object.getPrototypeOf(instance) as object | null;
-      if (!prototype) continue;
-      for (const name of this.scanner.getAllMethodNames(prototype)) {
-        const method = instance[name];
-        if (typeof method !== 'function') continue;
-        const meta = Reflect.getMetadata(WITH_LOCK_METADATA, method) as
-          WithLockMetadata | undefined;
-        if (!meta) continue;
+    wrapDecoratedMethods<WithLockMetadata>(
+      this.discovery,
+      this.scanner,
+      WITH_LOCK_METADATA,
+      ({ meta, method, label }) => {
         const locks = this;
-        const label = `${instance.constructor.name}.${name}`;
-        // An own property on the instance: the class and its prototype stay untouched.
-        Object.defineProperty(instance, name, {
-          configurable: true,
-          writable: true,
-          value: function withLockWrapper(this: unknown, ...args: unknown[]) {
-            const resource = resolveLockResource(meta.resource, args, label);
-            return locks.withLock(resource, () => method.apply(this, args), meta.options);
-          },
-        });
-      }
-    }
+        return function withLockWrapper(this: unknown, ...args: unknown[]) {
+          const resource = resolveTemplate(meta.resource, args, `@WithLock on ${label}`);
+          return locks.withLock(resource, () => method.apply(this, args), meta.options);
+        };
+      },
+    );
   }
 
   /** Stops waiting, stops every renewal and releases every lock this process holds. */

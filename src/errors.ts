@@ -6,7 +6,8 @@ export type RedisInfraErrorCode =
   | 'REDIS_CONFIG_INVALID'
   | 'REDIS_CONNECTION_FAILED'
   | 'REDIS_LOCK_NOT_ACQUIRED'
-  | 'REDIS_LOCK_LOST';
+  | 'REDIS_LOCK_LOST'
+  | 'REDIS_CACHE_LOADER_TIMEOUT';
 
 /** Base class of every error this package throws on purpose. */
 export abstract class RedisInfraError extends Error {
@@ -108,6 +109,26 @@ export class LockLostError extends RedisInfraError {
         `section finished: ${reason}. The work was not exclusive; make it idempotent or check ` +
         'the fencing token where it writes, and raise `ttl` if the work is slow.',
       { cause: options?.cause },
+    );
+  }
+}
+
+/**
+ * `CacheService.getOrSet`: the loader ran past `hardTimeout` and there was no stale value to
+ * fall back on. The loader's `signal` was aborted.
+ */
+export class CacheLoaderTimeoutError extends RedisInfraError {
+  readonly code = 'REDIS_CACHE_LOADER_TIMEOUT' as const;
+
+  constructor(
+    /** The cache key being loaded. */
+    readonly key: string,
+    /** The `hardTimeout` that passed, in ms. */
+    readonly timeoutMs: number,
+  ) {
+    super(
+      `Cache loader for "${key}" did not finish within hardTimeout (${timeoutMs} ms) and no stale ` +
+        'value was available. Make the loader faster, raise hardTimeout, or set grace so a stale value can be served.',
     );
   }
 }

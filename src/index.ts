@@ -32,6 +32,17 @@ export type {
   RedisHealthDetails,
   RedisHealthIndicatorResult,
 } from './health/redis-health.indicator.js';
+export { CacheService } from './cache/cache.service.js';
+export type {
+  CacheGetOrSetOptions,
+  CacheLoader,
+  CacheLoaderContext,
+  CacheSetOptions,
+  CacheStats,
+} from './cache/cache.service.js';
+export { Cacheable, CacheEvict } from './cache/cache.decorators.js';
+export type { CacheTags } from './cache/cache.decorators.js';
+export type { CacheSerializer } from './cache/serializer.js';
 export { LockService } from './lock/lock.service.js';
 export type {
   AcquireLockOptions,
@@ -42,6 +53,7 @@ export type { Lock } from './lock/lock.js';
 export { WithLock } from './lock/with-lock.decorator.js';
 export type { LockResource } from './lock/with-lock.decorator.js';
 export {
+  CacheLoaderTimeoutError,
   LockLostError,
   LockNotAcquiredError,
   RedisConfigError,

@@ -12,6 +12,7 @@ import { RedisConnection } from './connection/redis-connection.js';
 import { getRedisConnectionToken, getRedisToken } from './connection/tokens.js';
 import { RedisHealthIndicator } from './health/redis-health.indicator.js';
 import { LockService } from './lock/lock.service.js';
+import { CacheService } from './cache/cache.service.js';
 import { RedisService } from './redis.service.js';
 
 const builder = new ConfigurableModuleBuilder<RedisModuleOptions>({ moduleName: 'Redis' })
@@ -35,7 +36,7 @@ export interface RedisOptionsFactory {
 }
 
 /** The services the default connection provides to the application. */
-const SERVICES = [RedisService, RedisHealthIndicator, LockService];
+const SERVICES = [RedisService, RedisHealthIndicator, CacheService, LockService];
 
 function withConnection(definition: DynamicModule, extras: RedisModuleExtras): DynamicModule {
   const name = extras.name ?? DEFAULT_CONNECTION_NAME;
@@ -61,7 +62,7 @@ function withConnection(definition: DynamicModule, extras: RedisModuleExtras): D
   }
   return {
     ...definition,
-    // DiscoveryService finds the methods decorated with @WithLock.
+    // DiscoveryService finds the methods decorated with @WithLock, @Cacheable, @CacheEvict.
     imports: [
       ...(definition.imports ?? []),
       ...(name === DEFAULT_CONNECTION_NAME ? [DiscoveryModule] : []),

@@ -3,6 +3,7 @@ import type { Cluster, Redis, RedisOptions } from 'ioredis';
 import { RedisConfigError } from '../errors.js';
 import { DEFAULTS, DEFAULT_CONNECTION_NAME } from './defaults.js';
 import { redactUrl, REDACTED } from './redact.js';
+import { jsonSerializer, type CacheSerializer } from '../cache/serializer.js';
 import type {
   RedisClusterOptions,
   RedisModuleOptions,
@@ -50,7 +51,14 @@ export interface ResolvedRedisConfig {
   autoPipelining: boolean;
   protocol: 2 | 3;
   redisOptions: RedisOptions;
-  cache: { ttl: number };
+  cache: {
+    ttl: number;
+    grace: number;
+    l1: false | { maxEntries: number; maxBytes: number };
+    lockTtl: number;
+    timeout: number;
+    serializer: CacheSerializer;
+  };
   session: { ttl: number; absoluteTtl: number };
   lock: {
     ttl: number;
@@ -408,7 +416,7 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
     autoPipelining,
     protocol,
     redisOptions: o.redisOptions ?? {},
-    cache: { ttl: positiveInt(o.cache?.ttl, 'cache.ttl', DEFAULTS.cache.ttl) },
+    cache: validateCache(o.cache, commandTimeout),
     session: {
       ttl: positiveInt(o.session?.ttl, 'session.ttl', DEFAULTS.session.ttl),
       absoluteTtl: positiveInt(
@@ -609,5 +617,50 @@ function validateLock(value: RedisModuleOptions['lock']): ResolvedRedisConfig['l
       'lock.replicaTimeout',
       DEFAULTS.lock.replicaTimeout,
     ),
+  };
+}
+
+function validateCache(
+  value: RedisModuleOptions['cache'],
+  commandTimeout: number | undefined,
+): ResolvedRedisConfig['cache'] {
+  if (value !== undefined && (value === null || typeof value !== 'object')) {
+    throw new RedisConfigError(
+      'cache',
+      value,
+      '{ ttl?, grace?, l1?, lockTtl?, timeout?, serializer? }',
+    );
+  }
+  const c = value ?? {};
+  const grace = c.grace === 0 ? 0 : positiveInt(c.grace, 'cache.grace', DEFAULTS.cache.grace);
+  let l1: ResolvedRedisConfig['cache']['l1'];
+  if (c.l1 === false) {
+    l1 = false;
+  } else if (c.l1 === undefined || (c.l1 !== null && typeof c.l1 === 'object')) {
+    l1 = {
+      maxEntries: positiveInt(c.l1?.maxEntries, 'cache.l1.maxEntries', DEFAULTS.cache.l1MaxEntries),
+      maxBytes: positiveInt(c.l1?.maxBytes, 'cache.l1.maxBytes', DEFAULTS.cache.l1MaxBytes),
+    };
+  } else {
+    throw new RedisConfigError('cache.l1', c.l1, 'false or { maxEntries?, maxBytes? }');
+  }
+  const serializer = c.serializer ?? jsonSerializer;
+  if (
+    typeof serializer?.serialize !== 'function' ||
+    typeof serializer?.deserialize !== 'function'
+  ) {
+    throw new RedisConfigError(
+      'cache.serializer',
+      Object.prototype.toString.call(serializer),
+      '{ serialize(value), deserialize(buffer) }',
+    );
+  }
+  return {
+    ttl: positiveInt(c.ttl, 'cache.ttl', DEFAULTS.cache.ttl),
+    grace,
+    l1,
+    lockTtl: positiveInt(c.lockTtl, 'cache.lockTtl', DEFAULTS.cache.lockTtl),
+    timeout: positiveInt(c.timeout, 'cache.timeout', commandTimeout ?? DEFAULTS.cache.timeout),
+    serializer,
   };
 }

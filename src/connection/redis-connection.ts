@@ -139,6 +139,14 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     return this.subscriber().onResubscribe(listener);
   }
 
+  /**
+   * Calls `listener` when the subscriber connection drops: from then until `onResubscribe`
+   * fires, published messages are being missed. Returns a function that removes it.
+   */
+  onSubscriberDrop(listener: () => void): () => void {
+    return this.subscriber().onDrop(listener);
+  }
+
   /** `true` when the subscriber connection exists (it is opened on first subscribe). */
   get hasSubscriber(): boolean {
     return this.subscriberHub?.isOpen ?? false;

@@ -17,6 +17,7 @@ export class RedisSubscriber {
   /** Pending or done `SUBSCRIBE` per channel, so concurrent subscribers wait for the same ack. */
   private readonly subscribed = new Map<string, Promise<unknown>>();
   private readonly resubscribeListeners = new Set<() => void>();
+  private readonly dropListeners = new Set<() => void>();
   private dropped = false;
   private closed = false;
   private detach?: () => void;
@@ -67,6 +68,12 @@ export class RedisSubscriber {
     return () => this.resubscribeListeners.delete(listener);
   }
 
+  /** Called once when the connection drops (until it is back, messages are being missed). */
+  onDrop(listener: () => void): () => void {
+    this.dropListeners.add(listener);
+    return () => this.dropListeners.delete(listener);
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     const client = this.client ?? (await this.opening?.catch(() => undefined));
@@ -74,6 +81,7 @@ export class RedisSubscriber {
     this.listeners.clear();
     this.subscribed.clear();
     this.resubscribeListeners.clear();
+    this.dropListeners.clear();
     if (client && client.status !== 'end') {
       const ended = new Promise<void>((resolve) => client.once('end', () => resolve()));
       const wasWaiting = client.status === 'wait';
@@ -100,6 +108,16 @@ export class RedisSubscriber {
     return this.opening;
   }
 
+  private notify(listeners: Set<() => void>, what: string): void {
+    for (const listener of listeners) {
+      try {
+        listener();
+      } catch (err) {
+        this.deps.logger.error(`${what} threw: ${(err as Error).message}`);
+      }
+    }
+  }
+
   private watch(client: RedisClient): () => void {
     const onMessage = (channel: string, message: string): void => {
       const set = this.listeners.get(channel);
@@ -115,7 +133,9 @@ export class RedisSubscriber {
       }
     };
     const onClose = (): void => {
-      if (!this.closed) this.dropped = true;
+      if (this.closed || this.dropped) return;
+      this.dropped = true;
+      this.notify(this.dropListeners, 'a drop listener');
     };
     const onReady = (): void => {
       if (!this.dropped || this.closed) return;
@@ -128,14 +148,7 @@ export class RedisSubscriber {
           ? Promise.resolve()
           : client.ping().catch(() => undefined);
         void settled.then(() => {
-          if (this.closed) return;
-          for (const listener of this.resubscribeListeners) {
-            try {
-              listener();
-            } catch (err) {
-              this.deps.logger.error(`a resubscribe listener threw: ${(err as Error).message}`);
-            }
-          }
+          if (!this.closed) this.notify(this.resubscribeListeners, 'a resubscribe listener');
         });
       });
     };

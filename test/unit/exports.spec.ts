@@ -5,6 +5,10 @@ describe('package root', () => {
   it('exports the public surface of DESIGN.md and nothing else at run time', () => {
     expect(Object.keys(api).sort()).toEqual(
       [
+        'CacheEvict',
+        'CacheLoaderTimeoutError',
+        'CacheService',
+        'Cacheable',
         'InjectRedis',
         'LockLostError',
         'LockNotAcquiredError',

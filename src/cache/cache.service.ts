@@ -1,0 +1,966 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import {
+  Inject,
+  Injectable,
+  Logger,
+  type BeforeApplicationShutdown,
+  type OnModuleInit,
+} from '@nestjs/common';
+import { DiscoveryService, MetadataScanner } from '@nestjs/core';
+import { LRUCache } from 'lru-cache';
+import { RedisConnection } from '../connection/redis-connection.js';
+import { getRedisConnectionToken } from '../connection/tokens.js';
+import { withTimeout } from '../connection/wait.js';
+import { resolveTemplate, wrapDecoratedMethods } from '../discovery/decorated-methods.js';
+import { CacheLoaderTimeoutError } from '../errors.js';
+import { escapeGlob, RedisService } from '../redis.service.js';
+import { decodeEntry, encodeEntry, estimateSize, type CacheEntry } from './cache-entry.js';
+import {
+  CACHEABLE_METADATA,
+  CACHE_EVICT_METADATA,
+  type CacheableMetadata,
+  type CacheEvictMetadata,
+} from './cache.decorators.js';
+import { ABANDON, cacheKeys, FILL, INVALIDATION_CHANNEL } from './cache.scripts.js';
+
+/** Options of `CacheService.set` and `mset`. */
+export interface CacheSetOptions {
+  /** Time to live in ms. @defaultValue the module's `cache.ttl` (60000) */
+  ttl?: number;
+  /** Stale fallback after the TTL, in ms (added to the Redis TTL). @defaultValue `cache.grace` (0) */
+  grace?: number;
+  /** Tags to invalidate the entry by, with `invalidateTags`. */
+  tags?: string[];
+}
+
+/** Options of `CacheService.getOrSet`. */
+export interface CacheGetOrSetOptions extends CacheSetOptions {
+  /**
+   * Soft timeout, in ms: when a stale value exists and the loader is slower than this, the
+   * stale value is returned and the loader finishes in the background.
+   */
+  timeout?: number;
+  /**
+   * Hard timeout, in ms: the loader's `signal` is aborted and the call returns the stale value,
+   * or rejects with `CacheLoaderTimeoutError` when there is none.
+   */
+  hardTimeout?: number;
+  /**
+   * Probabilistic early recomputation (XFetch): a hit may refresh the entry in the background
+   * shortly before it expires, with a probability that grows as expiry nears and with the
+   * loader's measured duration, so that one caller refreshes a hot key instead of all at
+   * expiry. `true` is beta = 1; a number is beta (higher refreshes earlier).
+   * @defaultValue false
+   */
+  earlyRefresh?: boolean | number;
+}
+
+/** What a loader receives. */
+export interface CacheLoaderContext {
+  /** The key being loaded. */
+  key: string;
+  /** Aborted when `hardTimeout` passes: stop the work, nobody waits for it any more. */
+  signal: AbortSignal;
+}
+
+/** Computes a missing value. */
+export type CacheLoader<T> = (context: CacheLoaderContext) => Promise<T> | T;
+
+/** Counters since startup. */
+export interface CacheStats {
+  l1: { hits: number; misses: number; size: number; bytes: number; enabled: boolean };
+  l2: { hits: number; misses: number };
+  /** Loader runs. */
+  loads: number;
+  /** Loader runs that threw or timed out. */
+  loadErrors: number;
+  /** Stale values returned (loader failed or slow, or another instance was refreshing). */
+  staleServed: number;
+  /** `getOrSet` calls that waited for a load already running (here or in another instance). */
+  stampedeWaits: number;
+  /** Early refreshes started by XFetch. */
+  earlyRefreshes: number;
+  /** Redis calls that failed or timed out (the cache degraded instead of failing). */
+  redisErrors: number;
+}
+
+interface Message {
+  /** Sender instance. */
+  s: string;
+  /** Keys whose value changed: drop from L1, wake waiters. */
+  k?: string[];
+  /** Keys whose load was abandoned: wake waiters only. */
+  w?: string[];
+  /** New tag versions. */
+  t?: Record<string, number>;
+  /** Cleared prefix ('' = everything). */
+  c?: string;
+}
+
+class RedisUnavailable extends Error {}
+
+const MISS = Symbol('miss');
+
+/**
+ * A two-tier cache: a bounded in-process LRU (L1) in front of Redis (L2), coherent across
+ * instances, with stampede protection that runs a loader once across all instances, grace
+ * (stale-if-error, soft timeouts), tags and probabilistic early refresh. Redis trouble degrades
+ * it to a pass-through; it never fails a request or hangs.
+ *
+ * Values returned from L1 are shared between callers: treat them as read-only.
+ *
+ * @example
+ * ```ts
+ * const product = await this.cache.getOrSet(`product:${id}`, () => this.db.product(id), {
+ *   ttl: 60_000, grace: 300_000, timeout: 200, tags: [`product:${id}`],
+ * });
+ * ```
+ */
+@Injectable()
+export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
+  private readonly logger = new Logger('Redis:CacheService');
+  private readonly id = randomUUID();
+  private readonly l1?: LRUCache<string, CacheEntry>;
+  /** Whether L1 (and the tag version memo) may be trusted: subscribed, not dropped. */
+  private coherent = false;
+  private subscription?: Promise<void>;
+  private readonly unsubscribers: Array<() => unknown> = [];
+  /** Latest known tag versions (only trusted while coherent). */
+  private readonly tagVersions = new Map<string, number>();
+  /** In-process single flight of L2 reads; `dirty` when an invalidation arrived meanwhile. */
+  private readonly reads = new Map<
+    string,
+    { promise: Promise<CacheEntry | undefined>; dirty: boolean }
+  >();
+  /** In-process single flight of loads. */
+  private readonly loads = new Map<string, Promise<unknown>>();
+  private readonly waiters = new Map<string, Set<() => void>>();
+  private degraded = false;
+  private closing = false;
+  private readonly counters = {
+    l1Hits: 0,
+    l1Misses: 0,
+    l2Hits: 0,
+    l2Misses: 0,
+    loads: 0,
+    loadErrors: 0,
+    staleServed: 0,
+    stampedeWaits: 0,
+    earlyRefreshes: 0,
+    redisErrors: 0,
+  };
+  /** Loader failures already logged, per key, so a failing backend logs once, not per call. */
+  private readonly loggedLoadFailures = new Set<string>();
+
+  constructor(
+    @Inject(getRedisConnectionToken()) private readonly connection: RedisConnection,
+    private readonly redis: RedisService,
+    private readonly discovery: DiscoveryService,
+    private readonly scanner: MetadataScanner,
+  ) {
+    const l1 = this.options.l1;
+    if (l1) {
+      this.l1 = new LRUCache<string, CacheEntry>({
+        max: l1.maxEntries,
+        maxSize: l1.maxBytes,
+        sizeCalculation: (entry) => entry.size,
+      });
+    }
+  }
+
+  private get options() {
+    return this.connection.config.cache;
+  }
+
+  // ------------------------------------------------------------------------ public API
+
+  /** The fresh value of `key`, or `undefined` (a miss, also while Redis is unavailable). */
+  async get<T>(key: string): Promise<T | undefined> {
+    checkKey('get', key);
+    const now = Date.now();
+    const local = this.fromL1(key, now);
+    if (local && local.freshUntil > now) {
+      this.counters.l1Hits += 1;
+      return local.value as T;
+    }
+    if (this.l1) this.counters.l1Misses += 1;
+    const entry = await this.fromL2(key);
+    if (entry && entry.freshUntil > Date.now()) {
+      this.counters.l2Hits += 1;
+      return entry.value as T;
+    }
+    this.counters.l2Misses += 1;
+    return undefined;
+  }
+
+  /**
+   * Stores `value` under `key` for `ttl` ms (plus `grace`), and tells the other instances to
+   * drop their copy. `undefined` cannot be cached (`null` can). While Redis is unavailable the
+   * write is dropped (logged once per outage) and the call still resolves.
+   */
+  async set<T>(key: string, value: T, options: CacheSetOptions = {}): Promise<void> {
+    checkKey('set', key);
+    const { ttl, grace } = this.durations('set', key, options);
+    const payload = this.serialize('set', key, value);
+    const tags = checkTags('set', key, options.tags);
+    await this.write(key, value, payload, ttl, grace, tags, 0);
+  }
+
+  /** Removes keys from both tiers in every instance. */
+  async del(...keys: string[]): Promise<void> {
+    for (const key of keys) checkKey('del', key);
+    if (keys.length === 0) return;
+    for (const key of keys) this.dropLocal(key);
+    await this.redisCall(`del ${keys.length} key(s)`, async (client) => {
+      await Promise.all(keys.map((key) => client.unlink(cacheKeys.entry(key))));
+      await client.publish(this.channel, this.message({ k: keys }));
+    }).catch(() => undefined);
+  }
+
+  /**
+   * Cache-aside: the value of `key`, or `loader`'s, stored for next time. Concurrent misses
+   * for a key run `loader` once across every instance (the others wait for its value, woken
+   * when it lands). With `grace`, a stale value covers loader errors and `timeout`s.
+   */
+  async getOrSet<T>(
+    key: string,
+    loader: CacheLoader<T>,
+    options: CacheGetOrSetOptions = {},
+  ): Promise<T> {
+    checkKey('getOrSet', key);
+    if (typeof loader !== 'function') {
+      throw new TypeError(
+        `CacheService.getOrSet("${key}"): loader must be a function, got ${typeof loader}`,
+      );
+    }
+    this.durations('getOrSet', key, options);
+    checkTags('getOrSet', key, options.tags);
+    for (const name of ['timeout', 'hardTimeout'] as const) {
+      const v = options[name];
+      if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v > 0)) {
+        throw new RangeError(
+          `CacheService.getOrSet("${key}"): ${name} must be a positive finite number of ms, got ${String(v)}`,
+        );
+      }
+    }
+    const now = Date.now();
+    let entry = this.fromL1(key, now);
+    if (entry && entry.freshUntil > now) {
+      this.counters.l1Hits += 1;
+      this.maybeRefreshEarly(key, entry, loader, options, now);
+      return entry.value as T;
+    }
+    if (this.l1) this.counters.l1Misses += 1;
+    entry = (await this.fromL2(key)) ?? entry;
+    if (entry && entry.freshUntil > Date.now()) {
+      this.counters.l2Hits += 1;
+      this.maybeRefreshEarly(key, entry, loader, options, Date.now());
+      return entry.value as T;
+    }
+    this.counters.l2Misses += 1;
+    const stale = entry && entry.staleUntil > Date.now() ? (entry as CacheEntry<T>) : undefined;
+    return this.load(key, loader, options, stale);
+  }
+
+  /** `get` for many keys at once (one round trip's worth; keys may live on any cluster node). */
+  mget<T>(keys: string[]): Promise<Array<T | undefined>> {
+    if (!Array.isArray(keys))
+      throw new TypeError(`CacheService.mget: keys must be an array, got ${typeof keys}`);
+    return Promise.all(keys.map((key) => this.get<T>(key)));
+  }
+
+  /** `set` for many entries at once. Every entry is validated before anything is written. */
+  async mset<T>(entries: Array<{ key: string; value: T } & CacheSetOptions>): Promise<void> {
+    if (!Array.isArray(entries))
+      throw new TypeError(`CacheService.mset: entries must be an array, got ${typeof entries}`);
+    const prepared = entries.map((e) => {
+      checkKey('mset', e?.key);
+      const { ttl, grace } = this.durations('mset', e.key, e);
+      return {
+        ...e,
+        ttl,
+        grace,
+        payload: this.serialize('mset', e.key, e.value),
+        tags: checkTags('mset', e.key, e.tags),
+      };
+    });
+    await Promise.all(
+      prepared.map((e) => this.write(e.key, e.value, e.payload, e.ttl, e.grace, e.tags, 0)),
+    );
+  }
+
+  /**
+   * Invalidates every entry written under any of these tags, in every instance: each tag's
+   * version is bumped, and entries remember the versions they were written under.
+   */
+  async invalidateTags(tags: string[]): Promise<void> {
+    const list = checkTags('invalidateTags', '', tags) ?? [];
+    if (list.length === 0) return;
+    await this.redisCall(`invalidate ${list.length} tag(s)`, async (client) => {
+      const versions = await Promise.all(list.map((tag) => client.incr(cacheKeys.tag(tag))));
+      const bumped: Record<string, number> = {};
+      list.forEach((tag, i) => {
+        bumped[tag] = versions[i];
+        this.noteTagVersion(tag, versions[i]);
+      });
+      await client.publish(this.channel, this.message({ t: bumped }));
+    }).catch(() => {
+      // Not recorded in Redis: our own L1 must not keep serving what the caller just invalidated.
+      this.l1?.clear();
+      this.tagVersions.clear();
+    });
+  }
+
+  /**
+   * Removes every entry (or those whose key starts with `prefix`) from Redis — SCAN + UNLINK
+   * over every master of a cluster — and from every instance's L1.
+   */
+  async clear(prefix?: string): Promise<void> {
+    if (prefix !== undefined && typeof prefix !== 'string') {
+      throw new TypeError(`CacheService.clear: prefix must be a string, got ${typeof prefix}`);
+    }
+    this.clearLocal(prefix ?? '');
+    await this.redisCall(
+      'clear',
+      async (client) => {
+        await this.redis.unlinkByPattern(
+          prefix ? cacheKeys.pattern(escapeGlob(prefix)) : 'cache:*',
+        );
+        await client.publish(this.channel, this.message({ c: prefix ?? '' }));
+      },
+      0,
+    ).catch(() => undefined);
+  }
+
+  /** Hits and misses per tier, loads, errors, stale values served, stampede waits, L1 size. */
+  stats(): CacheStats {
+    const c = this.counters;
+    return {
+      l1: {
+        hits: c.l1Hits,
+        misses: c.l1Misses,
+        size: this.l1?.size ?? 0,
+        bytes: this.l1?.calculatedSize ?? 0,
+        enabled: this.l1 !== undefined,
+      },
+      l2: { hits: c.l2Hits, misses: c.l2Misses },
+      loads: c.loads,
+      loadErrors: c.loadErrors,
+      staleServed: c.staleServed,
+      stampedeWaits: c.stampedeWaits,
+      earlyRefreshes: c.earlyRefreshes,
+      redisErrors: c.redisErrors,
+    };
+  }
+
+  // ------------------------------------------------------------------------ lifecycle
+
+  /** Subscribes to invalidations and wraps `@Cacheable` / `@CacheEvict` methods. */
+  async onModuleInit(): Promise<void> {
+    this.wrapDecorated();
+    // With lazyConnect Redis may be down now: L1 stays off until the subscription works.
+    await this.ensureSubscribed().catch(() => undefined);
+  }
+
+  async beforeApplicationShutdown(): Promise<void> {
+    this.closing = true;
+    this.coherent = false;
+    for (const wake of [...this.waiters.values()].flatMap((set) => [...set])) wake();
+    await Promise.allSettled(this.unsubscribers.splice(0).map((off) => off()));
+  }
+
+  // ------------------------------------------------------------------------ tiers
+
+  private fromL1(key: string, now: number): CacheEntry | undefined {
+    if (!this.l1 || !this.coherent) return undefined;
+    const entry = this.l1.get(key);
+    if (!entry) return undefined;
+    if (entry.staleUntil <= now || !this.tagsValid(entry)) {
+      this.l1.delete(key);
+      return undefined;
+    }
+    return entry;
+  }
+
+  /** One `GET` (shared by concurrent callers); a corrupted entry is logged, deleted and a miss. */
+  private fromL2(key: string): Promise<CacheEntry | undefined> {
+    const running = this.reads.get(key);
+    if (running) return running.promise;
+    const read = { promise: undefined as unknown as Promise<CacheEntry | undefined>, dirty: false };
+    read.promise = this.readL2(key, read).finally(() => this.reads.delete(key));
+    this.reads.set(key, read);
+    return read.promise;
+  }
+
+  private async readL2(key: string, read: { dirty: boolean }): Promise<CacheEntry | undefined> {
+    let raw: Buffer | null;
+    try {
+      raw = await this.redisCall(`get "${key}"`, (client) =>
+        client.getBuffer(cacheKeys.entry(key)),
+      );
+    } catch {
+      return undefined;
+    }
+    if (raw === null) return undefined;
+    let entry: CacheEntry;
+    try {
+      entry = decodeEntry(raw, this.options.serializer, key.length);
+    } catch (err) {
+      this.logger.warn(
+        `cache entry "${key}" is corrupted and was removed: ${(err as Error).message}`,
+      );
+      await this.redisCall(`unlink "${key}"`, (client) =>
+        client.unlink(cacheKeys.entry(key)),
+      ).catch(() => undefined);
+      return undefined;
+    }
+    if (entry.staleUntil <= Date.now()) return undefined;
+    if (entry.tags && !(await this.tagsCurrent(entry.tags))) return undefined;
+    // An invalidation that arrived while the GET was in flight may concern this very value.
+    if (this.l1 && this.coherent && !read.dirty) this.l1.set(key, entry);
+    return entry;
+  }
+
+  private async write(
+    key: string,
+    value: unknown,
+    payload: string | Buffer,
+    ttl: number,
+    grace: number,
+    tags: string[] | undefined,
+    loadMs: number,
+    lockToken?: string,
+  ): Promise<void> {
+    this.dropLocal(key);
+    const now = Date.now();
+    try {
+      const versions = tags?.length ? await this.tagVersionsFor(tags) : undefined;
+      const encoded = encodeEntry(
+        { freshUntil: now + ttl, staleUntil: now + ttl + grace, loadMs, tags: versions },
+        payload,
+      );
+      await this.redisCall(`set "${key}"`, async (client) => {
+        const message = this.message({ k: [key] });
+        if (lockToken) {
+          await FILL.run(
+            client,
+            [cacheKeys.entry(key), cacheKeys.lock(key)],
+            [encoded, ttl + grace, lockToken, this.channel, message],
+          );
+        } else {
+          await client.set(cacheKeys.entry(key), encoded, 'PX', ttl + grace);
+          await client.publish(this.channel, message);
+        }
+      });
+      if (this.l1 && this.coherent) {
+        this.l1.set(key, {
+          value,
+          freshUntil: now + ttl,
+          staleUntil: now + ttl + grace,
+          loadMs,
+          tags: versions,
+          size: estimateSize(encoded.length, key.length),
+        });
+      }
+    } catch {
+      // Logged by redisCall (once per outage): a cache write must not fail the caller.
+    }
+  }
+
+  // ------------------------------------------------------------------------ loading
+
+  private load<T>(
+    key: string,
+    loader: CacheLoader<T>,
+    options: CacheGetOrSetOptions,
+    stale?: CacheEntry<T>,
+  ): Promise<T> {
+    let flight = this.loads.get(key) as Promise<T> | undefined;
+    if (flight) {
+      this.counters.stampedeWaits += 1;
+    } else {
+      flight = this.leadOrWait(key, loader, options, stale).finally(() => this.loads.delete(key));
+      this.loads.set(key, flight);
+    }
+    if (!stale) return flight;
+    const fallback = (err: unknown): T => {
+      this.counters.staleServed += 1;
+      this.logLoadFailureOnce(key, err);
+      return stale.value;
+    };
+    const guarded = flight.catch(fallback);
+    if (options.timeout === undefined) return guarded;
+    // Soft timeout: serve stale now, let the load finish (and fill) in the background.
+    let timer: NodeJS.Timeout | undefined;
+    const soft = new Promise<T>((resolve) => {
+      timer = setTimeout(() => {
+        this.counters.staleServed += 1;
+        resolve(stale.value);
+      }, options.timeout);
+    });
+    return Promise.race([guarded, soft]).finally(() => clearTimeout(timer));
+  }
+
+  /**
+   * Runs the loader as the one instance holding the key's stampede lock, or waits for the
+   * instance that holds it. Waiters wake on the fill notification; if the holder dies, its
+   * lock expires (`lockTtl`) and a waiter takes over; after two lock lifetimes a waiter loads
+   * on its own. Nobody waits forever.
+   */
+  private async leadOrWait<T>(
+    key: string,
+    loader: CacheLoader<T>,
+    options: CacheGetOrSetOptions,
+    stale?: CacheEntry<T>,
+  ): Promise<T> {
+    const lockTtl = this.options.lockTtl;
+    const giveUpAt = Date.now() + 2 * lockTtl;
+    for (;;) {
+      const token = randomBytes(16).toString('hex');
+      const wake = this.registerWaiter(key);
+      let locked: 'OK' | null | typeof MISS;
+      try {
+        locked = await this.redisCall(`lock "${key}"`, (client) =>
+          client.set(cacheKeys.lock(key), token, 'PX', lockTtl, 'NX'),
+        );
+      } catch {
+        locked = MISS; // Redis unavailable: load without cross-instance protection
+      }
+      if (locked === MISS) {
+        wake.cancel();
+        const { value, loadMs } = await this.runLoader(key, loader, options);
+        void this.writeLoaded(key, value, options, loadMs);
+        return value;
+      }
+      if (locked === 'OK') {
+        wake.cancel();
+        // Someone may have filled it between our read and our lock (an early refresh holds a
+        // still-fresh entry: only a newer one counts).
+        const fresh = await this.fromL2(key);
+        if (
+          fresh &&
+          fresh.freshUntil > Date.now() &&
+          (!stale || fresh.freshUntil > stale.freshUntil)
+        ) {
+          await this.abandon(key, token);
+          return fresh.value as T;
+        }
+        let result: { value: T; loadMs: number };
+        try {
+          result = await this.runLoader(key, loader, options);
+        } catch (err) {
+          await this.abandon(key, token);
+          throw err;
+        }
+        await this.writeLoaded(key, result.value, options, result.loadMs, token);
+        return result.value;
+      }
+      // Another instance is loading.
+      if (stale) {
+        wake.cancel();
+        this.counters.staleServed += 1;
+        return stale.value;
+      }
+      this.counters.stampedeWaits += 1;
+      const remaining = giveUpAt - Date.now();
+      if (remaining <= 0) {
+        wake.cancel();
+        this.logger.warn(
+          `stampede lock for "${key}" held for more than ${2 * lockTtl} ms: loading without it`,
+        );
+        return (await this.runLoader(key, loader, options)).value;
+      }
+      const pttl = await this.redisCall(`pttl "${key}"`, (client) =>
+        client.pttl(cacheKeys.lock(key)),
+      ).catch(() => 0);
+      await wake.until(Math.min(remaining, pttl > 0 ? pttl + 5 : 5));
+      wake.cancel();
+      const filled = await this.fromL2(key);
+      if (filled && filled.freshUntil > Date.now()) return filled.value as T;
+      if (this.closing) return (await this.runLoader(key, loader, options)).value;
+    }
+  }
+
+  private async runLoader<T>(
+    key: string,
+    loader: CacheLoader<T>,
+    options: CacheGetOrSetOptions,
+  ): Promise<{ value: T; loadMs: number }> {
+    const controller = new AbortController();
+    const start = performance.now();
+    this.counters.loads += 1;
+    try {
+      let running = Promise.resolve().then(() => loader({ key, signal: controller.signal }));
+      if (options.hardTimeout !== undefined) {
+        const hard = options.hardTimeout;
+        running = withTimeout(running, hard, () => {
+          const err = new CacheLoaderTimeoutError(key, hard);
+          controller.abort(err);
+          return err;
+        });
+      }
+      const value = await running;
+      if (value === undefined) {
+        throw new TypeError(
+          `CacheService.getOrSet("${key}"): the loader returned undefined, which cannot be cached (return null for "nothing")`,
+        );
+      }
+      this.loggedLoadFailures.delete(key);
+      return { value, loadMs: performance.now() - start };
+    } catch (err) {
+      this.counters.loadErrors += 1;
+      throw err;
+    }
+  }
+
+  private async writeLoaded<T>(
+    key: string,
+    value: T,
+    options: CacheGetOrSetOptions,
+    loadMs: number,
+    token?: string,
+  ): Promise<void> {
+    const { ttl, grace } = this.durations('getOrSet', key, options);
+    let payload: string | Buffer;
+    try {
+      payload = this.serialize('getOrSet', key, value);
+    } catch (err) {
+      this.logger.warn((err as Error).message);
+      if (token) await this.abandon(key, token);
+      return;
+    }
+    await this.write(key, value, payload, ttl, grace, options.tags, loadMs, token);
+  }
+
+  private async abandon(key: string, token: string): Promise<void> {
+    await this.redisCall(`unlock "${key}"`, (client) =>
+      ABANDON.run(client, [cacheKeys.lock(key)], [token, this.channel, this.message({ w: [key] })]),
+    ).catch(() => undefined);
+  }
+
+  /** XFetch: refresh in the background with probability rising as expiry nears. */
+  private maybeRefreshEarly<T>(
+    key: string,
+    entry: CacheEntry,
+    loader: CacheLoader<T>,
+    options: CacheGetOrSetOptions,
+    now: number,
+  ): void {
+    const beta =
+      options.earlyRefresh === true
+        ? 1
+        : typeof options.earlyRefresh === 'number'
+          ? options.earlyRefresh
+          : 0;
+    if (beta <= 0 || this.loads.has(key)) return;
+    const delta = Math.max(entry.loadMs, 1);
+    if (now - delta * beta * Math.log(Math.random()) < entry.freshUntil) return;
+    this.counters.earlyRefreshes += 1;
+    // The current value counts as stale: if another instance is already refreshing, skip.
+    void this.load(key, loader, { ...options, timeout: undefined }, entry as CacheEntry<T>).catch(
+      () => undefined,
+    );
+  }
+
+  private logLoadFailureOnce(key: string, err: unknown): void {
+    if (this.loggedLoadFailures.has(key)) return;
+    this.loggedLoadFailures.add(key);
+    this.logger.warn(
+      `loader for "${key}" failed, serving the stale value: ${(err as Error)?.message ?? String(err)}`,
+    );
+  }
+
+  // ------------------------------------------------------------------------ tags
+
+  private tagsValid(entry: CacheEntry): boolean {
+    if (!entry.tags) return true;
+    for (const tag in entry.tags) {
+      const known = this.tagVersions.get(tag);
+      if (known === undefined || known !== entry.tags[tag]) return false;
+    }
+    return true;
+  }
+
+  private async tagsCurrent(tags: Record<string, number>): Promise<boolean> {
+    const names = Object.keys(tags);
+    const current = await this.tagVersionsFor(names).catch(() => undefined);
+    return current !== undefined && names.every((tag) => current[tag] === tags[tag]);
+  }
+
+  /** Current versions: from the memo while coherent, else from Redis (one GET per tag). */
+  private async tagVersionsFor(tags: string[]): Promise<Record<string, number>> {
+    const out: Record<string, number> = {};
+    const unknown = tags.filter((tag) => {
+      const known = this.coherent ? this.tagVersions.get(tag) : undefined;
+      if (known !== undefined) out[tag] = known;
+      return known === undefined;
+    });
+    if (unknown.length) {
+      const values = await this.redisCall('read tag versions', (client) =>
+        Promise.all(unknown.map((tag) => client.get(cacheKeys.tag(tag)))),
+      );
+      unknown.forEach((tag, i) => {
+        const version = Number(values[i] ?? 0);
+        out[tag] = version;
+        if (this.coherent) this.noteTagVersion(tag, version);
+      });
+    }
+    return out;
+  }
+
+  private noteTagVersion(tag: string, version: number): void {
+    const known = this.tagVersions.get(tag);
+    if (known === undefined || version > known) this.tagVersions.set(tag, version);
+  }
+
+  // ------------------------------------------------------------------------ coherence
+
+  private get channel(): string {
+    return `${this.connection.keyPrefix}${INVALIDATION_CHANNEL}`;
+  }
+
+  private message(body: Omit<Message, 's'>): string {
+    return JSON.stringify({ s: this.id, ...body });
+  }
+
+  private ensureSubscribed(): Promise<void> {
+    this.subscription ??= (async () => {
+      const off = await this.connection.subscribe(this.channel, (text) => this.onMessage(text));
+      this.unsubscribers.push(off);
+      this.unsubscribers.push(
+        this.connection.onSubscriberDrop(() => {
+          // Messages are being missed from now on: stop trusting L1 until we are back.
+          this.coherent = false;
+          this.resetLocal();
+        }),
+        this.connection.onResubscribe(() => {
+          this.resetLocal();
+          this.coherent = !this.closing;
+        }),
+      );
+      this.coherent = true;
+    })().catch((err: unknown) => {
+      this.subscription = undefined;
+      this.logger.warn(
+        `invalidations unavailable, the local tier (L1) stays off until they are: ${this.connection.scrub((err as Error).message)}`,
+      );
+      throw err;
+    });
+    return this.subscription;
+  }
+
+  private onMessage(text: string): void {
+    let message: Message;
+    try {
+      message = JSON.parse(text) as Message;
+    } catch {
+      return;
+    }
+    const own = message.s === this.id;
+    if (message.k) {
+      for (const key of message.k) {
+        if (!own) this.dropLocal(key);
+        this.wake(key);
+      }
+    }
+    if (message.w) for (const key of message.w) this.wake(key);
+    if (message.t) {
+      for (const [tag, version] of Object.entries(message.t)) this.noteTagVersion(tag, version);
+      for (const read of this.reads.values()) read.dirty = true;
+    }
+    if (message.c !== undefined && !own) this.clearLocal(message.c);
+  }
+
+  private dropLocal(key: string): void {
+    this.l1?.delete(key);
+    const read = this.reads.get(key);
+    if (read) read.dirty = true;
+  }
+
+  private clearLocal(prefix: string): void {
+    if (this.l1) {
+      if (prefix === '') this.l1.clear();
+      else for (const key of [...this.l1.keys()]) if (key.startsWith(prefix)) this.l1.delete(key);
+    }
+    for (const [key, read] of this.reads) if (key.startsWith(prefix)) read.dirty = true;
+  }
+
+  private resetLocal(): void {
+    this.l1?.clear();
+    this.tagVersions.clear();
+    for (const read of this.reads.values()) read.dirty = true;
+  }
+
+  private registerWaiter(key: string): {
+    until: (ms: number) => Promise<void>;
+    cancel: () => void;
+  } {
+    let woken = false;
+    let resolveWait: (() => void) | undefined;
+    const wake = (): void => {
+      woken = true;
+      resolveWait?.();
+    };
+    let set = this.waiters.get(key);
+    if (!set) {
+      set = new Set();
+      this.waiters.set(key, set);
+    }
+    set.add(wake);
+    return {
+      until: (ms) =>
+        new Promise<void>((resolve) => {
+          if (woken) return resolve();
+          const timer = setTimeout(resolve, ms);
+          resolveWait = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        }),
+      cancel: () => {
+        set.delete(wake);
+        if (set.size === 0 && this.waiters.get(key) === set) this.waiters.delete(key);
+      },
+    };
+  }
+
+  private wake(key: string): void {
+    for (const wake of this.waiters.get(key) ?? []) wake();
+  }
+
+  // ------------------------------------------------------------------------ Redis calls
+
+  /**
+   * Every Redis call of the cache: skipped at once while the connection is not ready, bounded
+   * by `cache.timeout` otherwise. Failures are logged once per outage.
+   */
+  private async redisCall<T>(
+    what: string,
+    fn: (client: RedisConnection['client']) => Promise<T>,
+    timeout: number = this.options.timeout,
+  ): Promise<T> {
+    const client = this.connection.client;
+    try {
+      if (client.status !== 'ready') throw new RedisUnavailable(`connection is ${client.status}`);
+      const result =
+        timeout > 0
+          ? await withTimeout(
+              fn(client),
+              timeout,
+              () => new RedisUnavailable(`no answer within ${timeout} ms`),
+            )
+          : await fn(client);
+      if (this.degraded) {
+        this.degraded = false;
+        this.logger.log('Redis answers again: the cache is back to normal');
+      }
+      return result;
+    } catch (err) {
+      this.counters.redisErrors += 1;
+      if (!this.degraded) {
+        this.degraded = true;
+        this.logger.warn(
+          `Redis unavailable (${what}: ${this.connection.scrub((err as Error).message)}); ` +
+            'serving from loaders until it is back, reads are misses and writes are dropped',
+        );
+      }
+      throw err;
+    }
+  }
+
+  // ------------------------------------------------------------------------ helpers
+
+  private durations(
+    method: string,
+    key: string,
+    options: CacheSetOptions,
+  ): { ttl: number; grace: number } {
+    const ttl = options.ttl ?? this.options.ttl;
+    if (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl <= 0) {
+      throw new RangeError(
+        `CacheService.${method}("${key}"): ttl must be a positive finite number of ms, got ${String(ttl)}`,
+      );
+    }
+    const grace = options.grace ?? this.options.grace;
+    if (typeof grace !== 'number' || !Number.isFinite(grace) || grace < 0) {
+      throw new RangeError(
+        `CacheService.${method}("${key}"): grace must be a non-negative finite number of ms, got ${String(grace)}`,
+      );
+    }
+    return { ttl: Math.ceil(ttl), grace: Math.ceil(grace) };
+  }
+
+  private serialize(method: string, key: string, value: unknown): string | Buffer {
+    if (value === undefined) {
+      throw new TypeError(
+        `CacheService.${method}("${key}"): undefined cannot be cached (use null, or del() the key)`,
+      );
+    }
+    try {
+      return this.options.serializer.serialize(value);
+    } catch (err) {
+      throw new TypeError(
+        `CacheService.${method}("${key}"): the value cannot be serialized: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+  }
+
+  private wrapDecorated(): void {
+    const cache = this;
+    wrapDecoratedMethods<CacheableMetadata>(
+      this.discovery,
+      this.scanner,
+      CACHEABLE_METADATA,
+      ({ meta, method, label }) =>
+        function cacheableWrapper(this: unknown, ...args: unknown[]) {
+          const key = resolveTemplate(meta.key, args, `@Cacheable on ${label}`);
+          const tags =
+            typeof meta.tags === 'function'
+              ? (meta.tags as (...a: unknown[]) => string[])(...args)
+              : meta.tags;
+          return cache.getOrSet(key, () => method.apply(this, args) as unknown, {
+            ...meta.options,
+            tags,
+          });
+        },
+    );
+    wrapDecoratedMethods<CacheEvictMetadata>(
+      this.discovery,
+      this.scanner,
+      CACHE_EVICT_METADATA,
+      ({ meta, method, label }) =>
+        async function cacheEvictWrapper(this: unknown, ...args: unknown[]) {
+          const result = await method.apply(this, args);
+          const keys = meta.keys.map((k) => resolveTemplate(k, args, `@CacheEvict on ${label}`));
+          const tags =
+            typeof meta.tags === 'function'
+              ? (meta.tags as (...a: unknown[]) => string[])(...args)
+              : meta.tags;
+          await Promise.all([
+            cache.del(...keys),
+            tags?.length ? cache.invalidateTags(tags) : undefined,
+          ]);
+          return result;
+        },
+    );
+  }
+}
+
+function checkKey(method: string, key: unknown): asserts key is string {
+  if (typeof key !== 'string' || key.length === 0) {
+    throw new TypeError(
+      `CacheService.${method}: key must be a non-empty string, got ${JSON.stringify(key) ?? String(key)}`,
+    );
+  }
+}
+
+function checkTags(method: string, key: string, tags: unknown): string[] | undefined {
+  if (tags === undefined) return undefined;
+  if (!Array.isArray(tags) || !tags.every((t) => typeof t === 'string' && t.length > 0)) {
+    throw new TypeError(
+      `CacheService.${method}(${key ? `"${key}"` : ''}): tags must be an array of non-empty strings, got ${JSON.stringify(tags)}`,
+    );
+  }
+  return tags;
+}

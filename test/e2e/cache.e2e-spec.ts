@@ -1,0 +1,398 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { Injectable, type INestApplication } from '@nestjs/common';
+import {
+  CacheEvict,
+  CacheLoaderTimeoutError,
+  CacheService,
+  Cacheable,
+  getRedisToken,
+  RedisModule,
+  type RedisClient,
+  type RedisModuleOptions,
+} from '../../src/index.js';
+import { CapturingLogger, startApp } from '../support/app.js';
+import {
+  killConnection,
+  topologies,
+  uniqueConnectionName,
+  uniquePrefix,
+  waitFor,
+  type TopologyCase,
+} from '../support/redis.js';
+
+@Injectable()
+class CatalogService {
+  calls = 0;
+
+  @Cacheable('product:{0}', { ttl: 10_000, tags: (id: string) => [`product:${id}`] })
+  async product(id: string): Promise<{ id: string; call: number }> {
+    this.calls += 1;
+    return { id, call: this.calls };
+  }
+
+  @CacheEvict('product:{0}')
+  async rename(id: string): Promise<string> {
+    return `renamed ${id}`;
+  }
+}
+
+const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe.each(topologies().map((t) => [t.name, t] as const))(
+  'CacheService on %s',
+  (_name, topology: TopologyCase) => {
+    let a: INestApplication;
+    let b: INestApplication;
+    let cacheA: CacheService;
+    let cacheB: CacheService;
+    let raw: RedisClient;
+    const prefix = uniquePrefix(`cache-${topology.name}`);
+    const logsA = new CapturingLogger();
+    const options: RedisModuleOptions = {
+      ...topology.options,
+      keyPrefix: prefix,
+      cache: { lockTtl: 400 },
+    };
+    let n = 0;
+    const key = (label: string): string => `${label}-${++n}`;
+    const connectionName = uniqueConnectionName('cache-a');
+
+    beforeAll(async () => {
+      [a, b] = await Promise.all([
+        startApp(
+          {
+            imports: [RedisModule.forRoot({ ...options, connectionName })],
+            providers: [CatalogService],
+          },
+          logsA,
+        ),
+        // Nest's logger is process-wide: both apps log into the same capture.
+        startApp(
+          {
+            imports: [
+              RedisModule.forRoot({ ...options, connectionName: uniqueConnectionName('cache-b') }),
+            ],
+          },
+          logsA,
+        ),
+      ]);
+      cacheA = a.get(CacheService);
+      cacheB = b.get(CacheService);
+      raw = a.get<RedisClient>(getRedisToken());
+    });
+
+    afterAll(async () => {
+      await Promise.all([a?.close(), b?.close()]);
+    });
+
+    it('sets, gets and deletes; null is a value, a miss is undefined', async () => {
+      const k = key('basic');
+      expect(await cacheA.get(k)).toBeUndefined();
+      await cacheA.set(k, { name: 'Ada', tags: ['x'] }, { ttl: 10_000 });
+      expect(await cacheA.get(k)).toEqual({ name: 'Ada', tags: ['x'] });
+      expect(await cacheB.get(k)).toEqual({ name: 'Ada', tags: ['x'] });
+      const pttl = await raw.pttl(`cache:{${k}}`);
+      expect(pttl).toBeGreaterThan(9_000);
+      expect(pttl).toBeLessThanOrEqual(10_000);
+      await cacheA.set(`${k}:null`, null);
+      expect(await cacheB.get(`${k}:null`)).toBeNull();
+      await cacheB.del(k, `${k}:null`);
+      expect(await cacheB.get(k)).toBeUndefined();
+      expect(await raw.exists(`cache:{${k}}`)).toBe(0);
+      // A drops its L1 copy when the invalidation arrives, one round trip later.
+      await waitFor(
+        async () =>
+          (await cacheA.get(k)) === undefined && (await cacheA.get(`${k}:null`)) === undefined,
+        { what: 'the delete to reach A' },
+      );
+    });
+
+    it('expires entries after their TTL', async () => {
+      const k = key('ttl');
+      await cacheA.set(k, 'short', { ttl: 80 });
+      expect(await cacheA.get(k)).toBe('short');
+      await waitFor(async () => (await cacheA.get(k)) === undefined, {
+        what: 'the entry to expire',
+      });
+      expect(await raw.exists(`cache:{${k}}`)).toBe(0);
+    });
+
+    it('mset / mget over keys in different slots', async () => {
+      const keys = Array.from({ length: 20 }, (_, i) => key(`m${i}`));
+      await cacheA.mset(keys.map((k, i) => ({ key: k, value: i, ttl: 10_000 })));
+      expect(await cacheB.mget<number>([...keys, key('absent')])).toEqual([
+        ...keys.map((_, i) => i),
+        undefined,
+      ]);
+    });
+
+    it('rejects bad input with errors naming the key and value, writing nothing', async () => {
+      const k = key('bad');
+      for (const ttl of [0, -1, Number.NaN, Number.POSITIVE_INFINITY]) {
+        await expect(cacheA.set(k, 1, { ttl })).rejects.toThrow(
+          `CacheService.set("${k}"): ttl must be a positive finite number of ms, got ${String(ttl)}`,
+        );
+      }
+      await expect(cacheA.set(k, undefined)).rejects.toThrow(
+        `CacheService.set("${k}"): undefined cannot be cached`,
+      );
+      await expect(cacheA.set(k, { n: 10n })).rejects.toThrow(
+        `CacheService.set("${k}"): the value cannot be serialized: property "n" is a bigint, which JSON cannot represent`,
+      );
+      const circular: Record<string, unknown> = {};
+      circular.self = circular;
+      await expect(cacheA.set(k, circular)).rejects.toThrow(
+        /the value cannot be serialized: Converting circular structure to JSON/,
+      );
+      await expect(cacheA.set(k, new Map([[1, 2]]))).rejects.toThrow(
+        'the value is a Map, which JSON turns into {}',
+      );
+      await expect(cacheA.set('', 1)).rejects.toThrow(
+        'CacheService.set: key must be a non-empty string, got ""',
+      );
+      await expect(cacheA.getOrSet(k, async () => undefined)).rejects.toThrow(
+        `CacheService.getOrSet("${k}"): the loader returned undefined`,
+      );
+      expect(await raw.exists(`cache:{${k}}`)).toBe(0);
+    });
+
+    it('treats a corrupted entry as a miss: logged and deleted', async () => {
+      const k = key('corrupt');
+      await raw.set(`cache:{${k}}`, 'not an entry at all', 'PX', 10_000);
+      expect(await cacheA.get(k)).toBeUndefined();
+      expect(await raw.exists(`cache:{${k}}`)).toBe(0);
+      await raw.set(
+        `cache:{${k}}`,
+        '{"f":9999999999999,"s":9999999999999}\n{broken json',
+        'PX',
+        10_000,
+      );
+      expect(await cacheA.getOrSet(k, async () => 'reloaded')).toBe('reloaded');
+      expect(logsA.matching(`cache entry "${k}" is corrupted and was removed`)).toHaveLength(2);
+    });
+
+    it('runs the loader once for 1000 concurrent misses across two instances', async () => {
+      const k = key('stampede');
+      let loads = 0;
+      const loader = async (): Promise<string> => {
+        loads += 1;
+        await delay(50);
+        return 'loaded once';
+      };
+      const started = performance.now();
+      const results = await Promise.all(
+        Array.from({ length: 1000 }, (_, i) =>
+          (i % 2 ? cacheA : cacheB).getOrSet(k, loader, { ttl: 10_000 }),
+        ),
+      );
+      const wall = performance.now() - started;
+      expect(loads).toBe(1);
+      expect(new Set(results)).toEqual(new Set(['loaded once']));
+      expect(wall).toBeLessThan(50 + 100);
+      expect(cacheA.stats().stampedeWaits + cacheB.stats().stampedeWaits).toBeGreaterThanOrEqual(
+        999,
+      );
+    });
+
+    it('takes over when the loading instance died (its lock expires), nobody waits forever', async () => {
+      const k = key('orphan');
+      // A leader that died mid-load leaves only its lock behind.
+      await raw.set(`cache:{${k}}:lock`, 'dead-leader', 'PX', 300);
+      const started = Date.now();
+      const value = await cacheB.getOrSet(k, async () => 'taken over', { ttl: 10_000 });
+      expect(value).toBe('taken over');
+      expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+      expect(Date.now() - started).toBeLessThan(300 + 500);
+    });
+
+    it('a loader that hangs past the lock TTL does not block the other instance', async () => {
+      const k = key('hang');
+      void cacheA.getOrSet(k, () => new Promise<string>(() => undefined)).catch(() => undefined);
+      await waitFor(async () => (await raw.exists(`cache:{${k}}:lock`)) === 1, {
+        what: 'A to take the lock',
+      });
+      const value = await cacheB.getOrSet(k, async () => 'from B', { ttl: 10_000 });
+      expect(value).toBe('from B');
+    });
+
+    it('keeps L1 coherent: another instance overwriting a key reaches our next read', async () => {
+      const k = key('coherent');
+      await cacheA.set(k, 'v1');
+      expect(await cacheA.get(k)).toBe('v1');
+      const hitsBefore = cacheA.stats().l1.hits;
+      expect(await cacheA.get(k)).toBe('v1'); // served by L1
+      expect(cacheA.stats().l1.hits).toBe(hitsBefore + 1);
+      await cacheB.set(k, 'v2');
+      await waitFor(async () => (await cacheA.get(k)) === 'v2', {
+        what: 'the invalidation to reach A',
+      });
+      await cacheB.del(k);
+      await waitFor(async () => (await cacheA.get(k)) === undefined, {
+        what: 'the delete to reach A',
+      });
+    });
+
+    it('empties L1 when its subscriber connection comes back after a drop', async () => {
+      const k = key('dropped');
+      await cacheA.set(k, 'before');
+      expect(await cacheA.get(k)).toBe('before');
+      expect(cacheA.stats().l1.size).toBeGreaterThan(0);
+      let killed = 0;
+      for (const server of topology.servers)
+        killed += await killConnection(server, `${connectionName}:subscriber`);
+      expect(killed).toBe(1);
+      // Written behind A's back while its subscriber is down: the invalidation is lost.
+      await raw.set(
+        `cache:{${k}}`,
+        (await raw.getBuffer(`cache:{${k}}`))!.toString().replace('"before"', '"after"'),
+      );
+      await waitFor(async () => (await cacheA.get(k)) === 'after', {
+        what: 'A to stop serving its L1 copy',
+      });
+      await waitFor(() => cacheA.stats().l1.size <= 1, { what: 'L1 to be emptied' });
+    });
+
+    it('serves the stale value when the loader fails within grace', async () => {
+      const k = key('stale-error');
+      expect(await cacheA.getOrSet(k, async () => 'old', { ttl: 60, grace: 10_000 })).toBe('old');
+      await waitFor(async () => (await cacheA.get(k)) === undefined, {
+        what: 'the entry to go stale',
+      });
+      const served = cacheA.stats().staleServed;
+      const value = await cacheA.getOrSet(
+        k,
+        async () => {
+          throw new Error('database down');
+        },
+        { ttl: 60, grace: 10_000 },
+      );
+      expect(value).toBe('old');
+      expect(cacheA.stats().staleServed).toBe(served + 1);
+      expect(
+        logsA.matching(`loader for "${k}" failed, serving the stale value: database down`),
+      ).toHaveLength(1);
+    });
+
+    it('soft timeout: stale at the timeout, the fresh value lands afterwards', async () => {
+      const k = key('soft');
+      await cacheA.getOrSet(k, async () => 'old', { ttl: 60, grace: 10_000 });
+      await waitFor(async () => (await cacheA.get(k)) === undefined, {
+        what: 'the entry to go stale',
+      });
+      const started = performance.now();
+      const value = await cacheA.getOrSet(
+        k,
+        async () => {
+          await delay(300);
+          return 'new';
+        },
+        { ttl: 10_000, grace: 10_000, timeout: 50 },
+      );
+      expect(value).toBe('old');
+      expect(performance.now() - started).toBeLessThan(250);
+      await waitFor(async () => (await cacheB.get(k)) === 'new', {
+        what: 'the background load to fill',
+      });
+    });
+
+    it('hard timeout without a stale value: typed error, loader signal aborted', async () => {
+      const k = key('hard');
+      let aborted = false;
+      const error = await cacheA
+        .getOrSet(
+          k,
+          ({ signal }) =>
+            new Promise<string>((resolve) => {
+              signal.addEventListener('abort', () => {
+                aborted = true;
+                resolve('too late');
+              });
+            }),
+          { hardTimeout: 100 },
+        )
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(CacheLoaderTimeoutError);
+      expect((error as Error).message).toContain(
+        `Cache loader for "${k}" did not finish within hardTimeout (100 ms)`,
+      );
+      expect(aborted).toBe(true);
+      expect(await cacheA.get(k)).toBeUndefined();
+    });
+
+    it('invalidates by tag across slots and instances', async () => {
+      const tag = key('tag');
+      const keys = Array.from({ length: 10 }, (_, i) => key(`tagged${i}`));
+      await Promise.all(keys.map((k) => cacheA.set(k, k, { tags: [tag] })));
+      await cacheA.set(key('untagged'), 'stays');
+      expect(await cacheB.mget(keys)).toEqual(keys); // B caches them in its L1
+      await cacheA.invalidateTags([tag]);
+      expect(await cacheA.mget(keys)).toEqual(keys.map(() => undefined));
+      await waitFor(async () => (await cacheB.mget(keys)).every((v) => v === undefined), {
+        what: 'B to see the tag bump',
+      });
+      // Written after the bump: valid again.
+      await cacheB.set(keys[0], 'rewritten', { tags: [tag] });
+      expect(await cacheA.get(keys[0])).toBe('rewritten');
+    });
+
+    it('clear(prefix) removes matching keys on every master and from every L1', async () => {
+      const group = key('group');
+      const keys = Array.from({ length: 30 }, (_, i) => `${group}:${i}`);
+      const other = key('other');
+      await Promise.all([...keys, other].map((k) => cacheA.set(k, 'x')));
+      expect(await cacheB.mget(keys)).toEqual(keys.map(() => 'x'));
+      await cacheA.clear(`${group}:`);
+      expect(await Promise.all(keys.map((k) => raw.exists(`cache:{${k}}`)))).toEqual(
+        keys.map(() => 0),
+      );
+      await waitFor(async () => (await cacheB.mget(keys)).every((v) => v === undefined), {
+        what: 'B to clear',
+      });
+      expect(await cacheB.get(other)).toBe('x');
+    });
+
+    it('refreshes hot keys early (XFetch) in the background', async () => {
+      const k = key('xfetch');
+      let loads = 0;
+      const loader = async (): Promise<number> => {
+        loads += 1;
+        await delay(20);
+        return loads;
+      };
+      expect(await cacheA.getOrSet(k, loader, { ttl: 5_000, earlyRefresh: 1e9 })).toBe(1);
+      // beta is huge: the very next hit refreshes, while returning the current value at once.
+      expect(await cacheA.getOrSet(k, loader, { ttl: 5_000, earlyRefresh: 1e9 })).toBe(1);
+      await waitFor(async () => (await cacheB.get(k)) === 2, { what: 'the early refresh to land' });
+      expect(cacheA.stats().earlyRefreshes).toBeGreaterThanOrEqual(1);
+      // Without earlyRefresh, a fresh hit never reloads.
+      const before = loads;
+      await cacheA.getOrSet(k, loader, { ttl: 5_000 });
+      expect(loads).toBe(before);
+    });
+
+    it('@Cacheable and @CacheEvict', async () => {
+      const catalog = a.get(CatalogService);
+      const first = await catalog.product('p1');
+      expect(await catalog.product('p1')).toEqual(first);
+      expect(catalog.calls).toBe(1);
+      expect(await catalog.rename('p1')).toBe('renamed p1');
+      expect(await catalog.product('p1')).toEqual({ id: 'p1', call: 2 });
+      await cacheB.invalidateTags(['product:p1']);
+      await waitFor(async () => (await catalog.product('p1')).call === 3, {
+        what: 'the tag invalidation',
+      });
+    });
+
+    it('reports stats per tier', async () => {
+      const s = cacheA.stats();
+      expect(s.l1.enabled).toBe(true);
+      expect(s.l1.hits).toBeGreaterThan(0);
+      expect(s.l2.hits).toBeGreaterThan(0);
+      expect(s.l2.misses).toBeGreaterThan(0);
+      expect(s.loads).toBeGreaterThan(0);
+      expect(s.loadErrors).toBeGreaterThan(0);
+      expect(s.l1.size).toBeGreaterThan(0);
+      expect(s.l1.bytes).toBeGreaterThan(0);
+    });
+  },
+);

@@ -137,6 +137,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
   private readonly waiters = new Map<string, Set<() => void>>();
   private degraded = false;
   private closing = false;
+  private nextSubscribeAttempt = 0;
   private readonly counters = {
     l1Hits: 0,
     l1Misses: 0,
@@ -177,6 +178,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
   /** The fresh value of `key`, or `undefined` (a miss, also while Redis is unavailable). */
   async get<T>(key: string): Promise<T | undefined> {
     checkKey('get', key);
+    this.kickSubscription();
     const now = Date.now();
     const local = this.fromL1(key, now);
     if (local && local.freshUntil > now) {
@@ -200,6 +202,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
    */
   async set<T>(key: string, value: T, options: CacheSetOptions = {}): Promise<void> {
     checkKey('set', key);
+    this.kickSubscription();
     const { ttl, grace } = this.durations('set', key, options);
     const payload = this.serialize('set', key, value);
     const tags = checkTags('set', key, options.tags);
@@ -228,6 +231,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     options: CacheGetOrSetOptions = {},
   ): Promise<T> {
     checkKey('getOrSet', key);
+    this.kickSubscription();
     if (typeof loader !== 'function') {
       throw new TypeError(
         `CacheService.getOrSet("${key}"): loader must be a function, got ${typeof loader}`,
@@ -355,11 +359,9 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
 
   // ------------------------------------------------------------------------ lifecycle
 
-  /** Subscribes to invalidations and wraps `@Cacheable` / `@CacheEvict` methods. */
-  async onModuleInit(): Promise<void> {
+  /** Wraps `@Cacheable` / `@CacheEvict` methods. */
+  onModuleInit(): void {
     this.wrapDecorated();
-    // With lazyConnect Redis may be down now: L1 stays off until the subscription works.
-    await this.ensureSubscribed().catch(() => undefined);
   }
 
   async beforeApplicationShutdown(): Promise<void> {
@@ -562,6 +564,10 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
         return stale.value;
       }
       this.counters.stampedeWaits += 1;
+      const notified = await this.ensureSubscribed().then(
+        () => true,
+        () => false,
+      );
       const remaining = giveUpAt - Date.now();
       if (remaining <= 0) {
         wake.cancel();
@@ -573,7 +579,8 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
       const pttl = await this.redisCall(`pttl "${key}"`, (client) =>
         client.pttl(cacheKeys.lock(key)),
       ).catch(() => 0);
-      await wake.until(Math.min(remaining, pttl > 0 ? pttl + 5 : 5));
+      // Woken by the fill notification; without notifications, poll every 50 ms.
+      await wake.until(Math.min(remaining, pttl > 0 ? pttl + 5 : 5, notified ? Infinity : 50));
       wake.cancel();
       const filled = await this.fromL2(key);
       if (filled && filled.freshUntil > Date.now()) return filled.value as T;
@@ -723,6 +730,17 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     return JSON.stringify({ s: this.id, ...body });
   }
 
+  /**
+   * The subscriber connection is opened on first use of the cache, not at boot: an application
+   * that never caches opens none. Until it is subscribed, L1 stays off. After a failure the
+   * next attempt waits a second, so an outage does not turn every call into a connect.
+   */
+  private kickSubscription(): void {
+    if (this.subscription || this.closing || Date.now() < this.nextSubscribeAttempt) return;
+    if (this.connection.client.status !== 'ready') return;
+    this.ensureSubscribed().catch(() => undefined);
+  }
+
   private ensureSubscribed(): Promise<void> {
     this.subscription ??= (async () => {
       const off = await this.connection.subscribe(this.channel, (text) => this.onMessage(text));
@@ -741,6 +759,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
       this.coherent = true;
     })().catch((err: unknown) => {
       this.subscription = undefined;
+      this.nextSubscribeAttempt = Date.now() + 1_000;
       this.logger.warn(
         `invalidations unavailable, the local tier (L1) stays off until they are: ${this.connection.scrub((err as Error).message)}`,
       );

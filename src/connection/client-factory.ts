@@ -1,6 +1,7 @@
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { ResolvedRedisConfig } from '../config/resolve-options.js';
 import { backoffDelay } from './backoff.js';
+import { withTimeout } from './wait.js';
 
 /** The ioredis client we hand out: a standalone/Sentinel `Redis` or a `Cluster`. */
 export type RedisClient = Redis | Cluster;
@@ -113,4 +114,22 @@ export function createClient(
       });
     }
   }
+}
+
+/**
+ * `disconnect()`, then wait (bounded) for the socket to be gone so nothing lingers. A client
+ * between reconnect attempts has no socket: ioredis then emits no `end`, so there is nothing
+ * to wait for.
+ */
+export async function disconnectAndWait(client: RedisClient, bound: number): Promise<void> {
+  const status = client.status;
+  if (status === 'end') return;
+  if (status !== 'connect' && status !== 'ready' && status !== 'connecting') {
+    client.disconnect();
+    return;
+  }
+  const ended = new Promise<void>((resolve) => client.once('end', () => resolve()));
+  client.disconnect();
+  // ioredis destroys the socket after `disconnectTimeout` (= shutdownTimeout) at the latest.
+  await withTimeout(ended, bound + 100, () => new Error('end timeout')).catch(() => undefined);
 }

@@ -6,6 +6,7 @@ import type { ResolvedRedisConfig } from '../config/resolve-options.js';
 import { RedisConnectionError } from '../errors.js';
 import {
   createClient,
+  disconnectAndWait,
   isCluster,
   type ConnectionRole,
   type RedisClient,
@@ -191,6 +192,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
         return client;
       },
       logger: this.logger,
+      closeBound: this.config.shutdownTimeout,
     });
     return this.subscriberHub;
   }
@@ -427,18 +429,4 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
 /** Errors that no reconnect attempt can cure: authentication and authorisation failures. */
 function isPermanentConnectError(err: Error): boolean {
   return /WRONGPASS|NOAUTH|NOPERM|invalid password|invalid username-password/i.test(err.message);
-}
-
-/** `disconnect()`, then wait (bounded) for the socket to be gone so nothing lingers. */
-async function disconnectAndWait(client: RedisClient, bound: number): Promise<void> {
-  const status = client.status;
-  if (status === 'end') return;
-  if (status === 'wait') {
-    client.disconnect();
-    return;
-  }
-  const ended = new Promise<void>((resolve) => client.once('end', () => resolve()));
-  client.disconnect();
-  // ioredis destroys the socket after `disconnectTimeout` (= shutdownTimeout) at the latest.
-  await withTimeout(ended, bound + 100, () => new Error('end timeout')).catch(() => undefined);
 }

@@ -1,5 +1,6 @@
 import type { LoggerService } from '@nestjs/common';
-import { isCluster, type RedisClient } from './client-factory.js';
+import { disconnectAndWait, isCluster, type RedisClient } from './client-factory.js';
+import { withTimeout } from './wait.js';
 
 /** Receives a published message. */
 export type MessageListener = (message: string, channel: string) => void;
@@ -22,7 +23,14 @@ export class RedisSubscriber {
   private closed = false;
   private detach?: () => void;
 
-  constructor(private readonly deps: { open: () => Promise<RedisClient>; logger: LoggerService }) {}
+  constructor(
+    private readonly deps: {
+      open: () => Promise<RedisClient>;
+      logger: LoggerService;
+      /** Upper bound of waiting for the socket to close at shutdown (ms). */
+      closeBound: number;
+    },
+  ) {}
 
   /** `true` while the connection is open or being opened. */
   get isOpen(): boolean {
@@ -58,7 +66,16 @@ export class RedisSubscriber {
       if (current && current.size === 0 && !this.closed) {
         this.listeners.delete(channel);
         this.subscribed.delete(channel);
-        await client.unsubscribe(channel).catch(() => undefined);
+        // While disconnected ioredis would queue the UNSUBSCRIBE (and this call would wait for
+        // the reconnect); the server forgets our subscriptions with the connection anyway, and
+        // ioredis re-subscribes only the channels still in its own set.
+        if (client.status === 'ready') {
+          await withTimeout(client.unsubscribe(channel), 1_000, () => new Error('timeout')).catch(
+            () => undefined,
+          );
+        } else {
+          void client.unsubscribe(channel).catch(() => undefined);
+        }
       }
     };
   }
@@ -82,12 +99,7 @@ export class RedisSubscriber {
     this.subscribed.clear();
     this.resubscribeListeners.clear();
     this.dropListeners.clear();
-    if (client && client.status !== 'end') {
-      const ended = new Promise<void>((resolve) => client.once('end', () => resolve()));
-      const wasWaiting = client.status === 'wait';
-      client.disconnect();
-      if (!wasWaiting) await ended;
-    }
+    if (client) await disconnectAndWait(client, this.deps.closeBound);
   }
 
   private ensureOpen(): Promise<RedisClient> {

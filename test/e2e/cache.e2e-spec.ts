@@ -13,6 +13,8 @@ import {
 import { CapturingLogger, startApp } from '../support/app.js';
 import {
   killConnection,
+  specDir,
+  startStandalone,
   topologies,
   uniqueConnectionName,
   uniquePrefix,
@@ -114,7 +116,10 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       await waitFor(async () => (await cacheA.get(k)) === undefined, {
         what: 'the entry to expire',
       });
-      expect(await raw.exists(`cache:{${k}}`)).toBe(0);
+      // Redis drops the key at its PX; our logical expiry is measured from before the write.
+      await waitFor(async () => (await raw.exists(`cache:{${k}}`)) === 0, {
+        what: 'Redis to expire it',
+      });
     });
 
     it('mset / mget over keys in different slots', async () => {
@@ -396,3 +401,73 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
     });
   },
 );
+
+describe('CacheService while Redis is down', () => {
+  it('degrades to the loader, never throws or hangs, logs once, and recovers', async () => {
+    const server = await startStandalone({ baseDir: specDir('cache-outage') });
+    const logs = new CapturingLogger();
+    const rejections: unknown[] = [];
+    const onRejection = (reason: unknown): void => {
+      rejections.push(reason);
+    };
+    process.on('unhandledRejection', onRejection);
+    const app = await startApp(
+      {
+        imports: [
+          RedisModule.forRoot({
+            url: server.url,
+            retry: { initialDelay: 20, maxDelay: 100 },
+            cache: { timeout: 200 },
+          }),
+        ],
+      },
+      logs,
+    );
+    try {
+      const cache = app.get(CacheService);
+      await cache.set('k', 'cached');
+      expect(await cache.get('k')).toBe('cached');
+
+      await server.pause(); // slow: connected, but no answer
+      let started = performance.now();
+      expect(await cache.getOrSet('slow', async () => 'from loader')).toBe('from loader');
+      expect(performance.now() - started).toBeLessThan(200 * 3 + 300);
+      await server.resume();
+
+      // The pause was one outage (logged once, however many calls failed); now another.
+      expect(logs.matching('Redis unavailable')).toHaveLength(1);
+      const logged =
+        logs.matching('Redis unavailable').length + logs.matching('answers again').length;
+      await server.stop(); // down: connection refused
+      await waitFor(() => app.get<RedisClient>(getRedisToken()).status !== 'ready', {
+        what: 'the outage to be noticed',
+      });
+      started = performance.now();
+      expect(await cache.get('k')).toBeUndefined();
+      expect(await cache.getOrSet('k2', async () => 'loader value')).toBe('loader value');
+      await cache.set('k3', 'dropped');
+      await cache.del('k3');
+      await cache.invalidateTags(['t']);
+      await cache.clear();
+      expect(performance.now() - started).toBeLessThan(200);
+      // At most one line for this outage, though every call above failed.
+      expect(
+        logs.matching('Redis unavailable').length + logs.matching('answers again').length,
+      ).toBeLessThanOrEqual(logged + 2);
+
+      await server.restart();
+      await waitFor(() => app.get<RedisClient>(getRedisToken()).status === 'ready', {
+        what: 'reconnection',
+      });
+      await cache.set('k4', 'back');
+      expect(await cache.get('k4')).toBe('back');
+      expect(logs.matching('Redis answers again').length).toBeGreaterThanOrEqual(1);
+      expect(cache.stats().redisErrors).toBeGreaterThan(0);
+    } finally {
+      process.off('unhandledRejection', onRejection);
+      await app.close();
+      await server.stop();
+    }
+    expect(rejections).toEqual([]);
+  });
+});

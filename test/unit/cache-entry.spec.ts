@@ -1,0 +1,73 @@
+import { describe, expect, it } from '@jest/globals';
+import { decodeEntry, encodeEntry } from '../../src/cache/cache-entry.js';
+import { jsonSerializer } from '../../src/cache/serializer.js';
+
+describe('cache entry encoding', () => {
+  it('round-trips the header and the value', () => {
+    const raw = encodeEntry(
+      { freshUntil: 1_000, staleUntil: 5_000, loadMs: 12.4, tags: { product: 3 } },
+      jsonSerializer.serialize({ name: 'Ada', n: [1, 2] }),
+    );
+    expect(raw.toString()).toBe(
+      '{"f":1000,"s":5000,"d":12,"t":{"product":3}}\n{"name":"Ada","n":[1,2]}',
+    );
+    expect(decodeEntry(raw, jsonSerializer, 3)).toMatchObject({
+      value: { name: 'Ada', n: [1, 2] },
+      freshUntil: 1_000,
+      staleUntil: 5_000,
+      loadMs: 12,
+      tags: { product: 3 },
+    });
+  });
+
+  it('keeps Buffer payloads byte for byte', () => {
+    const bytes = Buffer.from([0, 10, 255, 10]);
+    const serializer = {
+      serialize: (v: unknown) => v as Buffer,
+      deserialize: (b: Buffer) => Buffer.from(b),
+    };
+    const entry = decodeEntry<Buffer>(
+      encodeEntry({ freshUntil: 1, staleUntil: 1, loadMs: 0 }, bytes),
+      serializer,
+      1,
+    );
+    expect([...entry.value]).toEqual([0, 10, 255, 10]);
+  });
+
+  it.each([
+    ['no header', 'plain text'],
+    ['a header that is not ours', '{"x":1}\n1'],
+    ['a broken payload', '{"f":1,"s":2}\n{oops'],
+    ['an empty value', ''],
+  ])('refuses %s', (_case, text) => {
+    expect(() => decodeEntry(Buffer.from(text), jsonSerializer, 1)).toThrow();
+  });
+});
+
+describe('jsonSerializer', () => {
+  it.each<[string, unknown, string]>([
+    ['BigInt', { id: 1n }, 'property "id" is a bigint, which JSON cannot represent'],
+    ['a function', () => 1, 'the value is a function, which JSON cannot represent'],
+    ['NaN', { n: Number.NaN }, 'property "n" is NaN, which JSON turns into null'],
+    ['a Map', { m: new Map() }, 'property "m" is a Map, which JSON turns into {}'],
+    ['a Set', new Set([1]), 'the value is a Set, which JSON turns into {}'],
+    ['a symbol', Symbol('s'), 'the value is a symbol, which JSON cannot represent'],
+  ])('refuses %s', (_case, value, message) => {
+    expect(() => jsonSerializer.serialize(value)).toThrow(message);
+  });
+
+  it('accepts null, nested values and dates (as ISO strings, like JSON)', () => {
+    const date = new Date('2026-01-02T03:04:05.000Z');
+    const text = jsonSerializer.serialize({
+      a: null,
+      d: date,
+      list: [1, 'x', { y: true }],
+      u: undefined,
+    });
+    expect(jsonSerializer.deserialize(Buffer.from(text))).toEqual({
+      a: null,
+      d: '2026-01-02T03:04:05.000Z',
+      list: [1, 'x', { y: true }],
+    });
+  });
+});

@@ -5,6 +5,8 @@ import { RedisModule, type RedisModuleOptions } from '../src/index.js';
 import { HealthController } from './health.controller.js';
 import { KvController } from './kv.controller.js';
 import { RedisInfoController } from './redis-info.controller.js';
+import { CatalogController } from './catalog.controller.js';
+import { JobsController } from './jobs.controller.js';
 
 /**
  * The example application: one controller per feature, all sharing the one Redis connection
@@ -28,6 +30,12 @@ import { RedisInfoController } from './redis-info.controller.js';
     }),
     TerminusModule,
   ],
-  controllers: [HealthController, KvController, RedisInfoController],
+  controllers: [
+    HealthController,
+    KvController,
+    RedisInfoController,
+    CatalogController,
+    JobsController,
+  ],
 })
 export class AppModule {}

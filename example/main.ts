@@ -31,6 +31,10 @@ function tryIt(base: string): string {
     `  curl -X POST ${base}/visits`,
     `  curl ${base}/redis/stats`,
     `  curl ${base}/redis/info/memory`,
+    `  curl ${base}/products/42            # 200 ms the first time, then cached`,
+    `  curl -X POST ${base}/products/invalidate`,
+    `  curl ${base}/cache/stats`,
+    `  curl -X POST ${base}/jobs/report/run  # 409 while another run holds the lock`,
     '',
   ].join('\n');
 }

@@ -158,4 +158,29 @@ describe('example app', () => {
     await http().get('/redis/info/nosuchsection').expect(404);
     await http().get('/redis/info/bad-name').expect(400);
   });
+
+  it('GET /products/:id loads once, then serves from the cache; invalidation reloads', async () => {
+    const first = await http().get('/products/42').expect(200);
+    expect(first.body.product).toMatchObject({ id: '42', name: 'Product 42' });
+    expect(first.body.servedInMs).toBeGreaterThanOrEqual(150);
+    const again = await http().get('/products/42').expect(200);
+    expect(again.body.product).toEqual(first.body.product);
+    expect(again.body.servedInMs).toBeLessThan(50);
+    await http().post('/products/invalidate').expect(204);
+    const reloaded = await http().get('/products/42').expect(200);
+    expect(reloaded.body.product.loadedAt).not.toBe(first.body.product.loadedAt);
+    const stats = await http().get('/cache/stats').expect(200);
+    expect(stats.body.loads).toBe(2);
+  });
+
+  it('POST /jobs/:name/run runs one at a time, with increasing fencing tokens', async () => {
+    const [one, two] = await Promise.all([
+      http().post('/jobs/report/run'),
+      http().post('/jobs/report/run'),
+    ]);
+    expect([one.status, two.status].sort()).toEqual([201, 409]);
+    const done = one.status === 201 ? one : two;
+    const next = await http().post('/jobs/report/run').expect(201);
+    expect(next.body.fencingToken).toBeGreaterThan(done.body.fencingToken);
+  });
 });

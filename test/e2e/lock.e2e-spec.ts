@@ -154,6 +154,30 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       expect(third.fencingToken).toBeGreaterThan(second.fencingToken);
     });
 
+    it('fencing tokens let the protected resource refuse a stale holder (the README pattern)', async () => {
+      const r = resource('fenced-doc');
+      const doc = `doc:{${r}}`;
+      const guardedWrite = (body: string, token: number) =>
+        redis.eval(
+          `local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+           if tonumber(ARGV[2]) < last then return 0 end
+           redis.call('SET', KEYS[2], ARGV[2]); redis.call('SET', KEYS[1], ARGV[1]); return 1`,
+          2,
+          doc,
+          `${doc}:fence`,
+          body,
+          token,
+        );
+      const stale = (await locks.tryAcquire(r, { ttl: 60 }))!;
+      await new Promise((resolve) => stale.signal.addEventListener('abort', resolve)); // "paused" past its TTL
+      const current = (await locks.acquire(r, { ttl: 5_000, wait: 1_000 }))!;
+      expect(await guardedWrite('from the current holder', current.fencingToken)).toBe(1);
+      expect(await guardedWrite('from the stale holder', stale.fencingToken)).toBe(0);
+      expect(await redis.get(doc)).toBe('from the current holder');
+      await current.release();
+      await redis.del(doc, `${doc}:fence`);
+    });
+
     it('release and extend after expiry return false, and do not touch the new owner', async () => {
       const r = resource('expired');
       const old = (await locks.tryAcquire(r, { ttl: 80 }))!;

@@ -43,10 +43,14 @@ function ensureBuilt(): void {
 }
 
 /** Starts the lock worker in a second process; resolves `start()` once it is connected. */
-function startWorker(spec: object): {
+function startWorker<R = { done: number }>(
+  spec: object,
+): {
   started: Promise<void>;
   start: () => void;
-  finished: Promise<{ done: number }>;
+  finished: Promise<R>;
+  output: () => string;
+  child: ReturnType<typeof spawn>;
 } {
   const child = spawn(
     process.execPath,
@@ -62,15 +66,15 @@ function startWorker(spec: object): {
     out += chunk.toString();
     if (out.startsWith('ready\n')) onReady();
   });
-  const finished = new Promise<{ done: number }>((resolve, reject) => {
+  const finished = new Promise<R>((resolve, reject) => {
     child.on('error', reject);
     child.on('exit', (code) => {
       const last = out.trim().split('\n').pop() ?? '';
-      if (code === 0) resolve(JSON.parse(last) as { done: number });
+      if (code === 0) resolve(JSON.parse(last) as R);
       else reject(new Error(`lock worker exited with ${code}: ${out}`));
     });
   });
-  return { started, start: () => child.stdin.write('go\n'), finished };
+  return { started, start: () => child.stdin.write('go\n'), finished, output: () => out, child };
 }
 
 @Injectable()
@@ -225,6 +229,39 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       );
       expect(tolerant).toBe('kept');
     });
+
+    it('a holder frozen (SIGSTOP) past its TTL loses the lock: its signal aborts, withLock rejects', async () => {
+      ensureBuilt();
+      const r = resource('frozen');
+      const worker = startWorker<{ outcome: string; error?: string; fencingToken: number }>({
+        options: { ...options, connectionName: uniqueConnectionName('lock-frozen') },
+        resource: r,
+        mode: 'hold',
+        ttl: 400,
+      });
+      await worker.started;
+      worker.start();
+      await waitFor(() => /held (\d+)/.exec(worker.output()), {
+        what: 'the worker to hold the lock',
+      });
+      worker.child.kill('SIGSTOP');
+      try {
+        // Frozen, it cannot renew: the key expires and someone else gets the lock.
+        const next = await locks.acquire(r, { ttl: 5_000, wait: 3_000 });
+        const held = Number(/held (\d+)/.exec(worker.output())![1]);
+        expect(next.fencingToken).toBeGreaterThan(held);
+        worker.child.kill('SIGCONT');
+        const result = await worker.finished;
+        expect(result).toMatchObject({
+          outcome: 'rejected',
+          error: 'LockLostError',
+          fencingToken: held,
+        });
+        await next.release();
+      } finally {
+        worker.child.kill('SIGCONT');
+      }
+    }, 30_000);
 
     it('withLock keeps a lock alive past its TTL while the work runs', async () => {
       const r = resource('long');

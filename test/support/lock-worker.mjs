@@ -4,6 +4,8 @@
 // Usage: node lock-worker.mjs '<json: { options, resource, counter, entries, workers, sections }>'
 // Prints "ready" once connected, waits for a line on stdin to start, then prints one JSON line
 // { done } and exits by itself.
+// With { mode: 'hold', ttl }: holds the lock in withLock until its signal aborts, printing
+// "held <fencingToken>" once it has it, then one JSON line { outcome, error, fencingToken }.
 import 'reflect-metadata';
 import { Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
@@ -22,6 +24,29 @@ const redis = app.get(getRedisToken());
 
 process.stdout.write('ready\n');
 await new Promise((resolve) => process.stdin.once('data', resolve));
+
+if (spec.mode === 'hold') {
+  let fencingToken = 0;
+  const outcome = await locks
+    .withLock(
+      spec.resource,
+      async (lock) => {
+        fencingToken = lock.fencingToken;
+        process.stdout.write(`held ${lock.fencingToken}\n`);
+        await new Promise((resolve) => lock.signal.addEventListener('abort', resolve));
+        return 'finished';
+      },
+      { ttl: spec.ttl },
+    )
+    .then(
+      (value) => ({ outcome: value }),
+      (err) => ({ outcome: 'rejected', error: err.name, message: err.message }),
+    );
+  await app.close();
+  process.stdout.write(JSON.stringify({ ...outcome, fencingToken }) + '\n');
+  process.stdin.destroy();
+  process.exit(0);
+}
 
 let done = 0;
 await Promise.all(

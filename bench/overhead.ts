@@ -1,0 +1,927 @@
+/**
+ * Overhead benchmark (issue item 12): GET/SET through the client injected by `RedisModule`
+ * against a raw ioredis client on the same server, in one process and one run.
+ *
+ * Scenarios: SET 100 B, GET 100 B, GET 1 KB, each strictly sequential (one command in flight,
+ * awaited) and with 64 in flight (64 concurrent async loops on the one connection).
+ *
+ * Configurations (each with its own connection):
+ *  - `module defaults` vs `raw defaults`: `RedisModule.forRoot({ url })` in a Nest application
+ *    context, client taken with `app.get(getRedisToken())`, vs `new Redis(url)`. Their ratio is
+ *    the headline figure (target >= 0.97).
+ *  - a matrix for both the module and raw ioredis: RESP2 vs RESP3 (`protocol: 2 | 3`) and
+ *    auto-pipelining off vs on (`autoPipelining` / `enableAutoPipelining`), which decides the
+ *    module's defaults; module vs raw with the same options isolates what the module itself adds.
+ *
+ * Method. Each scenario runs one warm-up round and then `rounds` rounds (default 24). In a round
+ * every configuration gets an equal share of time, so drift (other processes on the machine, GC,
+ * CPU frequency) hits them alike:
+ *  - sequential: all configurations are interleaved in bursts of 16 awaited commands, in a fresh
+ *    random order every cycle (one command in flight in the whole process), for `seqMs` per
+ *    configuration (default 20 ms, a 200 ms round). A configuration's ops/s is its commands / the
+ *    summed time of its bursts: strictly sequential throughput, measured in the same time window
+ *    as every other configuration.
+ *  - 64 in flight: the configurations take turns, `sliceMs` each (default 100 ms) in two halves;
+ *    the module and raw configuration with the same options (A, B) run back to back as A B B A,
+ *    which cancels drift linear over the pair; the pairs come in a random order every round and
+ *    which of a pair is A alternates. With --expose-gc, a young-generation GC runs before every
+ *    half, so none pays for the garbage of the one before, and a full GC before every round.
+ * A configuration's figure is the median ops/s of its rounds. `ratio` = median(module) /
+ * median(raw); `paired` = median over rounds of module/raw within the round, with a 90% bootstrap
+ * interval; on a busy machine `paired` is the steadier estimate, and it decides the verdict.
+ *
+ * Server: `REDIS_URL` if set, else a throwaway redis-server on a free loopback port, stopped at
+ * the end (also on error, SIGINT and SIGTERM).
+ *
+ * Usage: node --expose-gc .bench-dist/bench/overhead.js [--rounds N] [--slice-ms MS]
+ *          [--seq-ms MS] [--timeout-ms MS] [--check]
+ *   or env BENCH_ROUNDS, BENCH_SLICE_MS, BENCH_SEQ_MS, BENCH_TIMEOUT_MS, BENCH_CHECK=1.
+ *   The headline verdict: MET when every scenario's paired ratio is >= 0.97, MISSED when some
+ *   scenario's whole 90% interval is below 0.97 (and there were at least 8 rounds), else
+ *   INCONCLUSIVE (below, within the noise).
+ *   `--check` makes the process exit non-zero when it is MISSED.
+ *   The last line of output is `BENCH_JSON {...}` with every figure.
+ */
+import 'reflect-metadata';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Module, type INestApplicationContext } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { Redis } from 'ioredis';
+import { RedisModule, getRedisToken } from '../src/index.js';
+import type { StandaloneServer } from '../scripts/redis/servers.mjs';
+
+type ServersLib = typeof import('../scripts/redis/servers.mjs');
+
+const TARGET_RATIO = 0.97;
+const CONCURRENCY = 64;
+/** Upper bound on the commands of one measurement, whatever the speed of the machine. */
+const MAX_OPS_PER_MEASUREMENT = 2_000_000;
+/** Sequential commands a configuration runs before the next one takes over. */
+const SEQUENTIAL_BURST = 16;
+const BOOTSTRAP_RESAMPLES = 1_000;
+/** With fewer rounds the interval means little: the verdict is at worst INCONCLUSIVE. */
+const MIN_ROUNDS_FOR_MISS = 8;
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+// ---------------------------------------------------------------------------------------------
+
+interface Settings {
+  rounds: number;
+  /** 64 in flight: time per configuration per round. */
+  sliceMs: number;
+  /** Sequential: time per configuration per round. */
+  seqMs: number;
+  check: boolean;
+  /** Whole run, including boot and shutdown. */
+  timeoutMs: number;
+}
+
+function readSettings(argv: string[]): Settings {
+  const flag = (name: string): string | undefined => {
+    const i = argv.indexOf(`--${name}`);
+    if (i >= 0) return argv[i + 1];
+    return argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+  };
+  const num = (name: string, env: string, def: number, min: number, max: number): number => {
+    const raw = flag(name) ?? process.env[env];
+    if (raw === undefined || raw === '') return def;
+    const n = Number(raw);
+    if (!Number.isFinite(n) || n < min || n > max) {
+      throw new Error(`--${name} / ${env} must be a number in [${min}, ${max}], got ${raw}`);
+    }
+    return Math.round(n);
+  };
+  const known = ['rounds', 'slice-ms', 'seq-ms', 'timeout-ms'];
+  for (let i = 0; i < argv.length; i += 1) {
+    const a = argv[i]!;
+    const name = a.replace(/^--/, '').replace(/=.*$/, '');
+    if (a === '--check') continue;
+    if (a.startsWith('--') && known.includes(name)) {
+      if (!a.includes('=')) i += 1;
+      continue;
+    }
+    throw new Error(`unknown argument ${a} (known: --${known.join(' --')} --check)`);
+  }
+  return {
+    rounds: num('rounds', 'BENCH_ROUNDS', 24, 1, 1_000),
+    sliceMs: num('slice-ms', 'BENCH_SLICE_MS', 100, 10, 10_000),
+    seqMs: num('seq-ms', 'BENCH_SEQ_MS', 20, 5, 10_000),
+    check: argv.includes('--check') || process.env.BENCH_CHECK === '1',
+    timeoutMs: num('timeout-ms', 'BENCH_TIMEOUT_MS', 300_000, 10_000, 3_600_000),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configurations and scenarios
+// ---------------------------------------------------------------------------------------------
+
+type Kind = 'module' | 'raw';
+
+interface ConfigSpec {
+  id: string;
+  label: string;
+  kind: Kind;
+  /** The module and the raw configuration with the same options share a pair. */
+  pair: string;
+  /** undefined: leave the option to the library's default. */
+  protocol?: 2 | 3;
+  autoPipelining?: boolean;
+}
+
+interface Combo {
+  protocol: 2 | 3;
+  autoPipelining: boolean;
+}
+
+const MATRIX: Combo[] = [
+  { protocol: 2, autoPipelining: false },
+  { protocol: 2, autoPipelining: true },
+  { protocol: 3, autoPipelining: false },
+  { protocol: 3, autoPipelining: true },
+];
+
+const comboId = ({ protocol, autoPipelining }: Combo): string =>
+  `p${protocol}-ap-${autoPipelining ? 'on' : 'off'}`;
+const comboLabel = ({ protocol, autoPipelining }: Combo): string =>
+  `RESP${protocol} ap ${autoPipelining ? 'on' : 'off'}`;
+
+const CONFIGS: ConfigSpec[] = [
+  { id: 'module-defaults', label: 'module defaults', kind: 'module', pair: 'defaults' },
+  { id: 'raw-defaults', label: 'raw defaults', kind: 'raw', pair: 'defaults' },
+  ...MATRIX.flatMap((combo) =>
+    (['module', 'raw'] as const).map((kind): ConfigSpec => ({
+      id: `${kind}-${comboId(combo)}`,
+      label: `${kind} ${comboLabel(combo)}`,
+      kind,
+      pair: comboId(combo),
+      ...combo,
+    })),
+  ),
+];
+
+interface Keys {
+  set: string;
+  get100: string;
+  get1k: string;
+  value100: string;
+  value1k: string;
+}
+
+interface ScenarioSpec {
+  id: string;
+  label: string;
+  concurrency: number;
+  op: (client: Redis, keys: Keys) => () => Promise<unknown>;
+}
+
+const COMMANDS: Array<Omit<ScenarioSpec, 'concurrency'>> = [
+  { id: 'set-100', label: 'SET 100 B', op: (c, k) => () => c.set(k.set, k.value100) },
+  { id: 'get-100', label: 'GET 100 B', op: (c, k) => () => c.get(k.get100) },
+  { id: 'get-1k', label: 'GET 1 KB', op: (c, k) => () => c.get(k.get1k) },
+];
+
+const SCENARIOS: ScenarioSpec[] = COMMANDS.flatMap((o) => [
+  { ...o, id: `${o.id}-seq`, label: `${o.label} sequential`, concurrency: 1 },
+  {
+    ...o,
+    id: `${o.id}-c${CONCURRENCY}`,
+    label: `${o.label} ${CONCURRENCY} in flight`,
+    concurrency: CONCURRENCY,
+  },
+]);
+
+// ---------------------------------------------------------------------------------------------
+// Statistics
+// ---------------------------------------------------------------------------------------------
+
+/** Deterministic PRNG (mulberry32), so that runs shuffle and resample alike. */
+let seed = 0x2545f491;
+function random(): number {
+  seed = (seed + 0x6d2b79f5) | 0;
+  let t = seed;
+  t = Math.imul(t ^ (t >>> 15), t | 1);
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+}
+
+/** Fisher-Yates, in place. */
+function shuffle<T>(items: T[]): void {
+  for (let i = items.length - 1; i > 0; i -= 1) {
+    const j = Math.floor(random() * (i + 1));
+    [items[i], items[j]] = [items[j]!, items[i]!];
+  }
+}
+
+function quantile(values: number[], q: number): number {
+  const s = [...values].sort((a, b) => a - b);
+  const pos = (s.length - 1) * q;
+  const lo = Math.floor(pos);
+  const hi = Math.ceil(pos);
+  return s[lo]! + (s[hi]! - s[lo]!) * (pos - lo);
+}
+
+const median = (values: number[]): number => quantile(values, 0.5);
+
+/** 90% bootstrap interval of the median. */
+function medianInterval(values: number[]): [number, number] {
+  const medians: number[] = [];
+  for (let b = 0; b < BOOTSTRAP_RESAMPLES; b += 1) {
+    const resample = values.map(() => values[Math.floor(random() * values.length)]!);
+    medians.push(median(resample));
+  }
+  return [quantile(medians, 0.05), quantile(medians, 0.95)];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurement
+// ---------------------------------------------------------------------------------------------
+
+interface Sample {
+  ops: number;
+  ms: number;
+  opsPerSec: number;
+}
+
+const exposedGc = (globalThis as { gc?: (options?: { type: 'major' | 'minor' }) => void }).gc;
+let gcMs = 0;
+/** With --expose-gc: a full collection, or a young-generation one (about 1 ms). */
+function collectGarbage(type: 'major' | 'minor'): void {
+  if (!exposedGc) return;
+  const t0 = performance.now();
+  exposedGc({ type });
+  gcMs += performance.now() - t0;
+}
+
+/** Runs `op` in `concurrency` loops until `durationMs` has passed; counts completed commands. */
+async function measureConcurrent(
+  op: () => Promise<unknown>,
+  concurrency: number,
+  durationMs: number,
+): Promise<Sample> {
+  let ops = 0;
+  const start = performance.now();
+  const deadline = start + durationMs;
+  const loop = async (): Promise<void> => {
+    while (ops < MAX_OPS_PER_MEASUREMENT && performance.now() < deadline) {
+      await op();
+      ops += 1;
+    }
+  };
+  const loops: Array<Promise<void>> = [];
+  for (let i = 0; i < concurrency; i += 1) loops.push(loop());
+  await Promise.all(loops);
+  const ms = performance.now() - start;
+  return { ops, ms, opsPerSec: (ops * 1000) / ms };
+}
+
+/**
+ * Strictly sequential commands, interleaved across configurations in bursts: per cycle, a burst
+ * of `SEQUENTIAL_BURST` awaited commands of each configuration in turn (in a fresh random order
+ * every cycle, so that no configuration always follows the same one), each burst timed, until
+ * `durationMs` has passed. Returns for each its commands / the summed time of its bursts.
+ * Bursts rather than single commands, because work a client leaves behind after its promise
+ * resolves (auto-pipelining settles through setImmediate and process.nextTick) would otherwise
+ * be charged to the configuration that runs next; at a burst boundary that is 1/16 of it.
+ */
+async function measureSequential(
+  ops: Array<() => Promise<unknown>>,
+  durationMs: number,
+): Promise<Sample[]> {
+  const n = ops.length;
+  const count = new Array<number>(n).fill(0);
+  const time = new Array<number>(n).fill(0);
+  const order = ops.map((_, i) => i);
+  const deadline = performance.now() + durationMs;
+  let cycle = 0;
+  while (cycle * SEQUENTIAL_BURST < MAX_OPS_PER_MEASUREMENT && performance.now() < deadline) {
+    shuffle(order);
+    for (const i of order) {
+      const op = ops[i]!;
+      const t0 = performance.now();
+      for (let k = 0; k < SEQUENTIAL_BURST; k += 1) await op();
+      time[i]! += performance.now() - t0;
+      count[i]! += SEQUENTIAL_BURST;
+    }
+    cycle += 1;
+  }
+  return count.map((c, i) => ({ ops: c, ms: time[i]!, opsPerSec: (c * 1000) / time[i]! }));
+}
+
+/**
+ * The module/raw pairs (same options) of round `r` of a 64-in-flight scenario, each as
+ * [first, second]: the pairs in a fresh random order every round, and which side of a pair goes
+ * first alternating from round to round.
+ */
+function roundPairs<T extends { pair: string; kind: Kind }>(items: T[], r: number): Array<[T, T]> {
+  const pairs = [...new Set(items.map((i) => i.pair))];
+  const order = [...pairs];
+  shuffle(order);
+  return order.map((pair) => {
+    const mod = items.find((it) => it.pair === pair && it.kind === 'module')!;
+    const raw = items.find((it) => it.pair === pair && it.kind === 'raw')!;
+    return (r + pairs.indexOf(pair)) % 2 === 0 ? [mod, raw] : [raw, mod];
+  });
+}
+
+function combine(a: Sample, b: Sample): Sample {
+  const ops = a.ops + b.ops;
+  const ms = a.ms + b.ms;
+  return { ops, ms, opsPerSec: (ops * 1000) / ms };
+}
+
+/** One round of a scenario: a sample for every configuration. */
+async function measureRound(
+  configs: LiveConfig[],
+  ops: Map<string, () => Promise<unknown>>,
+  concurrency: number,
+  settings: Settings,
+  round: number,
+): Promise<Map<string, Sample>> {
+  const out = new Map<string, Sample>();
+  collectGarbage('major');
+  if (concurrency === 1) {
+    const samples = await measureSequential(
+      configs.map((c) => ops.get(c.id)!),
+      settings.seqMs * configs.length,
+    );
+    configs.forEach((c, i) => out.set(c.id, samples[i]!));
+    return out;
+  }
+  // A B B A: the two halves of each side's time straddle the other's, which cancels drift that
+  // is linear over the pair's 2 x sliceMs.
+  const half = settings.sliceMs / 2;
+  const slice = (c: LiveConfig): Promise<Sample> => {
+    collectGarbage('minor');
+    return measureConcurrent(ops.get(c.id)!, concurrency, half);
+  };
+  for (const [first, second] of roundPairs(configs, round)) {
+    const a1 = await slice(first);
+    const b1 = await slice(second);
+    const b2 = await slice(second);
+    const a2 = await slice(first);
+    out.set(first.id, combine(a1, a2));
+    out.set(second.id, combine(b1, b2));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients
+// ---------------------------------------------------------------------------------------------
+
+interface Effective {
+  protocol: unknown;
+  autoPipelining: boolean;
+  /** `resp=` of the connection's CLIENT INFO on the server. */
+  serverResp: number | undefined;
+}
+
+interface LiveConfig extends ConfigSpec {
+  client: Redis;
+  app?: INestApplicationContext;
+  /** What the connection really uses, read back from the client and the server. */
+  effective: Effective;
+}
+
+async function openModuleClient(
+  url: string,
+  spec: ConfigSpec,
+): Promise<{ app: INestApplicationContext; client: Redis }> {
+  const options: Parameters<typeof RedisModule.forRoot>[0] = { url };
+  if (spec.protocol !== undefined) options.protocol = spec.protocol;
+  if (spec.autoPipelining !== undefined) options.autoPipelining = spec.autoPipelining;
+  class BenchAppModule {}
+  Module({ imports: [RedisModule.forRoot(options)] })(BenchAppModule);
+  const app = await NestFactory.createApplicationContext(BenchAppModule, {
+    logger: false,
+    abortOnError: false,
+  });
+  try {
+    return { app, client: app.get<Redis>(getRedisToken()) };
+  } catch (err) {
+    await app.close();
+    throw err;
+  }
+}
+
+async function openRawClient(url: string, spec: Pick<ConfigSpec, 'protocol' | 'autoPipelining'>) {
+  const options: { lazyConnect: true; protocol?: 2 | 3; enableAutoPipelining?: boolean } = {
+    lazyConnect: true,
+  };
+  if (spec.protocol !== undefined) options.protocol = spec.protocol;
+  if (spec.autoPipelining !== undefined) options.enableAutoPipelining = spec.autoPipelining;
+  const client = new Redis(url, options);
+  client.on('error', () => undefined); // surfaced by the failing commands instead
+  try {
+    await client.connect();
+  } catch (err) {
+    client.disconnect();
+    throw err;
+  }
+  return client;
+}
+
+async function describeConnection(client: Redis): Promise<Effective> {
+  const info = String(await client.call('CLIENT', 'INFO'));
+  const resp = /\bresp=(\d)/.exec(info)?.[1];
+  return {
+    protocol: client.options.protocol,
+    autoPipelining: Boolean(client.options.enableAutoPipelining),
+    serverResp: resp === undefined ? undefined : Number(resp),
+  };
+}
+
+async function closeConfig(c: { app?: INestApplicationContext; client: Redis }): Promise<void> {
+  if (c.app) {
+    await c.app.close();
+  } else if (c.client.status === 'ready') {
+    await c.client.quit().catch(() => c.client.disconnect());
+  } else {
+    c.client.disconnect();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+// ---------------------------------------------------------------------------------------------
+
+const fmtOps = (n: number): string => Math.round(n).toLocaleString('en-US');
+const fmtRatio = (n: number): string => n.toFixed(3);
+const fmtInterval = ([lo, hi]: [number, number]): string => `${lo.toFixed(2)}-${hi.toFixed(2)}`;
+
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]): string =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Run
+// ---------------------------------------------------------------------------------------------
+
+/** Finds scripts/redis/servers.mjs from this file, compiled (.bench-dist/bench) or not (bench). */
+function locateServersLib(): string {
+  const here = fileURLToPath(import.meta.url);
+  let dir = path.dirname(here);
+  for (;;) {
+    const candidate = path.join(dir, 'scripts', 'redis', 'servers.mjs');
+    if (fs.existsSync(candidate)) return candidate;
+    const parent = path.dirname(dir);
+    if (parent === dir) throw new Error(`scripts/redis/servers.mjs not found above ${here}`);
+    dir = parent;
+  }
+}
+
+async function ioredisVersion(): Promise<string> {
+  const entry = fileURLToPath(import.meta.resolve('ioredis'));
+  let dir = path.dirname(entry);
+  while (path.basename(dir) !== 'ioredis' && path.dirname(dir) !== dir) dir = path.dirname(dir);
+  const pkg = JSON.parse(await fsp.readFile(path.join(dir, 'package.json'), 'utf8')) as {
+    version?: string;
+  };
+  return pkg.version ?? 'unknown';
+}
+
+/**
+ * Linux CPU pressure (share of time some runnable task waited for a CPU, last 60 s): how much
+ * other work competed with the benchmark. undefined where /proc/pressure is missing.
+ */
+function cpuPressure(): number | undefined {
+  try {
+    const text = fs.readFileSync('/proc/pressure/cpu', 'utf8');
+    const avg60 = /^some .*avg60=([\d.]+)/m.exec(text)?.[1];
+    return avg60 === undefined ? undefined : Number(avg60);
+  } catch {
+    return undefined;
+  }
+}
+
+const fmtLoad = (load: number[], pressure: number | undefined): string =>
+  `load ${load.map((l) => l.toFixed(2)).join(' ')}` +
+  (pressure === undefined ? '' : `, cpu pressure ${pressure.toFixed(0)}%`);
+
+/** Everything to close and remove, whatever happens. */
+interface State {
+  configs: LiveConfig[];
+  /** Clients and apps opened but not yet described (so not in `configs`). */
+  opening: Array<{ app?: INestApplicationContext; client: Redis }>;
+  setup?: Redis;
+  keys?: Keys;
+  server?: StandaloneServer;
+  baseDir?: string;
+}
+
+async function cleanup(state: State): Promise<void> {
+  const errors: unknown[] = [];
+  const attempt = async (fn: () => Promise<unknown>): Promise<void> => {
+    try {
+      await fn();
+    } catch (err) {
+      errors.push(err);
+    }
+  };
+  // The measured connections first, so that no command in flight recreates a deleted key.
+  for (const c of [...state.configs.splice(0), ...state.opening.splice(0)]) {
+    await attempt(() => closeConfig(c));
+  }
+  const setup = state.setup;
+  state.setup = undefined;
+  if (setup && state.keys && setup.status === 'ready') {
+    const { set, get100, get1k } = state.keys;
+    await attempt(() => setup.del(set, get100, get1k));
+  }
+  if (setup) await attempt(() => closeConfig({ client: setup }));
+  const server = state.server;
+  state.server = undefined;
+  if (server) await attempt(() => server.stop());
+  const dir = state.baseDir;
+  state.baseDir = undefined;
+  if (dir) await attempt(() => fsp.rm(dir, { recursive: true, force: true }));
+  for (const err of errors) console.error('cleanup:', err instanceof Error ? err.message : err);
+}
+
+interface Comparison {
+  /** median ops/s of the module configuration */
+  module: number;
+  /** median ops/s of the raw configuration */
+  raw: number;
+  /** median(module) / median(raw) */
+  ratio: number;
+  /** median over rounds of module/raw within the round */
+  paired: number;
+  /** 90% bootstrap interval of `paired` */
+  pairedInterval: [number, number];
+}
+
+type Verdict = 'MET' | 'MISSED' | 'INCONCLUSIVE';
+
+async function run(settings: Settings, state: State): Promise<Verdict> {
+  const wall = performance.now();
+  const loadStart = os.loadavg();
+  const pressureStart = cpuPressure();
+
+  let url = process.env.REDIS_URL;
+  if (!url) {
+    const servers = (await import(pathToFileURL(locateServersLib()).href)) as ServersLib;
+    state.baseDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'redis-bench-'));
+    state.server = await servers.startStandalone({ baseDir: state.baseDir });
+    url = state.server.url;
+  }
+  const where = url.replace(/\/\/([^@/]*)@/, '//***@');
+
+  state.setup = await openRawClient(url, {});
+  const runId = `${process.pid}-${Date.now().toString(36)}`;
+  const keys: Keys = {
+    set: `bench:overhead:${runId}:set`,
+    get100: `bench:overhead:${runId}:get100`,
+    get1k: `bench:overhead:${runId}:get1k`,
+    value100: 'v'.repeat(100),
+    value1k: 'w'.repeat(1024),
+  };
+  state.keys = keys;
+  await state.setup.set(keys.get100, keys.value100);
+  await state.setup.set(keys.get1k, keys.value1k);
+  const serverInfo = String(await state.setup.info('server'));
+  const redisVersion = /redis_version:(\S+)/.exec(serverInfo)?.[1] ?? 'unknown';
+
+  for (const spec of CONFIGS) {
+    const opened =
+      spec.kind === 'module'
+        ? await openModuleClient(url, spec)
+        : { client: await openRawClient(url, spec) };
+    state.opening.push(opened);
+    const effective = await describeConnection(opened.client);
+    state.opening.splice(state.opening.indexOf(opened), 1);
+    state.configs.push({ ...spec, ...opened, effective });
+    // The matrix is meaningless if an option does not reach the connection.
+    if (spec.protocol !== undefined && effective.serverResp !== spec.protocol) {
+      throw new Error(`${spec.label}: the server reports resp=${effective.serverResp}`);
+    }
+    if (spec.autoPipelining !== undefined && effective.autoPipelining !== spec.autoPipelining) {
+      throw new Error(`${spec.label}: enableAutoPipelining=${effective.autoPipelining}`);
+    }
+  }
+  const configs = state.configs;
+  const byId = (id: string): LiveConfig => configs.find((c) => c.id === id)!;
+  const describe = (e: Effective): string =>
+    `RESP${e.serverResp}, auto-pipelining ${e.autoPipelining ? 'on' : 'off'}`;
+
+  console.log(
+    `overhead benchmark: node ${process.version}, ioredis ${await ioredisVersion()}, redis ${redisVersion} ` +
+      `at ${where}, ${os.cpus().length} CPUs, ${fmtLoad(loadStart, pressureStart)}`,
+  );
+  console.log(
+    `${configs.length} configurations x ${SCENARIOS.length} scenarios; 1 warm-up + ${settings.rounds} rounds per scenario: ` +
+      `sequential ${settings.seqMs} ms, ${CONCURRENCY} in flight ${settings.sliceMs} ms per configuration per round` +
+      (exposedGc ? '' : ' (run node with --expose-gc to collect garbage between slices)'),
+  );
+  console.log(
+    `module defaults: ${describe(byId('module-defaults').effective)}; ` +
+      `raw ioredis defaults: ${describe(byId('raw-defaults').effective)}`,
+  );
+
+  const results: Record<string, Record<string, Sample[]>> = {};
+  for (const scenario of SCENARIOS) {
+    const t0 = performance.now();
+    const ops = new Map(configs.map((c) => [c.id, scenario.op(c.client, keys)]));
+    await measureRound(configs, ops, scenario.concurrency, settings, 0); // warm-up
+    const samples: Record<string, Sample[]> = Object.fromEntries(configs.map((c) => [c.id, []]));
+    for (let r = 0; r < settings.rounds; r += 1) {
+      const round = await measureRound(configs, ops, scenario.concurrency, settings, r);
+      for (const [id, sample] of round) samples[id]!.push(sample);
+    }
+    results[scenario.id] = samples;
+    const m = (id: string): number => median(samples[id]!.map((s) => s.opsPerSec));
+    console.log(
+      `  ${scenario.label.padEnd(24)} module defaults ${fmtOps(m('module-defaults')).padStart(7)} ops/s, ` +
+        `raw defaults ${fmtOps(m('raw-defaults')).padStart(7)} ops/s ` +
+        `(${((performance.now() - t0) / 1000).toFixed(1)} s)`,
+    );
+  }
+
+  // ----- figures -----
+  const rates = (scenario: string, id: string): number[] =>
+    results[scenario]![id]!.map((s) => s.opsPerSec);
+  const med = (scenario: string, id: string): number => median(rates(scenario, id));
+  const perRound = (scenario: string, a: string, b: string): number[] => {
+    const bs = rates(scenario, b);
+    return rates(scenario, a).map((x, i) => x / bs[i]!);
+  };
+  const compare = (scenario: string, a: string, b: string): Comparison => {
+    const ratios = perRound(scenario, a, b);
+    return {
+      module: med(scenario, a),
+      raw: med(scenario, b),
+      ratio: med(scenario, a) / med(scenario, b),
+      paired: median(ratios),
+      pairedInterval: medianInterval(ratios),
+    };
+  };
+  const byScenario = <T>(fn: (s: ScenarioSpec) => T): Record<string, T> =>
+    Object.fromEntries(SCENARIOS.map((s) => [s.id, fn(s)]));
+
+  const headline = byScenario((s) => compare(s.id, 'module-defaults', 'raw-defaults'));
+  const sameOptions = byScenario((s) =>
+    Object.fromEntries(
+      MATRIX.map((combo) => [
+        comboId(combo),
+        compare(s.id, `module-${comboId(combo)}`, `raw-${comboId(combo)}`),
+      ]),
+    ),
+  );
+  /** Effect of one option: per-round ratio, module and raw pooled (both are ioredis). */
+  const effect = (
+    s: string,
+    a: Combo,
+    b: Combo,
+  ): { paired: number; interval: [number, number] } => {
+    const ratios = (['module', 'raw'] as const).flatMap((k) =>
+      perRound(s, `${k}-${comboId(a)}`, `${k}-${comboId(b)}`),
+    );
+    return { paired: median(ratios), interval: medianInterval(ratios) };
+  };
+  const effects = byScenario((s) => ({
+    resp3VsResp2ApOff: effect(s.id, MATRIX[2]!, MATRIX[0]!),
+    resp3VsResp2ApOn: effect(s.id, MATRIX[3]!, MATRIX[1]!),
+    apOnVsOffResp2: effect(s.id, MATRIX[1]!, MATRIX[0]!),
+    apOnVsOffResp3: effect(s.id, MATRIX[3]!, MATRIX[2]!),
+  }));
+  // Noise floor: a defaults connection against the matrix connection with identical options.
+  const twinOf = (c: LiveConfig): LiveConfig | undefined =>
+    configs.find(
+      (o) =>
+        o.kind === c.kind &&
+        o.pair !== 'defaults' &&
+        o.effective.serverResp === c.effective.serverResp &&
+        o.effective.autoPipelining === c.effective.autoPipelining,
+    );
+  const controls = (['module-defaults', 'raw-defaults'] as const).flatMap((id) => {
+    const twin = twinOf(byId(id));
+    if (!twin) return [];
+    return [
+      {
+        a: id,
+        b: twin.id,
+        perScenario: byScenario((s) => {
+          const ratios = perRound(s.id, id, twin.id);
+          return { paired: median(ratios), interval: medianInterval(ratios) };
+        }),
+      },
+    ];
+  });
+
+  const minPaired = Math.min(...Object.values(headline).map((h) => h.paired));
+  const minRatio = Math.min(...Object.values(headline).map((h) => h.ratio));
+  // MET: every paired ratio reaches the target. MISSED: some scenario is below it beyond the
+  // noise (its whole 90% interval). Otherwise INCONCLUSIVE: below, but within the noise.
+  const verdict: Verdict = Object.values(headline).every((h) => h.paired >= TARGET_RATIO)
+    ? 'MET'
+    : settings.rounds >= MIN_ROUNDS_FOR_MISS &&
+        Object.values(headline).some((h) => h.pairedInterval[1] < TARGET_RATIO)
+      ? 'MISSED'
+      : 'INCONCLUSIVE';
+
+  // ----- tables -----
+  console.log(
+    `\nHeadline: module defaults (${describe(byId('module-defaults').effective)}) vs raw ioredis defaults ` +
+      `(${describe(byId('raw-defaults').effective)})`,
+  );
+  console.log(
+    table(
+      ['scenario', 'module ops/s', 'raw ops/s', 'ratio', 'paired', '90% interval'],
+      SCENARIOS.map((s) => {
+        const h = headline[s.id]!;
+        return [
+          s.label,
+          fmtOps(h.module),
+          fmtOps(h.raw),
+          fmtRatio(h.ratio),
+          fmtRatio(h.paired),
+          fmtInterval(h.pairedInterval),
+        ];
+      }),
+    ),
+  );
+
+  console.log('\nProtocol / auto-pipelining matrix (median ops/s)');
+  const matrixIds = MATRIX.flatMap((combo) =>
+    (['module', 'raw'] as const).map((k) => ({ id: `${k}-${comboId(combo)}`, k, combo })),
+  );
+  console.log(
+    table(
+      [
+        'scenario',
+        ...matrixIds.map(
+          ({ k, combo }) => `${k} p${combo.protocol} ap ${combo.autoPipelining ? 'on' : 'off'}`,
+        ),
+      ],
+      SCENARIOS.map((s) => [s.label, ...matrixIds.map(({ id }) => fmtOps(med(s.id, id)))]),
+    ),
+  );
+
+  console.log('\nModule vs raw with the same options (paired ratio, 90% interval)');
+  console.log(
+    table(
+      ['scenario', ...MATRIX.map(comboLabel)],
+      SCENARIOS.map((s) => [
+        s.label,
+        ...MATRIX.map((combo) => {
+          const c = sameOptions[s.id]![comboId(combo)]!;
+          return `${fmtRatio(c.paired)} ${fmtInterval(c.pairedInterval)}`;
+        }),
+      ]),
+    ),
+  );
+
+  console.log('\nEffect of each option (paired ratio over module and raw, 90% interval)');
+  const fmtEffect = (e: { paired: number; interval: [number, number] }): string =>
+    `${fmtRatio(e.paired)} ${fmtInterval(e.interval)}`;
+  console.log(
+    table(
+      ['scenario', 'RESP3/RESP2 ap off', 'RESP3/RESP2 ap on', 'ap on/off RESP2', 'ap on/off RESP3'],
+      SCENARIOS.map((s) => {
+        const e = effects[s.id]!;
+        return [
+          s.label,
+          fmtEffect(e.resp3VsResp2ApOff),
+          fmtEffect(e.resp3VsResp2ApOn),
+          fmtEffect(e.apOnVsOffResp2),
+          fmtEffect(e.apOnVsOffResp3),
+        ];
+      }),
+    ),
+  );
+
+  if (controls.length > 0) {
+    console.log(
+      '\nNoise floor: two connections with identical options (paired ratio, 90% interval; ideal 1.000)',
+    );
+    console.log(
+      table(
+        ['scenario', ...controls.map((c) => `${c.a} / ${c.b}`)],
+        SCENARIOS.map((s) => [s.label, ...controls.map((c) => fmtEffect(c.perScenario[s.id]!))]),
+      ),
+    );
+  }
+
+  const loadEnd = os.loadavg();
+  const pressureEnd = cpuPressure();
+  const seconds = (performance.now() - wall) / 1000;
+  console.log(
+    `\nHeadline (module defaults / raw defaults): lowest paired ratio ${fmtRatio(minPaired)} ` +
+      `(lowest ratio of medians ${fmtRatio(minRatio)}); target >= ${TARGET_RATIO}: ${verdict}. ` +
+      `${seconds.toFixed(1)} s (gc ${(gcMs / 1000).toFixed(1)} s), ${fmtLoad(loadEnd, pressureEnd)}`,
+  );
+
+  const round = (n: number): number => Math.round(n * 1000) / 1000;
+  const json = {
+    bench: 'overhead',
+    date: new Date().toISOString(),
+    node: process.version,
+    ioredis: await ioredisVersion(),
+    redis: redisVersion,
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model,
+    loadavg: { start: loadStart, end: loadEnd },
+    cpuPressureAvg60: { start: pressureStart ?? null, end: pressureEnd ?? null },
+    server: process.env.REDIS_URL ? 'REDIS_URL' : 'ephemeral',
+    settings: {
+      ...settings,
+      concurrency: CONCURRENCY,
+      sequentialBurst: SEQUENTIAL_BURST,
+      gc: Boolean(exposedGc),
+    },
+    configs: configs.map(({ id, label, kind, protocol, autoPipelining, effective }) => ({
+      id,
+      label,
+      kind,
+      protocol: protocol ?? null,
+      autoPipelining: autoPipelining ?? null,
+      effective,
+    })),
+    scenarios: SCENARIOS.map((s) => ({ id: s.id, label: s.label, concurrency: s.concurrency })),
+    medians: byScenario((s) =>
+      Object.fromEntries(configs.map((c) => [c.id, Math.round(med(s.id, c.id))])),
+    ),
+    samples: byScenario((s) =>
+      Object.fromEntries(configs.map((c) => [c.id, rates(s.id, c.id).map(Math.round)])),
+    ),
+    headline,
+    sameOptions,
+    effects,
+    controls,
+    target: TARGET_RATIO,
+    minHeadlinePaired: round(minPaired),
+    minHeadlineRatio: round(minRatio),
+    verdict,
+    seconds: round(seconds),
+    gcSeconds: round(gcMs / 1000),
+  };
+  console.log(`BENCH_JSON ${JSON.stringify(json)}`);
+  return verdict;
+}
+
+async function main(): Promise<void> {
+  const state: State = { configs: [], opening: [] };
+  let settings: Settings;
+  try {
+    settings = readSettings(process.argv.slice(2));
+  } catch (err) {
+    console.error(`overhead benchmark: ${(err as Error).message}`);
+    process.exitCode = 2;
+    return;
+  }
+
+  let stopping = false;
+  const stop = async (reason: string, code: number): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    console.error(`overhead benchmark: ${reason}; cleaning up`);
+    await cleanup(state);
+    process.exit(code);
+  };
+  const onSigint = (): void => void stop('interrupted', 130);
+  const onSigterm = (): void => void stop('terminated', 143);
+  // `| head` closing the pipe must not skip the clean-up.
+  const onStdoutError = (err: NodeJS.ErrnoException): void =>
+    void stop(`stdout: ${err.code ?? err.message}`, 1);
+  process.once('SIGINT', onSigint);
+  process.once('SIGTERM', onSigterm);
+  process.stdout.on('error', onStdoutError);
+  const watchdog = setTimeout(
+    () => void stop(`did not finish within ${settings.timeoutMs} ms`, 1),
+    settings.timeoutMs,
+  );
+  watchdog.unref();
+
+  try {
+    const verdict = await run(settings, state);
+    if (verdict === 'MISSED' && settings.check) process.exitCode = 1;
+  } catch (err) {
+    // After a signal, the clean-up closing the connections is what made the run fail.
+    if (!stopping) {
+      console.error(
+        'overhead benchmark failed:',
+        err instanceof Error ? (err.stack ?? err.message) : err,
+      );
+      process.exitCode = 1;
+    }
+  } finally {
+    if (!stopping) {
+      await cleanup(state);
+      clearTimeout(watchdog);
+      process.off('SIGINT', onSigint);
+      process.off('SIGTERM', onSigterm);
+      process.stdout.off('error', onStdoutError);
+    }
+  }
+}
+
+await main();

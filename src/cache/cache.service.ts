@@ -133,7 +133,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     { promise: Promise<CacheEntry | undefined>; dirty: boolean }
   >();
   /** In-process single flight of loads. */
-  private readonly loads = new Map<string, Promise<unknown>>();
+  private readonly loads = new Map<string, { promise: Promise<unknown>; startedAt: number }>();
   private readonly waiters = new Map<string, Set<() => void>>();
   private degraded = false;
   private closing = false;
@@ -477,12 +477,33 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     options: CacheGetOrSetOptions,
     stale?: CacheEntry<T>,
   ): Promise<T> {
-    let flight = this.loads.get(key) as Promise<T> | undefined;
-    if (flight) {
+    const lockTtl = this.options.lockTtl;
+    const running = this.loads.get(key);
+    let flight: Promise<T>;
+    if (running && Date.now() - running.startedAt < lockTtl) {
+      // Join the load already running here, but not past its lock's lifetime: a loader that
+      // hangs must not hold up callers who did not bring it (the lock has expired by then,
+      // and another attempt may lead).
       this.counters.stampedeWaits += 1;
+      let timer: NodeJS.Timeout | undefined;
+      const overdue = new Promise<T>((resolve, reject) => {
+        timer = setTimeout(
+          () => {
+            this.leadOrWait(key, loader, options, stale).then(resolve, reject);
+          },
+          lockTtl - (Date.now() - running.startedAt),
+        );
+      });
+      flight = Promise.race([running.promise as Promise<T>, overdue]).finally(() =>
+        clearTimeout(timer),
+      );
     } else {
-      flight = this.leadOrWait(key, loader, options, stale).finally(() => this.loads.delete(key));
-      this.loads.set(key, flight);
+      const entry = { promise: undefined as unknown as Promise<T>, startedAt: Date.now() };
+      entry.promise = this.leadOrWait(key, loader, options, stale).finally(() => {
+        if (this.loads.get(key) === entry) this.loads.delete(key);
+      });
+      this.loads.set(key, entry);
+      flight = entry.promise;
     }
     if (!stale) return flight;
     const fallback = (err: unknown): T => {

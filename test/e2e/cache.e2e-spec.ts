@@ -218,6 +218,11 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       });
       const value = await cacheB.getOrSet(k, async () => 'from B', { ttl: 10_000 });
       expect(value).toBe('from B');
+      // Nor a caller in the same instance that joins the hung load (once it is overdue).
+      await cacheA.del(k);
+      expect(await cacheA.getOrSet(k, async () => 'from A, again', { ttl: 10_000 })).toBe(
+        'from A, again',
+      );
     });
 
     it('keeps L1 coherent: another instance overwriting a key reaches our next read', async () => {

@@ -7,6 +7,7 @@ import { KvController } from './kv.controller.js';
 import { RedisInfoController } from './redis-info.controller.js';
 import { CatalogController } from './catalog.controller.js';
 import { JobsController } from './jobs.controller.js';
+import { SessionController } from './session.controller.js';
 
 /**
  * The example application: one controller per feature, all sharing the one Redis connection
@@ -36,6 +37,7 @@ import { JobsController } from './jobs.controller.js';
     RedisInfoController,
     CatalogController,
     JobsController,
+    SessionController,
   ],
 })
 export class AppModule {}

@@ -35,6 +35,10 @@ function tryIt(base: string): string {
     `  curl -X POST ${base}/products/invalidate`,
     `  curl ${base}/cache/stats`,
     `  curl -X POST ${base}/jobs/report/run  # 409 while another run holds the lock`,
+    `  curl -X POST ${base}/session/login ${json} -d '{"userId":"alice"}'  # answers {"id":...}`,
+    `  curl ${base}/session/me -H 'Authorization: Bearer <id>'`,
+    `  curl ${base}/session/devices -H 'Authorization: Bearer <id>'`,
+    `  curl -X POST ${base}/session/logout-everywhere -H 'Authorization: Bearer <id>'`,
     '',
   ].join('\n');
 }

@@ -43,6 +43,17 @@ export type {
 export { Cacheable, CacheEvict } from './cache/cache.decorators.js';
 export type { CacheTags } from './cache/cache.decorators.js';
 export type { CacheSerializer } from './cache/serializer.js';
+export { SessionService } from './session/session.service.js';
+export type {
+  CreateSessionOptions,
+  DestroyAllSessionsOptions,
+  DestroySessionOptions,
+  Session,
+  SessionData,
+  SessionMeta,
+  SessionSummary,
+  SessionUpdate,
+} from './session/session.service.js';
 export { LockService } from './lock/lock.service.js';
 export type {
   AcquireLockOptions,

@@ -14,6 +14,7 @@ import { RedisHealthIndicator } from './health/redis-health.indicator.js';
 import { LockService } from './lock/lock.service.js';
 import { CacheService } from './cache/cache.service.js';
 import { RedisService } from './redis.service.js';
+import { SessionService } from './session/session.service.js';
 
 const builder = new ConfigurableModuleBuilder<RedisModuleOptions>({ moduleName: 'Redis' })
   .setClassMethodName('forRoot')
@@ -36,7 +37,7 @@ export interface RedisOptionsFactory {
 }
 
 /** The services the default connection provides to the application. */
-const SERVICES = [RedisService, RedisHealthIndicator, CacheService, LockService];
+const SERVICES = [RedisService, RedisHealthIndicator, CacheService, LockService, SessionService];
 
 function withConnection(definition: DynamicModule, extras: RedisModuleExtras): DynamicModule {
   const name = extras.name ?? DEFAULT_CONNECTION_NAME;

@@ -9,7 +9,7 @@ export const DEFAULTS = {
   maxConnections: 10,
   shutdownTimeout: 2_000,
   autoPipelining: false,
-  protocol: 2 as 2 | 3,
+  protocol: 3 as 2 | 3,
   retry: {
     initialDelay: 100,
     maxDelay: 5_000,
@@ -25,7 +25,12 @@ export const DEFAULTS = {
     lockTtl: 10_000,
     timeout: 1_000,
   },
-  session: { ttl: 30 * 60_000, absoluteTtl: 24 * 60 * 60_000 },
+  session: {
+    ttl: 30 * 60_000,
+    absoluteTtl: 24 * 60 * 60_000,
+    maxBytes: 64 * 1024,
+    maxSessionsPerUser: null as number | null,
+  },
   lock: {
     ttl: 30_000,
     wait: 10_000,

@@ -59,7 +59,12 @@ export interface ResolvedRedisConfig {
     timeout: number;
     serializer: CacheSerializer;
   };
-  session: { ttl: number; absoluteTtl: number };
+  session: {
+    ttl: number;
+    absoluteTtl: number;
+    maxBytes: number;
+    maxSessionsPerUser: number | null;
+  };
   lock: {
     ttl: number;
     wait: number;
@@ -417,14 +422,7 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
     protocol,
     redisOptions: o.redisOptions ?? {},
     cache: validateCache(o.cache, commandTimeout),
-    session: {
-      ttl: positiveInt(o.session?.ttl, 'session.ttl', DEFAULTS.session.ttl),
-      absoluteTtl: positiveInt(
-        o.session?.absoluteTtl,
-        'session.absoluteTtl',
-        DEFAULTS.session.absoluteTtl,
-      ),
-    },
+    session: validateSession(o.session),
     lock: validateLock(o.lock),
     address,
   };
@@ -662,5 +660,40 @@ function validateCache(
     lockTtl: positiveInt(c.lockTtl, 'cache.lockTtl', DEFAULTS.cache.lockTtl),
     timeout: positiveInt(c.timeout, 'cache.timeout', commandTimeout ?? DEFAULTS.cache.timeout),
     serializer,
+  };
+}
+
+function validateSession(value: RedisModuleOptions['session']): ResolvedRedisConfig['session'] {
+  if (value !== undefined && (value === null || typeof value !== 'object')) {
+    throw new RedisConfigError(
+      'session',
+      value,
+      '{ ttl?, absoluteTtl?, maxBytes?, maxSessionsPerUser? }',
+    );
+  }
+  const s = value ?? {};
+  const maxBytes = s.maxBytes ?? DEFAULTS.session.maxBytes;
+  if (typeof maxBytes !== 'number' || !Number.isSafeInteger(maxBytes) || maxBytes <= 0) {
+    throw new RedisConfigError('session.maxBytes', maxBytes, 'a positive integer (bytes)');
+  }
+  const maxSessionsPerUser =
+    s.maxSessionsPerUser === undefined ? DEFAULTS.session.maxSessionsPerUser : s.maxSessionsPerUser;
+  if (
+    maxSessionsPerUser !== null &&
+    (typeof maxSessionsPerUser !== 'number' ||
+      !Number.isSafeInteger(maxSessionsPerUser) ||
+      maxSessionsPerUser < 1)
+  ) {
+    throw new RedisConfigError(
+      'session.maxSessionsPerUser',
+      maxSessionsPerUser,
+      'a positive integer, or null for no limit',
+    );
+  }
+  return {
+    ttl: positiveInt(s.ttl, 'session.ttl', DEFAULTS.session.ttl),
+    absoluteTtl: positiveInt(s.absoluteTtl, 'session.absoluteTtl', DEFAULTS.session.absoluteTtl),
+    maxBytes,
+    maxSessionsPerUser,
   };
 }

@@ -183,4 +183,41 @@ describe('example app', () => {
     const next = await http().post('/jobs/report/run').expect(201);
     expect(next.body.fencingToken).toBeGreaterThan(done.body.fencingToken);
   });
+
+  it('sessions: login, me (cookie or bearer), devices, logout everywhere', async () => {
+    const login = await http()
+      .post('/session/login')
+      .set('User-Agent', 'phone')
+      .send({ userId: 'alice' })
+      .expect(200);
+    const id: string = login.body.id;
+    expect(id).toMatch(/^[A-Za-z0-9_-]{46}$/);
+    const cookie = ([] as string[]).concat(login.headers['set-cookie'] ?? [])[0];
+    expect(cookie).toMatch(/^sid=[^;]+; .*HttpOnly/);
+
+    const viaCookie = await http().get('/session/me').set('Cookie', cookie.split(';')[0]);
+    expect(viaCookie.status).toBe(200);
+    expect(viaCookie.body).toMatchObject({ userId: 'alice', data: { signedInWith: 'demo' } });
+    expect(viaCookie.body).not.toHaveProperty('id');
+    const bearer = { Authorization: `Bearer ${id}` };
+    await http().get('/session/me').set(bearer).expect(200);
+
+    const second = await http()
+      .post('/session/login')
+      .set('User-Agent', 'laptop')
+      .send({ userId: 'alice' });
+    const devices = await http().get('/session/devices').set(bearer).expect(200);
+    expect(devices.body).toHaveLength(2);
+    expect(devices.body.find((d: { current: boolean }) => d.current).meta.userAgent).toBe('phone');
+    expect(JSON.stringify(devices.body)).not.toContain(id);
+
+    const everywhere = await http().post('/session/logout-everywhere').set(bearer).expect(200);
+    expect(everywhere.body).toEqual({ ended: 2 });
+    await http().get('/session/me').set(bearer).expect(401);
+    await http()
+      .get('/session/me')
+      .set({ Authorization: `Bearer ${second.body.id}` })
+      .expect(401);
+    await http().post('/session/login').send({ userId: '' }).expect(400);
+  });
 });

@@ -240,6 +240,48 @@ describe('resolveRedisOptions', () => {
       ['maxConnections zero', { maxConnections: 0 }, {}, 'maxConnections = 0'],
       ['cache ttl NaN', { cache: { ttl: Number.NaN } }, {}, 'cache.ttl = NaN'],
       [
+        'session not an object',
+        { session: 5 },
+        {},
+        'session = 5; expected { ttl?, absoluteTtl?, maxBytes?, maxSessionsPerUser? }',
+      ],
+      [
+        'session ttl zero',
+        { session: { ttl: 0 } },
+        {},
+        'session.ttl = 0; expected a positive number of milliseconds',
+      ],
+      [
+        'session absoluteTtl negative',
+        { session: { absoluteTtl: -1 } },
+        {},
+        'session.absoluteTtl = -1; expected a positive number of milliseconds',
+      ],
+      [
+        'session maxBytes zero',
+        { session: { maxBytes: 0 } },
+        {},
+        'session.maxBytes = 0; expected a positive integer (bytes)',
+      ],
+      [
+        'session maxBytes fractional',
+        { session: { maxBytes: 1.5 } },
+        {},
+        'session.maxBytes = 1.5; expected a positive integer (bytes)',
+      ],
+      [
+        'session maxSessionsPerUser zero',
+        { session: { maxSessionsPerUser: 0 } },
+        {},
+        'session.maxSessionsPerUser = 0; expected a positive integer, or null for no limit',
+      ],
+      [
+        'session maxSessionsPerUser a string',
+        { session: { maxSessionsPerUser: '5' } },
+        {},
+        'session.maxSessionsPerUser = "5"; expected a positive integer, or null for no limit',
+      ],
+      [
         'lazyConnect not a boolean',
         { lazyConnect: 'yes' },
         {},
@@ -249,6 +291,25 @@ describe('resolveRedisOptions', () => {
       const err = configError(options, env);
       expect(err.message).toContain(text);
       expect(err.code).toBe('REDIS_CONFIG_INVALID');
+    });
+
+    it('resolves session defaults and accepts explicit session limits', () => {
+      expect(resolveRedisOptions({}, {}).session).toEqual({
+        ttl: 1_800_000,
+        absoluteTtl: 86_400_000,
+        maxBytes: 65_536,
+        maxSessionsPerUser: null,
+      });
+      expect(
+        resolveRedisOptions(
+          { session: { ttl: 1000, absoluteTtl: 5000, maxBytes: 1024, maxSessionsPerUser: 3 } },
+          {},
+        ).session,
+      ).toEqual({ ttl: 1000, absoluteTtl: 5000, maxBytes: 1024, maxSessionsPerUser: 3 });
+      expect(
+        resolveRedisOptions({ session: { maxSessionsPerUser: null } }, {}).session
+          .maxSessionsPerUser,
+      ).toBeNull();
     });
 
     it('never prints a password, even a non-string one', () => {

@@ -19,6 +19,7 @@ describe('package root', () => {
         'RedisInfraError',
         'RedisModule',
         'RedisService',
+        'SessionService',
         'WithLock',
         'getRedisToken',
       ].sort(),

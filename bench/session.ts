@@ -1,0 +1,587 @@
+/**
+ * Session benchmark (issue 4): `RedisSessionStore` (SessionService behind express-session's
+ * store API) against `connect-redis`, on the same server, in one process and one run.
+ *
+ * Stores compared, each with its own connection:
+ *  - `ours`: `RedisSessionStore` over `SessionService`, in a Nest application context
+ *    (`RedisModule.forRoot({ url })`, the module's defaults: RESP2, no auto-pipelining).
+ *  - `ours+ap`: the same with `autoPipelining: true`, for the many-in-flight case (node-redis,
+ *    connect-redis's client, always batches the commands of one tick into one write).
+ *  - `connect-redis`: connect-redis 9.0.0, its newest version that runs on Node 20
+ *    (10.0.0 requires Node >= 22), with the client it supports, node-redis 5.
+ *  - `cr-pattern/ioredis`: connect-redis's command pattern (SET EX / GET / EXPIRE of a JSON
+ *    string) written with ioredis and the same client options as ours: what is left of the
+ *    difference is the stores' design, not the client library.
+ *
+ * Scenarios:
+ *  1. `set` + `get` + `touch` cycles/s through express-session's store API, with sessions of
+ *     1 KB of JSON (an express-session `Cookie` plus user data) over 1000 session ids;
+ *     sequential (one cycle in flight) and 16 cycles in flight.
+ *  2. `SessionService.destroyAllForUser` of a user with 100 sessions: time per call. For
+ *     context, what a connect-redis application does instead (it has no per-user index):
+ *     `all()`, filter by user, `destroy` each match, over the same number of sessions.
+ *
+ * Method: one warm-up round, then `rounds` rounds; in each round every store runs for
+ * `sliceMs` in a fresh random order, with a full GC (with --expose-gc) before every slice. A
+ * store's figure is the median of its rounds; `ratio` = median(ours) / median(theirs); `paired`
+ * = median over rounds of ours/theirs within the round (steadier on a busy machine).
+ *
+ * Server: `REDIS_URL` if set, else a throwaway redis-server on a free loopback port, stopped
+ * at the end (also on error, SIGINT and SIGTERM). Keys: `bench:session:<run>:*`, deleted at
+ * the end.
+ *
+ * Usage: npm run bench -- session [--rounds N] [--slice-ms MS] [--destroy-rounds N]
+ *   or env BENCH_ROUNDS, BENCH_SLICE_MS, BENCH_DESTROY_ROUNDS.
+ *   The last line of output is `BENCH_JSON {...}` with every figure.
+ */
+import 'reflect-metadata';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Module, type INestApplicationContext } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { RedisStore as ConnectRedisStore } from 'connect-redis';
+import session, { Store, type SessionData } from 'express-session';
+import { Redis } from 'ioredis';
+import { createClient } from 'redis';
+import { RedisSessionStore } from '../src/express-session.js';
+import { RedisModule, RedisService, SessionService } from '../src/index.js';
+import type { StandaloneServer } from '../scripts/redis/servers.mjs';
+
+type ServersLib = typeof import('../scripts/redis/servers.mjs');
+
+const TARGET_RATIO = 1.0;
+const SESSION_IDS = 1000;
+const SESSION_BYTES = 1024;
+const IN_FLIGHT = [1, 16] as const;
+const USER_SESSIONS = 100;
+const BOOTSTRAP_RESAMPLES = 1000;
+
+interface Settings {
+  rounds: number;
+  sliceMs: number;
+  destroyRounds: number;
+}
+
+function readSettings(argv: string[]): Settings {
+  const known = ['rounds', 'slice-ms', 'destroy-rounds'];
+  const values = new Map<string, string>();
+  for (let i = 0; i < argv.length; i += 1) {
+    const [flag, inline] = argv[i]!.split('=', 2);
+    const name = flag!.replace(/^--/, '');
+    if (!flag!.startsWith('--') || !known.includes(name)) {
+      throw new Error(`unknown argument ${argv[i]} (known: --${known.join(' --')})`);
+    }
+    values.set(name, inline ?? argv[++i] ?? '');
+  }
+  const num = (name: string, env: string, def: number, min: number, max: number): number => {
+    const raw = values.get(name) ?? process.env[env];
+    if (raw === undefined || raw === '') return def;
+    const n = Number(raw);
+    if (!Number.isFinite(n) || n < min || n > max) {
+      throw new Error(`--${name} / ${env} must be a number in [${min}, ${max}], got ${raw}`);
+    }
+    return Math.round(n);
+  };
+  return {
+    rounds: num('rounds', 'BENCH_ROUNDS', 12, 1, 1000),
+    sliceMs: num('slice-ms', 'BENCH_SLICE_MS', 250, 20, 10_000),
+    destroyRounds: num('destroy-rounds', 'BENCH_DESTROY_ROUNDS', 20, 1, 1000),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stores
+// ---------------------------------------------------------------------------------------------
+
+/** express-session's store API, promisified. */
+interface StoreApi {
+  set(sid: string, sess: SessionData): Promise<void>;
+  get(sid: string): Promise<SessionData | null | undefined>;
+  touch(sid: string, sess: SessionData): Promise<void>;
+}
+
+function promisify(store: Store): StoreApi {
+  return {
+    set: (sid, sess) =>
+      new Promise((resolve, reject) =>
+        store.set(sid, sess, (err?: unknown) => (err ? reject(err as Error) : resolve())),
+      ),
+    get: (sid) =>
+      new Promise((resolve, reject) =>
+        store.get(sid, (err: unknown, s?: SessionData | null) =>
+          err ? reject(err as Error) : resolve(s),
+        ),
+      ),
+    touch: (sid, sess) => new Promise((resolve) => store.touch!(sid, sess, () => resolve())),
+  };
+}
+
+/**
+ * connect-redis's command pattern on ioredis: the session as one JSON string under
+ * `prefix + sid`, `SET ... EX` from the cookie's expiry, `GET`, and `EXPIRE` to touch.
+ */
+class IoredisPatternStore extends Store {
+  constructor(
+    private readonly client: Redis,
+    private readonly prefix: string,
+  ) {
+    super();
+  }
+  private ttlSeconds(sess: SessionData): number {
+    const expires = sess.cookie?.expires;
+    return expires ? Math.ceil((new Date(expires).getTime() - Date.now()) / 1000) : 86_400;
+  }
+  override get(sid: string, cb: (err: unknown, s?: SessionData | null) => void): void {
+    this.client.get(this.prefix + sid).then(
+      (raw) => cb(null, raw ? (JSON.parse(raw) as SessionData) : null),
+      (err: unknown) => cb(err),
+    );
+  }
+  override set(sid: string, sess: SessionData, cb?: (err?: unknown) => void): void {
+    this.client.set(this.prefix + sid, JSON.stringify(sess), 'EX', this.ttlSeconds(sess)).then(
+      () => cb?.(),
+      (err: unknown) => cb?.(err),
+    );
+  }
+  override touch(sid: string, sess: SessionData, cb?: () => void): void {
+    this.client.expire(this.prefix + sid, this.ttlSeconds(sess)).then(
+      () => cb?.(),
+      () => cb?.(),
+    );
+  }
+  override destroy(sid: string, cb?: (err?: unknown) => void): void {
+    this.client.del(this.prefix + sid).then(
+      () => cb?.(),
+      (err: unknown) => cb?.(err),
+    );
+  }
+}
+
+/** express-session's Cookie; its types omit the constructor's options. */
+const CookieWithOptions = session.Cookie as unknown as new (
+  options: session.CookieOptions,
+) => session.Cookie;
+
+/** An express-session session of `SESSION_BYTES` bytes of JSON. */
+function makeSession(userId: string): SessionData {
+  const sess = {
+    cookie: new CookieWithOptions({ maxAge: 30 * 60_000, httpOnly: true, sameSite: 'lax' }),
+    userId,
+    roles: ['customer'],
+    cart: [
+      { sku: 'A-1001', qty: 1, price: 1999 },
+      { sku: 'B-2002', qty: 2, price: 499 },
+    ],
+    profile: { name: 'Ada Lovelace', locale: 'en-GB', theme: 'dark' },
+    pad: '',
+  } as unknown as SessionData & { pad: string };
+  const size = JSON.stringify(sess).length;
+  sess.pad = 'x'.repeat(Math.max(0, SESSION_BYTES - size));
+  return sess;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurement
+// ---------------------------------------------------------------------------------------------
+
+interface Contender {
+  id: 'ours' | 'ours+ap' | 'connect-redis' | 'cr-pattern/ioredis';
+  label: string;
+  api: StoreApi;
+  sids: string[];
+}
+
+/** Cycles of set + get + touch completed in `ms`, with `inFlight` loops. Returns cycles/s. */
+async function measure(c: Contender, inFlight: number, ms: number, sess: SessionData) {
+  let cycles = 0;
+  let next = Math.floor(Math.random() * c.sids.length);
+  const start = performance.now();
+  const deadline = start + ms;
+  const loop = async (): Promise<void> => {
+    while (performance.now() < deadline) {
+      const sid = c.sids[next++ % c.sids.length]!;
+      await c.api.set(sid, sess);
+      const got = await c.api.get(sid);
+      if (!got) throw new Error(`${c.id}: get after set found nothing`);
+      await c.api.touch(sid, sess);
+      cycles += 1;
+    }
+  };
+  await Promise.all(Array.from({ length: inFlight }, loop));
+  return (cycles * 1000) / (performance.now() - start);
+}
+
+const gc = (globalThis as { gc?: () => void }).gc;
+
+function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+function percentile(values: number[], p: number): number {
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(p * s.length))]!;
+}
+
+function bootstrap(values: number[]): [number, number] {
+  const medians: number[] = [];
+  for (let i = 0; i < BOOTSTRAP_RESAMPLES; i += 1) {
+    medians.push(median(values.map(() => values[Math.floor(Math.random() * values.length)]!)));
+  }
+  return [percentile(medians, 0.05), percentile(medians, 0.95)];
+}
+
+function shuffle<T>(items: T[]): T[] {
+  const a = [...items];
+  for (let i = a.length - 1; i > 0; i -= 1) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [a[i], a[j]] = [a[j]!, a[i]!];
+  }
+  return a;
+}
+
+const round2 = (n: number): number => Math.round(n * 100) / 100;
+
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]): string =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Run
+// ---------------------------------------------------------------------------------------------
+
+function locateServersLib(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const candidate = path.join(dir, 'scripts', 'redis', 'servers.mjs');
+    if (fs.existsSync(candidate)) return candidate;
+    const parent = path.dirname(dir);
+    if (parent === dir) throw new Error('scripts/redis/servers.mjs not found');
+    dir = parent;
+  }
+}
+
+async function packageVersion(name: string): Promise<string> {
+  let dir = path.dirname(fileURLToPath(import.meta.resolve(name)));
+  while (path.dirname(dir) !== dir) {
+    const file = path.join(dir, 'package.json');
+    if (fs.existsSync(file)) {
+      const pkg = JSON.parse(await fsp.readFile(file, 'utf8')) as {
+        name?: string;
+        version?: string;
+      };
+      if (pkg.name === name) return pkg.version ?? 'unknown';
+    }
+    dir = path.dirname(dir);
+  }
+  return 'unknown';
+}
+
+/** Everything to close and remove, whatever happens. */
+interface State {
+  app?: INestApplicationContext;
+  appAp?: INestApplicationContext;
+  nodeRedis?: ReturnType<typeof createClient>;
+  ioredis?: Redis;
+  server?: StandaloneServer;
+  baseDir?: string;
+  prefix?: string;
+}
+
+async function cleanup(state: State): Promise<void> {
+  const attempt = async (fn: () => Promise<unknown>): Promise<void> => {
+    try {
+      await fn();
+    } catch (err) {
+      console.error('cleanup:', err instanceof Error ? err.message : err);
+    }
+  };
+  const { app, appAp, nodeRedis, ioredis, server, baseDir, prefix } = state;
+  Object.assign(state, {
+    app: undefined,
+    appAp: undefined,
+    nodeRedis: undefined,
+    ioredis: undefined,
+    server: undefined,
+    baseDir: undefined,
+  });
+  if (ioredis && prefix && ioredis.status === 'ready') {
+    await attempt(async () => {
+      let cursor = '0';
+      do {
+        const [next, keys] = await ioredis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+        cursor = next;
+        if (keys.length) await ioredis.unlink(...keys);
+      } while (cursor !== '0');
+    });
+  }
+  if (app) await attempt(() => app.close());
+  if (appAp) await attempt(() => appAp.close());
+  if (nodeRedis) await attempt(() => nodeRedis.close());
+  if (ioredis) await attempt(() => ioredis.quit());
+  if (server) await attempt(() => server.stop());
+  if (baseDir) await attempt(() => fsp.rm(baseDir, { recursive: true, force: true }));
+}
+
+async function run(settings: Settings, state: State): Promise<void> {
+  const wall = performance.now();
+  let url = process.env.REDIS_URL;
+  if (!url) {
+    const servers = (await import(pathToFileURL(locateServersLib()).href)) as ServersLib;
+    state.baseDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'redis-bench-'));
+    state.server = await servers.startStandalone({ baseDir: state.baseDir });
+    url = state.server.url;
+  }
+  const prefix = `bench:session:${process.pid}-${Date.now().toString(36)}:`;
+  state.prefix = prefix;
+
+  @Module({ imports: [RedisModule.forRoot({ url, keyPrefix: `${prefix}ours:` })] })
+  class BenchModule {}
+  state.app = await NestFactory.createApplicationContext(BenchModule, { logger: false });
+  const sessions = state.app.get(SessionService);
+  const ours = new RedisSessionStore(sessions);
+  @Module({
+    imports: [RedisModule.forRoot({ url, keyPrefix: `${prefix}ours-ap:`, autoPipelining: true })],
+  })
+  class BenchApModule {}
+  state.appAp = await NestFactory.createApplicationContext(BenchApModule, { logger: false });
+  const oursAp = new RedisSessionStore(state.appAp.get(SessionService));
+
+  state.nodeRedis = createClient({ url });
+  state.nodeRedis.on('error', (err: unknown) => console.error('node-redis:', err));
+  await state.nodeRedis.connect();
+  const connectRedis = new ConnectRedisStore({ client: state.nodeRedis, prefix: `${prefix}cr:` });
+
+  state.ioredis = new Redis(url, { lazyConnect: true });
+  await state.ioredis.connect();
+  const pattern = new IoredisPatternStore(state.ioredis, `${prefix}io:`);
+
+  const redisInfo = String(await state.ioredis.info('server'));
+  const versions = {
+    node: process.version,
+    redis: /redis_version:(\S+)/.exec(redisInfo)?.[1] ?? 'unknown',
+    ioredis: await packageVersion('ioredis'),
+    'connect-redis': await packageVersion('connect-redis'),
+    redisClient: await packageVersion('redis'),
+    'express-session': await packageVersion('express-session'),
+  };
+  console.log(
+    `session benchmark: node ${versions.node}, redis ${versions.redis}, ioredis ${versions.ioredis}, ` +
+      `connect-redis ${versions['connect-redis']} + node-redis ${versions.redisClient}, ` +
+      `express-session ${versions['express-session']}; ${settings.rounds} rounds of ${settings.sliceMs} ms per store`,
+  );
+
+  // Session ids as express-session would hand them to each store.
+  const sids = Array.from({ length: SESSION_IDS }, () => ours.genid(undefined as never));
+  const contenders: Contender[] = [
+    { id: 'ours', label: 'ours (RedisSessionStore)', api: promisify(ours), sids },
+    { id: 'ours+ap', label: 'ours, autoPipelining: true', api: promisify(oursAp), sids },
+    {
+      id: 'connect-redis',
+      label: `connect-redis ${versions['connect-redis']} (node-redis)`,
+      api: promisify(connectRedis as unknown as Store),
+      sids,
+    },
+    {
+      id: 'cr-pattern/ioredis',
+      label: 'connect-redis pattern (ioredis)',
+      api: promisify(pattern),
+      sids,
+    },
+  ];
+  const sess = makeSession('bench-user');
+  const sessionBytes = JSON.stringify(sess).length;
+
+  // 1. set + get + touch cycles.
+  const cycles: Record<string, Record<string, number[]>> = {};
+  for (const inFlight of IN_FLIGHT) {
+    const perStore: Record<string, number[]> = Object.fromEntries(
+      contenders.map((c) => [c.id, []]),
+    );
+    for (let round = 0; round <= settings.rounds; round += 1) {
+      for (const c of shuffle(contenders)) {
+        gc?.();
+        const rate = await measure(c, inFlight, settings.sliceMs, sess);
+        if (round > 0) perStore[c.id]!.push(rate); // round 0 warms up
+      }
+    }
+    cycles[String(inFlight)] = perStore;
+  }
+
+  // 2. destroyAllForUser of 100 sessions, and the connect-redis way for context.
+  const destroyMs: number[] = [];
+  const baselineMs: number[] = [];
+  const userData = makeSession('x') as unknown as Record<string, unknown>;
+  delete userData.cookie;
+  for (let round = 0; round <= settings.destroyRounds; round += 1) {
+    const userId = `bench-user-${round}`;
+    await Promise.all(
+      Array.from({ length: USER_SESSIONS }, () => sessions.create(userId, userData)),
+    );
+    gc?.();
+    const t0 = performance.now();
+    const ended = await sessions.destroyAllForUser(userId);
+    const ms = performance.now() - t0;
+    if (ended !== USER_SESSIONS) throw new Error(`destroyAllForUser ended ${ended}, expected 100`);
+    if (round > 0) destroyMs.push(ms);
+  }
+  for (let round = 0; round <= Math.min(settings.destroyRounds, 10); round += 1) {
+    const userId = `bench-user-${round}`;
+    const crSids = sids.slice(0, USER_SESSIONS).map((sid) => `${sid}-${round}`);
+    const userSess = makeSession(userId);
+    const api = contenders.find((c) => c.id === 'connect-redis')!.api;
+    await Promise.all(crSids.map((sid) => api.set(sid, userSess)));
+    gc?.();
+    const t0 = performance.now();
+    const all = (await connectRedis.all()) as Array<SessionData & { id: string; userId?: string }>;
+    const mine = all.filter((s) => s.userId === userId);
+    await Promise.all(mine.map((s) => connectRedis.destroy(s.id)));
+    const ms = performance.now() - t0;
+    if (mine.length !== USER_SESSIONS)
+      throw new Error(`found ${mine.length} of the user's sessions`);
+    if (round > 0) baselineMs.push(ms);
+  }
+  const crSessionCount = (await connectRedis.length()) as number;
+
+  // Report: every store against connect-redis, and ours against its command pattern on ioredis.
+  const figures: Record<string, unknown> = {};
+  const rows: string[][] = [];
+  const compare = (a: number[], b: number[]) => {
+    const paired = a.map((x, i) => x / b[i]!);
+    const interval = bootstrap(paired);
+    return {
+      ratio: round2(median(a) / median(b)),
+      paired: round2(median(paired)),
+      pairedInterval: interval.map(round2) as [number, number],
+    };
+  };
+  for (const inFlight of IN_FLIGHT) {
+    const per = cycles[String(inFlight)]!;
+    const entry: Record<string, unknown> = {};
+    for (const c of contenders) {
+      const vs = compare(per[c.id]!, per['connect-redis']!);
+      entry[c.id] = { cyclesPerSec: Math.round(median(per[c.id]!)), vsConnectRedis: vs };
+      rows.push([
+        c.id === contenders[0]!.id ? `${inFlight} in flight` : '',
+        c.label,
+        Math.round(median(per[c.id]!)).toLocaleString('en'),
+        c.id === 'connect-redis' ? '1.00x' : `${vs.ratio.toFixed(2)}x`,
+        c.id === 'connect-redis'
+          ? ''
+          : `${vs.paired.toFixed(2)}x [${vs.pairedInterval[0].toFixed(2)}, ${vs.pairedInterval[1].toFixed(2)}]`,
+      ]);
+    }
+    entry.oursVsPatternOnIoredis = compare(per.ours!, per['cr-pattern/ioredis']!);
+    figures[`inFlight${inFlight}`] = entry;
+  }
+  console.log(
+    `\nset + get + touch cycles/s, ${sessionBytes}-byte sessions (median of ${settings.rounds} rounds)\n`,
+  );
+  console.log(
+    table(['scenario', 'store', 'cycles/s', 'vs connect-redis', 'paired [90% CI]'], rows),
+  );
+  for (const inFlight of IN_FLIGHT) {
+    const o = (figures[`inFlight${inFlight}`] as { oursVsPatternOnIoredis: { paired: number } })
+      .oursVsPatternOnIoredis;
+    console.log(
+      `ours vs connect-redis's pattern on the same ioredis client, ${inFlight} in flight: ${o.paired.toFixed(2)}x (paired)`,
+    );
+  }
+  const destroy = {
+    sessions: USER_SESSIONS,
+    medianMs: round2(median(destroyMs)),
+    p95Ms: round2(percentile(destroyMs, 0.95)),
+    connectRedisAllFilterDestroyMs: round2(median(baselineMs)),
+    connectRedisSessionsScanned: crSessionCount + USER_SESSIONS,
+  };
+  console.log(
+    `\ndestroyAllForUser, ${USER_SESSIONS} sessions (${settings.destroyRounds} rounds)\n`,
+  );
+  console.log(
+    table(
+      ['operation', 'median ms', 'p95 ms'],
+      [
+        [
+          'ours: SessionService.destroyAllForUser (one script)',
+          destroy.medianMs.toFixed(2),
+          destroy.p95Ms.toFixed(2),
+        ],
+        [
+          `connect-redis: all() + filter + destroy (${destroy.connectRedisSessionsScanned} sessions)`,
+          destroy.connectRedisAllFilterDestroyMs.toFixed(2),
+          round2(percentile(baselineMs, 0.95)).toFixed(2),
+        ],
+      ],
+    ),
+  );
+  const headline = (figures.inFlight1 as Record<string, { vsConnectRedis: { paired: number } }>)
+    .ours!.vsConnectRedis;
+  const verdict = headline.paired >= TARGET_RATIO ? 'MET' : 'MISSED';
+  console.log(
+    `\ntarget: ours >= ${TARGET_RATIO.toFixed(1)}x connect-redis (sequential, paired): ${headline.paired.toFixed(2)}x, ${verdict}`,
+  );
+  const json = {
+    benchmark: 'session',
+    versions,
+    settings,
+    sessionBytes,
+    sessionIds: SESSION_IDS,
+    cycles: figures,
+    destroyAllForUser: destroy,
+    target: TARGET_RATIO,
+    verdict,
+    seconds: round2((performance.now() - wall) / 1000),
+  };
+  console.log(`BENCH_JSON ${JSON.stringify(json)}`);
+}
+
+async function main(): Promise<void> {
+  let settings: Settings;
+  try {
+    settings = readSettings(process.argv.slice(2));
+  } catch (err) {
+    console.error(`session benchmark: ${(err as Error).message}`);
+    process.exitCode = 2;
+    return;
+  }
+  const state: State = {};
+  let stopping = false;
+  const stop = async (reason: string, code: number): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    console.error(`session benchmark: ${reason}; cleaning up`);
+    await cleanup(state);
+    process.exit(code);
+  };
+  const onSigint = (): void => void stop('interrupted', 130);
+  const onSigterm = (): void => void stop('terminated', 143);
+  process.once('SIGINT', onSigint);
+  process.once('SIGTERM', onSigterm);
+  try {
+    await run(settings, state);
+  } catch (err) {
+    if (!stopping) {
+      console.error(
+        'session benchmark failed:',
+        err instanceof Error ? (err.stack ?? err.message) : err,
+      );
+      process.exitCode = 1;
+    }
+  } finally {
+    if (!stopping) {
+      await cleanup(state);
+      process.off('SIGINT', onSigint);
+      process.off('SIGTERM', onSigterm);
+    }
+  }
+}
+
+await main();

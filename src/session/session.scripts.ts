@@ -1,0 +1,412 @@
+import { RedisScript } from '../connection/script.js';
+import { userTag, type SessionAddress } from './session-id.js';
+
+/**
+ * Session keys. Everything of one user lives in one hash slot, named by the tag `{<tag>}` that
+ * starts every key:
+ *
+ * - `sess:{<tag>}:s:<digest>` — a session: a hash with its data as JSON (`d`, see
+ *   session-data.ts) and bookkeeping (`_u` user, `_c` created, `_o` creation order in µs, `_l`
+ *   last seen, `_i` idle TTL, `_a` absolute expiry, `_v` version, `_m` meta), with `PEXPIREAT`
+ *   at min(`_l` + `_i`, `_a`).
+ * - `sess:{<tag>}:u:<userId>` — the user's index: a sorted set of session digests scored by
+ *   their expiry, pruned of expired ones whenever a script reads or writes it.
+ *
+ * Why the tag is in the id: `get(id)`, `touch(id)`, `update(id)` know nothing but the id, yet
+ * touching or destroying a session must update its user's index in the same atomic step. The
+ * tag is derived from the user id (session-id.ts) and copied into every id issued for that user,
+ * so the id names the slot of both the session and its user's index. The alternative, a
+ * pointer key `id -> user` in the id's own slot, costs a second round trip on every call and
+ * cannot be updated atomically with the session in a cluster.
+ *
+ * Keys a script cannot know in advance (the index of the user a session belongs to, the
+ * sessions listed in an index) are derived inside the script from a declared key of the same
+ * slot: same `{tag}`, same key prefix, so no script ever touches two slots.
+ */
+export const sessionKeys = {
+  record: (address: SessionAddress): string => `sess:{${address.tag}}:s:${address.digest}`,
+  index: (userId: string): string => `sess:{${userTag(userId)}}:u:${userId}`,
+  /** `SCAN` pattern of every session record. */
+  records: 'sess:{*}:s:*',
+  /** `SCAN` pattern of every key of ours (records and indexes). */
+  all: 'sess:{*}:*',
+};
+
+/** Matches a record key (without key prefix) exactly, to filter `SCAN` results. */
+export const RECORD_KEY_PATTERN = /^sess:\{[A-Za-z0-9_-]{3}\}:s:[A-Za-z0-9_-]{43}$/;
+
+/** The fields `HMGET` reads for a `SessionRow`, in order. */
+export const ROW_FIELDS = ['d', '_u', '_c', '_l', '_i', '_a', '_m', '_v'] as const;
+
+/** A session as `HMGET ROW_FIELDS` returns it: data, user, created, last seen, idle, absolute, meta, version. */
+export type SessionRow = [
+  string | null,
+  string | null,
+  string | null,
+  string | null,
+  string | null,
+  string | null,
+  string | null,
+  string | null,
+];
+
+/*
+ * Lua helpers. Each script includes only those it uses: `local function` statements run on
+ * every call, so unused helpers would cost every call a closure for nothing.
+ */
+
+/** Now in ms (timestamps) and in µs (creation order). Redis's clock: one clock for all apps. */
+const CLOCK = `
+local function clock()
+  local t = redis.call('TIME')
+  local seconds, micros = tonumber(t[1]), tonumber(t[2])
+  return seconds * 1000 + math.floor(micros / 1000), seconds * 1000000 + micros
+end
+`;
+
+/** Key names derived from a declared key of the same slot. */
+const NAMES = `
+local DIGEST = 43
+-- '<prefix>sess:{<tag>}:' from a record key '<prefix>sess:{<tag>}:s:<digest>'
+local function base_of(record) return string.sub(record, 1, #record - DIGEST - 2) end
+local function digest_of(record) return string.sub(record, -DIGEST) end
+local function index_of(base, user) return base .. 'u:' .. user end
+local function record_of(base, digest) return base .. 's:' .. digest end
+`;
+
+/** Index maintenance (needs NAMES). */
+const INDEX = `
+-- An index lives as long as its longest-lived session.
+local function keep_index(index, expires, now)
+  local pttl = redis.call('PTTL', index)
+  if pttl == -1 or (pttl >= 0 and now + pttl < expires) then
+    redis.call('PEXPIREAT', index, expires)
+  end
+end
+-- Sets the expiry of a live session and of its index entry.
+local function set_expiry(record, user, expires, now)
+  redis.call('PEXPIREAT', record, expires)
+  if user then
+    local index = index_of(base_of(record), user)
+    redis.call('ZADD', index, expires, digest_of(record))
+    keep_index(index, expires, now)
+  end
+end
+`;
+
+/** Adding a new session to its user's index, with eviction (needs NAMES, INDEX). */
+const INDEX_ADD = `
+-- Adds a new session to its user's index and evicts the oldest ones beyond max (0: no limit).
+-- Oldest by creation order (_o, µs): two sessions created in the same ms still have an order.
+local function index_add(base, index, digest, expires, now, max)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+  redis.call('ZADD', index, expires, digest)
+  local evicted = 0
+  if max > 0 and redis.call('ZCARD', index) > max then
+    local others = {}
+    for _, member in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+      if member ~= digest then
+        local order = redis.call('HGET', record_of(base, member), '_o')
+        if order then
+          others[#others + 1] = { tonumber(order), member }
+        else
+          redis.call('ZREM', index, member)
+        end
+      end
+    end
+    table.sort(others, function(a, b)
+      if a[1] ~= b[1] then return a[1] < b[1] end
+      return a[2] < b[2]
+    end)
+    for i = 1, #others + 1 - max do
+      redis.call('DEL', record_of(base, others[i][2]))
+      redis.call('ZREM', index, others[i][2])
+      evicted = evicted + 1
+    end
+  end
+  keep_index(index, expires, now)
+  return evicted
+end
+`;
+
+const UNINDEX = `
+local function unindex(index, digest)
+  redis.call('ZREM', index, digest)
+  if redis.call('ZCARD', index) == 0 then redis.call('DEL', index) end
+end
+`;
+
+/** The fields of a `SessionRow`, for `HMGET` inside a script. */
+const ROW = `
+local ROW = {${ROW_FIELDS.map((f) => `'${f}'`).join(', ')}}
+`;
+
+/**
+ * Splitting and joining the top level of a JSON object as JSON.stringify writes it (no
+ * whitespace; inside strings only escaped quotes and backslashes), without decoding values:
+ * Redis's cjson would change numbers beyond 14 digits and turn [] into {}.
+ */
+const JSON_OBJECT = `
+local BACKSLASH = 92
+local QUOTE_OR_BACKSLASH = '["' .. string.char(BACKSLASH) .. ']'
+-- s[i] opens a string; the index of its closing quote.
+local function string_end(s, i)
+  local j = i + 1
+  while true do
+    local k = string.find(s, QUOTE_OR_BACKSLASH, j)
+    if string.byte(s, k) == BACKSLASH then j = k + 2 else return k end
+  end
+end
+-- The index of the last character of the value that starts at s[i].
+local function value_end(s, i)
+  local c = string.byte(s, i)
+  if c == 34 then return string_end(s, i) end
+  if c == 123 or c == 91 then
+    local depth, j = 0, i
+    while true do
+      local k = string.find(s, '["{}%[%]]', j)
+      local b = string.byte(s, k)
+      if b == 34 then
+        j = string_end(s, k) + 1
+      elseif b == 123 or b == 91 then
+        depth, j = depth + 1, k + 1
+      else
+        depth, j = depth - 1, k + 1
+        if depth == 0 then return k end
+      end
+    end
+  end
+  return string.find(s, '[,}]', i) - 1
+end
+-- The members of an object: keys (as JSON text) in order, and key -> value (as JSON text).
+local function split_object(s)
+  local keys, values, i = {}, {}, 2
+  while i < #s do
+    local key_end = string_end(s, i)
+    local key = string.sub(s, i, key_end)
+    local last = value_end(s, key_end + 2)
+    keys[#keys + 1] = key
+    values[key] = string.sub(s, key_end + 2, last)
+    i = last + 2
+  end
+  return keys, values
+end
+-- Applies name/value pairs (JSON text; '' deletes) from ARGV[first] on to an object's JSON.
+local function merge(s, first)
+  local keys, values = split_object(s)
+  for i = first, #ARGV, 2 do
+    local key, value = ARGV[i], ARGV[i + 1]
+    if values[key] == nil and value ~= '' then keys[#keys + 1] = key end
+    if values[key] ~= nil or value ~= '' then values[key] = value end
+  end
+  local parts = {}
+  for _, key in ipairs(keys) do
+    local value = values[key]
+    if value ~= '' then parts[#parts + 1] = key .. ':' .. value end
+  end
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+`;
+
+function script<T>(name: string, helpers: string[], body: string): RedisScript<T> {
+  return new RedisScript<T>(name, helpers.join('') + body);
+}
+
+/**
+ * A new session. KEYS: record, index of its user. ARGV: user, idle TTL, absolute TTL, max
+ * sessions per user (0: no limit), data JSON, meta JSON ('' none).
+ * Returns `{1, now, expiresAt, absoluteExpiresAt, evicted}`, or `{0}` if the record exists
+ * (an id collision: 2^-256).
+ */
+export const CREATE = script<[number, number?, number?, number?, number?]>(
+  'session-create',
+  [CLOCK, NAMES, INDEX, INDEX_ADD],
+  `
+local record, index = KEYS[1], KEYS[2]
+if redis.call('EXISTS', record) == 1 then return {0} end
+local now, order = clock()
+local idle = tonumber(ARGV[2])
+local absolute = now + tonumber(ARGV[3])
+local expires = math.min(now + idle, absolute)
+redis.call('HSET', record, 'd', ARGV[5], '_u', ARGV[1], '_c', now, '_o', order, '_l', now,
+  '_i', idle, '_a', absolute, '_v', 1)
+if ARGV[6] ~= '' then redis.call('HSET', record, '_m', ARGV[6]) end
+redis.call('PEXPIREAT', record, expires)
+local evicted = index_add(base_of(record), index, digest_of(record), expires, now, tonumber(ARGV[4]))
+return {1, now, expires, absolute, evicted}`,
+);
+
+/**
+ * Slides the idle expiry (never past the absolute one); a session that is gone stays gone.
+ * KEYS: record. ARGV: new idle TTL ('' keeps the session's own), '1' to return the session.
+ * Returns `{1, now, expiresAt[, row]}` or `{0}`.
+ */
+export const TOUCH = script<[number, number?, number?, SessionRow?]>(
+  'session-touch',
+  [CLOCK, NAMES, INDEX, ROW],
+  `
+local record = KEYS[1]
+local f = redis.call('HMGET', record, '_u', '_i', '_a')
+if not f[3] then return {0} end
+local now = clock()
+local idle = tonumber(ARGV[1] ~= '' and ARGV[1] or f[2])
+local expires = math.min(now + idle, tonumber(f[3]))
+if expires <= now then return {0} end
+if ARGV[1] ~= '' then
+  redis.call('HSET', record, '_l', now, '_i', idle)
+else
+  redis.call('HSET', record, '_l', now)
+end
+set_expiry(record, f[1], expires, now)
+if ARGV[2] == '1' then return {1, now, expires, redis.call('HMGET', record, unpack(ROW))} end
+return {1, now, expires}`,
+);
+
+/**
+ * Changes the data of a live session (never creates one) and slides its idle expiry.
+ * KEYS: record. ARGV: max bytes, expected version ('' any), then 'merge' and name/value pairs
+ * (JSON; '' deletes), or 'replace' and the new data JSON.
+ * Returns `{1, now, expiresAt, row}`, `{0}` when gone, `{-1, size}` when the result would be
+ * larger than max bytes (nothing written), `{-2}` when the version differs (nothing written).
+ */
+export const UPDATE = script<[number, number?, number?, SessionRow?]>(
+  'session-update',
+  [CLOCK, NAMES, INDEX, ROW, JSON_OBJECT],
+  `
+local record = KEYS[1]
+local f = redis.call('HMGET', record, '_u', '_i', '_a', '_v', 'd', '_m')
+if not f[3] then return {0} end
+if ARGV[2] ~= '' and ARGV[2] ~= f[4] then return {-2} end
+local data
+if ARGV[3] == 'replace' then data = ARGV[4] else data = merge(f[5], 4) end
+local size = #data + (f[6] and #f[6] or 0)
+if size > tonumber(ARGV[1]) then return {-1, size} end
+local now = clock()
+local expires = math.min(now + tonumber(f[2]), tonumber(f[3]))
+if expires <= now then return {0} end
+redis.call('HSET', record, 'd', data, '_v', tonumber(f[4]) + 1, '_l', now)
+set_expiry(record, f[1], expires, now)
+return {1, now, expires, redis.call('HMGET', record, unpack(ROW))}`,
+);
+
+/**
+ * Moves a user's session to a new id: same data, same absolute expiry, old id gone, in one
+ * step. KEYS: record, new record (same slot). Returns `{1, now, expiresAt, row}`, `{0}` when
+ * gone (or not a user's session), `{-1}` when the new record exists (an id collision).
+ */
+export const ROTATE = script<[number, number?, number?, SessionRow?]>(
+  'session-rotate',
+  [CLOCK, NAMES, INDEX, ROW],
+  `
+local old, new = KEYS[1], KEYS[2]
+local f = redis.call('HMGET', old, '_u', '_i', '_a', '_v')
+if not f[1] or not f[3] then return {0} end
+local now = clock()
+local expires = math.min(now + tonumber(f[2]), tonumber(f[3]))
+if expires <= now then return {0} end
+if redis.call('RENAMENX', old, new) == 0 then return {-1} end
+redis.call('HSET', new, '_l', now, '_v', tonumber(f[4]) + 1)
+redis.call('ZREM', index_of(base_of(old), f[1]), digest_of(old))
+set_expiry(new, f[1], expires, now)
+return {1, now, expires, redis.call('HMGET', new, unpack(ROW))}`,
+);
+
+/**
+ * Deletes a session and its index entry. KEYS: record. ARGV: the user it must belong to
+ * ('' any). Returns 1, or 0 when it was gone (or someone else's).
+ */
+export const DESTROY = script<number>(
+  'session-destroy',
+  [NAMES, UNINDEX],
+  `
+local record = KEYS[1]
+local f = redis.call('HMGET', record, '_u', '_a')
+if not f[2] then return 0 end
+if ARGV[1] ~= '' and f[1] ~= ARGV[1] then return 0 end
+redis.call('DEL', record)
+if f[1] then unindex(index_of(base_of(record), f[1]), digest_of(record)) end
+return 1`,
+);
+
+/**
+ * A user's live sessions, pruning the index as it goes. KEYS: index. ARGV: user.
+ * Returns `{{digest, created, lastSeen, idle, absolute, meta or ''}, ...}`.
+ */
+export const LIST = script<Array<[string, string, string, string, string, string]>>(
+  'session-list',
+  [CLOCK, NAMES],
+  `
+local index, user = KEYS[1], ARGV[1]
+local base = string.sub(index, 1, #index - #user - 2)
+redis.call('ZREMRANGEBYSCORE', index, '-inf', (clock()))
+local out = {}
+for _, member in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+  local f = redis.call('HMGET', record_of(base, member), '_u', '_c', '_l', '_i', '_a', '_m')
+  if f[1] == user then
+    out[#out + 1] = {member, f[2], f[3], f[4], f[5], f[6] or ''}
+  else
+    redis.call('ZREM', index, member)
+  end
+end
+if redis.call('ZCARD', index) == 0 then redis.call('DEL', index) end
+return out`,
+);
+
+/**
+ * Deletes every session of a user but one, in one step. KEYS: index. ARGV: user, digest to
+ * keep ('' none). Returns how many sessions were deleted.
+ */
+export const DESTROY_ALL = script<number>(
+  'session-destroy-all',
+  [NAMES],
+  `
+local index, user = KEYS[1], ARGV[1]
+local base = string.sub(index, 1, #index - #user - 2)
+local count = 0
+for _, member in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+  if member ~= ARGV[2] then
+    local record = record_of(base, member)
+    if redis.call('HGET', record, '_u') == user then
+      redis.call('DEL', record)
+      count = count + 1
+    end
+    redis.call('ZREM', index, member)
+  end
+end
+if redis.call('ZCARD', index) == 0 then redis.call('DEL', index) end
+return count`,
+);
+
+/**
+ * express-session's `set`: replaces the data of a session, creating it only when allowed (a
+ * session the store loaded is never re-created: a request still running when the session was
+ * destroyed must not bring it back). KEYS: record[, index of the user a new session belongs
+ * to]. ARGV: '1' may create, user ('' none), idle TTL, absolute TTL, max sessions per user,
+ * data JSON. Returns `{1, now, expiresAt, evicted}` or `{0}`.
+ */
+export const SAVE = script<[number, number?, number?, number?]>(
+  'session-save',
+  [CLOCK, NAMES, INDEX, INDEX_ADD],
+  `
+local record = KEYS[1]
+local f = redis.call('HMGET', record, '_u', '_a', '_v')
+local now, order = clock()
+local idle = tonumber(ARGV[3])
+if f[2] then
+  local expires = math.min(now + idle, tonumber(f[2]))
+  if expires <= now then return {0} end
+  redis.call('HSET', record, 'd', ARGV[6], '_l', now, '_i', idle, '_v', tonumber(f[3]) + 1)
+  set_expiry(record, f[1], expires, now)
+  return {1, now, expires, 0}
+end
+if ARGV[1] ~= '1' then return {0} end
+local absolute = now + tonumber(ARGV[4])
+local expires = math.min(now + idle, absolute)
+redis.call('HSET', record, 'd', ARGV[6], '_c', now, '_o', order, '_l', now, '_i', idle,
+  '_a', absolute, '_v', 1)
+redis.call('PEXPIREAT', record, expires)
+if ARGV[2] == '' then return {1, now, expires, 0} end
+redis.call('HSET', record, '_u', ARGV[2])
+local evicted = index_add(base_of(record), KEYS[2], digest_of(record), expires, now, tonumber(ARGV[5]))
+return {1, now, expires, evicted}`,
+);

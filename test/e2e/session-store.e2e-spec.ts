@@ -1,0 +1,332 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import {
+  Body,
+  Controller,
+  Get,
+  HttpCode,
+  Inject,
+  Post,
+  Req,
+  UnauthorizedException,
+  type INestApplication,
+} from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import type { Request } from 'express';
+import session from 'express-session';
+import request from 'supertest';
+import { RedisSessionStore } from '../../src/express-session.js';
+import { RedisModule, RedisService, SessionService } from '../../src/index.js';
+import { addressOfId, isSessionId, userTag } from '../../src/session/session-id.js';
+import { sessionKeys } from '../../src/session/session.scripts.js';
+import { CapturingLogger } from '../support/app.js';
+import {
+  topologies,
+  uniqueConnectionName,
+  uniquePrefix,
+  waitFor,
+  type TopologyCase,
+} from '../support/redis.js';
+
+declare module 'express-session' {
+  interface SessionData {
+    user?: string;
+    views?: number;
+  }
+}
+
+const STORE = Symbol('RedisSessionStore');
+/** Cookie lifetime: short, so that rolling expiry shows within a second. */
+const MAX_AGE = 400;
+
+/** Lets a test hold a request after it loaded its session, and release it later. */
+let gate: { reached: () => void; released: Promise<void> } | undefined;
+
+@Controller()
+class AuthController {
+  constructor(@Inject(STORE) private readonly store: RedisSessionStore) {}
+
+  @Post('login')
+  @HttpCode(200)
+  async login(@Req() req: Request, @Body() body: { user: string }): Promise<{ user: string }> {
+    await this.store.login(req, body.user);
+    req.session.user = body.user;
+    req.session.views = 0;
+    return { user: body.user };
+  }
+
+  /** Modifies the session: express-session calls `set`. */
+  @Get('me')
+  me(@Req() req: Request): { user: string; views: number } {
+    if (!req.session.user) throw new UnauthorizedException('not signed in');
+    req.session.views = (req.session.views ?? 0) + 1;
+    return { user: req.session.user, views: req.session.views };
+  }
+
+  /** Reads only: express-session calls `touch` (rolling). */
+  @Get('peek')
+  peek(@Req() req: Request): { user: string } {
+    if (!req.session.user) throw new UnauthorizedException('not signed in');
+    return { user: req.session.user };
+  }
+
+  /** A session without a user (a visitor's cart). */
+  @Post('visit')
+  @HttpCode(200)
+  visit(@Req() req: Request): { views: number } {
+    req.session.views = (req.session.views ?? 0) + 1;
+    return { views: req.session.views };
+  }
+
+  /** Loads the session, waits for the test, then modifies it. */
+  @Get('slow')
+  async slow(@Req() req: Request): Promise<{ views: number }> {
+    gate?.reached();
+    await gate?.released;
+    req.session.views = 999;
+    return { views: 999 };
+  }
+
+  @Post('logout')
+  @HttpCode(200)
+  async logout(@Req() req: Request): Promise<{ ok: true }> {
+    await new Promise<void>((resolve, reject) =>
+      req.session.destroy((err: unknown) => (err ? reject(err as Error) : resolve())),
+    );
+    return { ok: true };
+  }
+}
+
+/**
+ * A browser that keeps the `sid` cookie. Unlike supertest's agent it ignores `Expires`, which
+ * express-session writes with one-second precision (a 400 ms cookie would often be born
+ * expired): what these tests check is the server side, where Redis decides.
+ */
+/** Asserts the status, showing the body when it differs. */
+function status(res: request.Response, code: number): request.Response {
+  expect({ status: res.status, body: res.body as unknown }).toMatchObject({ status: code });
+  return res;
+}
+
+class Browser {
+  cookie?: string;
+  constructor(private readonly app: INestApplication) {}
+
+  get(path: string): Promise<request.Response> {
+    return this.send(request(this.app.getHttpServer()).get(path));
+  }
+
+  post(path: string, body: object = {}): Promise<request.Response> {
+    return this.send(request(this.app.getHttpServer()).post(path).send(body));
+  }
+
+  private async send(req: request.Test): Promise<request.Response> {
+    if (this.cookie) req.set('Cookie', this.cookie);
+    const res = await req;
+    const set = ([] as string[]).concat(res.headers['set-cookie'] ?? []);
+    const sid = set.find((c) => c.startsWith('sid='));
+    if (sid) this.cookie = sid.split(';')[0];
+    return res;
+  }
+}
+
+/** The session id inside express-session's signed cookie (`s:<id>.<signature>`). */
+function sessionIdOf(res: request.Response): string {
+  const cookies = ([] as string[]).concat(res.headers['set-cookie'] ?? []);
+  const cookie = cookies.find((c) => c.startsWith('sid='));
+  if (!cookie) throw new Error(`no sid cookie in ${JSON.stringify(cookies)}`);
+  const value = decodeURIComponent(cookie.slice(4, cookie.indexOf(';')));
+  return value.slice(2, value.lastIndexOf('.'));
+}
+
+describe.each(topologies().map((t) => [t.name, t] as const))(
+  'RedisSessionStore with express-session on %s',
+  (_name, topology: TopologyCase) => {
+    let app: INestApplication;
+    let store: RedisSessionStore;
+    let sessions: SessionService;
+    const prefix = uniquePrefix(`session-store-${topology.name}`);
+    let n = 0;
+    const user = (label: string): string => `${label}-${++n}`;
+    const http = () => request(app.getHttpServer());
+
+    beforeAll(async () => {
+      const logger = new CapturingLogger();
+      const moduleRef = await Test.createTestingModule({
+        imports: [
+          RedisModule.forRoot({
+            ...topology.options,
+            keyPrefix: prefix,
+            connectionName: uniqueConnectionName('session-store'),
+          }),
+        ],
+        controllers: [AuthController],
+        providers: [
+          {
+            provide: STORE,
+            useFactory: (s: SessionService) => new RedisSessionStore(s),
+            inject: [SessionService],
+          },
+        ],
+      })
+        .setLogger(logger)
+        .compile();
+      app = moduleRef.createNestApplication({ logger });
+      store = app.get(STORE);
+      sessions = app.get(SessionService);
+      app.use(
+        session({
+          store,
+          genid: store.genid,
+          name: 'sid',
+          secret: 'test secret',
+          resave: false,
+          saveUninitialized: false,
+          rolling: true,
+          cookie: { maxAge: MAX_AGE, httpOnly: true, sameSite: 'lax' },
+        }),
+      );
+      await app.init();
+    });
+
+    afterAll(async () => {
+      await app?.get(RedisService).unlinkByPattern('*');
+      await app?.close();
+    });
+
+    it('login issues a cookie whose id is ours, stored only as a digest in the user’s index', async () => {
+      const u = user('login');
+      const agent = new Browser(app);
+      const res = status(await agent.post('/login', { user: u }), 200);
+      const sid = sessionIdOf(res);
+      expect(isSessionId(sid)).toBe(true);
+      expect(sid.startsWith(userTag(u))).toBe(true);
+      const redis = app.get(RedisService).client;
+      const key = sessionKeys.record(addressOfId(sid));
+      expect(JSON.parse((await redis.hget(key, 'd'))!)).toMatchObject({ user: u, views: 0 });
+      expect(await redis.pttl(key)).toBeLessThanOrEqual(MAX_AGE);
+      const listed = await sessions.listByUser(u);
+      expect(listed).toHaveLength(1);
+      expect(listed[0].handle).toBe(`${sid.slice(0, 3)}.${addressOfId(sid).digest}`);
+      // The service sees the same session.
+      expect((await sessions.get(sid))!.data).toMatchObject({ user: u, views: 0 });
+    });
+
+    it('requests read and write the session through the store', async () => {
+      const agent = new Browser(app);
+      const u = user('request');
+      status(await agent.post('/login', { user: u }), 200);
+      expect(status(await agent.get('/me'), 200).body).toEqual({ user: u, views: 1 });
+      expect(status(await agent.get('/me'), 200).body).toEqual({ user: u, views: 2 });
+      await http().get('/me').expect(401); // no cookie, no session
+    });
+
+    it('rolling expiry: each request slides the session; idle, it expires', async () => {
+      const agent = new Browser(app);
+      const u = user('rolling');
+      const res = status(await agent.post('/login', { user: u }), 200);
+      const sid = sessionIdOf(res);
+      const start = Date.now();
+      // Read-only requests (express-session calls store.touch) for well over the cookie's maxAge.
+      await waitFor(
+        async () => {
+          status(await agent.get('/peek'), 200);
+          return Date.now() - start > 2.5 * MAX_AGE;
+        },
+        { intervalMs: MAX_AGE / 4, what: 'the session to outlive its maxAge' },
+      );
+      expect(await sessions.get(sid)).not.toBeNull();
+      // Now idle: Redis drops it once the cookie's maxAge has passed.
+      await waitFor(async () => (await sessions.get(sid)) === null, {
+        what: 'the idle session to expire',
+      });
+      expect(await sessions.listByUser(u)).toEqual([]);
+      status(await agent.get('/peek'), 401);
+    });
+
+    it('logout destroys the session; replaying its cookie finds nothing', async () => {
+      const agent = new Browser(app);
+      const login = status(await agent.post('/login', { user: user('logout') }), 200);
+      const cookie = agent.cookie!;
+      const sid = sessionIdOf(login);
+      status(await agent.get('/me'), 200);
+      status(await agent.post('/logout'), 200);
+      expect(await sessions.get(sid)).toBeNull();
+      await http().get('/me').set('Cookie', cookie).expect(401);
+    });
+
+    it('SessionService.destroyAllForUser logs every browser out, and a request in flight cannot bring its session back', async () => {
+      const u = user('everywhere');
+      const browsers = [new Browser(app), new Browser(app)];
+      for (const b of browsers) status(await b.post('/login', { user: u }), 200);
+      expect(await sessions.listByUser(u)).toHaveLength(2);
+
+      let reached: () => void = () => undefined;
+      let release: () => void = () => undefined;
+      const entered = new Promise<void>((resolve) => (reached = resolve));
+      gate = { reached, released: new Promise<void>((resolve) => (release = resolve)) };
+      try {
+        const slow = browsers[0].get('/slow').then((r) => r);
+        await entered; // the request has loaded its session
+        expect(await sessions.destroyAllForUser(u)).toBe(2);
+        release();
+        expect((await slow).status).toBe(200); // it modified the session and saved it
+      } finally {
+        gate = undefined;
+      }
+      expect(await sessions.listByUser(u)).toEqual([]);
+      for (const b of browsers) status(await b.get('/me'), 401);
+    });
+
+    it('visitors get sessions without a user; SessionService does not treat them as users’', async () => {
+      const agent = new Browser(app);
+      const res = status(await agent.post('/visit'), 200);
+      const sid = sessionIdOf(res);
+      expect(isSessionId(sid)).toBe(true);
+      expect(status(await agent.post('/visit'), 200).body).toEqual({ views: 2 });
+      expect(await new Promise((r) => store.get(sid, (_e, s) => r(s?.views)))).toBe(2);
+      expect(await sessions.get(sid)).toBeNull();
+    });
+
+    it('login without genid: store.genid fails with what to do', async () => {
+      const req = {
+        sessionID: 'old',
+        session: {
+          regenerate(cb: (err?: unknown) => void) {
+            req.sessionID = 'an-id-express-session-made-itself';
+            cb();
+          },
+        },
+      };
+      await expect(store.login(req as unknown as Request, 'u')).rejects.toThrow(
+        'RedisSessionStore.login: express-session did not mint the new session id with store.genid, so the session cannot join the user\'s index; pass "genid: store.genid" in the options of session()',
+      );
+      await expect(store.login(req as unknown as Request, '')).rejects.toThrow(
+        'RedisSessionStore.login: userId must be a non-empty string, got ""',
+      );
+    });
+
+    it('all, length and clear cover every session of the connection', async () => {
+      for (const label of ['all-a', 'all-b']) {
+        status(await new Browser(app).post('/login', { user: user(label) }), 200);
+      }
+      const count = await new Promise<number>((resolve, reject) =>
+        store.length((err, value) => (err ? reject(err as Error) : resolve(value!))),
+      );
+      expect(count).toBeGreaterThanOrEqual(2);
+      const all = await new Promise<session.SessionData[]>((resolve, reject) =>
+        store.all((err, value) => (err ? reject(err as Error) : resolve(value!))),
+      );
+      expect(all).toHaveLength(count);
+      expect(all.map((s) => s.user)).toEqual(
+        expect.arrayContaining([`all-a-${n - 1}`, `all-b-${n}`]),
+      );
+      await new Promise<void>((resolve, reject) =>
+        store.clear((err) => (err ? reject(err as Error) : resolve())),
+      );
+      const after = await new Promise<number>((resolve, reject) =>
+        store.length((err, value) => (err ? reject(err as Error) : resolve(value!))),
+      );
+      expect(after).toBe(0);
+    });
+  },
+);

@@ -304,6 +304,27 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       expect(median).toBeLessThan(20);
     });
 
+    it('serves 25 waiters of one process one at a time (one woken per release)', async () => {
+      const r = resource('crowd');
+      let inside = 0;
+      let most = 0;
+      await Promise.all(
+        Array.from({ length: 25 }, () =>
+          locks.withLock(
+            r,
+            async () => {
+              inside += 1;
+              most = Math.max(most, inside);
+              await new Promise((resolve) => setImmediate(resolve));
+              inside -= 1;
+            },
+            { ttl: 5_000, wait: 10_000 },
+          ),
+        ),
+      );
+      expect(most).toBe(1);
+    });
+
     it('gives up after wait with LockNotAcquiredError, and promptly when the signal aborts', async () => {
       const r = resource('busy');
       const held = (await locks.tryAcquire(r, { ttl: 10_000 }))!;

@@ -10,6 +10,7 @@ import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import { LRUCache } from 'lru-cache';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
+import { DeadlineGroup } from '../connection/deadlines.js';
 import { withTimeout } from '../connection/wait.js';
 import { resolveTemplate, wrapDecoratedMethods } from '../discovery/decorated-methods.js';
 import { CacheLoaderTimeoutError } from '../errors.js';
@@ -138,6 +139,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
   private degraded = false;
   private closing = false;
   private nextSubscribeAttempt = 0;
+  private readonly deadlines = new DeadlineGroup();
   private readonly counters = {
     l1Hits: 0,
     l1Misses: 0,
@@ -884,7 +886,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
       if (client.status !== 'ready') throw new RedisUnavailable(`connection is ${client.status}`);
       const result =
         timeout > 0
-          ? await withTimeout(
+          ? await this.deadlines.run(
               fn(client),
               timeout,
               () => new RedisUnavailable(`no answer within ${timeout} ms`),

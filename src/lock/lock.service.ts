@@ -190,12 +190,22 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     const stop = (reason: string, cause?: unknown): LockNotAcquiredError =>
       new LockNotAcquiredError(resource, Date.now() - start, { reason, cause });
     await this.ensureSubscribed();
+    // Callers of this process already waiting for the resource go first: without this a worker
+    // that just released re-acquires before the waiter it woke gets there, and others starve.
+    let queue = (this.waiters.get(resource)?.size ?? 0) > 0;
     for (;;) {
       if (signal?.aborted) throw stop('the wait was aborted', signal.reason);
       if (this.abortWaits.signal.aborted) throw stop('the application is shutting down');
       // Register before trying, so that a release between our attempt and our wait still wakes us.
       const woken = this.register(resource);
       try {
+        if (queue) {
+          queue = false;
+          const remaining = deadline - Date.now();
+          if (remaining <= 0) throw stop('it stayed locked');
+          await woken.until(Math.min(remaining, this.defaults.retryInterval), signal);
+          continue;
+        }
         const attempt = await this.attempt(resource, ttl);
         if (attempt.lock) return attempt.lock;
         const remaining = deadline - Date.now();

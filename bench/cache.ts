@@ -72,6 +72,14 @@ import { jsonSerializer } from '../src/cache/serializer.js';
 import { withTimeout } from '../src/connection/wait.js';
 import { CacheService, RedisModule } from '../src/index.js';
 import type { StandaloneServer } from '../scripts/redis/servers.mjs';
+import {
+  cpuPressure,
+  locateServersLib,
+  packageVersion,
+  quantile,
+  runBenchmark,
+  table,
+} from './harness.js';
 
 type ServersLib = typeof import('../scripts/redis/servers.mjs');
 type Bento = BentoCache<Record<string, ReturnType<typeof bentostore>>>;
@@ -293,14 +301,6 @@ function shuffle<T>(items: T[]): T[] {
     [items[i], items[j]] = [items[j]!, items[i]!];
   }
   return items;
-}
-
-function quantile(values: number[], q: number): number {
-  const s = [...values].sort((a, b) => a - b);
-  const pos = (s.length - 1) * q;
-  const lo = Math.floor(pos);
-  const hi = Math.ceil(pos);
-  return s[lo]! + (s[hi]! - s[lo]!) * (pos - lo);
 }
 
 const median = (values: number[]): number => quantile(values, 0.5);
@@ -654,13 +654,6 @@ const fmtRatio = (n: number): string => n.toFixed(2);
 const fmtInterval = ([lo, hi]: [number, number]): string => `${lo.toFixed(2)}-${hi.toFixed(2)}`;
 const fmtMiB = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 
-function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]): string =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
-}
-
 function ratioRow(label: string, r: Ratio): string[] {
   return [
     label,
@@ -672,46 +665,6 @@ function ratioRow(label: string, r: Ratio): string[] {
   ];
 }
 const RATIO_HEADER = ['comparison', 'ratio', 'paired', '90% interval', 'target', 'verdict'];
-
-function locateServersLib(): string {
-  const here = fileURLToPath(import.meta.url);
-  let dir = path.dirname(here);
-  for (;;) {
-    const candidate = path.join(dir, 'scripts', 'redis', 'servers.mjs');
-    if (fs.existsSync(candidate)) return candidate;
-    const parent = path.dirname(dir);
-    if (parent === dir) throw new Error(`scripts/redis/servers.mjs not found above ${here}`);
-    dir = parent;
-  }
-}
-
-async function packageVersion(name: string): Promise<string> {
-  let dir = path.dirname(fileURLToPath(import.meta.resolve(name)));
-  for (;;) {
-    const file = path.join(dir, 'package.json');
-    if (fs.existsSync(file)) {
-      const pkg = JSON.parse(await fsp.readFile(file, 'utf8')) as {
-        name?: string;
-        version?: string;
-      };
-      if (pkg.name === name) return pkg.version ?? 'unknown';
-    }
-    const parent = path.dirname(dir);
-    if (parent === dir) return 'unknown';
-    dir = parent;
-  }
-}
-
-function cpuPressure(): number | undefined {
-  try {
-    const avg60 = /^some .*avg60=([\d.]+)/m.exec(
-      fs.readFileSync('/proc/pressure/cpu', 'utf8'),
-    )?.[1];
-    return avg60 === undefined ? undefined : Number(avg60);
-  } catch {
-    return undefined;
-  }
-}
 
 const fmtLoad = (load: number[], pressure: number | undefined): string =>
   `load ${load.map((l) => l.toFixed(2)).join(' ')}` +
@@ -1571,55 +1524,9 @@ async function run(settings: Settings, state: State): Promise<void> {
   console.log(`BENCH_JSON ${JSON.stringify(json)}`);
 }
 
-async function main(): Promise<void> {
-  const state: State = { closers: [] };
-  let settings: Settings;
-  try {
-    settings = readSettings(process.argv.slice(2));
-  } catch (err) {
-    console.error(`cache benchmark: ${(err as Error).message}`);
-    process.exitCode = 2;
-    return;
-  }
-  let stopping = false;
-  const stop = async (reason: string, code: number): Promise<void> => {
-    if (stopping) return;
-    stopping = true;
-    console.error(`cache benchmark: ${reason}; cleaning up`);
-    await cleanup(state);
-    process.exit(code);
-  };
-  const onSigint = (): void => void stop('interrupted', 130);
-  const onSigterm = (): void => void stop('terminated', 143);
-  const onStdoutError = (err: NodeJS.ErrnoException): void =>
-    void stop(`stdout: ${err.code ?? err.message}`, 1);
-  process.once('SIGINT', onSigint);
-  process.once('SIGTERM', onSigterm);
-  process.stdout.on('error', onStdoutError);
-  const watchdog = setTimeout(
-    () => void stop(`did not finish within ${settings.timeoutMs} ms`, 1),
-    settings.timeoutMs,
-  );
-  watchdog.unref();
-  try {
-    await run(settings, state);
-  } catch (err) {
-    if (!stopping) {
-      console.error(
-        'cache benchmark failed:',
-        err instanceof Error ? (err.stack ?? err.message) : err,
-      );
-      process.exitCode = 1;
-    }
-  } finally {
-    if (!stopping) {
-      await cleanup(state);
-      clearTimeout(watchdog);
-      process.off('SIGINT', onSigint);
-      process.off('SIGTERM', onSigterm);
-      process.stdout.off('error', onStdoutError);
-    }
-  }
-}
-
-await main();
+await runBenchmark('cache', {
+  readSettings,
+  state: { closers: [] } as State,
+  run: run,
+  cleanup,
+});

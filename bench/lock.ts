@@ -71,6 +71,14 @@ import {
 } from '@sesamecare-oss/redlock';
 import { LockService, RedisModule } from '../src/index.js';
 import type { StandaloneServer } from '../scripts/redis/servers.mjs';
+import {
+  cpuPressure,
+  locateServersLib,
+  packageVersion,
+  quantile,
+  runBenchmark,
+  table,
+} from './harness.js';
 
 type ServersLib = typeof import('../scripts/redis/servers.mjs');
 
@@ -185,15 +193,6 @@ function shuffle<T>(items: T[]): T[] {
     [items[i], items[j]] = [items[j]!, items[i]!];
   }
   return items;
-}
-
-function quantile(values: number[], q: number): number {
-  if (values.length === 0) return NaN;
-  const s = [...values].sort((a, b) => a - b);
-  const pos = (s.length - 1) * q;
-  const lo = Math.floor(pos);
-  const hi = Math.ceil(pos);
-  return s[lo]! + (s[hi]! - s[lo]!) * (pos - lo);
 }
 
 const median = (values: number[]): number => quantile(values, 0.5);
@@ -570,56 +569,9 @@ const fmtMs = (n: number): string =>
 const fmtRatio = (n: number): string => (n < 0.1 ? n.toFixed(4) : n.toFixed(3));
 const fmtInterval = ([lo, hi]: [number, number]): string => `${lo.toFixed(2)}-${hi.toFixed(2)}`;
 
-function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]): string =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
-}
-
 // ---------------------------------------------------------------------------------------------
 // Environment
 // ---------------------------------------------------------------------------------------------
-
-function locateServersLib(): string {
-  const here = fileURLToPath(import.meta.url);
-  let dir = path.dirname(here);
-  for (;;) {
-    const candidate = path.join(dir, 'scripts', 'redis', 'servers.mjs');
-    if (fs.existsSync(candidate)) return candidate;
-    const parent = path.dirname(dir);
-    if (parent === dir) throw new Error(`scripts/redis/servers.mjs not found above ${here}`);
-    dir = parent;
-  }
-}
-
-/** The version in a package's package.json, found from its resolved entry point. */
-async function packageVersion(name: string): Promise<string> {
-  let dir = path.dirname(fileURLToPath(import.meta.resolve(name)));
-  for (;;) {
-    const file = path.join(dir, 'package.json');
-    if (fs.existsSync(file)) {
-      const pkg = JSON.parse(await fsp.readFile(file, 'utf8')) as {
-        name?: string;
-        version?: string;
-      };
-      if (pkg.name === name) return (pkg.version ?? 'unknown').replace(/^v/, '');
-    }
-    const parent = path.dirname(dir);
-    if (parent === dir) return 'unknown';
-    dir = parent;
-  }
-}
-
-function cpuPressure(): number | undefined {
-  try {
-    const text = fs.readFileSync('/proc/pressure/cpu', 'utf8');
-    const avg60 = /^some .*avg60=([\d.]+)/m.exec(text)?.[1];
-    return avg60 === undefined ? undefined : Number(avg60);
-  } catch {
-    return undefined;
-  }
-}
 
 const fmtLoad = (load: number[], pressure: number | undefined): string =>
   `load ${load.map((l) => l.toFixed(2)).join(' ')}` +
@@ -1228,58 +1180,12 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
   return [uVerdict, hVerdict];
 }
 
-async function main(): Promise<void> {
-  const state: State = { clients: [] };
-  let settings: Settings;
-  try {
-    settings = readSettings(process.argv.slice(2));
-  } catch (err) {
-    console.error(`lock benchmark: ${(err as Error).message}`);
-    process.exitCode = 2;
-    return;
-  }
-
-  let stopping = false;
-  const stop = async (reason: string, code: number): Promise<void> => {
-    if (stopping) return;
-    stopping = true;
-    console.error(`lock benchmark: ${reason}; cleaning up`);
-    await cleanup(state);
-    process.exit(code);
-  };
-  const onSigint = (): void => void stop('interrupted', 130);
-  const onSigterm = (): void => void stop('terminated', 143);
-  const onStdoutError = (err: NodeJS.ErrnoException): void =>
-    void stop(`stdout: ${err.code ?? err.message}`, 1);
-  process.once('SIGINT', onSigint);
-  process.once('SIGTERM', onSigterm);
-  process.stdout.on('error', onStdoutError);
-  const watchdog = setTimeout(
-    () => void stop(`did not finish within ${settings.timeoutMs} ms`, 1),
-    settings.timeoutMs,
-  );
-  watchdog.unref();
-
-  try {
-    const verdicts = await run(settings, state);
-    if (settings.check && verdicts.includes('MISSED')) process.exitCode = 1;
-  } catch (err) {
-    if (!stopping) {
-      console.error(
-        'lock benchmark failed:',
-        err instanceof Error ? (err.stack ?? err.message) : err,
-      );
-      process.exitCode = 1;
-    }
-  } finally {
-    if (!stopping) {
-      await cleanup(state);
-      clearTimeout(watchdog);
-      process.off('SIGINT', onSigint);
-      process.off('SIGTERM', onSigterm);
-      process.stdout.off('error', onStdoutError);
-    }
-  }
-}
-
-await main();
+await runBenchmark('lock', {
+  readSettings,
+  state: { clients: [] } as State,
+  run: (settings, state) =>
+    run(settings, state).then((verdicts) =>
+      settings.check && verdicts.includes('MISSED') ? 1 : 0,
+    ),
+  cleanup,
+});

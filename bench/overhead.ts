@@ -54,6 +54,7 @@ import { NestFactory } from '@nestjs/core';
 import { Redis } from 'ioredis';
 import { RedisModule, getRedisToken } from '../src/index.js';
 import type { StandaloneServer } from '../scripts/redis/servers.mjs';
+import { cpuPressure, locateServersLib, quantile, runBenchmark, table } from './harness.js';
 
 type ServersLib = typeof import('../scripts/redis/servers.mjs');
 
@@ -216,14 +217,6 @@ function shuffle<T>(items: T[]): void {
     const j = Math.floor(random() * (i + 1));
     [items[i], items[j]] = [items[j]!, items[i]!];
   }
-}
-
-function quantile(values: number[], q: number): number {
-  const s = [...values].sort((a, b) => a - b);
-  const pos = (s.length - 1) * q;
-  const lo = Math.floor(pos);
-  const hi = Math.ceil(pos);
-  return s[lo]! + (s[hi]! - s[lo]!) * (pos - lo);
 }
 
 const median = (values: number[]): number => quantile(values, 0.5);
@@ -455,29 +448,9 @@ const fmtOps = (n: number): string => Math.round(n).toLocaleString('en-US');
 const fmtRatio = (n: number): string => n.toFixed(3);
 const fmtInterval = ([lo, hi]: [number, number]): string => `${lo.toFixed(2)}-${hi.toFixed(2)}`;
 
-function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]): string =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
-}
-
 // ---------------------------------------------------------------------------------------------
 // Run
 // ---------------------------------------------------------------------------------------------
-
-/** Finds scripts/redis/servers.mjs from this file, compiled (.bench-dist/bench) or not (bench). */
-function locateServersLib(): string {
-  const here = fileURLToPath(import.meta.url);
-  let dir = path.dirname(here);
-  for (;;) {
-    const candidate = path.join(dir, 'scripts', 'redis', 'servers.mjs');
-    if (fs.existsSync(candidate)) return candidate;
-    const parent = path.dirname(dir);
-    if (parent === dir) throw new Error(`scripts/redis/servers.mjs not found above ${here}`);
-    dir = parent;
-  }
-}
 
 async function ioredisVersion(): Promise<string> {
   const entry = fileURLToPath(import.meta.resolve('ioredis'));
@@ -487,20 +460,6 @@ async function ioredisVersion(): Promise<string> {
     version?: string;
   };
   return pkg.version ?? 'unknown';
-}
-
-/**
- * Linux CPU pressure (share of time some runnable task waited for a CPU, last 60 s): how much
- * other work competed with the benchmark. undefined where /proc/pressure is missing.
- */
-function cpuPressure(): number | undefined {
-  try {
-    const text = fs.readFileSync('/proc/pressure/cpu', 'utf8');
-    const avg60 = /^some .*avg60=([\d.]+)/m.exec(text)?.[1];
-    return avg60 === undefined ? undefined : Number(avg60);
-  } catch {
-    return undefined;
-  }
 }
 
 const fmtLoad = (load: number[], pressure: number | undefined): string =>
@@ -868,60 +827,10 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
   return verdict;
 }
 
-async function main(): Promise<void> {
-  const state: State = { configs: [], opening: [] };
-  let settings: Settings;
-  try {
-    settings = readSettings(process.argv.slice(2));
-  } catch (err) {
-    console.error(`overhead benchmark: ${(err as Error).message}`);
-    process.exitCode = 2;
-    return;
-  }
-
-  let stopping = false;
-  const stop = async (reason: string, code: number): Promise<void> => {
-    if (stopping) return;
-    stopping = true;
-    console.error(`overhead benchmark: ${reason}; cleaning up`);
-    await cleanup(state);
-    process.exit(code);
-  };
-  const onSigint = (): void => void stop('interrupted', 130);
-  const onSigterm = (): void => void stop('terminated', 143);
-  // `| head` closing the pipe must not skip the clean-up.
-  const onStdoutError = (err: NodeJS.ErrnoException): void =>
-    void stop(`stdout: ${err.code ?? err.message}`, 1);
-  process.once('SIGINT', onSigint);
-  process.once('SIGTERM', onSigterm);
-  process.stdout.on('error', onStdoutError);
-  const watchdog = setTimeout(
-    () => void stop(`did not finish within ${settings.timeoutMs} ms`, 1),
-    settings.timeoutMs,
-  );
-  watchdog.unref();
-
-  try {
-    const verdict = await run(settings, state);
-    if (verdict === 'MISSED' && settings.check) process.exitCode = 1;
-  } catch (err) {
-    // After a signal, the clean-up closing the connections is what made the run fail.
-    if (!stopping) {
-      console.error(
-        'overhead benchmark failed:',
-        err instanceof Error ? (err.stack ?? err.message) : err,
-      );
-      process.exitCode = 1;
-    }
-  } finally {
-    if (!stopping) {
-      await cleanup(state);
-      clearTimeout(watchdog);
-      process.off('SIGINT', onSigint);
-      process.off('SIGTERM', onSigterm);
-      process.stdout.off('error', onStdoutError);
-    }
-  }
-}
-
-await main();
+await runBenchmark('overhead', {
+  readSettings,
+  state: { configs: [], opening: [] } as State,
+  run: (settings, state) =>
+    run(settings, state).then((verdict) => (verdict === 'MISSED' && settings.check ? 1 : 0)),
+  cleanup,
+});

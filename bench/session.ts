@@ -50,6 +50,7 @@ import { createClient } from 'redis';
 import { RedisSessionStore } from '../src/express-session.js';
 import { RedisModule, RedisService, SessionService } from '../src/index.js';
 import type { StandaloneServer } from '../scripts/redis/servers.mjs';
+import { locateServersLib, packageVersion, runBenchmark, table } from './harness.js';
 
 type ServersLib = typeof import('../scripts/redis/servers.mjs');
 
@@ -247,43 +248,9 @@ function shuffle<T>(items: T[]): T[] {
 
 const round2 = (n: number): number => Math.round(n * 100) / 100;
 
-function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]): string =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
-}
-
 // ---------------------------------------------------------------------------------------------
 // Run
 // ---------------------------------------------------------------------------------------------
-
-function locateServersLib(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const candidate = path.join(dir, 'scripts', 'redis', 'servers.mjs');
-    if (fs.existsSync(candidate)) return candidate;
-    const parent = path.dirname(dir);
-    if (parent === dir) throw new Error('scripts/redis/servers.mjs not found');
-    dir = parent;
-  }
-}
-
-async function packageVersion(name: string): Promise<string> {
-  let dir = path.dirname(fileURLToPath(import.meta.resolve(name)));
-  while (path.dirname(dir) !== dir) {
-    const file = path.join(dir, 'package.json');
-    if (fs.existsSync(file)) {
-      const pkg = JSON.parse(await fsp.readFile(file, 'utf8')) as {
-        name?: string;
-        version?: string;
-      };
-      if (pkg.name === name) return pkg.version ?? 'unknown';
-    }
-    dir = path.dirname(dir);
-  }
-  return 'unknown';
-}
 
 /** Everything to close and remove, whatever happens. */
 interface State {
@@ -543,45 +510,9 @@ async function run(settings: Settings, state: State): Promise<void> {
   console.log(`BENCH_JSON ${JSON.stringify(json)}`);
 }
 
-async function main(): Promise<void> {
-  let settings: Settings;
-  try {
-    settings = readSettings(process.argv.slice(2));
-  } catch (err) {
-    console.error(`session benchmark: ${(err as Error).message}`);
-    process.exitCode = 2;
-    return;
-  }
-  const state: State = {};
-  let stopping = false;
-  const stop = async (reason: string, code: number): Promise<void> => {
-    if (stopping) return;
-    stopping = true;
-    console.error(`session benchmark: ${reason}; cleaning up`);
-    await cleanup(state);
-    process.exit(code);
-  };
-  const onSigint = (): void => void stop('interrupted', 130);
-  const onSigterm = (): void => void stop('terminated', 143);
-  process.once('SIGINT', onSigint);
-  process.once('SIGTERM', onSigterm);
-  try {
-    await run(settings, state);
-  } catch (err) {
-    if (!stopping) {
-      console.error(
-        'session benchmark failed:',
-        err instanceof Error ? (err.stack ?? err.message) : err,
-      );
-      process.exitCode = 1;
-    }
-  } finally {
-    if (!stopping) {
-      await cleanup(state);
-      process.off('SIGINT', onSigint);
-      process.off('SIGTERM', onSigterm);
-    }
-  }
-}
-
-await main();
+await runBenchmark('session', {
+  readSettings,
+  state: {} as State,
+  run: run,
+  cleanup,
+});

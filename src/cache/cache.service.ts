@@ -10,6 +10,7 @@ import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import { LRUCache } from 'lru-cache';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
+import { Waiters } from '../connection/waiters.js';
 import { DeadlineGroup } from '../connection/deadlines.js';
 import { withTimeout } from '../connection/wait.js';
 import { resolveTemplate, wrapDecoratedMethods } from '../discovery/decorated-methods.js';
@@ -135,7 +136,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
   >();
   /** In-process single flight of loads. */
   private readonly loads = new Map<string, { promise: Promise<unknown>; startedAt: number }>();
-  private readonly waiters = new Map<string, Set<() => void>>();
+  private readonly waiters = new Waiters();
   private degraded = false;
   private closing = false;
   private nextSubscribeAttempt = 0;
@@ -369,7 +370,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
   async beforeApplicationShutdown(): Promise<void> {
     this.closing = true;
     this.coherent = false;
-    for (const wake of [...this.waiters.values()].flatMap((set) => [...set])) wake();
+    this.waiters.wakeEveryone();
     await Promise.allSettled(this.unsubscribers.splice(0).map((off) => off()));
   }
 
@@ -542,7 +543,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     const giveUpAt = Date.now() + 2 * lockTtl;
     for (;;) {
       const token = randomBytes(16).toString('hex');
-      const wake = this.registerWaiter(key);
+      const wake = this.waiters.register(key);
       let locked: 'OK' | null | typeof MISS;
       try {
         locked = await this.redisCall(`lock "${key}"`, (client) =>
@@ -802,10 +803,10 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     if (message.k) {
       for (const key of message.k) {
         if (!own) this.dropLocal(key);
-        this.wake(key);
+        this.waiters.wakeAll(key);
       }
     }
-    if (message.w) for (const key of message.w) this.wake(key);
+    if (message.w) for (const key of message.w) this.waiters.wakeAll(key);
     if (message.t) {
       for (const [tag, version] of Object.entries(message.t)) this.noteTagVersion(tag, version);
       for (const read of this.reads.values()) read.dirty = true;
@@ -831,43 +832,6 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     this.l1?.clear();
     this.tagVersions.clear();
     for (const read of this.reads.values()) read.dirty = true;
-  }
-
-  private registerWaiter(key: string): {
-    until: (ms: number) => Promise<void>;
-    cancel: () => void;
-  } {
-    let woken = false;
-    let resolveWait: (() => void) | undefined;
-    const wake = (): void => {
-      woken = true;
-      resolveWait?.();
-    };
-    let set = this.waiters.get(key);
-    if (!set) {
-      set = new Set();
-      this.waiters.set(key, set);
-    }
-    set.add(wake);
-    return {
-      until: (ms) =>
-        new Promise<void>((resolve) => {
-          if (woken) return resolve();
-          const timer = setTimeout(resolve, ms);
-          resolveWait = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        }),
-      cancel: () => {
-        set.delete(wake);
-        if (set.size === 0 && this.waiters.get(key) === set) this.waiters.delete(key);
-      },
-    };
-  }
-
-  private wake(key: string): void {
-    for (const wake of this.waiters.get(key) ?? []) wake();
   }
 
   // ------------------------------------------------------------------------ Redis calls

@@ -9,6 +9,7 @@ import {
 import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
+import { Waiters } from '../connection/waiters.js';
 import { LockLostError, LockNotAcquiredError } from '../errors.js';
 import { HeldLock, type Lock, type LockOwner } from './lock.js';
 import { ACQUIRE, EXTEND, lockKeys, RELEASE, RELEASE_CHANNEL } from './lock.scripts.js';
@@ -44,10 +45,6 @@ export interface WithLockOptions extends AcquireLockOptions {
   throwOnLost?: boolean;
 }
 
-interface Waiter {
-  wake: () => void;
-}
-
 /**
  * Distributed locks with fencing tokens, a lock-loss signal, auto-extension and release
  * notifications, over the default connection.
@@ -64,7 +61,7 @@ interface Waiter {
 export class LockService implements OnModuleInit, BeforeApplicationShutdown {
   private readonly logger = new Logger('Redis:LockService');
   private readonly held = new Set<HeldLock>();
-  private readonly waiters = new Map<string, Set<Waiter>>();
+  private readonly waiters = new Waiters();
   private readonly abortWaits = new AbortController();
   private subscription?: Promise<boolean>;
   private readonly owner: LockOwner;
@@ -169,7 +166,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     this.abortWaits.abort();
     // Waiters notice the aborted flag when woken; no listener per waiter on a shared signal
     // (that tripped Node's MaxListenersExceededWarning with more than 10 waiters).
-    for (const set of this.waiters.values()) for (const waiter of set) waiter.wake();
+    this.waiters.wakeEveryone();
     const held = [...this.held];
     const results = await Promise.allSettled(held.map((lock) => lock.release()));
     const released = results.filter((r) => r.status === 'fulfilled' && r.value).length;
@@ -192,12 +189,12 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     await this.ensureSubscribed();
     // Callers of this process already waiting for the resource go first: without this a worker
     // that just released re-acquires before the waiter it woke gets there, and others starve.
-    let queue = (this.waiters.get(resource)?.size ?? 0) > 0;
+    let queue = this.waiters.count(resource) > 0;
     for (;;) {
       if (signal?.aborted) throw stop('the wait was aborted', signal.reason);
       if (this.abortWaits.signal.aborted) throw stop('the application is shutting down');
       // Register before trying, so that a release between our attempt and our wait still wakes us.
-      const woken = this.register(resource);
+      const woken = this.waiters.register(resource);
       try {
         if (queue) {
           queue = false;
@@ -295,12 +292,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
         // Wake one waiter of this process, the longest waiting: waking all of them sends N
         // acquire attempts of which N-1 lose (measured: 3-4x less throughput under contention).
         // The woken one wakes the next when it releases; a lost message is covered by the poll.
-        const set = this.waiters.get(resource);
-        const first = set?.values().next();
-        if (set && first && !first.done) {
-          set.delete(first.value); // the next message wakes the next waiter
-          first.value.wake();
-        }
+        this.waiters.wakeOne(resource);
       })
       .then(
         () => true,
@@ -313,43 +305,6 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
         },
       );
     return this.subscription;
-  }
-
-  private register(resource: string): {
-    until: (ms: number, ...signals: Array<AbortSignal | undefined>) => Promise<void>;
-    cancel: () => void;
-  } {
-    let wake: () => void = () => undefined;
-    let woken = false;
-    const waiter: Waiter = {
-      wake: () => {
-        woken = true;
-        wake();
-      },
-    };
-    let set = this.waiters.get(resource);
-    if (!set) {
-      set = new Set();
-      this.waiters.set(resource, set);
-    }
-    set.add(waiter);
-    const cancel = (): void => {
-      set.delete(waiter);
-      if (set.size === 0 && this.waiters.get(resource) === set) this.waiters.delete(resource);
-    };
-    const until = (ms: number, ...signals: Array<AbortSignal | undefined>): Promise<void> =>
-      new Promise<void>((resolve) => {
-        if (woken) return resolve();
-        const done = (): void => {
-          clearTimeout(timer);
-          for (const s of signals) s?.removeEventListener('abort', done);
-          resolve();
-        };
-        const timer = setTimeout(done, ms);
-        wake = done;
-        for (const s of signals) s?.addEventListener('abort', done, { once: true });
-      });
-    return { until, cancel };
   }
 }
 

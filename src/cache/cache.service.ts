@@ -217,7 +217,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     for (const key of keys) checkKey('del', key);
     if (keys.length === 0) return;
     for (const key of keys) this.dropLocal(key);
-    await this.redisCall(`del ${keys.length} key(s)`, async (client) => {
+    await this.redisCall('del', async (client) => {
       await Promise.all(keys.map((key) => client.unlink(cacheKeys.entry(key))));
       await client.publish(this.channel, this.message({ k: keys }));
     }).catch(() => undefined);
@@ -303,7 +303,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
   async invalidateTags(tags: string[]): Promise<void> {
     const list = checkTags('invalidateTags', '', tags) ?? [];
     if (list.length === 0) return;
-    await this.redisCall(`invalidate ${list.length} tag(s)`, async (client) => {
+    await this.redisCall('invalidate tags', async (client) => {
       const versions = await Promise.all(list.map((tag) => client.incr(cacheKeys.tag(tag))));
       const bumped: Record<string, number> = {};
       list.forEach((tag, i) => {
@@ -400,9 +400,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
   private async readL2(key: string, read: { dirty: boolean }): Promise<CacheEntry | undefined> {
     let raw: Buffer | null;
     try {
-      raw = await this.redisCall(`get "${key}"`, (client) =>
-        client.getBuffer(cacheKeys.entry(key)),
-      );
+      raw = await this.redisCall('get', (client) => client.getBuffer(cacheKeys.entry(key)));
     } catch {
       return undefined;
     }
@@ -414,9 +412,9 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
       this.logger.warn(
         `cache entry "${key}" is corrupted and was removed: ${(err as Error).message}`,
       );
-      await this.redisCall(`unlink "${key}"`, (client) =>
-        client.unlink(cacheKeys.entry(key)),
-      ).catch(() => undefined);
+      await this.redisCall('unlink', (client) => client.unlink(cacheKeys.entry(key))).catch(
+        () => undefined,
+      );
       return undefined;
     }
     if (entry.staleUntil <= Date.now()) return undefined;
@@ -444,7 +442,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
         { freshUntil: now + ttl, staleUntil: now + ttl + grace, loadMs, tags: versions },
         payload,
       );
-      await this.redisCall(`set "${key}"`, async (client) => {
+      await this.redisCall('set', async (client) => {
         const message = this.message({ k: [key] });
         if (lockToken) {
           await FILL.run(
@@ -546,7 +544,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
       const wake = this.waiters.register(key);
       let locked: 'OK' | null | typeof MISS;
       try {
-        locked = await this.redisCall(`lock "${key}"`, (client) =>
+        locked = await this.redisCall('lock', (client) =>
           client.set(cacheKeys.lock(key), token, 'PX', lockTtl, 'NX'),
         );
       } catch {
@@ -600,9 +598,9 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
         );
         return (await this.runLoader(key, loader, options)).value;
       }
-      const pttl = await this.redisCall(`pttl "${key}"`, (client) =>
-        client.pttl(cacheKeys.lock(key)),
-      ).catch(() => 0);
+      const pttl = await this.redisCall('pttl', (client) => client.pttl(cacheKeys.lock(key))).catch(
+        () => 0,
+      );
       // Woken by the fill notification; without notifications, poll every 50 ms.
       await wake.until(Math.min(remaining, pttl > 0 ? pttl + 5 : 5, notified ? Infinity : 50));
       wake.cancel();
@@ -664,7 +662,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
   }
 
   private async abandon(key: string, token: string): Promise<void> {
-    await this.redisCall(`unlock "${key}"`, (client) =>
+    await this.redisCall('unlock', (client) =>
       ABANDON.run(client, [cacheKeys.lock(key)], [token, this.channel, this.message({ w: [key] })]),
     ).catch(() => undefined);
   }

@@ -283,6 +283,30 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       ).toHaveLength(1);
     });
 
+    it('serves the stale value at once while another instance is refreshing the key', async () => {
+      const k = key('refreshing');
+      await cacheA.getOrSet(k, async () => 'old', { ttl: 60, grace: 10_000 });
+      await waitFor(async () => (await cacheB.get(k)) === undefined, {
+        what: 'the entry to go stale',
+      });
+      // Another instance holds the key's stampede lock: it is loading right now.
+      await raw.set(`cache:{${k}}:lock`, 'other-instance', 'PX', 5_000);
+      let loads = 0;
+      const started = performance.now();
+      const value = await cacheB.getOrSet(
+        k,
+        async () => {
+          loads += 1;
+          return 'new';
+        },
+        { ttl: 60, grace: 10_000 },
+      );
+      expect(value).toBe('old');
+      expect(loads).toBe(0);
+      expect(performance.now() - started).toBeLessThan(200);
+      await raw.del(`cache:{${k}}:lock`);
+    });
+
     it('soft timeout: stale at the timeout, the fresh value lands afterwards', async () => {
       const k = key('soft');
       await cacheA.getOrSet(k, async () => 'old', { ttl: 60, grace: 10_000 });

@@ -3,7 +3,6 @@ import type { Redis } from 'ioredis';
 import type { RedisClient } from './connection/client-factory.js';
 import { RedisConnection } from './connection/redis-connection.js';
 import { getRedisConnectionToken } from './connection/tokens.js';
-import { elapsedMs } from './connection/wait.js';
 import { parseInfo, type RedisInfo } from './redis-info.js';
 
 /** Options of `RedisService.scan`. */
@@ -88,14 +87,7 @@ export class RedisService {
    * Rejects when Redis does not answer (bounded by `commandTimeout` when set).
    */
   async ping(): Promise<number> {
-    const latencies = await Promise.all(
-      this.connection.masters().map(async (node) => {
-        const start = performance.now();
-        await node.ping();
-        return elapsedMs(start);
-      }),
-    );
-    return Math.max(...latencies);
+    return this.connection.pingLatency();
   }
 
   /**

@@ -13,7 +13,7 @@ import {
 } from './client-factory.js';
 import { watchConnectionState } from './state-logger.js';
 import { RedisSubscriber, type MessageListener } from './subscriber.js';
-import { withTimeout } from './wait.js';
+import { elapsedMs, withTimeout } from './wait.js';
 
 interface Waiter {
   resolve: (client: RedisClient) => void;
@@ -165,6 +165,18 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     } finally {
       this.releaseDedicated(client);
     }
+  }
+
+  /** `PING` round trip in ms: the slowest master's on a cluster (0 when no master is known). */
+  async pingLatency(): Promise<number> {
+    const latencies = await Promise.all(
+      this.masters().map(async (node) => {
+        const start = performance.now();
+        await node.ping();
+        return elapsedMs(start);
+      }),
+    );
+    return latencies.length ? Math.max(...latencies) : 0;
   }
 
   /** Every master of a cluster, or the one server otherwise, for per-node commands. */

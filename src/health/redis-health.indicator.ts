@@ -6,7 +6,7 @@ import { DEFAULTS, DEFAULT_CONNECTION_NAME } from '../config/defaults.js';
 import { isCluster } from '../connection/client-factory.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
-import { elapsedMs, withTimeout } from '../connection/wait.js';
+import { withTimeout } from '../connection/wait.js';
 import { parseInfo } from '../redis-info.js';
 import { HEALTH_MESSAGES } from './health-messages.js';
 
@@ -166,21 +166,14 @@ export class RedisHealthIndicator {
     const problems: string[] = [];
     const result: Probe = {};
 
-    const pings = Promise.all(
-      masters.map(async (node) => {
-        const start = performance.now();
-        await node.ping();
-        return elapsedMs(start);
-      }),
-    );
+    const pings = connection.pingLatency();
     const memory =
       options.maxMemoryRatio === undefined
         ? undefined
         : Promise.all(masters.map(async (node) => parseInfo(await node.info('memory')).memory));
     const cluster = isCluster(client) ? clusterState(client) : undefined;
 
-    const latencies = await pings;
-    result.latency = latencies.length ? Math.max(...latencies) : 0;
+    result.latency = await pings;
     if (options.maxLatency !== undefined && result.latency > options.maxLatency) {
       problems.push(HEALTH_MESSAGES.slow(result.latency, options.maxLatency));
     }

@@ -10,7 +10,11 @@ import { userTag, type SessionAddress } from './session-id.js';
  *   last seen, `_i` idle TTL, `_a` absolute expiry, `_v` version, `_m` meta), with `PEXPIREAT`
  *   at min(`_l` + `_i`, `_a`).
  * - `sess:{<tag>}:u:<userId>` — the user's index: a sorted set of session digests scored by
- *   their expiry, pruned of expired ones whenever a script reads or writes it.
+ *   their absolute expiry (`_a`, fixed for a session's life), expiring with the latest of them.
+ *   Sessions past their absolute expiry are pruned by score whenever a script reads or writes
+ *   the index; sessions that ended idle (their record is gone) when a script lists the index.
+ *   Scoring by the absolute expiry is what lets a touch be one `PEXPIREAT` of the record
+ *   (RedisSessionStore): sliding the idle expiry never has to move the index.
  *
  * Why the tag is in the id: `get(id)`, `touch(id)`, `update(id)` know nothing but the id, yet
  * touching or destroying a session must update its user's index in the same atomic step. The
@@ -74,33 +78,14 @@ local function index_of(base, user) return base .. 'u:' .. user end
 local function record_of(base, digest) return base .. 's:' .. digest end
 `;
 
-/** Index maintenance (needs NAMES). */
-const INDEX = `
--- An index lives as long as its longest-lived session.
-local function keep_index(index, expires, now)
-  local pttl = redis.call('PTTL', index)
-  if pttl == -1 or (pttl >= 0 and now + pttl < expires) then
-    redis.call('PEXPIREAT', index, expires)
-  end
-end
--- Sets the expiry of a live session and of its index entry.
-local function set_expiry(record, user, expires, now)
-  redis.call('PEXPIREAT', record, expires)
-  if user then
-    local index = index_of(base_of(record), user)
-    redis.call('ZADD', index, expires, digest_of(record))
-    keep_index(index, expires, now)
-  end
-end
-`;
-
-/** Adding a new session to its user's index, with eviction (needs NAMES, INDEX). */
+/** Adding a new session to its user's index, with eviction (needs NAMES). */
 const INDEX_ADD = `
--- Adds a new session to its user's index and evicts the oldest ones beyond max (0: no limit).
--- Oldest by creation order (_o, µs): two sessions created in the same ms still have an order.
-local function index_add(base, index, digest, expires, now, max)
+-- Adds a new session (scored by its absolute expiry) to its user's index and evicts the oldest
+-- ones beyond max (0: no limit). Oldest by creation order (_o, µs): two sessions created in the
+-- same ms still have an order. The index lives until the latest absolute expiry in it.
+local function index_add(base, index, digest, absolute, now, max)
   redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
-  redis.call('ZADD', index, expires, digest)
+  redis.call('ZADD', index, absolute, digest)
   local evicted = 0
   if max > 0 and redis.call('ZCARD', index) > max then
     local others = {}
@@ -124,7 +109,10 @@ local function index_add(base, index, digest, expires, now, max)
       evicted = evicted + 1
     end
   end
-  keep_index(index, expires, now)
+  local pttl = redis.call('PTTL', index)
+  if pttl == -1 or (pttl >= 0 and now + pttl < absolute) then
+    redis.call('PEXPIREAT', index, absolute)
+  end
   return evicted
 end
 `;
@@ -220,7 +208,7 @@ function script<T>(name: string, helpers: string[], body: string): RedisScript<T
  */
 export const CREATE = script<[number, number?, number?, number?, number?]>(
   'session-create',
-  [CLOCK, NAMES, INDEX, INDEX_ADD],
+  [CLOCK, NAMES, INDEX_ADD],
   `
 local record, index = KEYS[1], KEYS[2]
 if redis.call('EXISTS', record) == 1 then return {0} end
@@ -232,7 +220,7 @@ redis.call('HSET', record, 'd', ARGV[5], '_u', ARGV[1], '_c', now, '_o', order, 
   '_i', idle, '_a', absolute, '_v', 1)
 if ARGV[6] ~= '' then redis.call('HSET', record, '_m', ARGV[6]) end
 redis.call('PEXPIREAT', record, expires)
-local evicted = index_add(base_of(record), index, digest_of(record), expires, now, tonumber(ARGV[4]))
+local evicted = index_add(base_of(record), index, digest_of(record), absolute, now, tonumber(ARGV[4]))
 return {1, now, expires, absolute, evicted}`,
 );
 
@@ -243,21 +231,21 @@ return {1, now, expires, absolute, evicted}`,
  */
 export const TOUCH = script<[number, number?, number?, SessionRow?]>(
   'session-touch',
-  [CLOCK, NAMES, INDEX, ROW],
+  [CLOCK, ROW],
   `
 local record = KEYS[1]
-local f = redis.call('HMGET', record, '_u', '_i', '_a')
-if not f[3] then return {0} end
+local f = redis.call('HMGET', record, '_i', '_a')
+if not f[2] then return {0} end
 local now = clock()
-local idle = tonumber(ARGV[1] ~= '' and ARGV[1] or f[2])
-local expires = math.min(now + idle, tonumber(f[3]))
+local idle = tonumber(ARGV[1] ~= '' and ARGV[1] or f[1])
+local expires = math.min(now + idle, tonumber(f[2]))
 if expires <= now then return {0} end
 if ARGV[1] ~= '' then
   redis.call('HSET', record, '_l', now, '_i', idle)
 else
   redis.call('HSET', record, '_l', now)
 end
-set_expiry(record, f[1], expires, now)
+redis.call('PEXPIREAT', record, expires)
 if ARGV[2] == '1' then return {1, now, expires, redis.call('HMGET', record, unpack(ROW))} end
 return {1, now, expires}`,
 );
@@ -271,7 +259,7 @@ return {1, now, expires}`,
  */
 export const UPDATE = script<[number, number?, number?, SessionRow?]>(
   'session-update',
-  [CLOCK, NAMES, INDEX, ROW, JSON_OBJECT],
+  [CLOCK, ROW, JSON_OBJECT],
   `
 local record = KEYS[1]
 local f = redis.call('HMGET', record, '_u', '_i', '_a', '_v', 'd', '_m')
@@ -285,7 +273,7 @@ local now = clock()
 local expires = math.min(now + tonumber(f[2]), tonumber(f[3]))
 if expires <= now then return {0} end
 redis.call('HSET', record, 'd', data, '_v', tonumber(f[4]) + 1, '_l', now)
-set_expiry(record, f[1], expires, now)
+redis.call('PEXPIREAT', record, expires)
 return {1, now, expires, redis.call('HMGET', record, unpack(ROW))}`,
 );
 
@@ -296,7 +284,7 @@ return {1, now, expires, redis.call('HMGET', record, unpack(ROW))}`,
  */
 export const ROTATE = script<[number, number?, number?, SessionRow?]>(
   'session-rotate',
-  [CLOCK, NAMES, INDEX, ROW],
+  [CLOCK, NAMES, ROW],
   `
 local old, new = KEYS[1], KEYS[2]
 local f = redis.call('HMGET', old, '_u', '_i', '_a', '_v')
@@ -306,8 +294,10 @@ local expires = math.min(now + tonumber(f[2]), tonumber(f[3]))
 if expires <= now then return {0} end
 if redis.call('RENAMENX', old, new) == 0 then return {-1} end
 redis.call('HSET', new, '_l', now, '_v', tonumber(f[4]) + 1)
-redis.call('ZREM', index_of(base_of(old), f[1]), digest_of(old))
-set_expiry(new, f[1], expires, now)
+local index = index_of(base_of(old), f[1])
+redis.call('ZREM', index, digest_of(old))
+redis.call('ZADD', index, f[3], digest_of(new))
+redis.call('PEXPIREAT', new, expires)
 return {1, now, expires, redis.call('HMGET', new, unpack(ROW))}`,
 );
 
@@ -386,17 +376,17 @@ return count`,
  */
 export const SAVE = script<[number, number?, number?, number?]>(
   'session-save',
-  [CLOCK, NAMES, INDEX, INDEX_ADD],
+  [CLOCK, NAMES, INDEX_ADD],
   `
 local record = KEYS[1]
-local f = redis.call('HMGET', record, '_u', '_a', '_v')
+local f = redis.call('HMGET', record, '_a', '_v')
 local now, order = clock()
 local idle = tonumber(ARGV[3])
-if f[2] then
-  local expires = math.min(now + idle, tonumber(f[2]))
+if f[1] then
+  local expires = math.min(now + idle, tonumber(f[1]))
   if expires <= now then return {0} end
-  redis.call('HSET', record, 'd', ARGV[6], '_l', now, '_i', idle, '_v', tonumber(f[3]) + 1)
-  set_expiry(record, f[1], expires, now)
+  redis.call('HSET', record, 'd', ARGV[6], '_l', now, '_i', idle, '_v', tonumber(f[2]) + 1)
+  redis.call('PEXPIREAT', record, expires)
   return {1, now, expires, 0}
 end
 if ARGV[1] ~= '1' then return {0} end
@@ -407,6 +397,6 @@ redis.call('HSET', record, 'd', ARGV[6], '_c', now, '_o', order, '_l', now, '_i'
 redis.call('PEXPIREAT', record, expires)
 if ARGV[2] == '' then return {1, now, expires, 0} end
 redis.call('HSET', record, '_u', ARGV[2])
-local evicted = index_add(base_of(record), KEYS[2], digest_of(record), expires, now, tonumber(ARGV[5]))
+local evicted = index_add(base_of(record), KEYS[2], digest_of(record), absolute, now, tonumber(ARGV[5]))
 return {1, now, expires, evicted}`,
 );

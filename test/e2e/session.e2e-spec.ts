@@ -359,6 +359,9 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
           touches.map(() => null),
         );
         expect(await redis.exists(recordKey(expired.id), recordKey(destroyed.id))).toBe(0);
+        // The index is scored by absolute expiry: it keeps the idle-expired digest until it is
+        // listed, never lists it, and drops it (and the empty index) while listing.
+        expect(await sessions.listByUser(u)).toEqual([]);
         expect(await redis.exists(sessionKeys.index(u))).toBe(0);
       });
     });

@@ -16,7 +16,9 @@
  * Scenarios:
  *  1. `set` + `get` + `touch` cycles/s through express-session's store API, with sessions of
  *     1 KB of JSON (an express-session `Cookie` plus user data) over 1000 session ids;
- *     sequential (one cycle in flight) and 16 cycles in flight.
+ *     sequential (one cycle in flight) and 16 cycles in flight. The calls carry the objects
+ *     express-session would pass: `set` and `touch` get the session `createSession` made of
+ *     what `get` returned (see `measure`).
  *  2. `SessionService.destroyAllForUser` of a user with 100 sessions: time per call. For
  *     context, what a connect-redis application does instead (it has no per-user index):
  *     `all()`, filter by user, `destroy` each match, over the same number of sessions.
@@ -44,6 +46,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Module, type INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { RedisStore as ConnectRedisStore } from 'connect-redis';
+import type express from 'express';
 import session, { Store, type SessionData } from 'express-session';
 import { Redis } from 'ioredis';
 import { createClient } from 'redis';
@@ -103,10 +106,14 @@ interface StoreApi {
   set(sid: string, sess: SessionData): Promise<void>;
   get(sid: string): Promise<SessionData | null | undefined>;
   touch(sid: string, sess: SessionData): Promise<void>;
+  /** What express-session does with what `get` returned: `req.session` of the next request. */
+  createSession(sid: string, data: SessionData): SessionData;
 }
 
 function promisify(store: Store): StoreApi {
   return {
+    createSession: (sid, data) =>
+      store.createSession({ sessionID: sid } as unknown as express.Request, data),
     set: (sid, sess) =>
       new Promise((resolve, reject) =>
         store.set(sid, sess, (err?: unknown) => (err ? reject(err as Error) : resolve())),
@@ -196,8 +203,23 @@ interface Contender {
   sids: string[];
 }
 
-/** Cycles of set + get + touch completed in `ms`, with `inFlight` loops. Returns cycles/s. */
-async function measure(c: Contender, inFlight: number, ms: number, sess: SessionData) {
+/**
+ * Cycles of set + get + touch completed in `ms`, with `inFlight` loops. Returns cycles/s.
+ *
+ * Each call is what express-session makes of a request, with the objects it would pass: `set`
+ * saves the session a previous request loaded (`req.session`, from `createSession`); `get`
+ * loads it for the next request, which does not change it, so express-session resets the
+ * cookie's expiry (`req.session.touch()`) and calls `touch` with that session.
+ * `current` holds, per session id, the session the next `set` saves: `sess` (a new session)
+ * the first time, a loaded one afterwards.
+ */
+async function measure(
+  c: Contender,
+  inFlight: number,
+  ms: number,
+  sess: SessionData,
+  current: Map<string, SessionData>,
+) {
   let cycles = 0;
   let next = Math.floor(Math.random() * c.sids.length);
   const start = performance.now();
@@ -205,10 +227,13 @@ async function measure(c: Contender, inFlight: number, ms: number, sess: Session
   const loop = async (): Promise<void> => {
     while (performance.now() < deadline) {
       const sid = c.sids[next++ % c.sids.length]!;
-      await c.api.set(sid, sess);
+      await c.api.set(sid, current.get(sid) ?? sess);
       const got = await c.api.get(sid);
       if (!got) throw new Error(`${c.id}: get after set found nothing`);
-      await c.api.touch(sid, sess);
+      const loaded = c.api.createSession(sid, got) as session.Session & SessionData;
+      loaded.touch();
+      await c.api.touch(sid, loaded);
+      current.set(sid, loaded);
       cycles += 1;
     }
   };
@@ -367,7 +392,8 @@ async function run(settings: Settings, state: State): Promise<void> {
   const sess = makeSession('bench-user');
   const sessionBytes = JSON.stringify(sess).length;
 
-  // 1. set + get + touch cycles.
+  // 1. set + get + touch cycles. Per store, the session each id's next `set` saves.
+  const loadedBy = new Map(contenders.map((c) => [c.id, new Map<string, SessionData>()]));
   const cycles: Record<string, Record<string, number[]>> = {};
   for (const inFlight of IN_FLIGHT) {
     const perStore: Record<string, number[]> = Object.fromEntries(
@@ -376,7 +402,7 @@ async function run(settings: Settings, state: State): Promise<void> {
     for (let round = 0; round <= settings.rounds; round += 1) {
       for (const c of shuffle(contenders)) {
         gc?.();
-        const rate = await measure(c, inFlight, settings.sliceMs, sess);
+        const rate = await measure(c, inFlight, settings.sliceMs, sess, loadedBy.get(c.id)!);
         if (round > 0) perStore[c.id]!.push(rate); // round 0 warms up
       }
     }

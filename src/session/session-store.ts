@@ -4,6 +4,7 @@ import { Logger } from '@nestjs/common';
 import {
   checkUserId,
   sessionStoreBackend,
+  type LoadedSession,
   type SessionService,
   type SessionStoreBackend,
 } from './session.service.js';
@@ -31,6 +32,19 @@ export interface RedisSessionStoreOptions {
 
 type Callback<T = void> = (err: unknown, value?: T) => void;
 
+/** What the store remembers about a session it loaded: see `touch`. */
+interface LoadedInfo {
+  absoluteExpiresAt: number;
+  lastSeenAt: number;
+}
+
+/**
+ * How stale the recorded last use (`lastSeenAt`) of a session may get, at most, in ms: a touch
+ * within this of the last recorded use only slides the expiry (one `PEXPIREAT`); a later one
+ * also records the use (a script). Never more than half the idle timeout.
+ */
+const LAST_SEEN_RESOLUTION = 60_000;
+
 /**
  * An `express-session` store backed by `SessionService`: a drop-in for `connect-redis` that
  * keeps only SHA-256 digests of session ids in Redis, enforces an absolute lifetime, and never
@@ -56,7 +70,9 @@ export class RedisSessionStore extends Store {
   private readonly absoluteTtl?: number;
   private readonly logger = new Logger('Redis:RedisSessionStore');
   /** Sessions express-session loaded from us: `set` only updates them, never re-creates. */
-  private readonly loaded = new WeakSet<object>();
+  private readonly loaded = new WeakMap<object, LoadedInfo | undefined>();
+  /** What `get` returned, until express-session makes a session of it (`createSession`). */
+  private readonly fetched = new WeakMap<object, LoadedInfo>();
   /** Requests inside `login`: the user whose slot `genid` must mint the new id in. */
   private readonly loggingIn = new WeakMap<object, string>();
   /** New sessions made by `login`, until their first `set` puts them in the user's index. */
@@ -125,7 +141,13 @@ export class RedisSessionStore extends Store {
 
   /** express-session: the session, or `null`. */
   override get(sid: string, callback: Callback<ExpressSessionData | null>): void {
-    settle(this.backend.load(sid) as Promise<ExpressSessionData | null>, callback);
+    const work = this.backend.load(sid).then((loaded) => {
+      if (!loaded) return null;
+      const { data, absoluteExpiresAt, lastSeenAt } = loaded;
+      this.fetched.set(data, { absoluteExpiresAt, lastSeenAt });
+      return data as unknown as ExpressSessionData;
+    });
+    settle(work, callback);
   }
 
   /**
@@ -148,10 +170,29 @@ export class RedisSessionStore extends Store {
     finish(work, callback);
   }
 
-  /** express-session: slides the session's idle expiry (never past its absolute one). */
+  /**
+   * express-session: slides the session's idle expiry (never past its absolute one). It is
+   * what express-session does on most requests (those that do not change the session), so
+   * when the session's last recorded use is recent (within a minute, or half the idle timeout
+   * if shorter) it is a single `PEXPIREAT` of the record, as cheap as connect-redis's `EXPIRE`;
+   * otherwise a script also records the use (`lastSeenAt`). Either way the expiry itself slides
+   * on every touch.
+   */
   override touch(sid: string, session: ExpressSessionData, callback?: () => void): void {
     const idle = this.idleOf(session);
-    const work = idle > 0 ? this.backend.touch(sid, idle) : this.backend.destroy(sid);
+    const info = this.loaded.get(session);
+    const now = Date.now();
+    let work: Promise<boolean>;
+    if (idle <= 0) {
+      work = this.backend.destroy(sid);
+    } else if (info && now - info.lastSeenAt < Math.min(LAST_SEEN_RESOLUTION, idle / 2)) {
+      // The idle expiry comes from the cookie (the app's clock, as in every store); the cap is
+      // the absolute expiry Redis set, so a touch never extends a session past it.
+      work = this.backend.slide(sid, Math.min(now + idle, info.absoluteExpiresAt));
+    } else {
+      work = this.backend.touch(sid, idle);
+      if (info) info.lastSeenAt = now;
+    }
     finish(work, (err) => {
       // express-session's touch callback takes no error; a failed touch only shortens a session.
       if (err) this.logger.warn(`touch failed: ${(err as Error).message}`);
@@ -182,10 +223,13 @@ export class RedisSessionStore extends Store {
     finish(this.backend.clear(), callback);
   }
 
-  /** Marks what express-session loaded from us, see `set`. */
+  /** Marks what express-session loaded from us, see `set` and `touch`. */
   override createSession(req: Request, data: ExpressSessionData) {
+    const info = this.fetched.get(data);
     const session = super.createSession(req, data);
-    this.loaded.add(session);
+    // Data that did not come from `get` (an application calling createSession itself) is still
+    // a loaded session, never re-created; without its expiry, `touch` runs the script.
+    this.loaded.set(session, info);
     return session;
   }
 

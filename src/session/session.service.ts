@@ -468,8 +468,18 @@ export class SessionService {
       async load(sid) {
         const address = addressOfStoreId(sid);
         if (!address) return null;
-        const json = await service.client.hget(sessionKeys.record(address), 'd');
-        return json === null ? null : decodeData(json);
+        const [json, absolute, lastSeen] = await service.client.hmget(
+          sessionKeys.record(address),
+          'd',
+          '_a',
+          '_l',
+        );
+        if (json === null || absolute === null) return null;
+        return {
+          data: decodeData(json),
+          absoluteExpiresAt: Number(absolute),
+          lastSeenAt: Number(lastSeen),
+        };
       },
       async save(sid, data, options) {
         const method = 'RedisSessionStore.set';
@@ -497,6 +507,12 @@ export class SessionService {
         const key = record(sid, 'RedisSessionStore.touch');
         const reply = await TOUCH.run(service.client, [key], [Math.max(1, Math.ceil(idle)), '0']);
         return reply[0] === 1;
+      },
+      async slide(sid, expiresAt) {
+        const key = record(sid, 'RedisSessionStore.touch');
+        // PEXPIREAT never creates a key: a session that is gone stays gone. The index needs no
+        // change: it is scored by absolute expiry (session.scripts.ts).
+        return (await service.client.pexpireat(key, Math.ceil(expiresAt))) === 1;
       },
       async destroy(sid) {
         const address = addressOfStoreId(sid);
@@ -535,18 +551,34 @@ export interface SessionStoreBackend {
   mintId(userId?: string): string;
   /** Whether `sid` was minted in `userId`'s slot (so the session can be in the user's index). */
   belongsTo(sid: string, userId: string): boolean;
-  load(sid: string): Promise<SessionData | null>;
+  /** The data, and what `slide` needs; `null` when the session is gone. */
+  load(sid: string): Promise<LoadedSession | null>;
   /** Replaces the data; creates the session only if `create`. `false`: nothing was saved. */
   save(
     sid: string,
     data: SessionData,
     options: { create: boolean; idle: number; absoluteTtl: number; userId?: string },
   ): Promise<boolean>;
+  /** Slides the idle expiry to now + `idle` (capped by the absolute one) and records the use. */
   touch(sid: string, idle: number): Promise<boolean>;
+  /**
+   * Sets the record's expiry to `expiresAt` (epoch ms, already capped by the absolute expiry)
+   * without recording the use: one `PEXPIREAT`, for touches soon after the last recorded use.
+   */
+  slide(sid: string, expiresAt: number): Promise<boolean>;
   destroy(sid: string): Promise<boolean>;
   all(): Promise<SessionData[]>;
   count(): Promise<number>;
   clear(): Promise<number>;
+}
+
+/** What `SessionStoreBackend.load` returns. */
+export interface LoadedSession {
+  readonly data: SessionData;
+  /** `_a`: when the session ends whatever happens (Redis clock, epoch ms). */
+  readonly absoluteExpiresAt: number;
+  /** `_l`: the last recorded use (Redis clock, epoch ms). */
+  readonly lastSeenAt: number;
 }
 
 const backends = new WeakMap<SessionService, SessionStoreBackend>();

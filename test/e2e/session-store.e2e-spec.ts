@@ -235,12 +235,53 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         { intervalMs: MAX_AGE / 4, what: 'the session to outlive its maxAge' },
       );
       expect(await sessions.get(sid)).not.toBeNull();
+      // Touches that only slid the record's expiry left the user's index alone: still listed.
+      expect(await sessions.listByUser(u)).toHaveLength(1);
       // Now idle: Redis drops it once the cookie's maxAge has passed.
       await waitFor(async () => (await sessions.get(sid)) === null, {
         what: 'the idle session to expire',
       });
       expect(await sessions.listByUser(u)).toEqual([]);
       status(await agent.get('/peek'), 401);
+    });
+
+    it('touch soon after the last recorded use only slides the expiry, never past the absolute one, never bringing a session back', async () => {
+      const capped = new RedisSessionStore(sessions, { absoluteTtl: 1500 });
+      const call = <T>(fn: (cb: (err: unknown, value?: T) => void) => void): Promise<T> =>
+        new Promise((resolve, reject) =>
+          fn((err, value) => (err ? reject(err as Error) : resolve(value as T))),
+        );
+      const load = async (sid: string): Promise<session.Session & session.SessionData> => {
+        const data = await call<session.SessionData | null>((cb) => capped.get(sid, cb));
+        if (!data) throw new Error(`session ${sid} not found`);
+        const req = { sessionID: sid } as unknown as Request;
+        return capped.createSession(req, data) as session.Session & session.SessionData;
+      };
+      const redis = app.get(RedisService).client;
+      const sid = capped.genid({} as Request);
+      const key = sessionKeys.record(addressOfId(sid));
+      const fresh = { cookie: new session.Cookie(), views: 1 } as session.SessionData;
+      fresh.cookie.maxAge = 1000;
+      await call((cb) => capped.set(sid, fresh, cb));
+      const lastSeen = await redis.hget(key, '_l');
+
+      // A request that only reads: the cookie says 60 s, the absolute lifetime (1.5 s) wins.
+      const loaded = await load(sid);
+      loaded.cookie.maxAge = 60_000;
+      await new Promise<void>((resolve) => capped.touch(sid, loaded, resolve));
+      expect(await redis.pttl(key)).toBeGreaterThan(1000);
+      expect(await redis.pttl(key)).toBeLessThanOrEqual(1500);
+      expect(await redis.hget(key, '_l')).toBe(lastSeen); // one PEXPIREAT, nothing recorded
+      loaded.cookie.maxAge = 200;
+      await new Promise<void>((resolve) => capped.touch(sid, loaded, resolve));
+      expect(await redis.pttl(key)).toBeLessThanOrEqual(200);
+
+      // Destroyed while a request still holds it: its touch does not bring it back.
+      const late = await load(sid);
+      await call((cb) => capped.destroy(sid, cb));
+      late.cookie.maxAge = 60_000;
+      await new Promise<void>((resolve) => capped.touch(sid, late, resolve));
+      expect(await redis.exists(key)).toBe(0);
     });
 
     it('logout destroys the session; replaying its cookie finds nothing', async () => {

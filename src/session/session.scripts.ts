@@ -12,7 +12,8 @@ import { userTag, type SessionAddress } from './session-id.js';
  * - `sess:{<tag>}:u:<userId>` — the user's index: a sorted set of session digests scored by
  *   their absolute expiry (`_a`, fixed for a session's life), expiring with the latest of them.
  *   Sessions past their absolute expiry are pruned by score whenever a script reads or writes
- *   the index; sessions that ended idle (their record is gone) when a script lists the index.
+ *   the index; sessions that ended idle (their record is gone) when a script lists the index,
+ *   and the oldest few of them when a session joins it.
  *   Scoring by the absolute expiry is what lets a touch be one `PEXPIREAT` of the record
  *   (RedisSessionStore): sliding the idle expiry never has to move the index.
  *
@@ -83,8 +84,14 @@ const INDEX_ADD = `
 -- Adds a new session (scored by its absolute expiry) to its user's index and evicts the oldest
 -- ones beyond max (0: no limit). Oldest by creation order (_o, µs): two sessions created in the
 -- same ms still have an order. The index lives until the latest absolute expiry in it.
+-- Prunes sessions past their absolute expiry, and the oldest few that ended idle: bounded work
+-- per new session, however many sessions the user has (listing prunes the rest).
+local PRUNE_IDLE = 10
 local function index_add(base, index, digest, absolute, now, max)
   redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+  for _, member in ipairs(redis.call('ZRANGE', index, 0, PRUNE_IDLE - 1)) do
+    if redis.call('EXISTS', record_of(base, member)) == 0 then redis.call('ZREM', index, member) end
+  end
   redis.call('ZADD', index, absolute, digest)
   local evicted = 0
   if max > 0 and redis.call('ZCARD', index) > max then

@@ -59,7 +59,10 @@ export interface Session<T extends object = SessionData> {
   /** What `create` was given as `meta`, if anything. */
   readonly meta?: SessionMeta;
   readonly createdAt: number;
-  /** Last `create`, `touch`, `update` or `rotate`. */
+  /**
+   * Last `create`, `touch`, `update` or `rotate`. For sessions kept by `RedisSessionStore`, its
+   * touches record a use only once a minute (see `RedisSessionStore.touch`).
+   */
   readonly lastSeenAt: number;
   /** When the session expires unless used: `min(lastSeenAt + ttl, absoluteExpiresAt)`. */
   readonly expiresAt: number;

@@ -11,7 +11,11 @@
  *    the headline figure (target >= 0.97).
  *  - a matrix for both the module and raw ioredis: RESP2 vs RESP3 (`protocol: 2 | 3`) and
  *    auto-pipelining off vs on (`autoPipelining` / `enableAutoPipelining`), which decides the
- *    module's defaults; module vs raw with the same options isolates what the module itself adds.
+ *    module's defaults; the module's side runs with `coalesceWrites: false`, so module vs raw
+ *    with the same options isolates what the module itself adds.
+ *  - write coalescing (`coalesceWrites`, the module's default): the module at RESP3 without
+ *    auto-pipelining, with coalescing on, against a second raw RESP3 connection; its effect is
+ *    this configuration against the matrix's module RESP3 ap off (coalescing off).
  *
  * Method. Each scenario runs one warm-up round and then `rounds` rounds (default 24). In a round
  * every configuration gets an equal share of time, so drift (other processes on the machine, GC,
@@ -133,6 +137,8 @@ interface ConfigSpec {
   /** undefined: leave the option to the library's default. */
   protocol?: 2 | 3;
   autoPipelining?: boolean;
+  /** Module only. */
+  coalesceWrites?: boolean;
 }
 
 interface Combo {
@@ -162,9 +168,30 @@ const CONFIGS: ConfigSpec[] = [
       kind,
       pair: comboId(combo),
       ...combo,
+      ...(kind === 'module' ? { coalesceWrites: false } : {}),
     })),
   ),
+  {
+    id: 'module-coalescing',
+    label: 'module RESP3 ap off coalescing',
+    kind: 'module',
+    pair: 'coalescing',
+    protocol: 3,
+    autoPipelining: false,
+    coalesceWrites: true,
+  },
+  {
+    id: 'raw-coalescing-partner',
+    label: 'raw RESP3 ap off (2nd)',
+    kind: 'raw',
+    pair: 'coalescing',
+    protocol: 3,
+    autoPipelining: false,
+  },
 ];
+
+/** Set on sockets whose writes the module coalesces (src/connection/coalesce-writes.ts). */
+const COALESCING = Symbol.for('nestjs-redis-infra:coalesce-writes');
 
 interface Keys {
   set: string;
@@ -371,6 +398,7 @@ async function measureRound(
 interface Effective {
   protocol: unknown;
   autoPipelining: boolean;
+  coalescing: boolean;
   /** `resp=` of the connection's CLIENT INFO on the server. */
   serverResp: number | undefined;
 }
@@ -389,6 +417,7 @@ async function openModuleClient(
   const options: Parameters<typeof RedisModule.forRoot>[0] = { url };
   if (spec.protocol !== undefined) options.protocol = spec.protocol;
   if (spec.autoPipelining !== undefined) options.autoPipelining = spec.autoPipelining;
+  if (spec.coalesceWrites !== undefined) options.coalesceWrites = spec.coalesceWrites;
   class BenchAppModule {}
   Module({ imports: [RedisModule.forRoot(options)] })(BenchAppModule);
   const app = await NestFactory.createApplicationContext(BenchAppModule, {
@@ -426,6 +455,7 @@ async function describeConnection(client: Redis): Promise<Effective> {
   return {
     protocol: client.options.protocol,
     autoPipelining: Boolean(client.options.enableAutoPipelining),
+    coalescing: (client.stream as unknown as Record<symbol, unknown>)[COALESCING] === true,
     serverResp: resp === undefined ? undefined : Number(resp),
   };
 }
@@ -566,11 +596,15 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
     if (spec.autoPipelining !== undefined && effective.autoPipelining !== spec.autoPipelining) {
       throw new Error(`${spec.label}: enableAutoPipelining=${effective.autoPipelining}`);
     }
+    if (effective.coalescing !== (spec.coalesceWrites ?? spec.id === 'module-defaults')) {
+      throw new Error(`${spec.label}: write coalescing is ${effective.coalescing ? 'on' : 'off'}`);
+    }
   }
   const configs = state.configs;
   const byId = (id: string): LiveConfig => configs.find((c) => c.id === id)!;
   const describe = (e: Effective): string =>
-    `RESP${e.serverResp}, auto-pipelining ${e.autoPipelining ? 'on' : 'off'}`;
+    `RESP${e.serverResp}, auto-pipelining ${e.autoPipelining ? 'on' : 'off'}, ` +
+    `write coalescing ${e.coalescing ? 'on' : 'off'}`;
 
   console.log(
     `overhead benchmark: node ${process.version}, ioredis ${await ioredisVersion()}, redis ${redisVersion} ` +
@@ -651,6 +685,10 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
     resp3VsResp2ApOn: effect(s.id, MATRIX[3]!, MATRIX[1]!),
     apOnVsOffResp2: effect(s.id, MATRIX[1]!, MATRIX[0]!),
     apOnVsOffResp3: effect(s.id, MATRIX[3]!, MATRIX[2]!),
+    coalescingOnVsOff: (() => {
+      const ratios = perRound(s.id, 'module-coalescing', `module-${comboId(MATRIX[2]!)}`);
+      return { paired: median(ratios), interval: medianInterval(ratios) };
+    })(),
   }));
   // Noise floor: a defaults connection against the matrix connection with identical options.
   const twinOf = (c: LiveConfig): LiveConfig | undefined =>
@@ -659,7 +697,8 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
         o.kind === c.kind &&
         o.pair !== 'defaults' &&
         o.effective.serverResp === c.effective.serverResp &&
-        o.effective.autoPipelining === c.effective.autoPipelining,
+        o.effective.autoPipelining === c.effective.autoPipelining &&
+        o.effective.coalescing === c.effective.coalescing,
     );
   const controls = (['module-defaults', 'raw-defaults'] as const).flatMap((id) => {
     const twin = twinOf(byId(id));
@@ -744,7 +783,14 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
     `${fmtRatio(e.paired)} ${fmtInterval(e.interval)}`;
   console.log(
     table(
-      ['scenario', 'RESP3/RESP2 ap off', 'RESP3/RESP2 ap on', 'ap on/off RESP2', 'ap on/off RESP3'],
+      [
+        'scenario',
+        'RESP3/RESP2 ap off',
+        'RESP3/RESP2 ap on',
+        'ap on/off RESP2',
+        'ap on/off RESP3',
+        'coalescing on/off (module)',
+      ],
       SCENARIOS.map((s) => {
         const e = effects[s.id]!;
         return [
@@ -753,6 +799,7 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
           fmtEffect(e.resp3VsResp2ApOn),
           fmtEffect(e.apOnVsOffResp2),
           fmtEffect(e.apOnVsOffResp3),
+          fmtEffect(e.coalescingOnVsOff),
         ];
       }),
     ),

@@ -9,6 +9,7 @@ export const DEFAULTS = {
   maxConnections: 10,
   shutdownTimeout: 2_000,
   autoPipelining: false,
+  coalesceWrites: true,
   protocol: 3 as 2 | 3,
   retry: {
     initialDelay: 100,

@@ -49,6 +49,7 @@ export interface ResolvedRedisConfig {
   maxConnections: number;
   shutdownTimeout: number;
   autoPipelining: boolean;
+  coalesceWrites: boolean;
   protocol: 2 | 3;
   redisOptions: RedisOptions;
   cache: {
@@ -302,6 +303,7 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
   );
   const lazyConnect = bool(o.lazyConnect, 'lazyConnect', DEFAULTS.lazyConnect);
   const autoPipelining = bool(o.autoPipelining, 'autoPipelining', DEFAULTS.autoPipelining);
+  const coalesceWrites = bool(o.coalesceWrites, 'coalesceWrites', DEFAULTS.coalesceWrites);
   const protocol = o.protocol ?? DEFAULTS.protocol;
   if (protocol !== 2 && protocol !== 3) {
     throw new RedisConfigError('protocol', protocol, '2 or 3');
@@ -419,6 +421,7 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
     maxConnections,
     shutdownTimeout,
     autoPipelining,
+    coalesceWrites,
     protocol,
     redisOptions: o.redisOptions ?? {},
     cache: validateCache(o.cache, commandTimeout),

@@ -1,6 +1,7 @@
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { ResolvedRedisConfig } from '../config/resolve-options.js';
 import { backoffDelay } from './backoff.js';
+import { coalesceWrites } from './coalesce-writes.js';
 import { withTimeout } from './wait.js';
 
 /** The ioredis client we hand out: a standalone/Sentinel `Redis` or a `Cluster`. */
@@ -25,6 +26,19 @@ export function isCluster(client: RedisClient): client is Cluster {
  * connect and can bound the wait.
  */
 export function createClient(
+  config: ResolvedRedisConfig,
+  role: ConnectionRole,
+  node?: { host: string; port: number },
+): RedisClient {
+  const client = newClient(config, role, node);
+  // Not on the subscriber (it hardly writes), nor on copies of a client the application owns.
+  if (config.coalesceWrites && role !== 'subscriber' && config.target.kind !== 'client') {
+    coalesceWrites(client);
+  }
+  return client;
+}
+
+function newClient(
   config: ResolvedRedisConfig,
   role: ConnectionRole,
   node?: { host: string; port: number },

@@ -26,6 +26,7 @@ describe('resolveRedisOptions', () => {
       lazyConnect: false,
       maxConnections: 10,
       autoPipelining: false,
+      coalesceWrites: true,
       address: 'redis://127.0.0.1:6379',
     });
     expect(c.commandTimeout).toBeUndefined();
@@ -286,6 +287,12 @@ describe('resolveRedisOptions', () => {
         { lazyConnect: 'yes' },
         {},
         'lazyConnect = "yes"; expected true or false',
+      ],
+      [
+        'coalesceWrites not a boolean',
+        { coalesceWrites: 1 },
+        {},
+        'coalesceWrites = 1; expected true or false',
       ],
     ])('%s', (_case, options, env, text) => {
       const err = configError(options, env);

@@ -284,6 +284,25 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       expect(await redis.exists(key)).toBe(0);
     });
 
+    it('a save by the store moves the version: an update function that read before it runs again', async () => {
+      const u = user('version');
+      const agent = new Browser(app);
+      const sid = sessionIdOf(status(await agent.post('/login', { user: u }), 200));
+      let release: () => void = () => undefined;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      const seen: unknown[] = [];
+      const updating = sessions.update<{ views?: number; tag?: string }>(sid, async (data) => {
+        seen.push(data.views);
+        await released;
+        return { ...data, tag: 'x' };
+      });
+      await waitFor(() => seen.length === 1, { what: 'the update function to read' });
+      expect(status(await agent.get('/me'), 200).body).toEqual({ user: u, views: 1 });
+      release();
+      expect((await updating)!.data).toMatchObject({ views: 1, tag: 'x' });
+      expect(seen).toEqual([0, 1]);
+    });
+
     it('logout destroys the session; replaying its cookie finds nothing', async () => {
       const agent = new Browser(app);
       const login = status(await agent.post('/login', { user: user('logout') }), 200);
@@ -316,6 +335,10 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       }
       expect(await sessions.listByUser(u)).toEqual([]);
       for (const b of browsers) status(await b.get('/me'), 401);
+      // Nothing of it is left in Redis: no record, not even a stub of the late save.
+      const left: string[] = [];
+      for await (const key of app.get(RedisService).scan(`sess:{${userTag(u)}}:*`)) left.push(key);
+      expect(left).toEqual([]);
     });
 
     it('visitors get sessions without a user; SessionService does not treat them as users’', async () => {

@@ -49,9 +49,11 @@
  *
  * Usage: npm run bench -- lock [--rounds N] [--slice-ms MS] [--seq-ms MS] [--handoffs N]
  *          [--handoff-rounds N] [--hold-ms MS] [--tp-ms MS] [--tp-rounds N] [--timeout-ms MS]
- *          [--check]
+ *          [--check] [--uncontended-only]
  *   or env BENCH_ROUNDS, BENCH_SLICE_MS, BENCH_SEQ_MS, BENCH_HANDOFFS, BENCH_HANDOFF_ROUNDS,
- *   BENCH_HOLD_MS, BENCH_TP_MS, BENCH_TP_ROUNDS, BENCH_TIMEOUT_MS, BENCH_CHECK=1.
+ *   BENCH_HOLD_MS, BENCH_TP_MS, BENCH_TP_ROUNDS, BENCH_TIMEOUT_MS, BENCH_CHECK=1,
+ *   BENCH_UNCONTENDED_ONLY=1.
+ *   `--uncontended-only`: scenario 1 alone (about 15 s), for iterating on the per-lock cost.
  *   `--check`: exit code 1 when a target is MISSED. The last line of output is
  *   `BENCH_JSON {...}` with every figure.
  */
@@ -122,6 +124,8 @@ interface Settings {
   tpRounds: number;
   timeoutMs: number;
   check: boolean;
+  /** Run scenario 1 only (a quick check of the uncontended figures). */
+  uncontendedOnly: boolean;
 }
 
 function readSettings(argv: string[]): Settings {
@@ -138,6 +142,7 @@ function readSettings(argv: string[]): Settings {
   ];
   const values = new Map<string, string>();
   let check = process.env.BENCH_CHECK === '1';
+  let uncontendedOnly = process.env.BENCH_UNCONTENDED_ONLY === '1';
   for (let i = 0; i < argv.length; i += 1) {
     const [flag, inline] = argv[i]!.split('=', 2);
     const name = flag!.replace(/^--/, '');
@@ -145,8 +150,14 @@ function readSettings(argv: string[]): Settings {
       check = true;
       continue;
     }
+    if (flag === '--uncontended-only') {
+      uncontendedOnly = true;
+      continue;
+    }
     if (!flag!.startsWith('--') || !known.includes(name)) {
-      throw new Error(`unknown argument ${argv[i]} (known: --${known.join(' --')} --check)`);
+      throw new Error(
+        `unknown argument ${argv[i]} (known: --${known.join(' --')} --check --uncontended-only)`,
+      );
     }
     values.set(name, inline ?? argv[++i] ?? '');
   }
@@ -170,6 +181,7 @@ function readSettings(argv: string[]): Settings {
     tpRounds: num('tp-rounds', 'BENCH_TP_ROUNDS', 3, 1, 100),
     timeoutMs: num('timeout-ms', 'BENCH_TIMEOUT_MS', 300_000, 10_000, 3_600_000),
     check,
+    uncontendedOnly,
   };
 }
 
@@ -839,6 +851,60 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
         headlineU.some((h) => h.pairedInterval[1] < UNCONTENDED_TARGET)
       ? 'MISSED'
       : 'INCONCLUSIVE';
+  const printUncontended = (): void => {
+    console.log('\n1. Uncontended acquire + release per second (median over rounds)');
+    const uRows: string[][] = [];
+    for (const c of IN_FLIGHT) {
+      for (const s of uncontended) {
+        uRows.push([
+          `${c === 1 ? 'sequential' : `${c} in flight`}  ${s.label}`,
+          fmtInt(median(uRates(c, s.id))),
+          median(uCpu(c, s.id)).toFixed(0),
+          ...peers.map((p) =>
+            s.lib === 'ours'
+              ? (() => {
+                  const cmp = uComparisons[c]![p.lib]![s.id]!;
+                  return `${fmtRatio(cmp.paired)} ${fmtInterval(cmp.pairedInterval)}`;
+                })()
+              : '',
+          ),
+        ]);
+      }
+    }
+    console.log(
+      table(
+        [
+          'scenario',
+          'ops/s',
+          'CPU µs/op',
+          ...peers.map((p) => `ours / ${peerLabel(p.lib)} (paired, 90%)`),
+        ],
+        uRows,
+      ),
+    );
+    console.log(
+      `Target: ours (acquire + release) >= ${UNCONTENDED_TARGET.toFixed(1)}x each peer, sequential and 16 in flight: ${uVerdict}`,
+    );
+  };
+  if (settings.uncontendedOnly) {
+    printUncontended();
+    const pressureEnd = cpuPressure();
+    console.log(
+      `\nSummary (uncontended only): ${uVerdict}. ${((performance.now() - wall) / 1000).toFixed(1)} s, ${fmtLoad(os.loadavg(), pressureEnd)}`,
+    );
+    process.off('warning', onWarning);
+    const medians = Object.fromEntries(
+      IN_FLIGHT.map((c) => [
+        c,
+        Object.fromEntries(uncontended.map((s) => [s.id, Math.round(median(uRates(c, s.id)))])),
+      ]),
+    );
+    const json = { bench: 'lock', uncontendedOnly: true, date: new Date().toISOString(), versions };
+    console.log(
+      `BENCH_JSON ${JSON.stringify({ ...json, settings, medians, comparisons: uComparisons, verdict: uVerdict })}`,
+    );
+    return [uVerdict];
+  }
 
   // ===== 2. hand-off latency =====
   const ours = oursContender(locks);
@@ -909,40 +975,7 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
   }
 
   // ===== tables =====
-  console.log('\n1. Uncontended acquire + release per second (median over rounds)');
-  const uRows: string[][] = [];
-  for (const c of IN_FLIGHT) {
-    for (const s of uncontended) {
-      uRows.push([
-        `${c === 1 ? 'sequential' : `${c} in flight`}  ${s.label}`,
-        fmtInt(median(uRates(c, s.id))),
-        median(uCpu(c, s.id)).toFixed(0),
-        ...peers.map((p) =>
-          s.lib === 'ours'
-            ? (() => {
-                const cmp = uComparisons[c]![p.lib]![s.id]!;
-                return `${fmtRatio(cmp.paired)} ${fmtInterval(cmp.pairedInterval)}`;
-              })()
-            : '',
-        ),
-      ]);
-    }
-  }
-  console.log(
-    table(
-      [
-        'scenario',
-        'ops/s',
-        'CPU µs/op',
-        ...peers.map((p) => `ours / ${peerLabel(p.lib)} (paired, 90%)`),
-      ],
-      uRows,
-    ),
-  );
-  console.log(
-    `Target: ours (acquire + release) >= ${UNCONTENDED_TARGET.toFixed(1)}x each peer, sequential and 16 in flight: ${uVerdict}`,
-  );
-
+  printUncontended();
   const hStats = (c: string, n: number) => {
     const h = handoff[c]![n]!;
     return {

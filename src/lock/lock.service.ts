@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import {
   Inject,
   Injectable,
@@ -9,8 +9,8 @@ import {
 import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
-import { Waiters } from '../connection/waiters.js';
-import { LockLostError, LockNotAcquiredError } from '../errors.js';
+import { Waiters, type Waiter } from '../connection/waiters.js';
+import { LockNotAcquiredError } from '../errors.js';
 import { HeldLock, type Lock, type LockOwner } from './lock.js';
 import { ACQUIRE, EXTEND, lockKeys, RELEASE, RELEASE_CHANNEL } from './lock.scripts.js';
 import { WITH_LOCK_METADATA, type WithLockMetadata } from './with-lock.decorator.js';
@@ -64,6 +64,11 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
   private readonly waiters = new Waiters();
   private readonly abortWaits = new AbortController();
   private subscription?: Promise<boolean>;
+  private subscribed = false;
+  /** Release notifications received so far (any resource). */
+  private releasesSeen = 0;
+  private sweeper?: NodeJS.Timeout;
+  private readonly tokens = new TokenSource();
   private readonly owner: LockOwner;
 
   constructor(
@@ -86,7 +91,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
   async tryAcquire(resource: string, options: TryAcquireLockOptions = {}): Promise<Lock | null> {
     checkResource('tryAcquire', resource);
     const ttl = checkDuration('tryAcquire', 'ttl', options.ttl ?? this.defaults.ttl);
-    const attempt = await this.attempt(resource, ttl);
+    const attempt = await this.attempt(resource, ttl, 0);
     return attempt.lock ?? null;
   }
 
@@ -131,11 +136,9 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     } finally {
       await lock.release();
     }
-    if (lock.signal.aborted && (options.throwOnLost ?? true)) {
-      throw lock.signal.reason instanceof LockLostError
-        ? lock.signal.reason
-        : new LockLostError(resource, lock.fencingToken, 'the lock was lost');
-    }
+    // Not `lock.signal.aborted`: reading `signal` would create the controller nobody needs.
+    const lost = lock.lostReason;
+    if (lost && (options.throwOnLost ?? true)) throw lost;
     return result;
   }
 
@@ -169,6 +172,8 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     this.waiters.wakeEveryone();
     const held = [...this.held];
     const results = await Promise.allSettled(held.map((lock) => lock.release()));
+    clearInterval(this.sweeper);
+    this.sweeper = undefined;
     const released = results.filter((r) => r.status === 'fulfilled' && r.value).length;
     if (held.length)
       this.logger.log(`released ${released} of ${held.length} held lock(s) at shutdown`);
@@ -186,13 +191,34 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     const deadline = start + wait;
     const stop = (reason: string, cause?: unknown): LockNotAcquiredError =>
       new LockNotAcquiredError(resource, Date.now() - start, { reason, cause });
-    await this.ensureSubscribed();
+    const checkAborted = (): void => {
+      if (signal?.aborted) throw stop('the wait was aborted', signal.reason);
+      if (this.abortWaits.signal.aborted) throw stop('the application is shutting down');
+    };
+    if (!this.subscribed) await this.ensureSubscribed();
+    const markTtl = this.waitMarkTtl;
     // Callers of this process already waiting for the resource go first: without this a worker
     // that just released re-acquires before the waiter it woke gets there, and others starve.
     let queue = this.waiters.count(resource) > 0;
+    if (!queue) {
+      // Mostly the lock is free: try before registering as a waiter (that registration was a
+      // measurable part of an uncontended acquire). A release announced while this attempt was
+      // in flight finds nobody registered; the count of notifications tells us to retry at once.
+      checkAborted();
+      const seen = this.releasesSeen;
+      const attempt = await this.attempt(resource, ttl, markTtl);
+      if (attempt.lock) return attempt.lock;
+      const woken = this.waiters.register(resource);
+      try {
+        if (this.releasesSeen === seen) {
+          await this.pause(woken, attempt, deadline, signal, stop, checkAborted);
+        }
+      } finally {
+        woken.cancel();
+      }
+    }
     for (;;) {
-      if (signal?.aborted) throw stop('the wait was aborted', signal.reason);
-      if (this.abortWaits.signal.aborted) throw stop('the application is shutting down');
+      checkAborted();
       // Register before trying, so that a release between our attempt and our wait still wakes us.
       const woken = this.waiters.register(resource);
       try {
@@ -203,27 +229,48 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
           await woken.until(Math.min(remaining, this.defaults.retryInterval), signal);
           continue;
         }
-        const attempt = await this.attempt(resource, ttl);
+        const attempt = await this.attempt(resource, ttl, markTtl);
         if (attempt.lock) return attempt.lock;
-        const remaining = deadline - Date.now();
-        if (remaining <= 0) throw stop(attempt.reason ?? 'it stayed locked');
-        // A release wakes us; otherwise poll (jittered), or retry right when the holder's TTL ends.
-        const poll = this.defaults.retryInterval * (0.5 + Math.random() * 0.5);
-        const holderLeft =
-          attempt.pttl !== undefined && attempt.pttl >= 0 ? attempt.pttl + 1 : Infinity;
-        await woken.until(Math.min(remaining, poll, holderLeft), signal);
+        await this.pause(woken, attempt, deadline, signal, stop, checkAborted);
       } finally {
         woken.cancel();
       }
     }
   }
 
-  /** One acquisition attempt. */
-  private async attempt(
-    resource: string,
-    ttl: number,
-  ): Promise<{ lock?: HeldLock; pttl?: number; reason?: string }> {
-    const token = randomBytes(16).toString('hex');
+  /**
+   * After a failed attempt: wait until a release wakes us, or the jittered poll, or the
+   * holder's TTL ends, whichever comes first; throw when the wait has run out.
+   */
+  private async pause(
+    woken: Waiter,
+    attempt: Attempt,
+    deadline: number,
+    signal: AbortSignal | undefined,
+    stop: (reason: string) => LockNotAcquiredError,
+    checkAborted: () => void,
+  ): Promise<void> {
+    // Aborted while the attempt was in flight: an already aborted signal fires no listener.
+    checkAborted();
+    const remaining = deadline - Date.now();
+    if (remaining <= 0) throw stop(attempt.reason ?? 'it stayed locked');
+    const poll = this.defaults.retryInterval * (0.5 + Math.random() * 0.5);
+    const holderLeft =
+      attempt.pttl !== undefined && attempt.pttl >= 0 ? attempt.pttl + 1 : Infinity;
+    await woken.until(Math.min(remaining, poll, holderLeft), signal);
+  }
+
+  /**
+   * How long a failed attempt's "someone waits" mark lives. A waiter retries (and marks again)
+   * at least every `retryInterval`; a crashed one's mark costs one needless PUBLISH at most.
+   */
+  private get waitMarkTtl(): number {
+    return Math.max(1_000, 4 * this.defaults.retryInterval);
+  }
+
+  /** One acquisition attempt; a caller that will wait passes `markTtl` > 0 (see ACQUIRE). */
+  private async attempt(resource: string, ttl: number, markTtl: number): Promise<Attempt> {
+    const token = this.tokens.next();
     const keys = lockKeys(resource);
     const sentAt = Date.now();
     const replicas = this.defaults.replicas;
@@ -234,7 +281,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
       const { result, acked } = await this.connection.withDedicated(async (c) => {
         const out = (await c
           .pipeline()
-          .eval(ACQUIRE.lua, 2, ...keys, token, ttl)
+          .eval(ACQUIRE.lua, 3, ...keys, token, ttl, markTtl)
           .wait(replicas, this.defaults.replicaTimeout)
           .exec()) as Array<[Error | null, unknown]>;
         for (const [err] of out) if (err) throw err;
@@ -242,17 +289,36 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
       });
       reply = result;
       if (reply[0] === 1 && acked < replicas) {
-        await RELEASE.run(this.connection.client, [keys[0]], [token, this.channel, resource]);
+        await RELEASE.run(
+          this.connection.client,
+          [keys[0], keys[2]],
+          [token, this.channel, resource, this.waiters.count(resource) > 0 ? '1' : '0'],
+        );
         reason = `only ${acked} of ${replicas} replicas acknowledged within ${this.defaults.replicaTimeout} ms`;
         return { reason, pttl: 0 };
       }
     } else {
-      reply = await ACQUIRE.run(this.connection.client, keys, [token, ttl]);
+      reply = await ACQUIRE.run(this.connection.client, keys, [token, ttl, markTtl]);
     }
     if (reply[0] !== 1) return { pttl: Number(reply[1]) };
     const lock = new HeldLock(resource, token, Number(reply[1]), ttl, sentAt, this.owner);
-    this.held.add(lock);
+    this.track(lock);
     return { lock };
+  }
+
+  /**
+   * Remembers a held lock (for shutdown). Locks have no timer of their own, so one sweep
+   * forgets those nobody released whose TTL passed; it runs only while locks are held.
+   */
+  private track(lock: HeldLock): void {
+    this.held.add(lock);
+    this.sweeper ??= setInterval(() => {
+      for (const held of this.held) held.checkLost();
+      if (this.held.size === 0) {
+        clearInterval(this.sweeper);
+        this.sweeper = undefined;
+      }
+    }, SWEEP_INTERVAL_MS).unref();
   }
 
   private async runExtend(lock: HeldLock, ttl: number): Promise<boolean> {
@@ -266,10 +332,13 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
 
   private async runRelease(lock: HeldLock): Promise<boolean> {
     try {
+      const [key, , waitingKey] = lockKeys(lock.resource);
+      // Callers of this process queued behind another do not mark: announce for them.
+      const announce = this.waiters.count(lock.resource) > 0 ? '1' : '0';
       const ok = await RELEASE.run(
         this.connection.client,
-        [lockKeys(lock.resource)[0]],
-        [lock.token, this.channel, lock.resource],
+        [key, waitingKey],
+        [lock.token, this.channel, lock.resource, announce],
       );
       return ok === 1;
     } catch (err) {
@@ -292,19 +361,51 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
         // Wake one waiter of this process, the longest waiting: waking all of them sends N
         // acquire attempts of which N-1 lose (measured: 3-4x less throughput under contention).
         // The woken one wakes the next when it releases; a lost message is covered by the poll.
+        this.releasesSeen += 1;
         this.waiters.wakeOne(resource);
       })
       .then(
-        () => true,
+        () => (this.subscribed = true),
         (err: unknown) => {
           this.logger.warn(
             `release notifications unavailable, waiting locks poll every ~${this.defaults.retryInterval} ms: ${this.connection.scrub((err as Error).message)}`,
           );
           this.subscription = undefined;
+          this.subscribed = false;
           return false;
         },
       );
     return this.subscription;
+  }
+}
+
+/** What one acquisition attempt found. */
+interface Attempt {
+  lock?: HeldLock;
+  /** The holder's remaining TTL (ms; negative: none), when the lock was taken. */
+  pttl?: number;
+  reason?: string;
+}
+
+/** How often held locks are checked for a TTL that passed unnoticed (ms). */
+const SWEEP_INTERVAL_MS = 1_000;
+
+/**
+ * Lock tokens: 128 random bits each, hex. Drawn from the CSPRNG 256 tokens at a time: one
+ * `randomBytes(16)` per lock was about 6% of the CPU of an uncontended acquire + release.
+ */
+class TokenSource {
+  private readonly pool = Buffer.allocUnsafe(16 * 256);
+  private offset = this.pool.length;
+
+  next(): string {
+    if (this.offset === this.pool.length) {
+      randomFillSync(this.pool);
+      this.offset = 0;
+    }
+    const token = this.pool.toString('hex', this.offset, this.offset + 16);
+    this.offset += 16;
+    return token;
   }
 }
 

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Injectable, type INestApplication } from '@nestjs/common';
 import {
@@ -27,14 +27,20 @@ import {
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 
-/** The worker process imports dist/: build it when missing or older than src/index.ts. */
+/** Newest modification time of any file under `dir` (ms). */
+function newestMtime(dir: string): number {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = `${dir}/${entry.name}`;
+    newest = Math.max(newest, entry.isDirectory() ? newestMtime(path) : statSync(path).mtimeMs);
+  }
+  return newest;
+}
+
+/** The worker process imports dist/: build it when missing or older than any file of src/. */
 function ensureBuilt(): void {
   const dist = `${root}dist/index.js`;
-  if (
-    existsSync(dist) &&
-    statSync(dist).mtimeMs >= statSync(`${root}src/lock/lock.service.ts`).mtimeMs
-  )
-    return;
+  if (existsSync(dist) && statSync(dist).mtimeMs >= newestMtime(`${root}src`)) return;
   const result = spawnSync('npx', ['tsc', '-p', 'tsconfig.build.json'], {
     cwd: root,
     stdio: 'inherit',
@@ -260,6 +266,94 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         await next.release();
       } finally {
         worker.child.kill('SIGCONT');
+      }
+    }, 30_000);
+
+    it('a signal first read after the TTL passed is already aborted (nobody watched it before)', async () => {
+      const r = resource('late-signal');
+      const lock = (await locks.tryAcquire(r, { ttl: 50 }))!;
+      await waitFor(async () => (await redis.exists(`lock:{${r}}`)) === 0, {
+        intervalMs: 10,
+        what: 'the key to expire',
+      });
+      expect(lock.signal.aborted).toBe(true);
+      expect(lock.signal.reason).toBeInstanceOf(LockLostError);
+      expect((lock.signal.reason as Error).message).toMatch(/ttl passed without extension/);
+      expect(await lock.extend()).toBe(false);
+      expect(await lock.release()).toBe(false);
+      // withLock notices it too when fn never looked at the signal.
+      await expect(
+        locks.withLock(
+          r,
+          () =>
+            waitFor(async () => (await redis.exists(`lock:{${r}}`)) === 0, {
+              intervalMs: 10,
+              what: 'the key to expire',
+            }),
+          { ttl: 50, autoExtend: false },
+        ),
+      ).rejects.toThrow(LockLostError);
+    });
+
+    it('a release nobody waits for publishes nothing; a waiter in another process is woken at once', async () => {
+      ensureBuilt();
+      const r = resource('remote-waiter');
+      const mark = `lock:{${r}}:w`;
+      // Redis and Cluster both have duplicate(), with signatures TypeScript cannot unite.
+      const subscriber = (redis as unknown as { duplicate(): RedisClient }).duplicate();
+      const announced: string[] = [];
+      subscriber.on('message', (_channel: string, message: string) => {
+        if (message === r) announced.push(message);
+      });
+      await subscriber.subscribe(`${prefix}lock:released`);
+      const worker = startWorker({
+        options: { ...options, connectionName: uniqueConnectionName('lock-waiter') },
+        resource: r,
+        mode: 'wait',
+        rounds: 10,
+      });
+      try {
+        for (let i = 0; i < 5; i++) {
+          const lock = (await locks.acquire(r, { ttl: 5_000 }))!;
+          expect(await locks.tryAcquire(r)).toBeNull(); // tryAcquire does not wait: no mark
+          await lock.release();
+        }
+        expect(await redis.exists(mark)).toBe(0);
+        await subscriber.ping(); // answered after anything published before it
+        expect(announced).toEqual([]);
+
+        await worker.started;
+        const latencies: number[] = [];
+        for (let round = 0; round < 10; round++) {
+          const held = (await locks.tryAcquire(r, { ttl: 5_000 }))!;
+          expect(held).not.toBeNull();
+          if (round === 0) worker.start();
+          else worker.child.stdin!.write('go\n');
+          // The worker tried, found it taken, and marked that it waits.
+          await waitFor(() => redis.exists(mark), { intervalMs: 2, what: 'the waiting mark' });
+          const mt = await redis.pttl(mark);
+          expect(mt).toBeGreaterThan(0);
+          expect(mt).toBeLessThanOrEqual(1_000);
+          const releasedAt = performance.now();
+          await held.release();
+          await waitFor(() => worker.output().includes(`held ${round}\n`), {
+            intervalMs: 1,
+            what: `the worker to get the lock (round ${round})`,
+          });
+          latencies.push(performance.now() - releasedAt);
+          await waitFor(() => worker.output().includes(`released ${round}\n`), {
+            intervalMs: 1,
+            what: 'the worker to release',
+          });
+        }
+        expect(await worker.finished).toEqual({ done: 10 });
+        latencies.sort((a, b) => a - b);
+        // retryInterval is 200 ms (polls of 100-200 ms): only the notification explains this.
+        expect(latencies[5]).toBeLessThan(50);
+        expect(announced.length).toBeGreaterThanOrEqual(10);
+      } finally {
+        worker.child.kill();
+        subscriber.disconnect();
       }
     }, 30_000);
 

@@ -6,6 +6,9 @@
 // { done } and exits by itself.
 // With { mode: 'hold', ttl }: holds the lock in withLock until its signal aborts, printing
 // "held <fencingToken>" once it has it, then one JSON line { outcome, error, fencingToken }.
+// With { mode: 'wait', rounds }: per round (the first starts with the start line, each next one
+// with another line on stdin) waits in acquire, prints "held <round>", releases, prints
+// "released <round>"; then one JSON line { done }.
 import 'reflect-metadata';
 import { Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
@@ -18,7 +21,10 @@ const spec = JSON.parse(process.argv[2]);
 class WorkerModule {}
 Module({ imports: [RedisModule.forRoot(spec.options)] })(WorkerModule);
 
-const app = await NestFactory.createApplicationContext(WorkerModule, { logger: false, abortOnError: false });
+const app = await NestFactory.createApplicationContext(WorkerModule, {
+  logger: false,
+  abortOnError: false,
+});
 const locks = app.get(LockService);
 const redis = app.get(getRedisToken());
 
@@ -44,6 +50,25 @@ if (spec.mode === 'hold') {
     );
   await app.close();
   process.stdout.write(JSON.stringify({ ...outcome, fencingToken }) + '\n');
+  process.stdin.destroy();
+  process.exit(0);
+}
+
+if (spec.mode === 'wait') {
+  const lines = [];
+  let next;
+  process.stdin.on('data', () => (next ? (next(), (next = undefined)) : lines.push(1)));
+  const line = () =>
+    lines.length ? (lines.pop(), Promise.resolve()) : new Promise((r) => (next = r));
+  for (let round = 0; round < spec.rounds; round++) {
+    if (round > 0) await line();
+    const lock = await locks.acquire(spec.resource, { ttl: 5000, wait: 5000 });
+    process.stdout.write(`held ${round}\n`);
+    await lock.release();
+    process.stdout.write(`released ${round}\n`);
+  }
+  await app.close();
+  process.stdout.write(JSON.stringify({ done: spec.rounds }) + '\n');
   process.stdin.destroy();
   process.exit(0);
 }

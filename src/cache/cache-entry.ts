@@ -15,7 +15,7 @@ export interface CacheEntry<T = unknown> {
   loadMs: number;
   /** Versions of its tags when it was written; a bumped tag makes it invalid. */
   tags?: Record<string, number>;
-  /** Approximate in-memory size, for the L1 byte bound. */
+  /** Approximate in-memory size, for the L1 byte bound (0 for an entry L1 will not keep). */
   size: number;
 }
 
@@ -64,14 +64,20 @@ export function decodeEntry<T>(
 /**
  * `decodeEntry` for an entry read as a string, when the value is JSON (the default serializer):
  * one string from the reply, the payload parsed in place — no Buffer, no second UTF-8 decode.
- * This is the L2 hit path, so the usual header is read without `JSON.parse` (`fastHeader`).
+ * This is the L2 hit path, so the usual header is read without `JSON.parse` (`fastHeader`), and
+ * the entry's size (a pass over the text to count its UTF-8 bytes) is estimated only when the
+ * caller may keep it in L1: otherwise it is 0.
  */
-export function decodeTextEntry<T>(text: string, keyLength: number): CacheEntry<T> {
+export function decodeTextEntry<T>(
+  text: string,
+  keyLength: number,
+  sizeNeeded: boolean,
+): CacheEntry<T> {
   const nl = text.indexOf('\n');
   if (nl <= 0) throw new Error('no entry header');
   const h = fastHeader(text, nl) ?? parseHeader(text.slice(0, nl));
   const value = JSON.parse(text.slice(nl + 1)) as T;
-  return toEntry(h, value, Buffer.byteLength(text, 'utf8'), keyLength);
+  return toEntry(h, value, sizeNeeded ? Buffer.byteLength(text, 'utf8') : -1, keyLength);
 }
 
 function parseHeader(text: string): Header {
@@ -83,27 +89,23 @@ function parseHeader(text: string): Header {
 
 /**
  * The header `encodeEntry` writes for an untagged entry, `{"f":<digits>,"s":<digits>}` with an
- * optional `,"d":<digits>`, read by hand: it costs half what `JSON.parse` does. Anything else
+ * optional `,"d":<digits>`, read by hand: about half the cost of `JSON.parse`. Anything else
  * (tags, a number JSON wrote with an exponent, a foreign header) returns undefined and goes
  * through `JSON.parse`, so both readers accept exactly the same entries.
  */
 function fastHeader(text: string, end: number): Header | undefined {
-  if (!text.startsWith('{"f":')) return undefined;
-  let at = 5;
-  const f = digitsAt(text, at);
-  if (f === undefined || !text.startsWith(',"s":', (at = f.next))) return undefined;
-  const s = digitsAt(text, at + 5);
-  if (s === undefined) return undefined;
-  at = s.next;
-  let d: number | undefined;
-  if (text.startsWith(',"d":', at)) {
-    const loadMs = digitsAt(text, at + 5);
-    if (loadMs === undefined) return undefined;
-    d = loadMs.value;
-    at = loadMs.next;
-  }
-  if (at !== end - 1 || text.charCodeAt(at) !== CLOSE_BRACE) return undefined;
-  return { f: f.value, s: s.value, d };
+  if (!text.startsWith('{"f":') || text.charCodeAt(end - 1) !== CLOSE_BRACE) return undefined;
+  const sAt = text.indexOf(',"s":', 5);
+  if (sAt < 0 || sAt > end) return undefined;
+  const f = integer(text, 5, sAt);
+  // Whatever lies between two fields must be digits, so a ',"d":' found elsewhere (inside
+  // tags) fails below and the header goes to JSON.parse.
+  const dAt = text.indexOf(',"d":', sAt + 5);
+  const hasD = dAt >= 0 && dAt < end;
+  const s = integer(text, sAt + 5, hasD ? dAt : end - 1);
+  const d = hasD ? integer(text, dAt + 5, end - 1) : 0;
+  if (f < 0 || s < 0 || d < 0) return undefined;
+  return { f, s, d };
 }
 
 const DIGIT_0 = 0x30;
@@ -111,31 +113,30 @@ const CLOSE_BRACE = 0x7d;
 /** More digits than this could lose precision in `value * 10 + digit`: left to JSON.parse. */
 const MAX_DIGITS = 15;
 
-/** A non-negative integer written in decimal at `start`, and the index after it. */
-function digitsAt(text: string, start: number): { value: number; next: number } | undefined {
-  let value = 0;
-  let at = start;
-  for (;;) {
-    const digit = text.charCodeAt(at) - DIGIT_0;
-    if (!(digit >= 0 && digit <= 9)) break;
-    value = value * 10 + digit;
-    at += 1;
-  }
-  const length = at - start;
-  if (length === 0 || length > MAX_DIGITS) return undefined;
+/** The non-negative integer written in JSON from `start` to `end`, or -1 if it is not one. */
+function integer(text: string, start: number, end: number): number {
+  const length = end - start;
   // JSON allows no leading zero ("007"): such a header is not ours, let JSON.parse refuse it.
-  if (length > 1 && text.charCodeAt(start) === DIGIT_0) return undefined;
-  return { value, next: at };
+  if (length <= 0 || length > MAX_DIGITS || (length > 1 && text.charCodeAt(start) === DIGIT_0))
+    return -1;
+  let value = 0;
+  for (let at = start; at < end; at += 1) {
+    const digit = text.charCodeAt(at) - DIGIT_0;
+    if (!(digit >= 0 && digit <= 9)) return -1;
+    value = value * 10 + digit;
+  }
+  return value;
 }
 
-function toEntry<T>(h: Header, value: T, rawLength: number, keyLength: number): CacheEntry<T> {
+/** `rawBytes` -1: the size was not needed (the entry will not be kept in L1), 0 is recorded. */
+function toEntry<T>(h: Header, value: T, rawBytes: number, keyLength: number): CacheEntry<T> {
   return {
     value,
     freshUntil: h.f,
     staleUntil: h.s,
     loadMs: typeof h.d === 'number' ? h.d : 0,
     tags: h.t && typeof h.t === 'object' ? h.t : undefined,
-    size: estimateSize(rawLength, keyLength),
+    size: rawBytes < 0 ? 0 : estimateSize(rawBytes, keyLength),
   };
 }
 

@@ -7,6 +7,7 @@ import {
   Cacheable,
   getRedisToken,
   RedisModule,
+  type CacheSerializer,
   type RedisClient,
   type RedisModuleOptions,
 } from '../../src/index.js';
@@ -39,6 +40,16 @@ class CatalogService {
 }
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Bytes that are not UTF-8 and contain '\n': they must reach `deserialize` untouched. */
+const MAGIC = Buffer.from([0x0a, 0xff, 0x00]);
+const binarySerializer: CacheSerializer = {
+  serialize: (value) => Buffer.concat([MAGIC, Buffer.from(JSON.stringify(value))]),
+  deserialize: (raw) => {
+    if (!raw.subarray(0, MAGIC.length).equals(MAGIC)) throw new Error('not a binary entry');
+    return JSON.parse(raw.subarray(MAGIC.length).toString('utf8'));
+  },
+};
 
 describe.each(topologies().map((t) => [t.name, t] as const))(
   'CacheService on %s',
@@ -174,6 +185,56 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       );
       expect(await cacheA.getOrSet(k, async () => 'reloaded')).toBe('reloaded');
       expect(logsA.matching(`cache entry "${k}" is corrupted and was removed`)).toHaveLength(2);
+    });
+
+    it('reads from Redis alone (l1: false), as text or as bytes for another serializer', async () => {
+      const apps = await Promise.all(
+        [undefined, binarySerializer].map((serializer) =>
+          startApp(
+            {
+              imports: [
+                RedisModule.forRoot({
+                  ...options,
+                  keyPrefix: `${prefix}${serializer ? 'bytes' : 'text'}:`,
+                  connectionName: uniqueConnectionName('cache-l2'),
+                  cache: { ...options.cache, l1: false, serializer },
+                }),
+              ],
+            },
+            logsA,
+          ),
+        ),
+      );
+      try {
+        for (const [i, app] of apps.entries()) {
+          const cache = app.get(CacheService);
+          const client = app.get<RedisClient>(getRedisToken());
+          const k = key(`l2only${i}`);
+          const tag = key(`l2tag${i}`);
+          await cache.set(k, { name: 'Ada', n: [1, 2] }, { tags: [tag] });
+          const before = cache.stats().l2.hits;
+          const all = await Promise.all([cache.get(k), cache.getOrSet(k, async () => 'loader')]);
+          expect(all).toEqual([
+            { name: 'Ada', n: [1, 2] },
+            { name: 'Ada', n: [1, 2] },
+          ]);
+          expect(cache.stats().l2.hits).toBe(before + 2);
+          expect(cache.stats().l1).toMatchObject({ enabled: false, hits: 0 });
+          await cache.invalidateTags([tag]);
+          expect(await cache.get(k)).toBeUndefined();
+
+          // Not an entry of this serializer: a miss, logged and deleted.
+          const bad = key(`l2bad${i}`);
+          await client.set(`cache:{${bad}}`, '{"f":9999999999999,"s":9999999999999}\nnot it');
+          expect(await cache.get(bad)).toBeUndefined();
+          expect(await client.exists(`cache:{${bad}}`)).toBe(0);
+          expect(logsA.matching(`cache entry "${bad}" is corrupted and was removed`)).toHaveLength(
+            1,
+          );
+        }
+      } finally {
+        await Promise.all(apps.map((app) => app.close()));
+      }
     });
 
     it('runs the loader once for 1000 concurrent misses across two instances', async () => {
@@ -459,6 +520,10 @@ describe('CacheService while Redis is down', () => {
 
       await server.pause(); // slow: connected, but no answer
       let started = performance.now();
+      expect(await cache.get('never-read')).toBeUndefined(); // given up after cache.timeout
+      expect(performance.now() - started).toBeGreaterThanOrEqual(190);
+      expect(performance.now() - started).toBeLessThan(200 * 2 + 300);
+      started = performance.now();
       expect(await cache.getOrSet('slow', async () => 'from loader')).toBe('from loader');
       expect(performance.now() - started).toBeLessThan(200 * 3 + 300);
       await server.resume();

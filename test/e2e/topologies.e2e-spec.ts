@@ -8,7 +8,6 @@ import {
   RedisService,
   type RedisClient,
 } from '../../src/index.js';
-import { inOneWrite } from '../../src/connection/coalesce-writes.js';
 import { RedisConnection } from '../../src/connection/redis-connection.js';
 import { getRedisConnectionToken } from '../../src/connection/tokens.js';
 import { startApp } from '../support/app.js';
@@ -187,39 +186,34 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       await unsubscribe();
     });
 
-    /** Runs `send` and counts the system calls that reach the command client's sockets. */
-    async function countWrites(send: () => Promise<unknown>): Promise<number> {
-      const nodes = client instanceof Cluster ? client.nodes('all') : [client as Redis];
-      let syscalls = 0;
-      const restore: Array<() => void> = [];
-      for (const node of nodes) {
-        const socket = node.stream as unknown as Record<'_write' | '_writev', unknown>;
-        for (const method of ['_write', '_writev'] as const) {
-          const original = socket[method] as ((...a: unknown[]) => unknown) | undefined;
-          if (!original) continue;
-          socket[method] = (...args: unknown[]) => {
-            syscalls += 1;
-            return original.apply(socket, args);
-          };
-          restore.push(() => delete socket[method]);
-        }
-      }
-      try {
-        await send();
-      } finally {
-        for (const undo of restore) undo();
-      }
-      return syscalls;
-    }
-
     it('sends the commands written in one tick together, in two system calls per socket, also after a reconnect', async () => {
       const keys = Array.from({ length: 200 }, (_, i) => `coalesce:${i}`);
       await Promise.all(keys.map((key) => client.set(key, key)));
-      const burst = () =>
-        countWrites(async () => {
+      const burst = async (): Promise<number> => {
+        // Count what reaches each socket of the command client (one per node of a cluster).
+        const nodes = client instanceof Cluster ? client.nodes('all') : [client as Redis];
+        let syscalls = 0;
+        const restore: Array<() => void> = [];
+        for (const node of nodes) {
+          const socket = node.stream as unknown as Record<'_write' | '_writev', unknown>;
+          for (const method of ['_write', '_writev'] as const) {
+            const original = socket[method] as ((...a: unknown[]) => unknown) | undefined;
+            if (!original) continue;
+            socket[method] = (...args: unknown[]) => {
+              syscalls += 1;
+              return original.apply(socket, args);
+            };
+            restore.push(() => delete socket[method]);
+          }
+        }
+        try {
           const values = await Promise.all(keys.map((key) => client.get(key)));
           expect(values).toEqual(keys); // every reply to its own command
-        });
+        } finally {
+          for (const undo of restore) undo();
+        }
+        return syscalls;
+      };
       // Per socket, the tick's first command goes out alone, the other 199 together. The keys
       // live on the masters: one socket, three on the cluster.
       const writes = 2 * (topology.name === 'cluster' ? 3 : 1);
@@ -236,18 +230,6 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         { what: 'the command connection to come back' },
       );
       expect(await burst()).toBeLessThanOrEqual(writes);
-    });
-
-    it('inOneWrite sends the commands it issues in one system call, the first one included', async () => {
-      const key = 'one-write';
-      const send = (): Promise<unknown> =>
-        inOneWrite(client, () =>
-          Promise.all([client.set(key, 'a'), client.append(key, 'b'), client.get(key)]),
-        );
-      const [, , value] = (await send()) as [unknown, unknown, string];
-      expect(value).toBe('ab');
-      // A cluster's commands go to the node's socket, coalesced there as usual.
-      expect(await countWrites(send)).toBe(topology.name === 'cluster' ? 2 : 1);
     });
 
     it('runs blocking commands on a dedicated connection, never the command connection', async () => {

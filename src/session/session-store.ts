@@ -152,11 +152,7 @@ export class RedisSessionStore extends Store {
 
   /**
    * express-session: saves the session. One that was loaded from the store is only updated,
-   * so a request that outlives a logout (or "log out everywhere") cannot bring it back. Like
-   * `touch`, it records the use only once a minute: in between it is three plain commands
-   * sent together (`HSET` of the data, `HINCRBY` of the version, `PEXPIREAT`), and in the
-   * rare case the session was gone meanwhile, the stub `HSET` left (no absolute expiry, so no
-   * reader takes it for a session) is deleted at once.
+   * so a request that outlives a logout (or "log out everywhere") cannot bring it back.
    */
   override set(sid: string, session: ExpressSessionData, callback?: Callback): void {
     const idle = this.idleOf(session);
@@ -165,22 +161,12 @@ export class RedisSessionStore extends Store {
       finish(this.backend.destroy(sid), callback);
       return;
     }
-    const data = session as unknown as Record<string, unknown>;
-    const info = this.loaded.get(session);
-    const now = Date.now();
-    let work: Promise<boolean>;
-    if (info && recentlySeen(info, idle, now)) {
-      // See `touch`: the same, with the data.
-      work = this.backend.replace(sid, data, Math.min(now + idle, info.absoluteExpiresAt));
-    } else {
-      work = this.backend.save(sid, data, {
-        create: !this.loaded.has(session),
-        idle,
-        absoluteTtl: this.absoluteTtl ?? this.backend.defaults.absoluteTtl,
-        userId: this.owners.get(session),
-      });
-      if (info) info.lastSeenAt = now;
-    }
+    const work = this.backend.save(sid, session as unknown as Record<string, unknown>, {
+      create: !this.loaded.has(session),
+      idle,
+      absoluteTtl: this.absoluteTtl ?? this.backend.defaults.absoluteTtl,
+      userId: this.owners.get(session),
+    });
     finish(work, callback);
   }
 
@@ -199,7 +185,7 @@ export class RedisSessionStore extends Store {
     let work: Promise<boolean>;
     if (idle <= 0) {
       work = this.backend.destroy(sid);
-    } else if (info && recentlySeen(info, idle, now)) {
+    } else if (info && now - info.lastSeenAt < Math.min(LAST_SEEN_RESOLUTION, idle / 2)) {
       // The idle expiry comes from the cookie (the app's clock, as in every store); the cap is
       // the absolute expiry Redis set, so a touch never extends a session past it.
       work = this.backend.slide(sid, Math.min(now + idle, info.absoluteExpiresAt));
@@ -252,11 +238,6 @@ export class RedisSessionStore extends Store {
     if (expires) return new Date(expires).getTime() - Date.now();
     return this.idleTtl ?? this.backend.defaults.ttl;
   }
-}
-
-/** Whether the session's last recorded use is recent enough not to record this one. */
-function recentlySeen(info: LoadedInfo, idle: number, now: number): boolean {
-  return now - info.lastSeenAt < Math.min(LAST_SEEN_RESOLUTION, idle / 2);
 }
 
 function settle<T>(work: Promise<T>, callback: Callback<T> | undefined): void {

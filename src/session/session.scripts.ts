@@ -375,19 +375,6 @@ return count`,
 );
 
 /**
- * Deletes a record that has no absolute expiry (`_a`): the stub a plain `HSET` leaves when the
- * session it meant to update was gone (RedisSessionStore's fast save). KEYS: record.
- * Returns 1 when it deleted one.
- */
-export const DROP_STUB = script<number>(
-  'session-drop-stub',
-  [],
-  `
-if redis.call('HEXISTS', KEYS[1], '_a') == 1 then return 0 end
-return redis.call('DEL', KEYS[1])`,
-);
-
-/**
  * express-session's `set`: replaces the data of a session, creating it only when allowed (a
  * session the store loaded is never re-created: a request still running when the session was
  * destroyed must not bring it back). KEYS: record[, index of the user a new session belongs

@@ -28,7 +28,6 @@ import {
   CREATE,
   DESTROY,
   DESTROY_ALL,
-  DROP_STUB,
   LIST,
   RECORD_KEY_PATTERN,
   ROTATE,
@@ -507,26 +506,6 @@ export class SessionService {
         );
         return reply[0] === 1;
       },
-      async replace(sid, data, expiresAt) {
-        const method = 'RedisSessionStore.set';
-        const key = record(sid, method);
-        const json = encodeLenient(method, data);
-        service.checkSize(method, 'is', Buffer.byteLength(json));
-        const client = service.client;
-        // Plain commands, written in one tick so they leave together (coalesceWrites): a
-        // script costs Redis about ten times as much as these three. The version moves, so an
-        // update function that read the session before retries on the new data.
-        const [added] = await Promise.all([
-          client.hset(key, 'd', json),
-          client.hincrby(key, '_v', 1),
-          client.pexpireat(key, Math.ceil(expiresAt)),
-        ]);
-        if (added === 0) return true;
-        // The session was gone (destroyed, or expired, since the request loaded it), and HSET
-        // made a stub of it: no `_a`, so every reader already takes it for absent. Delete it.
-        await DROP_STUB.run(client, [key]);
-        return false;
-      },
       async touch(sid, idle) {
         const key = record(sid, 'RedisSessionStore.touch');
         const reply = await TOUCH.run(service.client, [key], [Math.max(1, Math.ceil(idle)), '0']);
@@ -547,11 +526,8 @@ export class SessionService {
         const out: SessionData[] = [];
         let batch: string[] = [];
         const flush = async (): Promise<void> => {
-          const rows = await Promise.all(batch.map((key) => service.client.hmget(key, 'd', '_a')));
-          // Without `_a` it is a stub about to be deleted (see `replace`), not a session.
-          for (const [json, absolute] of rows) {
-            if (json !== null && absolute !== null) out.push(decodeData(json));
-          }
+          const values = await Promise.all(batch.map((key) => service.client.hget(key, 'd')));
+          for (const json of values) if (json !== null) out.push(decodeData(json));
           batch = [];
         };
         for await (const key of records()) {
@@ -586,11 +562,6 @@ export interface SessionStoreBackend {
     data: SessionData,
     options: { create: boolean; idle: number; absoluteTtl: number; userId?: string },
   ): Promise<boolean>;
-  /**
-   * Replaces the data of a live session and sets its expiry to `expiresAt` (epoch ms, already
-   * capped) without recording the use; never creates one. `false`: the session was gone.
-   */
-  replace(sid: string, data: SessionData, expiresAt: number): Promise<boolean>;
   /** Slides the idle expiry to now + `idle` (capped by the absolute one) and records the use. */
   touch(sid: string, idle: number): Promise<boolean>;
   /**

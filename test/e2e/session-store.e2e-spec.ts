@@ -335,7 +335,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       }
       expect(await sessions.listByUser(u)).toEqual([]);
       for (const b of browsers) status(await b.get('/me'), 401);
-      // Nothing of it is left in Redis: no record, not even a stub of the late save.
+      // Nothing of it is left in Redis: the late save re-created nothing.
       const left: string[] = [];
       for await (const key of app.get(RedisService).scan(`sess:{${userTag(u)}}:*`)) left.push(key);
       expect(left).toEqual([]);

@@ -17,8 +17,8 @@ import { userTag, type SessionAddress } from './session-id.js';
  *   Scoring by the absolute expiry is what lets a touch be one `PEXPIREAT` of the record
  *   (RedisSessionStore): sliding the idle expiry never has to move the index.
  *
- * Why the tag is in the id: `get(id)`, `touch(id)`, `update(id)` know nothing but the id, yet
- * touching or destroying a session must update its user's index in the same atomic step. The
+ * Why the tag is in the id: `get(id)`, `rotate(id)`, `destroy(id)` know nothing but the id, yet
+ * rotating or destroying a session must update its user's index in the same atomic step. The
  * tag is derived from the user id (session-id.ts) and copied into every id issued for that user,
  * so the id names the slot of both the session and its user's index. The alternative, a
  * pointer key `id -> user` in the id's own slot, costs a second round trip on every call and

@@ -17,6 +17,7 @@ import { RedisConnection } from '../../src/connection/redis-connection.js';
 import { getRedisConnectionToken } from '../../src/connection/tokens.js';
 import { CapturingLogger, startApp } from '../support/app.js';
 import {
+  countSocketWrites,
   freePort,
   ourConnections,
   sendCommand,
@@ -226,6 +227,29 @@ describe('RedisModule (standalone)', () => {
     expect(own.status).toBe('ready');
     expect(await own.ping()).toBe('PONG');
     own.disconnect();
+  });
+
+  it('write coalescing stays off with coalesceWrites: false and on a client the application passes', async () => {
+    const keys = Array.from({ length: 20 }, (_, i) => `uncoalesced:${i}`);
+    const own = new Redis(url(), { lazyConnect: true });
+    await own.connect();
+    try {
+      for (const options of [{ url: url(), coalesceWrites: false }, { client: own }]) {
+        const app = await startApp({ imports: [RedisModule.forRoot(options)] });
+        try {
+          const client = app.get<Redis>(getRedisToken());
+          // One system call per command, as ioredis does it (coalesced it would be 2).
+          const writes = await countSocketWrites(client, () =>
+            Promise.all(keys.map((key) => client.get(key))),
+          );
+          expect(writes).toBe(keys.length);
+        } finally {
+          await app.close();
+        }
+      }
+    } finally {
+      own.disconnect();
+    }
   });
 });
 

@@ -12,6 +12,7 @@ import { RedisConnection } from '../../src/connection/redis-connection.js';
 import { getRedisConnectionToken } from '../../src/connection/tokens.js';
 import { startApp } from '../support/app.js';
 import {
+  countSocketWrites,
   killConnection,
   ourConnections,
   topologies,
@@ -189,31 +190,11 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
     it('sends the commands written in one tick together, in two system calls per socket, also after a reconnect', async () => {
       const keys = Array.from({ length: 200 }, (_, i) => `coalesce:${i}`);
       await Promise.all(keys.map((key) => client.set(key, key)));
-      const burst = async (): Promise<number> => {
-        // Count what reaches each socket of the command client (one per node of a cluster).
-        const nodes = client instanceof Cluster ? client.nodes('all') : [client as Redis];
-        let syscalls = 0;
-        const restore: Array<() => void> = [];
-        for (const node of nodes) {
-          const socket = node.stream as unknown as Record<'_write' | '_writev', unknown>;
-          for (const method of ['_write', '_writev'] as const) {
-            const original = socket[method] as ((...a: unknown[]) => unknown) | undefined;
-            if (!original) continue;
-            socket[method] = (...args: unknown[]) => {
-              syscalls += 1;
-              return original.apply(socket, args);
-            };
-            restore.push(() => delete socket[method]);
-          }
-        }
-        try {
+      const burst = () =>
+        countSocketWrites(client, async () => {
           const values = await Promise.all(keys.map((key) => client.get(key)));
           expect(values).toEqual(keys); // every reply to its own command
-        } finally {
-          for (const undo of restore) undo();
-        }
-        return syscalls;
-      };
+        });
       // Per socket, the tick's first command goes out alone, the other 199 together. The keys
       // live on the masters: one socket, three on the cluster.
       const writes = 2 * (topology.name === 'cluster' ? 3 : 1);

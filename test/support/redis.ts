@@ -2,6 +2,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
+import { Cluster, type Redis } from 'ioredis';
 import { sendCommand, type RespTarget } from '../../scripts/redis/servers.mjs';
 import type { RedisModuleOptions } from '../../src/index.js';
 
@@ -143,4 +144,35 @@ export async function waitFor<T>(
     }
     await new Promise((r) => setTimeout(r, intervalMs));
   }
+}
+
+/**
+ * Runs `send` and counts the system calls that write to the sockets of `client` (every node's
+ * of a cluster): one `_write` or `_writev` each.
+ */
+export async function countSocketWrites(
+  client: Redis | Cluster,
+  send: () => Promise<unknown>,
+): Promise<number> {
+  const nodes = client instanceof Cluster ? client.nodes('all') : [client];
+  let syscalls = 0;
+  const restore: Array<() => void> = [];
+  for (const node of nodes) {
+    const socket = node.stream as unknown as Record<'_write' | '_writev', unknown>;
+    for (const method of ['_write', '_writev'] as const) {
+      const original = socket[method] as ((...a: unknown[]) => unknown) | undefined;
+      if (!original) continue;
+      socket[method] = (...args: unknown[]) => {
+        syscalls += 1;
+        return original.apply(socket, args);
+      };
+      restore.push(() => delete socket[method]);
+    }
+  }
+  try {
+    await send();
+  } finally {
+    for (const undo of restore) undo();
+  }
+  return syscalls;
 }

@@ -245,7 +245,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       status(await agent.get('/peek'), 401);
     });
 
-    it('touch soon after the last recorded use only slides the expiry, never past the absolute one, never bringing a session back', async () => {
+    it('touch soon after the last recorded use only slides the expiry (later it records the use), never past the absolute one, never bringing a session back', async () => {
       const capped = new RedisSessionStore(sessions, { absoluteTtl: 1500 });
       const call = <T>(fn: (cb: (err: unknown, value?: T) => void) => void): Promise<T> =>
         new Promise((resolve, reject) =>
@@ -274,6 +274,17 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       expect(await redis.hget(key, '_l')).toBe(lastSeen); // one PEXPIREAT, nothing recorded
       loaded.cookie.maxAge = 200;
       await new Promise<void>((resolve) => capped.touch(sid, loaded, resolve));
+      expect(await redis.pttl(key)).toBeLessThanOrEqual(200);
+
+      // Once the last recorded use is older than the resolution (here half the 200 ms idle
+      // timeout), a touch records the use again.
+      const later = await load(sid);
+      later.cookie.maxAge = 60_000; // alive (up to the absolute 1.5 s) while we wait
+      await new Promise<void>((resolve) => capped.touch(sid, later, resolve));
+      await waitFor(() => Date.now() - Number(lastSeen) > 150, { what: '150 ms to pass' });
+      later.cookie.maxAge = 200;
+      await new Promise<void>((resolve) => capped.touch(sid, later, resolve));
+      expect(Number(await redis.hget(key, '_l'))).toBeGreaterThan(Number(lastSeen));
       expect(await redis.pttl(key)).toBeLessThanOrEqual(200);
 
       // Destroyed while a request still holds it: its touch does not bring it back.

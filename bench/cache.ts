@@ -73,11 +73,18 @@ import { withTimeout } from '../src/connection/wait.js';
 import { CacheService, RedisModule } from '../src/index.js';
 import type { StandaloneServer } from '../scripts/redis/servers.mjs';
 import {
+  collectGarbage,
   cpuPressure,
+  exposedGc,
+  gcMs,
   locateServersLib,
+  median,
   packageVersion,
+  prng,
   quantile,
+  readArgs,
   runBenchmark,
+  sampler,
   table,
 } from './harness.js';
 
@@ -92,7 +99,6 @@ const SEQUENTIAL_BURST = 16;
 const PIPELINE_DEPTH = 64;
 const STAMPEDE_CALLS_PER_INSTANCE = 500;
 const LOADER_MS = 50;
-const BOOTSTRAP_RESAMPLES = 1_000;
 const MIN_ROUNDS_FOR_MISS = 8;
 const MAX_OPS_PER_MEASUREMENT = 5_000_000;
 const MEMORY_POOL = 4096;
@@ -118,7 +124,7 @@ interface Settings {
 }
 
 function readSettings(argv: string[]): Settings {
-  const known = [
+  const args = readArgs(argv, [
     'rounds',
     'slice-ms',
     'seq-ms',
@@ -128,28 +134,8 @@ function readSettings(argv: string[]): Settings {
     'memory-concurrency',
     'only',
     'timeout-ms',
-  ];
-  const values = new Map<string, string>();
-  for (let i = 0; i < argv.length; i += 1) {
-    const [flag, inline] = argv[i]!.split('=', 2) as [string, string | undefined];
-    const name = flag.replace(/^--/, '');
-    if (!flag.startsWith('--') || !known.includes(name)) {
-      throw new Error(`unknown argument ${argv[i]} (known: --${known.join(' --')})`);
-    }
-    values.set(name, inline ?? argv[++i] ?? '');
-  }
-  const env = (name: string): string | undefined =>
-    values.get(name) ?? process.env[`BENCH_${name.toUpperCase().replace(/-/g, '_')}`];
-  const num = (name: string, def: number, min: number, max: number): number => {
-    const raw = env(name);
-    if (raw === undefined || raw === '') return def;
-    const n = Number(raw);
-    if (!Number.isFinite(n) || n < min || n > max) {
-      throw new Error(`--${name} must be a number in [${min}, ${max}], got ${raw}`);
-    }
-    return Math.round(n);
-  };
-  const onlyRaw = env('only');
+  ]);
+  const onlyRaw = args.text('only');
   const only = onlyRaw ? onlyRaw.split(',').map((s) => s.trim()) : [...SECTIONS];
   for (const s of only) {
     if (!(SECTIONS as readonly string[]).includes(s)) {
@@ -157,33 +143,21 @@ function readSettings(argv: string[]): Settings {
     }
   }
   return {
-    rounds: num('rounds', 12, 1, 1_000),
-    sliceMs: num('slice-ms', 100, 10, 10_000),
-    seqMs: num('seq-ms', 50, 5, 10_000),
-    stampedeRuns: num('stampede-runs', 5, 1, 100),
-    memoryKeys: num('memory-keys', 1_000_000, 1_000, 10_000_000),
-    memoryMaxBytes: num('memory-max-bytes', 64 * 1024 * 1024, 1024 * 1024, 4 * 1024 ** 3),
-    memoryConcurrency: num('memory-concurrency', 256, 1, 10_000),
+    rounds: args.num('rounds', 12, 1, 1_000),
+    sliceMs: args.num('slice-ms', 100, 10, 10_000),
+    seqMs: args.num('seq-ms', 50, 5, 10_000),
+    stampedeRuns: args.num('stampede-runs', 5, 1, 100),
+    memoryKeys: args.num('memory-keys', 1_000_000, 1_000, 10_000_000),
+    memoryMaxBytes: args.num('memory-max-bytes', 64 * 1024 * 1024, 1024 * 1024, 4 * 1024 ** 3),
+    memoryConcurrency: args.num('memory-concurrency', 256, 1, 10_000),
     only: only as Section[],
-    timeoutMs: num('timeout-ms', 300_000, 10_000, 3_600_000),
+    timeoutMs: args.num('timeout-ms', 300_000, 10_000, 3_600_000),
   };
 }
 
 // ---------------------------------------------------------------------------------------------
 // Values: products of a given JSON size
 // ---------------------------------------------------------------------------------------------
-
-/** mulberry32: deterministic, so runs compare alike. */
-function prng(seed: number): () => number {
-  let s = seed | 0;
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const WORDS = (
   'lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ' +
@@ -293,25 +267,8 @@ const product = (i: number, bytes: number): Product => JSON.parse(productText(i,
 // Statistics
 // ---------------------------------------------------------------------------------------------
 
-const random = prng(0x2545f491);
-
-function shuffle<T>(items: T[]): T[] {
-  for (let i = items.length - 1; i > 0; i -= 1) {
-    const j = Math.floor(random() * (i + 1));
-    [items[i], items[j]] = [items[j]!, items[i]!];
-  }
-  return items;
-}
-
-const median = (values: number[]): number => quantile(values, 0.5);
-
-function medianInterval(values: number[]): [number, number] {
-  const medians: number[] = [];
-  for (let b = 0; b < BOOTSTRAP_RESAMPLES; b += 1) {
-    medians.push(median(values.map(() => values[Math.floor(random() * values.length)]!)));
-  }
-  return [quantile(medians, 0.05), quantile(medians, 0.95)];
-}
+/** Seeded, so that runs shuffle and resample alike. */
+const { shuffle, medianInterval } = sampler(0x2545f491);
 
 type Verdict = 'MET' | 'MISSED' | 'INCONCLUSIVE';
 
@@ -352,15 +309,6 @@ interface Sample {
   ops: number;
   ms: number;
   opsPerSec: number;
-}
-
-const exposedGc = (globalThis as { gc?: (options?: { type: 'major' | 'minor' }) => void }).gc;
-let gcMs = 0;
-function collectGarbage(type: 'major' | 'minor'): void {
-  if (!exposedGc) return;
-  const t0 = performance.now();
-  exposedGc({ type });
-  gcMs += performance.now() - t0;
 }
 
 async function measureConcurrent(config: Config, concurrency: number, ms: number): Promise<Sample> {
@@ -1487,7 +1435,7 @@ async function run(settings: Settings, state: State): Promise<void> {
   console.log('\nSummary (paired ratio, 90% interval)');
   console.log(table(['figure', 'value', 'target', 'verdict'], rows));
   console.log(
-    `${seconds.toFixed(1)} s (gc ${(gcMs / 1000).toFixed(1)} s), ${fmtLoad(loadEnd, pressureEnd)}`,
+    `${seconds.toFixed(1)} s (gc ${(gcMs() / 1000).toFixed(1)} s), ${fmtLoad(loadEnd, pressureEnd)}`,
   );
   const json = {
     bench: 'cache',
@@ -1519,7 +1467,7 @@ async function run(settings: Settings, state: State): Promise<void> {
         ? 'INCONCLUSIVE'
         : 'MET',
     seconds: Math.round(seconds * 10) / 10,
-    gcSeconds: Math.round(gcMs / 100) / 10,
+    gcSeconds: Math.round(gcMs() / 100) / 10,
   };
   console.log(`BENCH_JSON ${JSON.stringify(json)}`);
 }

@@ -1,12 +1,55 @@
 /**
- * What every benchmark in bench/ shares: finding the repository's Redis scripts, package
- * versions and CPU pressure for the report, quantiles and tables, and a main() that cleans
- * up on errors, signals, a closed stdout or a watchdog, so no Redis or socket outlives a run.
+ * What every benchmark in bench/ shares: its command-line settings, finding the repository's
+ * Redis scripts, package versions and CPU pressure for the report, a seeded PRNG, shuffles,
+ * medians with bootstrap intervals, quantiles and tables, timed garbage collection, and a
+ * main() that cleans up on errors, signals, a closed stdout or a watchdog, so no Redis or
+ * socket outlives a run.
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+/**
+ * A benchmark's settings: `--name value` or `--name=value` for each of `values`, a bare
+ * `--name` for each of `switches`. Each falls back to the environment variable `BENCH_<NAME>`
+ * (`--slice-ms`: `BENCH_SLICE_MS`; a switch is on with `BENCH_<NAME>=1`). An unknown argument
+ * throws, listing the known ones.
+ */
+export function readArgs(argv: string[], values: string[], switches: string[] = []) {
+  const given = new Map<string, string>();
+  const switched = new Set<string>();
+  for (let i = 0; i < argv.length; i += 1) {
+    const [flag, inline] = argv[i]!.split('=', 2) as [string, string | undefined];
+    const name = flag.replace(/^--/, '');
+    if (flag.startsWith('--') && switches.includes(name) && inline === undefined) {
+      switched.add(name);
+    } else if (flag.startsWith('--') && values.includes(name)) {
+      given.set(name, inline ?? argv[++i] ?? '');
+    } else {
+      const known = [...values, ...switches].map((n) => `--${n}`).join(' ');
+      throw new Error(`unknown argument ${argv[i]} (known: ${known})`);
+    }
+  }
+  const envName = (name: string): string => `BENCH_${name.toUpperCase().replace(/-/g, '_')}`;
+  const text = (name: string): string | undefined => given.get(name) ?? process.env[envName(name)];
+  return {
+    text,
+    /** A number in [min, max] (rounded), `def` when not given. */
+    num(name: string, def: number, min: number, max: number): number {
+      const raw = text(name);
+      if (raw === undefined || raw === '') return def;
+      const n = Number(raw);
+      if (!Number.isFinite(n) || n < min || n > max) {
+        throw new Error(
+          `--${name} / ${envName(name)} must be a number in [${min}, ${max}], got ${raw}`,
+        );
+      }
+      return Math.round(n);
+    },
+    on: (name: string): boolean => switched.has(name) || process.env[envName(name)] === '1',
+  };
+}
 
 /** `scripts/redis/servers.mjs`, found by walking up from the compiled benchmark. */
 export function locateServersLib(): string {
@@ -58,6 +101,64 @@ export function quantile(values: number[], q: number): number {
   const lo = Math.floor(pos);
   const hi = Math.ceil(pos);
   return s[lo]! + (s[hi]! - s[lo]!) * (pos - lo);
+}
+
+export const median = (values: number[]): number => quantile(values, 0.5);
+
+/** mulberry32: a seeded PRNG, so that runs shuffle and resample alike. */
+export function prng(seed: number): () => number {
+  let s = seed | 0;
+  return () => {
+    s = (s + 0x6d2b79f5) | 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const BOOTSTRAP_RESAMPLES = 1_000;
+
+/** Shuffles and bootstrap intervals drawing on one seeded PRNG. */
+export function sampler(seed: number) {
+  const random = prng(seed);
+  return {
+    random,
+    /** Fisher-Yates, in place; returns `items`. */
+    shuffle<T>(items: T[]): T[] {
+      for (let i = items.length - 1; i > 0; i -= 1) {
+        const j = Math.floor(random() * (i + 1));
+        [items[i], items[j]] = [items[j]!, items[i]!];
+      }
+      return items;
+    },
+    /** 90% bootstrap interval of the median. */
+    medianInterval(values: number[]): [number, number] {
+      const medians: number[] = [];
+      for (let b = 0; b < BOOTSTRAP_RESAMPLES; b += 1) {
+        medians.push(median(values.map(() => values[Math.floor(random() * values.length)]!)));
+      }
+      return [quantile(medians, 0.05), quantile(medians, 0.95)];
+    },
+  };
+}
+
+/** Node's `gc`, when it runs with --expose-gc. */
+export const exposedGc = (globalThis as { gc?: (options?: { type: 'major' | 'minor' }) => void })
+  .gc;
+let gcTotalMs = 0;
+
+/** With --expose-gc: a full collection, or a young-generation one (about 1 ms); timed. */
+export function collectGarbage(type: 'major' | 'minor'): void {
+  if (!exposedGc) return;
+  const t0 = performance.now();
+  exposedGc({ type });
+  gcTotalMs += performance.now() - t0;
+}
+
+/** Time spent in `collectGarbage` so far, in ms. */
+export function gcMs(): number {
+  return gcTotalMs;
 }
 
 /** A plain-text table: first column left-aligned, the others right-aligned. */

@@ -74,11 +74,16 @@ import {
 import { LockService, RedisModule } from '../src/index.js';
 import type { StandaloneServer } from '../scripts/redis/servers.mjs';
 import {
+  collectGarbage,
   cpuPressure,
+  exposedGc,
   locateServersLib,
+  median,
   packageVersion,
   quantile,
+  readArgs,
   runBenchmark,
+  sampler,
   table,
 } from './harness.js';
 
@@ -95,7 +100,6 @@ const SEQUENTIAL_BURST = 16;
 const TTL = 10_000;
 /** Ours: how long `acquire` may wait (the module's default `lock.wait`). */
 const OURS_WAIT = 10_000;
-const BOOTSTRAP_RESAMPLES = 1_000;
 const MIN_ROUNDS_FOR_MISS = 6;
 
 /** The settings both peers' READMEs show when constructing a Redlock. */
@@ -129,59 +133,33 @@ interface Settings {
 }
 
 function readSettings(argv: string[]): Settings {
-  const known = [
-    'rounds',
-    'slice-ms',
-    'seq-ms',
-    'handoffs',
-    'handoff-rounds',
-    'hold-ms',
-    'tp-ms',
-    'tp-rounds',
-    'timeout-ms',
-  ];
-  const values = new Map<string, string>();
-  let check = process.env.BENCH_CHECK === '1';
-  let uncontendedOnly = process.env.BENCH_UNCONTENDED_ONLY === '1';
-  for (let i = 0; i < argv.length; i += 1) {
-    const [flag, inline] = argv[i]!.split('=', 2);
-    const name = flag!.replace(/^--/, '');
-    if (flag === '--check') {
-      check = true;
-      continue;
-    }
-    if (flag === '--uncontended-only') {
-      uncontendedOnly = true;
-      continue;
-    }
-    if (!flag!.startsWith('--') || !known.includes(name)) {
-      throw new Error(
-        `unknown argument ${argv[i]} (known: --${known.join(' --')} --check --uncontended-only)`,
-      );
-    }
-    values.set(name, inline ?? argv[++i] ?? '');
-  }
-  const num = (name: string, env: string, def: number, min: number, max: number): number => {
-    const raw = values.get(name) ?? process.env[env];
-    if (raw === undefined || raw === '') return def;
-    const n = Number(raw);
-    if (!Number.isFinite(n) || n < min || n > max) {
-      throw new Error(`--${name} / ${env} must be a number in [${min}, ${max}], got ${raw}`);
-    }
-    return Math.round(n);
-  };
+  const args = readArgs(
+    argv,
+    [
+      'rounds',
+      'slice-ms',
+      'seq-ms',
+      'handoffs',
+      'handoff-rounds',
+      'hold-ms',
+      'tp-ms',
+      'tp-rounds',
+      'timeout-ms',
+    ],
+    ['check', 'uncontended-only'],
+  );
   return {
-    rounds: num('rounds', 'BENCH_ROUNDS', 10, 1, 1_000),
-    sliceMs: num('slice-ms', 'BENCH_SLICE_MS', 100, 10, 10_000),
-    seqMs: num('seq-ms', 'BENCH_SEQ_MS', 30, 5, 10_000),
-    handoffs: num('handoffs', 'BENCH_HANDOFFS', 200, 10, 100_000),
-    handoffRounds: num('handoff-rounds', 'BENCH_HANDOFF_ROUNDS', 4, 1, 100),
-    holdMs: num('hold-ms', 'BENCH_HOLD_MS', 2, 0, 10_000),
-    tpMs: num('tp-ms', 'BENCH_TP_MS', 1_500, 100, 60_000),
-    tpRounds: num('tp-rounds', 'BENCH_TP_ROUNDS', 3, 1, 100),
-    timeoutMs: num('timeout-ms', 'BENCH_TIMEOUT_MS', 300_000, 10_000, 3_600_000),
-    check,
-    uncontendedOnly,
+    rounds: args.num('rounds', 10, 1, 1_000),
+    sliceMs: args.num('slice-ms', 100, 10, 10_000),
+    seqMs: args.num('seq-ms', 30, 5, 10_000),
+    handoffs: args.num('handoffs', 200, 10, 100_000),
+    handoffRounds: args.num('handoff-rounds', 4, 1, 100),
+    holdMs: args.num('hold-ms', 2, 0, 10_000),
+    tpMs: args.num('tp-ms', 1_500, 100, 60_000),
+    tpRounds: args.num('tp-rounds', 3, 1, 100),
+    timeoutMs: args.num('timeout-ms', 300_000, 10_000, 3_600_000),
+    check: args.on('check'),
+    uncontendedOnly: args.on('uncontended-only'),
   };
 }
 
@@ -189,45 +167,14 @@ function readSettings(argv: string[]): Settings {
 // Statistics
 // ---------------------------------------------------------------------------------------------
 
-/** Deterministic PRNG (mulberry32) for shuffles and resampling. */
-let seed = 0x1b873593;
-function random(): number {
-  seed = (seed + 0x6d2b79f5) | 0;
-  let t = seed;
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
-
-function shuffle<T>(items: T[]): T[] {
-  for (let i = items.length - 1; i > 0; i -= 1) {
-    const j = Math.floor(random() * (i + 1));
-    [items[i], items[j]] = [items[j]!, items[i]!];
-  }
-  return items;
-}
-
-const median = (values: number[]): number => quantile(values, 0.5);
-
-/** 90% bootstrap interval of the median. */
-function medianInterval(values: number[]): [number, number] {
-  const medians: number[] = [];
-  for (let b = 0; b < BOOTSTRAP_RESAMPLES; b += 1) {
-    medians.push(median(values.map(() => values[Math.floor(random() * values.length)]!)));
-  }
-  return [quantile(medians, 0.05), quantile(medians, 0.95)];
-}
+/** Seeded, so that runs shuffle and resample alike. */
+const { shuffle, medianInterval } = sampler(0x1b873593);
 
 /** Jain's fairness index: 1 when every worker got the same share, 1/n when one got all. */
 function jain(counts: number[]): number {
   const sum = counts.reduce((a, b) => a + b, 0);
   const squares = counts.reduce((a, b) => a + b * b, 0);
   return squares === 0 ? NaN : (sum * sum) / (counts.length * squares);
-}
-
-const exposedGc = (globalThis as { gc?: (options?: { type: 'major' | 'minor' }) => void }).gc;
-function collectGarbage(type: 'major' | 'minor'): void {
-  exposedGc?.({ type });
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));

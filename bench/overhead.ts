@@ -58,7 +58,18 @@ import { NestFactory } from '@nestjs/core';
 import { Redis } from 'ioredis';
 import { RedisModule, getRedisToken } from '../src/index.js';
 import type { StandaloneServer } from '../scripts/redis/servers.mjs';
-import { cpuPressure, locateServersLib, quantile, runBenchmark, table } from './harness.js';
+import {
+  collectGarbage,
+  cpuPressure,
+  exposedGc,
+  gcMs,
+  locateServersLib,
+  median,
+  readArgs,
+  runBenchmark,
+  sampler,
+  table,
+} from './harness.js';
 
 type ServersLib = typeof import('../scripts/redis/servers.mjs');
 
@@ -68,7 +79,6 @@ const CONCURRENCY = 64;
 const MAX_OPS_PER_MEASUREMENT = 2_000_000;
 /** Sequential commands a configuration runs before the next one takes over. */
 const SEQUENTIAL_BURST = 16;
-const BOOTSTRAP_RESAMPLES = 1_000;
 /** With fewer rounds the interval means little: the verdict is at worst INCONCLUSIVE. */
 const MIN_ROUNDS_FOR_MISS = 8;
 
@@ -88,37 +98,13 @@ interface Settings {
 }
 
 function readSettings(argv: string[]): Settings {
-  const flag = (name: string): string | undefined => {
-    const i = argv.indexOf(`--${name}`);
-    if (i >= 0) return argv[i + 1];
-    return argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
-  };
-  const num = (name: string, env: string, def: number, min: number, max: number): number => {
-    const raw = flag(name) ?? process.env[env];
-    if (raw === undefined || raw === '') return def;
-    const n = Number(raw);
-    if (!Number.isFinite(n) || n < min || n > max) {
-      throw new Error(`--${name} / ${env} must be a number in [${min}, ${max}], got ${raw}`);
-    }
-    return Math.round(n);
-  };
-  const known = ['rounds', 'slice-ms', 'seq-ms', 'timeout-ms'];
-  for (let i = 0; i < argv.length; i += 1) {
-    const a = argv[i]!;
-    const name = a.replace(/^--/, '').replace(/=.*$/, '');
-    if (a === '--check') continue;
-    if (a.startsWith('--') && known.includes(name)) {
-      if (!a.includes('=')) i += 1;
-      continue;
-    }
-    throw new Error(`unknown argument ${a} (known: --${known.join(' --')} --check)`);
-  }
+  const args = readArgs(argv, ['rounds', 'slice-ms', 'seq-ms', 'timeout-ms'], ['check']);
   return {
-    rounds: num('rounds', 'BENCH_ROUNDS', 24, 1, 1_000),
-    sliceMs: num('slice-ms', 'BENCH_SLICE_MS', 100, 10, 10_000),
-    seqMs: num('seq-ms', 'BENCH_SEQ_MS', 20, 5, 10_000),
-    check: argv.includes('--check') || process.env.BENCH_CHECK === '1',
-    timeoutMs: num('timeout-ms', 'BENCH_TIMEOUT_MS', 300_000, 10_000, 3_600_000),
+    rounds: args.num('rounds', 24, 1, 1_000),
+    sliceMs: args.num('slice-ms', 100, 10, 10_000),
+    seqMs: args.num('seq-ms', 20, 5, 10_000),
+    check: args.on('check'),
+    timeoutMs: args.num('timeout-ms', 300_000, 10_000, 3_600_000),
   };
 }
 
@@ -224,39 +210,8 @@ const SCENARIOS: ScenarioSpec[] = COMMANDS.flatMap((o) => [
   },
 ]);
 
-// ---------------------------------------------------------------------------------------------
-// Statistics
-// ---------------------------------------------------------------------------------------------
-
-/** Deterministic PRNG (mulberry32), so that runs shuffle and resample alike. */
-let seed = 0x2545f491;
-function random(): number {
-  seed = (seed + 0x6d2b79f5) | 0;
-  let t = seed;
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
-
-/** Fisher-Yates, in place. */
-function shuffle<T>(items: T[]): void {
-  for (let i = items.length - 1; i > 0; i -= 1) {
-    const j = Math.floor(random() * (i + 1));
-    [items[i], items[j]] = [items[j]!, items[i]!];
-  }
-}
-
-const median = (values: number[]): number => quantile(values, 0.5);
-
-/** 90% bootstrap interval of the median. */
-function medianInterval(values: number[]): [number, number] {
-  const medians: number[] = [];
-  for (let b = 0; b < BOOTSTRAP_RESAMPLES; b += 1) {
-    const resample = values.map(() => values[Math.floor(random() * values.length)]!);
-    medians.push(median(resample));
-  }
-  return [quantile(medians, 0.05), quantile(medians, 0.95)];
-}
+/** Seeded, so that runs shuffle and resample alike. */
+const { shuffle, medianInterval } = sampler(0x2545f491);
 
 // ---------------------------------------------------------------------------------------------
 // Measurement
@@ -266,16 +221,6 @@ interface Sample {
   ops: number;
   ms: number;
   opsPerSec: number;
-}
-
-const exposedGc = (globalThis as { gc?: (options?: { type: 'major' | 'minor' }) => void }).gc;
-let gcMs = 0;
-/** With --expose-gc: a full collection, or a young-generation one (about 1 ms). */
-function collectGarbage(type: 'major' | 'minor'): void {
-  if (!exposedGc) return;
-  const t0 = performance.now();
-  exposedGc({ type });
-  gcMs += performance.now() - t0;
 }
 
 /** Runs `op` in `concurrency` loops until `durationMs` has passed; counts completed commands. */
@@ -823,7 +768,7 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
   console.log(
     `\nHeadline (module defaults / raw defaults): lowest paired ratio ${fmtRatio(minPaired)} ` +
       `(lowest ratio of medians ${fmtRatio(minRatio)}); target >= ${TARGET_RATIO}: ${verdict}. ` +
-      `${seconds.toFixed(1)} s (gc ${(gcMs / 1000).toFixed(1)} s), ${fmtLoad(loadEnd, pressureEnd)}`,
+      `${seconds.toFixed(1)} s (gc ${(gcMs() / 1000).toFixed(1)} s), ${fmtLoad(loadEnd, pressureEnd)}`,
   );
 
   const round = (n: number): number => Math.round(n * 1000) / 1000;
@@ -868,7 +813,7 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
     minHeadlineRatio: round(minRatio),
     verdict,
     seconds: round(seconds),
-    gcSeconds: round(gcMs / 1000),
+    gcSeconds: round(gcMs() / 1000),
   };
   console.log(`BENCH_JSON ${JSON.stringify(json)}`);
   return verdict;

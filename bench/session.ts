@@ -53,7 +53,17 @@ import { createClient } from 'redis';
 import { RedisSessionStore } from '../src/express-session.js';
 import { RedisModule, RedisService, SessionService } from '../src/index.js';
 import type { StandaloneServer } from '../scripts/redis/servers.mjs';
-import { locateServersLib, packageVersion, runBenchmark, table } from './harness.js';
+import {
+  collectGarbage,
+  locateServersLib,
+  median,
+  packageVersion,
+  quantile,
+  readArgs,
+  runBenchmark,
+  sampler,
+  table,
+} from './harness.js';
 
 type ServersLib = typeof import('../scripts/redis/servers.mjs');
 
@@ -62,7 +72,6 @@ const SESSION_IDS = 1000;
 const SESSION_BYTES = 1024;
 const IN_FLIGHT = [1, 16] as const;
 const USER_SESSIONS = 100;
-const BOOTSTRAP_RESAMPLES = 1000;
 
 interface Settings {
   rounds: number;
@@ -71,29 +80,11 @@ interface Settings {
 }
 
 function readSettings(argv: string[]): Settings {
-  const known = ['rounds', 'slice-ms', 'destroy-rounds'];
-  const values = new Map<string, string>();
-  for (let i = 0; i < argv.length; i += 1) {
-    const [flag, inline] = argv[i]!.split('=', 2);
-    const name = flag!.replace(/^--/, '');
-    if (!flag!.startsWith('--') || !known.includes(name)) {
-      throw new Error(`unknown argument ${argv[i]} (known: --${known.join(' --')})`);
-    }
-    values.set(name, inline ?? argv[++i] ?? '');
-  }
-  const num = (name: string, env: string, def: number, min: number, max: number): number => {
-    const raw = values.get(name) ?? process.env[env];
-    if (raw === undefined || raw === '') return def;
-    const n = Number(raw);
-    if (!Number.isFinite(n) || n < min || n > max) {
-      throw new Error(`--${name} / ${env} must be a number in [${min}, ${max}], got ${raw}`);
-    }
-    return Math.round(n);
-  };
+  const args = readArgs(argv, ['rounds', 'slice-ms', 'destroy-rounds']);
   return {
-    rounds: num('rounds', 'BENCH_ROUNDS', 12, 1, 1000),
-    sliceMs: num('slice-ms', 'BENCH_SLICE_MS', 250, 20, 10_000),
-    destroyRounds: num('destroy-rounds', 'BENCH_DESTROY_ROUNDS', 20, 1, 1000),
+    rounds: args.num('rounds', 12, 1, 1000),
+    sliceMs: args.num('slice-ms', 250, 20, 10_000),
+    destroyRounds: args.num('destroy-rounds', 20, 1, 1000),
   };
 }
 
@@ -241,35 +232,8 @@ async function measure(
   return (cycles * 1000) / (performance.now() - start);
 }
 
-const gc = (globalThis as { gc?: () => void }).gc;
-
-function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
-function percentile(values: number[], p: number): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(p * s.length))]!;
-}
-
-function bootstrap(values: number[]): [number, number] {
-  const medians: number[] = [];
-  for (let i = 0; i < BOOTSTRAP_RESAMPLES; i += 1) {
-    medians.push(median(values.map(() => values[Math.floor(Math.random() * values.length)]!)));
-  }
-  return [percentile(medians, 0.05), percentile(medians, 0.95)];
-}
-
-function shuffle<T>(items: T[]): T[] {
-  const a = [...items];
-  for (let i = a.length - 1; i > 0; i -= 1) {
-    const j = Math.floor(Math.random() * (i + 1));
-    [a[i], a[j]] = [a[j]!, a[i]!];
-  }
-  return a;
-}
+/** Seeded, so that runs shuffle and resample alike. */
+const { shuffle, medianInterval } = sampler(0x7f4a7c15);
 
 const round2 = (n: number): number => Math.round(n * 100) / 100;
 
@@ -400,8 +364,8 @@ async function run(settings: Settings, state: State): Promise<void> {
       contenders.map((c) => [c.id, []]),
     );
     for (let round = 0; round <= settings.rounds; round += 1) {
-      for (const c of shuffle(contenders)) {
-        gc?.();
+      for (const c of shuffle([...contenders])) {
+        collectGarbage('major');
         const rate = await measure(c, inFlight, settings.sliceMs, sess, loadedBy.get(c.id)!);
         if (round > 0) perStore[c.id]!.push(rate); // round 0 warms up
       }
@@ -419,7 +383,7 @@ async function run(settings: Settings, state: State): Promise<void> {
     await Promise.all(
       Array.from({ length: USER_SESSIONS }, () => sessions.create(userId, userData)),
     );
-    gc?.();
+    collectGarbage('major');
     const t0 = performance.now();
     const ended = await sessions.destroyAllForUser(userId);
     const ms = performance.now() - t0;
@@ -432,7 +396,7 @@ async function run(settings: Settings, state: State): Promise<void> {
     const userSess = makeSession(userId);
     const api = contenders.find((c) => c.id === 'connect-redis')!.api;
     await Promise.all(crSids.map((sid) => api.set(sid, userSess)));
-    gc?.();
+    collectGarbage('major');
     const t0 = performance.now();
     const all = (await connectRedis.all()) as Array<SessionData & { id: string; userId?: string }>;
     const mine = all.filter((s) => s.userId === userId);
@@ -449,7 +413,7 @@ async function run(settings: Settings, state: State): Promise<void> {
   const rows: string[][] = [];
   const compare = (a: number[], b: number[]) => {
     const paired = a.map((x, i) => x / b[i]!);
-    const interval = bootstrap(paired);
+    const interval = medianInterval(paired);
     return {
       ratio: round2(median(a) / median(b)),
       paired: round2(median(paired)),
@@ -491,7 +455,7 @@ async function run(settings: Settings, state: State): Promise<void> {
   const destroy = {
     sessions: USER_SESSIONS,
     medianMs: round2(median(destroyMs)),
-    p95Ms: round2(percentile(destroyMs, 0.95)),
+    p95Ms: round2(quantile(destroyMs, 0.95)),
     connectRedisAllFilterDestroyMs: round2(median(baselineMs)),
     connectRedisSessionsScanned: crSessionCount + USER_SESSIONS,
   };
@@ -510,7 +474,7 @@ async function run(settings: Settings, state: State): Promise<void> {
         [
           `connect-redis: all() + filter + destroy (${destroy.connectRedisSessionsScanned} sessions)`,
           destroy.connectRedisAllFilterDestroyMs.toFixed(2),
-          round2(percentile(baselineMs, 0.95)).toFixed(2),
+          round2(quantile(baselineMs, 0.95)).toFixed(2),
         ],
       ],
     ),

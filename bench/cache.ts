@@ -50,12 +50,9 @@
  */
 import 'reflect-metadata';
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import os from 'node:os';
-import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Module, type INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import KeyvRedis from '@keyv/redis';
@@ -73,22 +70,24 @@ import { withTimeout } from '../src/connection/wait.js';
 import { CacheService, RedisModule } from '../src/index.js';
 import type { StandaloneServer } from '../scripts/redis/servers.mjs';
 import {
+  cleanupSteps,
   collectGarbage,
   cpuPressure,
   exposedGc,
+  fmtLoad,
   gcMs,
-  locateServersLib,
   median,
   packageVersion,
   prng,
-  quantile,
   readArgs,
+  redisUrlFor,
   runBenchmark,
   sampler,
+  stopThrowawayServer,
   table,
+  unlinkMatching,
 } from './harness.js';
 
-type ServersLib = typeof import('../scripts/redis/servers.mjs');
 type Bento = BentoCache<Record<string, ReturnType<typeof bentostore>>>;
 
 const VALUE_BYTES = 1024;
@@ -613,10 +612,6 @@ function ratioRow(label: string, r: Ratio): string[] {
   ];
 }
 const RATIO_HEADER = ['comparison', 'ratio', 'paired', '90% interval', 'target', 'verdict'];
-
-const fmtLoad = (load: number[], pressure: number | undefined): string =>
-  `load ${load.map((l) => l.toFixed(2)).join(' ')}` +
-  (pressure === undefined ? '' : `, cpu pressure ${pressure.toFixed(0)}%`);
 
 async function redisCommandCalls(client: Redis, command: string): Promise<number> {
   const info = String(await client.info('commandstats'));
@@ -1282,48 +1277,26 @@ async function sectionMemory(ctx: Context) {
 // ---------------------------------------------------------------------------------------------
 
 async function cleanup(state: State): Promise<void> {
-  const errors: unknown[] = [];
-  const attempt = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
-    try {
-      await withTimeout(fn(), 10_000, () => new Error(`${what}: not closed within 10 s`));
-    } catch (err) {
-      errors.push(err);
-    }
-  };
-  for (const c of state.closers.splice(0).reverse()) await attempt(c.what, c.close);
+  const steps = cleanupSteps();
+  const bounded = (what: string, fn: () => Promise<unknown>) => () =>
+    withTimeout(fn(), 10_000, () => new Error(`${what}: not closed within 10 s`));
+  for (const c of state.closers.splice(0).reverse()) await steps.run(bounded(c.what, c.close));
   const setup = state.setup;
   state.setup = undefined;
   if (setup && state.pattern && setup.status === 'ready') {
-    await attempt('delete keys', async () => {
-      let cursor = '0';
-      do {
-        const [next, keys] = await setup.scan(cursor, 'MATCH', state.pattern!, 'COUNT', 1000);
-        if (keys.length) await setup.unlink(...keys);
-        cursor = next;
-      } while (cursor !== '0');
-    });
+    const pattern = state.pattern;
+    await steps.run(bounded('delete keys', () => unlinkMatching(setup, pattern)));
   }
-  if (setup) await attempt('setup client', () => quit(setup));
-  const server = state.server;
-  state.server = undefined;
-  if (server) await attempt('redis-server', () => server.stop());
-  const dir = state.baseDir;
-  state.baseDir = undefined;
-  if (dir) await attempt('temp dir', () => fsp.rm(dir, { recursive: true, force: true }));
-  for (const err of errors) console.error('cleanup:', err instanceof Error ? err.message : err);
+  if (setup) await steps.run(bounded('setup client', () => quit(setup)));
+  await stopThrowawayServer(state, steps);
+  steps.report();
 }
 
 async function run(settings: Settings, state: State): Promise<void> {
   const wall = performance.now();
   const loadStart = os.loadavg();
   const pressureStart = cpuPressure();
-  let url = process.env.REDIS_URL;
-  if (!url) {
-    const servers = (await import(pathToFileURL(locateServersLib()).href)) as ServersLib;
-    state.baseDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'redis-bench-'));
-    state.server = await servers.startStandalone({ baseDir: state.baseDir });
-    url = state.server.url;
-  }
+  const url = await redisUrlFor(state);
   const where = url.replace(/\/\/([^@/]*)@/, '//***@');
   const runId = `${process.pid}-${Date.now().toString(36)}`;
   const base = `bench:cache:${runId}:`;

@@ -7,8 +7,11 @@
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import type { Redis } from 'ioredis';
+import type { StandaloneServer } from '../scripts/redis/servers.mjs';
 
 /**
  * A benchmark's settings: `--name value` or `--name=value` for each of `values`, a bare
@@ -93,6 +96,11 @@ export function cpuPressure(): number | undefined {
   }
 }
 
+/** The machine's load for a report: load averages and (on Linux) CPU pressure. */
+export const fmtLoad = (load: number[], pressure: number | undefined): string =>
+  `load ${load.map((l) => l.toFixed(2)).join(' ')}` +
+  (pressure === undefined ? '' : `, cpu pressure ${pressure.toFixed(0)}%`);
+
 /** Linear-interpolated quantile (`q` in 0..1); NaN for no values. */
 export function quantile(values: number[], q: number): number {
   if (values.length === 0) return NaN;
@@ -159,6 +167,67 @@ export function collectGarbage(type: 'major' | 'minor'): void {
 /** Time spent in `collectGarbage` so far, in ms. */
 export function gcMs(): number {
   return gcTotalMs;
+}
+
+/** The redis-server a run started (and its directory), recorded as soon as each exists. */
+export interface ThrowawayServer {
+  server?: StandaloneServer;
+  baseDir?: string;
+}
+
+/**
+ * `REDIS_URL`, or else the URL of a throwaway redis-server started on a free loopback port in
+ * a temporary directory. Both are recorded in `holder` as they come into being, so a clean-up
+ * triggered meanwhile (an error, a signal) still finds them: see `stopThrowawayServer`.
+ */
+export async function redisUrlFor(holder: ThrowawayServer): Promise<string> {
+  const url = process.env.REDIS_URL;
+  if (url) return url;
+  const servers = (await import(
+    pathToFileURL(locateServersLib()).href
+  )) as typeof import('../scripts/redis/servers.mjs');
+  holder.baseDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'redis-bench-'));
+  holder.server = await servers.startStandalone({ baseDir: holder.baseDir });
+  return holder.server.url;
+}
+
+/** Clean-up steps: each runs even if an earlier one failed; `report` prints the failures. */
+export function cleanupSteps() {
+  const errors: unknown[] = [];
+  return {
+    async run(fn: () => Promise<unknown>): Promise<void> {
+      try {
+        await fn();
+      } catch (err) {
+        errors.push(err);
+      }
+    },
+    report(): void {
+      for (const err of errors) console.error('cleanup:', err instanceof Error ? err.message : err);
+    },
+  };
+}
+
+/** Stops the server `redisUrlFor` started and removes its directory (nothing for REDIS_URL). */
+export async function stopThrowawayServer(
+  holder: ThrowawayServer,
+  steps: ReturnType<typeof cleanupSteps>,
+): Promise<void> {
+  const { server, baseDir } = holder;
+  holder.server = undefined;
+  holder.baseDir = undefined;
+  if (server) await steps.run(() => server.stop());
+  if (baseDir) await steps.run(() => fsp.rm(baseDir, { recursive: true, force: true }));
+}
+
+/** Deletes every key matching `pattern` (SCAN + UNLINK): what a run wrote on a shared server. */
+export async function unlinkMatching(client: Redis, pattern: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await client.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+    if (keys.length > 0) await client.unlink(...keys);
+    cursor = next;
+  } while (cursor !== '0');
 }
 
 /** A plain-text table: first column left-aligned, the others right-aligned. */

@@ -59,11 +59,8 @@
  */
 import 'reflect-metadata';
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import os from 'node:os';
-import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Module, type INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { Redis } from 'ioredis';
@@ -74,20 +71,22 @@ import {
 import { LockService, RedisModule } from '../src/index.js';
 import type { StandaloneServer } from '../scripts/redis/servers.mjs';
 import {
+  cleanupSteps,
   collectGarbage,
   cpuPressure,
   exposedGc,
-  locateServersLib,
+  fmtLoad,
   median,
   packageVersion,
   quantile,
   readArgs,
+  redisUrlFor,
   runBenchmark,
   sampler,
+  stopThrowawayServer,
   table,
+  unlinkMatching,
 } from './harness.js';
-
-type ServersLib = typeof import('../scripts/redis/servers.mjs');
 
 const UNCONTENDED_TARGET = 1.0;
 const HANDOFF_TARGET = 0.2;
@@ -534,10 +533,6 @@ const fmtInterval = ([lo, hi]: [number, number]): string => `${lo.toFixed(2)}-${
 // Environment
 // ---------------------------------------------------------------------------------------------
 
-const fmtLoad = (load: number[], pressure: number | undefined): string =>
-  `load ${load.map((l) => l.toFixed(2)).join(' ')}` +
-  (pressure === undefined ? '' : `, cpu pressure ${pressure.toFixed(0)}%`);
-
 async function openClient(url: string, keyPrefix?: string): Promise<Redis> {
   const client = new Redis(url, { lazyConnect: true, ...(keyPrefix ? { keyPrefix } : {}) });
   client.on('error', () => undefined); // surfaced by the failing commands instead
@@ -566,39 +561,20 @@ interface State {
 }
 
 async function cleanup(state: State): Promise<void> {
-  const errors: unknown[] = [];
-  const attempt = async (fn: () => Promise<unknown>): Promise<void> => {
-    try {
-      await fn();
-    } catch (err) {
-      errors.push(err);
-    }
-  };
+  const steps = cleanupSteps();
   const app = state.app;
   state.app = undefined;
-  if (app) await attempt(() => app.close());
-  for (const c of state.clients.splice(0)) await attempt(() => closeClient(c));
+  if (app) await steps.run(() => app.close());
+  for (const c of state.clients.splice(0)) await steps.run(() => closeClient(c));
   const setup = state.setup;
   state.setup = undefined;
   if (setup && state.keyPattern && setup.status === 'ready' && !state.server) {
     const pattern = state.keyPattern;
-    await attempt(async () => {
-      let cursor = '0';
-      do {
-        const [next, keys] = await setup.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-        cursor = next;
-        if (keys.length > 0) await setup.unlink(...keys);
-      } while (cursor !== '0');
-    });
+    await steps.run(() => unlinkMatching(setup, pattern));
   }
-  if (setup) await attempt(() => closeClient(setup));
-  const server = state.server;
-  state.server = undefined;
-  if (server) await attempt(() => server.stop());
-  const dir = state.baseDir;
-  state.baseDir = undefined;
-  if (dir) await attempt(() => fsp.rm(dir, { recursive: true, force: true }));
-  for (const err of errors) console.error('cleanup:', err instanceof Error ? err.message : err);
+  if (setup) await steps.run(() => closeClient(setup));
+  await stopThrowawayServer(state, steps);
+  steps.report();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -623,13 +599,7 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
   const onWarning = (w: Error): void => void warnings.push(`${w.name}: ${w.message}`);
   process.on('warning', onWarning);
 
-  let url = process.env.REDIS_URL;
-  if (!url) {
-    const servers = (await import(pathToFileURL(locateServersLib()).href)) as ServersLib;
-    state.baseDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'redis-bench-'));
-    state.server = await servers.startStandalone({ baseDir: state.baseDir });
-    url = state.server.url;
-  }
+  const url = await redisUrlFor(state);
   const where = url.replace(/\/\/([^@/]*)@/, '//***@');
   const runId = `${process.pid}-${Date.now().toString(36)}`;
   const base = `bench:lock:${runId}:`;

@@ -48,30 +48,29 @@
  */
 import 'reflect-metadata';
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import os from 'node:os';
-import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Module, type INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { Redis } from 'ioredis';
 import { RedisModule, getRedisToken } from '../src/index.js';
 import type { StandaloneServer } from '../scripts/redis/servers.mjs';
 import {
+  cleanupSteps,
   collectGarbage,
   cpuPressure,
   exposedGc,
+  fmtLoad,
   gcMs,
-  locateServersLib,
   median,
+  packageVersion,
   readArgs,
+  redisUrlFor,
   runBenchmark,
   sampler,
+  stopThrowawayServer,
   table,
 } from './harness.js';
-
-type ServersLib = typeof import('../scripts/redis/servers.mjs');
 
 const TARGET_RATIO = 0.97;
 const CONCURRENCY = 64;
@@ -427,20 +426,6 @@ const fmtInterval = ([lo, hi]: [number, number]): string => `${lo.toFixed(2)}-${
 // Run
 // ---------------------------------------------------------------------------------------------
 
-async function ioredisVersion(): Promise<string> {
-  const entry = fileURLToPath(import.meta.resolve('ioredis'));
-  let dir = path.dirname(entry);
-  while (path.basename(dir) !== 'ioredis' && path.dirname(dir) !== dir) dir = path.dirname(dir);
-  const pkg = JSON.parse(await fsp.readFile(path.join(dir, 'package.json'), 'utf8')) as {
-    version?: string;
-  };
-  return pkg.version ?? 'unknown';
-}
-
-const fmtLoad = (load: number[], pressure: number | undefined): string =>
-  `load ${load.map((l) => l.toFixed(2)).join(' ')}` +
-  (pressure === undefined ? '' : `, cpu pressure ${pressure.toFixed(0)}%`);
-
 /** Everything to close and remove, whatever happens. */
 interface State {
   configs: LiveConfig[];
@@ -453,32 +438,20 @@ interface State {
 }
 
 async function cleanup(state: State): Promise<void> {
-  const errors: unknown[] = [];
-  const attempt = async (fn: () => Promise<unknown>): Promise<void> => {
-    try {
-      await fn();
-    } catch (err) {
-      errors.push(err);
-    }
-  };
+  const steps = cleanupSteps();
   // The measured connections first, so that no command in flight recreates a deleted key.
   for (const c of [...state.configs.splice(0), ...state.opening.splice(0)]) {
-    await attempt(() => closeConfig(c));
+    await steps.run(() => closeConfig(c));
   }
   const setup = state.setup;
   state.setup = undefined;
   if (setup && state.keys && setup.status === 'ready') {
     const { set, get100, get1k } = state.keys;
-    await attempt(() => setup.del(set, get100, get1k));
+    await steps.run(() => setup.del(set, get100, get1k));
   }
-  if (setup) await attempt(() => closeConfig({ client: setup }));
-  const server = state.server;
-  state.server = undefined;
-  if (server) await attempt(() => server.stop());
-  const dir = state.baseDir;
-  state.baseDir = undefined;
-  if (dir) await attempt(() => fsp.rm(dir, { recursive: true, force: true }));
-  for (const err of errors) console.error('cleanup:', err instanceof Error ? err.message : err);
+  if (setup) await steps.run(() => closeConfig({ client: setup }));
+  await stopThrowawayServer(state, steps);
+  steps.report();
 }
 
 interface Comparison {
@@ -501,13 +474,7 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
   const loadStart = os.loadavg();
   const pressureStart = cpuPressure();
 
-  let url = process.env.REDIS_URL;
-  if (!url) {
-    const servers = (await import(pathToFileURL(locateServersLib()).href)) as ServersLib;
-    state.baseDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'redis-bench-'));
-    state.server = await servers.startStandalone({ baseDir: state.baseDir });
-    url = state.server.url;
-  }
+  const url = await redisUrlFor(state);
   const where = url.replace(/\/\/([^@/]*)@/, '//***@');
 
   state.setup = await openRawClient(url, {});
@@ -552,7 +519,7 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
     `write coalescing ${e.coalescing ? 'on' : 'off'}`;
 
   console.log(
-    `overhead benchmark: node ${process.version}, ioredis ${await ioredisVersion()}, redis ${redisVersion} ` +
+    `overhead benchmark: node ${process.version}, ioredis ${await packageVersion('ioredis')}, redis ${redisVersion} ` +
       `at ${where}, ${os.cpus().length} CPUs, ${fmtLoad(loadStart, pressureStart)}`,
   );
   console.log(
@@ -776,7 +743,7 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
     bench: 'overhead',
     date: new Date().toISOString(),
     node: process.version,
-    ioredis: await ioredisVersion(),
+    ioredis: await packageVersion('ioredis'),
     redis: redisVersion,
     cpus: os.cpus().length,
     cpuModel: os.cpus()[0]?.model,

@@ -38,11 +38,7 @@
  */
 import 'reflect-metadata';
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Module, type INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { RedisStore as ConnectRedisStore } from 'connect-redis';
@@ -54,18 +50,19 @@ import { RedisSessionStore } from '../src/express-session.js';
 import { RedisModule, RedisService, SessionService } from '../src/index.js';
 import type { StandaloneServer } from '../scripts/redis/servers.mjs';
 import {
+  cleanupSteps,
   collectGarbage,
-  locateServersLib,
   median,
   packageVersion,
   quantile,
   readArgs,
+  redisUrlFor,
   runBenchmark,
   sampler,
+  stopThrowawayServer,
   table,
+  unlinkMatching,
 } from './harness.js';
-
-type ServersLib = typeof import('../scripts/redis/servers.mjs');
 
 const TARGET_RATIO = 1.0;
 const SESSION_IDS = 1000;
@@ -253,49 +250,28 @@ interface State {
 }
 
 async function cleanup(state: State): Promise<void> {
-  const attempt = async (fn: () => Promise<unknown>): Promise<void> => {
-    try {
-      await fn();
-    } catch (err) {
-      console.error('cleanup:', err instanceof Error ? err.message : err);
-    }
-  };
-  const { app, appAp, nodeRedis, ioredis, server, baseDir, prefix } = state;
+  const steps = cleanupSteps();
+  const { app, appAp, nodeRedis, ioredis, prefix } = state;
   Object.assign(state, {
     app: undefined,
     appAp: undefined,
     nodeRedis: undefined,
     ioredis: undefined,
-    server: undefined,
-    baseDir: undefined,
   });
   if (ioredis && prefix && ioredis.status === 'ready') {
-    await attempt(async () => {
-      let cursor = '0';
-      do {
-        const [next, keys] = await ioredis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-        cursor = next;
-        if (keys.length) await ioredis.unlink(...keys);
-      } while (cursor !== '0');
-    });
+    await steps.run(() => unlinkMatching(ioredis, `${prefix}*`));
   }
-  if (app) await attempt(() => app.close());
-  if (appAp) await attempt(() => appAp.close());
-  if (nodeRedis) await attempt(() => nodeRedis.close());
-  if (ioredis) await attempt(() => ioredis.quit());
-  if (server) await attempt(() => server.stop());
-  if (baseDir) await attempt(() => fsp.rm(baseDir, { recursive: true, force: true }));
+  if (app) await steps.run(() => app.close());
+  if (appAp) await steps.run(() => appAp.close());
+  if (nodeRedis) await steps.run(() => nodeRedis.close());
+  if (ioredis) await steps.run(() => ioredis.quit());
+  await stopThrowawayServer(state, steps);
+  steps.report();
 }
 
 async function run(settings: Settings, state: State): Promise<void> {
   const wall = performance.now();
-  let url = process.env.REDIS_URL;
-  if (!url) {
-    const servers = (await import(pathToFileURL(locateServersLib()).href)) as ServersLib;
-    state.baseDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'redis-bench-'));
-    state.server = await servers.startStandalone({ baseDir: state.baseDir });
-    url = state.server.url;
-  }
+  const url = await redisUrlFor(state);
   const prefix = `bench:session:${process.pid}-${Date.now().toString(36)}:`;
   state.prefix = prefix;
 

@@ -158,7 +158,9 @@ export async function countSocketWrites(
   let syscalls = 0;
   const restore: Array<() => void> = [];
   for (const node of nodes) {
-    const socket = node.stream as unknown as Record<'_write' | '_writev', unknown>;
+    // A cluster node not connected yet (a replica nothing read from) has no socket to count.
+    const socket = node.stream as unknown as Record<'_write' | '_writev', unknown> | undefined;
+    if (!socket) continue;
     for (const method of ['_write', '_writev'] as const) {
       const original = socket[method] as ((...a: unknown[]) => unknown) | undefined;
       if (!original) continue;

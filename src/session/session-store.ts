@@ -1,6 +1,8 @@
 import { Store, type SessionData as ExpressSessionData } from 'express-session';
 import type { Request } from 'express';
 import { Logger } from '@nestjs/common';
+import { LRUCache } from 'lru-cache';
+import { describeValue } from './session-data.js';
 import {
   checkUserId,
   sessionStoreBackend,
@@ -28,14 +30,31 @@ export interface RedisSessionStoreOptions {
    * @defaultValue the module's `session.absoluteTtl` (86400000)
    */
   absoluteTtl?: number;
+  /**
+   * Whether loading a session (`get`) also touches it: slides its idle expiry, as the request
+   * that loads it is a use. The touch express-session makes at the end of a request that did
+   * not change the session then costs no round trip (see `touch`): one Redis call per such
+   * request instead of two. Turn it off if something other than express-session's requests
+   * reads sessions through the store and must not extend them.
+   * @defaultValue true
+   */
+  touchOnGet?: boolean;
 }
 
 type Callback<T = void> = (err: unknown, value?: T) => void;
 
 /** What the store remembers about a session it loaded: see `touch`. */
 interface LoadedInfo {
-  absoluteExpiresAt: number;
+  /** The id it was loaded under, and its record key (a digest: computed once). */
+  readonly sid: string;
+  readonly key: string;
+  readonly absoluteExpiresAt: number;
+  /** The last recorded use, as far as this store knows. */
   lastSeenAt: number;
+  /** The idle timeout recorded with the session (`_i`). */
+  idle: number;
+  /** The expiry this store last gave the session, if it knows it. */
+  expiresAt?: number;
 }
 
 /**
@@ -44,6 +63,17 @@ interface LoadedInfo {
  * also records the use (a script). Never more than half the idle timeout.
  */
 const LAST_SEEN_RESOLUTION = 60_000;
+
+/**
+ * How far, at most, the expiry a touch asks for may be from the one the session already has
+ * for the touch to be skipped: 1% of the remaining idle time, never more than a second. A
+ * session that was loaded (and so touched) at the start of a request then costs no second round
+ * trip at its end; its idle expiry counts from the start of the request rather than its end.
+ */
+const TOUCH_TOLERANCE = 1_000;
+
+/** How many sessions a store remembers (`known`): about 300 bytes each. */
+const KNOWN_SESSIONS = 10_000;
 
 /**
  * An `express-session` store backed by `SessionService`: a drop-in for `connect-redis` that
@@ -68,7 +98,13 @@ export class RedisSessionStore extends Store {
   private readonly backend: SessionStoreBackend;
   private readonly idleTtl?: number;
   private readonly absoluteTtl?: number;
+  private readonly touchOnGet: boolean;
   private readonly logger = new Logger('Redis:RedisSessionStore');
+  /**
+   * The sessions this store loaded lately, by id: their record key (a digest, computed once)
+   * and what `get` and `touch` need to slide a session's expiry without a script.
+   */
+  private readonly known = new LRUCache<string, LoadedInfo>({ max: KNOWN_SESSIONS });
   /** Sessions express-session loaded from us: `set` only updates them, never re-creates. */
   private readonly loaded = new WeakMap<object, LoadedInfo | undefined>();
   /** What `get` returned, until express-session makes a session of it (`createSession`). */
@@ -89,8 +125,14 @@ export class RedisSessionStore extends Store {
         );
       }
     }
+    if (options.touchOnGet !== undefined && typeof options.touchOnGet !== 'boolean') {
+      throw new TypeError(
+        `RedisSessionStore: touchOnGet must be a boolean, got ${describeValue(options.touchOnGet)}`,
+      );
+    }
     this.idleTtl = options.ttl;
     this.absoluteTtl = options.absoluteTtl;
+    this.touchOnGet = options.touchOnGet ?? true;
   }
 
   /**
@@ -139,15 +181,50 @@ export class RedisSessionStore extends Store {
     this.owners.set(req.session, userId);
   }
 
-  /** express-session: the session, or `null`. */
+  /**
+   * express-session: the session, or `null`. Unless `touchOnGet` is off, it also slides the
+   * session's idle expiry by the session's own idle timeout (never past its absolute expiry),
+   * in the same round trip: see `touch`.
+   */
   override get(sid: string, callback: Callback<ExpressSessionData | null>): void {
-    const work = this.backend.load(sid).then((loaded) => {
-      if (!loaded) return null;
-      const { data, absoluteExpiresAt, lastSeenAt } = loaded;
-      this.fetched.set(data, { absoluteExpiresAt, lastSeenAt });
+    const known = this.known.get(sid);
+    const now = Date.now();
+    let work: Promise<LoadedSession | null>;
+    if (
+      this.touchOnGet &&
+      known &&
+      now - known.lastSeenAt < Math.min(LAST_SEEN_RESOLUTION, known.idle / 2)
+    ) {
+      // Seen before, and no use to record: what the script would do is one PEXPIREAT.
+      work = this.backend.loadAndSlide(
+        known.key,
+        Math.min(now + known.idle, known.absoluteExpiresAt),
+      );
+    } else {
+      const key = known?.key ?? this.backend.keyOf(sid);
+      if (key === null) {
+        settle(Promise.resolve(null), callback);
+        return;
+      }
+      work = this.touchOnGet
+        ? this.backend.loadAndTouch(key, now, LAST_SEEN_RESOLUTION)
+        : this.backend.load(key);
+    }
+    const read = work.then((loaded) => {
+      if (!loaded) {
+        this.known.delete(sid);
+        return null;
+      }
+      const { key, data, absoluteExpiresAt, lastSeenAt, idle, expiresAt } = loaded;
+      const info: LoadedInfo =
+        known && known.absoluteExpiresAt === absoluteExpiresAt
+          ? Object.assign(known, { lastSeenAt, idle, expiresAt })
+          : { sid, key, absoluteExpiresAt, lastSeenAt, idle, expiresAt };
+      this.known.set(sid, info);
+      this.fetched.set(data, info);
       return data as unknown as ExpressSessionData;
     });
-    settle(work, callback);
+    settle(read, callback);
   }
 
   /**
@@ -155,43 +232,96 @@ export class RedisSessionStore extends Store {
    * so a request that outlives a logout (or "log out everywhere") cannot bring it back.
    */
   override set(sid: string, session: ExpressSessionData, callback?: Callback): void {
+    const info = this.infoOf(sid, session);
+    let key: string;
+    try {
+      key = info?.key ?? this.keyOf(sid, 'set');
+    } catch (err) {
+      finish(Promise.reject(err), callback);
+      return;
+    }
     const idle = this.idleOf(session);
     if (idle <= 0) {
       // The cookie has expired: so has the session.
-      finish(this.backend.destroy(sid), callback);
+      finish(this.backend.destroy(key), callback);
       return;
     }
-    const work = this.backend.save(sid, session as unknown as Record<string, unknown>, {
-      create: !this.loaded.has(session),
-      idle,
-      absoluteTtl: this.absoluteTtl ?? this.backend.defaults.absoluteTtl,
-      userId: this.owners.get(session),
-    });
+    const idleTimeout = this.timeoutOf(session, idle);
+    const data = session as unknown as Record<string, unknown>;
+    const now = Date.now();
+    let work: Promise<boolean>;
+    if (info && now - info.lastSeenAt < Math.min(LAST_SEEN_RESOLUTION, idleTimeout / 2)) {
+      // A session we loaded, used lately: the short script (no use to record).
+      const expiresAt = Math.min(now + idle, info.absoluteExpiresAt);
+      work = this.backend.resave(key, data, expiresAt, idleTimeout);
+      info.expiresAt = expiresAt;
+    } else {
+      work = this.backend.save(key, sid, data, {
+        create: !this.loaded.has(session),
+        idle,
+        idleTimeout,
+        absoluteTtl: this.absoluteTtl ?? this.backend.defaults.absoluteTtl,
+        userId: this.owners.get(session),
+      });
+      if (info) {
+        info.lastSeenAt = now;
+        info.expiresAt = Math.min(now + idle, info.absoluteExpiresAt);
+      }
+    }
+    if (info) info.idle = idleTimeout;
     finish(work, callback);
   }
 
   /**
    * express-session: slides the session's idle expiry (never past its absolute one). It is
-   * what express-session does on most requests (those that do not change the session), so
-   * when the session's last recorded use is recent (within a minute, or half the idle timeout
-   * if shorter) it is a single `PEXPIREAT` of the record, as cheap as connect-redis's `EXPIRE`;
-   * otherwise a script also records the use (`lastSeenAt`). Either way the expiry itself slides
-   * on every touch.
+   * what express-session does at the end of most requests (those that do not change the
+   * session), and costs, from the cheapest:
+   *
+   * - nothing, when the session already expires when this touch would make it (within 1% of
+   *   the remaining idle time, at most a second): the usual case, as loading the session at
+   *   the start of the request touched it (`touchOnGet`);
+   * - a single `PEXPIREAT` of the record, as cheap as connect-redis's `EXPIRE`, when the
+   *   session's last recorded use is recent (within a minute, or half the idle timeout if
+   *   shorter);
+   * - otherwise a script, which also records the use (`lastSeenAt`) and the idle timeout.
    */
   override touch(sid: string, session: ExpressSessionData, callback?: () => void): void {
+    const info = this.infoOf(sid, session);
+    let key: string;
+    try {
+      key = info?.key ?? this.keyOf(sid, 'touch');
+    } catch (err) {
+      this.logger.warn(`touch failed: ${(err as Error).message}`);
+      queueMicrotask(() => callback?.());
+      return;
+    }
     const idle = this.idleOf(session);
-    const info = this.loaded.get(session);
     const now = Date.now();
     let work: Promise<boolean>;
     if (idle <= 0) {
-      work = this.backend.destroy(sid);
-    } else if (info && now - info.lastSeenAt < Math.min(LAST_SEEN_RESOLUTION, idle / 2)) {
+      work = this.backend.destroy(key);
+    } else if (!info) {
+      work = this.backend.touch(key, idle, this.timeoutOf(session, idle));
+    } else {
       // The idle expiry comes from the cookie (the app's clock, as in every store); the cap is
       // the absolute expiry Redis set, so a touch never extends a session past it.
-      work = this.backend.slide(sid, Math.min(now + idle, info.absoluteExpiresAt));
-    } else {
-      work = this.backend.touch(sid, idle);
-      if (info) info.lastSeenAt = now;
+      const expiresAt = Math.min(now + idle, info.absoluteExpiresAt);
+      const tolerance = Math.min(TOUCH_TOLERANCE, (expiresAt - now) / 100);
+      const timeout = this.timeoutOf(session, idle);
+      if (info.expiresAt !== undefined && Math.abs(expiresAt - info.expiresAt) <= tolerance) {
+        work = Promise.resolve(true);
+      } else if (
+        now - info.lastSeenAt < Math.min(LAST_SEEN_RESOLUTION, timeout / 2) &&
+        Math.abs(timeout - info.idle) <= tolerance
+      ) {
+        work = this.backend.slide(key, expiresAt);
+      } else {
+        // Records the use, and the idle timeout if the cookie's changed (the next load slides by it).
+        work = this.backend.touch(key, idle, timeout);
+        info.lastSeenAt = now;
+        info.idle = timeout;
+      }
+      info.expiresAt = expiresAt;
     }
     finish(work, (err) => {
       // express-session's touch callback takes no error; a failed touch only shortens a session.
@@ -202,7 +332,9 @@ export class RedisSessionStore extends Store {
 
   /** express-session: ends the session. */
   override destroy(sid: string, callback?: Callback): void {
-    finish(this.backend.destroy(sid), callback);
+    const key = this.known.get(sid)?.key ?? this.backend.keyOf(sid);
+    this.known.delete(sid);
+    finish(key === null ? Promise.resolve(false) : this.backend.destroy(key), callback);
   }
 
   /**
@@ -231,6 +363,32 @@ export class RedisSessionStore extends Store {
     // a loaded session, never re-created; without its expiry, `touch` runs the script.
     this.loaded.set(session, info);
     return session;
+  }
+
+  /** What `get` told about a session express-session loaded under `sid`, if it did. */
+  private infoOf(sid: string, session: ExpressSessionData): LoadedInfo | undefined {
+    const info = this.loaded.get(session);
+    return info?.sid === sid ? info : undefined;
+  }
+
+  private keyOf(sid: string, method: string): string {
+    const key = this.backend.keyOf(sid);
+    if (key === null) {
+      throw new TypeError(
+        `RedisSessionStore.${method}: session id must be a non-empty string of at most 1024 characters`,
+      );
+    }
+    return key;
+  }
+
+  /**
+   * The session's idle timeout: the cookie's full `maxAge` (express-session resets the cookie to
+   * it on every request), where `idleOf` is what is left of it now; the store's `ttl` for a
+   * cookie without one.
+   */
+  private timeoutOf(session: ExpressSessionData, idle: number): number {
+    const max = session.cookie?.originalMaxAge;
+    return typeof max === 'number' && max > 0 ? max : idle;
   }
 
   private idleOf(session: ExpressSessionData): number {

@@ -233,7 +233,9 @@ return {1, now, expires, absolute, evicted}`,
 
 /**
  * Slides the idle expiry (never past the absolute one); a session that is gone stays gone.
- * KEYS: record. ARGV: new idle TTL ('' keeps the session's own), '1' to return the session.
+ * KEYS: record. ARGV: new idle TTL ('' keeps the session's own), '1' to return the session,
+ * the idle timeout to record ('' or absent: the new idle TTL; express-session's cookie may
+ * have less left than its full idle timeout).
  * Returns `{1, now, expiresAt[, row]}` or `{0}`.
  */
 export const TOUCH = script<[number, number?, number?, SessionRow?]>(
@@ -248,7 +250,9 @@ local idle = tonumber(ARGV[1] ~= '' and ARGV[1] or f[1])
 local expires = math.min(now + idle, tonumber(f[2]))
 if expires <= now then return {0} end
 if ARGV[1] ~= '' then
-  redis.call('HSET', record, '_l', now, '_i', idle)
+  local timeout = ARGV[3]
+  if not timeout or timeout == '' then timeout = idle end
+  redis.call('HSET', record, '_l', now, '_i', timeout)
 else
   redis.call('HSET', record, '_l', now)
 end
@@ -375,11 +379,65 @@ return count`,
 );
 
 /**
+ * express-session's `set` of a session the store loaded and whose absolute expiry it knows:
+ * replaces the data and sets the expiry, never creating the record. Three calls where `SAVE`
+ * makes four (no clock, no read): a script's cost is mostly per call. A record that is gone,
+ * or that the expiry ends (it is in the past), stays gone. Does not record the use (`_l`).
+ * KEYS: record. ARGV: expiry (epoch ms, capped by the absolute one), data JSON, idle timeout.
+ * Returns 1, or 0 when nothing was saved.
+ */
+export const RESAVE = script<number>(
+  'session-resave',
+  [],
+  `
+local record = KEYS[1]
+if redis.call('PEXPIREAT', record, ARGV[1]) == 0 then return 0 end
+-- A live record has both fields: new ones mean the expiry removed it, and this made a stub.
+if redis.call('HSET', record, 'd', ARGV[2], '_i', ARGV[3]) > 0 then
+  redis.call('DEL', record)
+  return 0
+end
+redis.call('HINCRBY', record, '_v', 1)
+return 1`,
+);
+
+/**
+ * express-session's `get` that also touches: reads a session and slides its idle expiry, as a
+ * request that loads it is a use. The idle timeout is the session's own (`_i`, what its last
+ * save or touch used), so the touch express-session makes at the end of the request usually
+ * asks for the expiry this already set (RedisSessionStore then skips it). Records the use
+ * (`_l`) when the last recorded one is older than the resolution (or half the idle timeout).
+ * KEYS: record. ARGV: now (the application's clock, ms, as for a touch), resolution (ms).
+ * Returns `{d, _a, _l, _i, expiresAt}` (no expiresAt when nothing slid), or nil when the
+ * session is gone.
+ */
+export const LOAD_AND_TOUCH = script<[string, string, string | number | null, string | null, number?] | null>(
+  'session-load-touch',
+  [CLOCK],
+  `
+local record = KEYS[1]
+local f = redis.call('HMGET', record, 'd', '_a', '_l', '_i')
+if not f[1] or not f[2] then return false end
+local now, idle = tonumber(ARGV[1]), tonumber(f[4])
+if not idle then return f end
+local expires = math.min(now + idle, tonumber(f[2]))
+if expires <= now then return false end
+redis.call('PEXPIREAT', record, expires)
+if now - (tonumber(f[3]) or 0) >= math.min(tonumber(ARGV[2]), idle / 2) then
+  f[3] = (clock())
+  redis.call('HSET', record, '_l', f[3])
+end
+f[5] = expires
+return f`,
+);
+
+/**
  * express-session's `set`: replaces the data of a session, creating it only when allowed (a
  * session the store loaded is never re-created: a request still running when the session was
  * destroyed must not bring it back). KEYS: record[, index of the user a new session belongs
- * to]. ARGV: '1' may create, user ('' none), idle TTL, absolute TTL, max sessions per user,
- * data JSON. Returns `{1, now, expiresAt, evicted}` or `{0}`.
+ * to]. ARGV: '1' may create, user ('' none), idle TTL (from now), absolute TTL, max sessions per
+ * user, data JSON, the idle timeout to record (`_i`). Returns `{1, now, expiresAt, evicted}` or
+ * `{0}`.
  */
 export const SAVE = script<[number, number?, number?, number?]>(
   'session-save',
@@ -392,14 +450,14 @@ local idle = tonumber(ARGV[3])
 if f[1] then
   local expires = math.min(now + idle, tonumber(f[1]))
   if expires <= now then return {0} end
-  redis.call('HSET', record, 'd', ARGV[6], '_l', now, '_i', idle, '_v', tonumber(f[2]) + 1)
+  redis.call('HSET', record, 'd', ARGV[6], '_l', now, '_i', ARGV[7], '_v', tonumber(f[2]) + 1)
   redis.call('PEXPIREAT', record, expires)
   return {1, now, expires, 0}
 end
 if ARGV[1] ~= '1' then return {0} end
 local absolute = now + tonumber(ARGV[4])
 local expires = math.min(now + idle, absolute)
-redis.call('HSET', record, 'd', ARGV[6], '_c', now, '_o', order, '_l', now, '_i', idle,
+redis.call('HSET', record, 'd', ARGV[6], '_c', now, '_o', order, '_l', now, '_i', ARGV[7],
   '_a', absolute, '_v', 1)
 redis.call('PEXPIREAT', record, expires)
 if ARGV[2] == '' then return {1, now, expires, 0} end

@@ -29,6 +29,8 @@ import {
   DESTROY,
   DESTROY_ALL,
   LIST,
+  LOAD_AND_TOUCH,
+  RESAVE,
   RECORD_KEY_PATTERN,
   ROTATE,
   ROW_FIELDS,
@@ -448,15 +450,6 @@ export class SessionService {
   /** What `RedisSessionStore` needs: sessions under express-session's ids, with or without a user. */
   private storeBackend(): SessionStoreBackend {
     const service = this;
-    const record = (sid: string, method: string): string => {
-      const address = addressOfStoreId(sid);
-      if (!address) {
-        throw new TypeError(
-          `${method}: session id must be a non-empty string of at most 1024 characters`,
-        );
-      }
-      return sessionKeys.record(address);
-    };
     async function* records(): AsyncGenerator<string> {
       for await (const key of service.redis.scan(sessionKeys.records)) {
         if (RECORD_KEY_PATTERN.test(key)) yield key;
@@ -468,25 +461,28 @@ export class SessionService {
       },
       mintId: (userId) => mintId(userId === undefined ? randomTag() : userTag(userId)),
       belongsTo: (sid, userId) => isSessionId(sid) && sid.startsWith(userTag(userId)),
-      async load(sid) {
+      keyOf(sid) {
         const address = addressOfStoreId(sid);
-        if (!address) return null;
-        const [json, absolute, lastSeen] = await service.client.hmget(
-          sessionKeys.record(address),
-          'd',
-          '_a',
-          '_l',
-        );
-        if (json === null || absolute === null) return null;
-        return {
-          data: decodeData(json),
-          absoluteExpiresAt: Number(absolute),
-          lastSeenAt: Number(lastSeen),
-        };
+        return address ? sessionKeys.record(address) : null;
       },
-      async save(sid, data, options) {
+      async load(key) {
+        return loaded(key, await service.client.hmget(key, 'd', '_a', '_l', '_i'));
+      },
+      async loadAndTouch(key, now, resolution) {
+        const row = await LOAD_AND_TOUCH.run(service.client, [key], [now, resolution]);
+        return row && loaded(key, row, row[4]);
+      },
+      async loadAndSlide(key, expiresAt) {
+        // Both in one round trip; the expiry first, so that an expiry in the past (the absolute
+        // one has come) deletes the record before it is read.
+        const [slid, row] = await Promise.all([
+          service.client.pexpireat(key, Math.ceil(expiresAt)),
+          service.client.hmget(key, 'd', '_a', '_l', '_i'),
+        ]);
+        return slid === 1 ? loaded(key, row, expiresAt) : null;
+      },
+      async save(key, sid, data, options) {
         const method = 'RedisSessionStore.set';
-        const key = record(sid, method);
         const json = encodeLenient(method, data);
         service.checkSize(method, 'is', Buffer.byteLength(json));
         const user = options.userId;
@@ -502,25 +498,37 @@ export class SessionService {
             options.absoluteTtl,
             service.defaults.maxSessionsPerUser ?? 0,
             json,
+            Math.max(1, Math.ceil(options.idleTimeout)),
           ],
         );
         return reply[0] === 1;
       },
-      async touch(sid, idle) {
-        const key = record(sid, 'RedisSessionStore.touch');
-        const reply = await TOUCH.run(service.client, [key], [Math.max(1, Math.ceil(idle)), '0']);
+      async resave(key, data, expiresAt, idleTimeout) {
+        const method = 'RedisSessionStore.set';
+        const json = encodeLenient(method, data);
+        service.checkSize(method, 'is', Buffer.byteLength(json));
+        const saved = await RESAVE.run(
+          service.client,
+          [key],
+          [Math.ceil(expiresAt), json, Math.max(1, Math.ceil(idleTimeout))],
+        );
+        return saved === 1;
+      },
+      async touch(key, idle, idleTimeout) {
+        const reply = await TOUCH.run(
+          service.client,
+          [key],
+          [Math.max(1, Math.ceil(idle)), '0', Math.max(1, Math.ceil(idleTimeout))],
+        );
         return reply[0] === 1;
       },
-      async slide(sid, expiresAt) {
-        const key = record(sid, 'RedisSessionStore.touch');
+      async slide(key, expiresAt) {
         // PEXPIREAT never creates a key: a session that is gone stays gone. The index needs no
         // change: it is scored by absolute expiry (session.scripts.ts).
         return (await service.client.pexpireat(key, Math.ceil(expiresAt))) === 1;
       },
-      async destroy(sid) {
-        const address = addressOfStoreId(sid);
-        if (!address) return false;
-        return (await DESTROY.run(service.client, [sessionKeys.record(address)], [''])) === 1;
+      async destroy(key) {
+        return (await DESTROY.run(service.client, [key], [''])) === 1;
       },
       async all() {
         const out: SessionData[] = [];
@@ -547,29 +555,63 @@ export class SessionService {
   }
 }
 
-/** Internal: the session operations `RedisSessionStore` builds on. Not part of the public API. */
+/**
+ * Internal: the session operations `RedisSessionStore` builds on. Not part of the public API.
+ * Sessions are addressed by their record key (`keyOf`), computed once per session id.
+ */
 export interface SessionStoreBackend {
   readonly defaults: { ttl: number; absoluteTtl: number };
   /** A fresh id; in the slot of `userId`'s sessions when given. */
   mintId(userId?: string): string;
   /** Whether `sid` was minted in `userId`'s slot (so the session can be in the user's index). */
   belongsTo(sid: string, userId: string): boolean;
-  /** The data, and what `slide` needs; `null` when the session is gone. */
-  load(sid: string): Promise<LoadedSession | null>;
+  /** The record key of an express-session id; `null` for what cannot be one. */
+  keyOf(sid: string): string | null;
+  /** The session, and what `touch` needs; `null` when it is gone. */
+  load(key: string): Promise<LoadedSession | null>;
+  /**
+   * `load`, and slides the idle expiry by the session's own idle timeout (from `now`, the
+   * application's clock), and records the use when the last recorded one is older than
+   * `resolution` ms (or half the idle timeout). One script.
+   */
+  loadAndTouch(key: string, now: number, resolution: number): Promise<LoadedSession | null>;
+  /**
+   * `load`, and sets the expiry to `expiresAt` (epoch ms), as `slide` does: for a session whose
+   * absolute expiry and idle timeout the caller knows. Two commands in one round trip.
+   */
+  loadAndSlide(key: string, expiresAt: number): Promise<LoadedSession | null>;
   /** Replaces the data; creates the session only if `create`. `false`: nothing was saved. */
   save(
+    key: string,
     sid: string,
     data: SessionData,
-    options: { create: boolean; idle: number; absoluteTtl: number; userId?: string },
+    options: {
+      create: boolean;
+      /** The expiry: now + idle, capped by the absolute expiry. */
+      idle: number;
+      /** The idle timeout to record (`_i`), which `load` slides by. */
+      idleTimeout: number;
+      absoluteTtl: number;
+      userId?: string;
+    },
   ): Promise<boolean>;
-  /** Slides the idle expiry to now + `idle` (capped by the absolute one) and records the use. */
-  touch(sid: string, idle: number): Promise<boolean>;
+  /**
+   * Replaces the data of a live session and sets its expiry to `expiresAt` (epoch ms, already
+   * capped by the absolute expiry), without recording the use; never creates one. `false`:
+   * nothing was saved (the session is gone, or `expiresAt` has passed).
+   */
+  resave(key: string, data: SessionData, expiresAt: number, idleTimeout: number): Promise<boolean>;
+  /**
+   * Slides the idle expiry to now + `idle` (capped by the absolute one) and records the use and
+   * the idle timeout.
+   */
+  touch(key: string, idle: number, idleTimeout: number): Promise<boolean>;
   /**
    * Sets the record's expiry to `expiresAt` (epoch ms, already capped by the absolute expiry)
    * without recording the use: one `PEXPIREAT`, for touches soon after the last recorded use.
    */
-  slide(sid: string, expiresAt: number): Promise<boolean>;
-  destroy(sid: string): Promise<boolean>;
+  slide(key: string, expiresAt: number): Promise<boolean>;
+  destroy(key: string): Promise<boolean>;
   all(): Promise<SessionData[]>;
   count(): Promise<number>;
   clear(): Promise<number>;
@@ -577,11 +619,17 @@ export interface SessionStoreBackend {
 
 /** What `SessionStoreBackend.load` returns. */
 export interface LoadedSession {
+  /** The record key. */
+  readonly key: string;
   readonly data: SessionData;
   /** `_a`: when the session ends whatever happens (Redis clock, epoch ms). */
   readonly absoluteExpiresAt: number;
   /** `_l`: the last recorded use (Redis clock, epoch ms). */
   readonly lastSeenAt: number;
+  /** `_i`: the idle timeout its last save or touch recorded, in ms. */
+  readonly idle: number;
+  /** The expiry the load slid the session to (epoch ms), when it did. */
+  readonly expiresAt?: number;
 }
 
 const backends = new WeakMap<SessionService, SessionStoreBackend>();
@@ -595,6 +643,24 @@ export function sessionStoreBackend(service: SessionService): SessionStoreBacken
     );
   }
   return backend;
+}
+
+/** A `LoadedSession` of `d _a _l _i` as read; `null` for a record that is gone (or a stub). */
+function loaded(
+  key: string,
+  row: ReadonlyArray<string | number | null | undefined>,
+  expiresAt?: number,
+): LoadedSession | null {
+  const [json, absolute, lastSeen, idle] = row;
+  if (typeof json !== 'string' || absolute === null || absolute === undefined) return null;
+  return {
+    key,
+    data: decodeData(json),
+    absoluteExpiresAt: Number(absolute),
+    lastSeenAt: Number(lastSeen),
+    idle: Number(idle),
+    ...(expiresAt === undefined ? {} : { expiresAt: Number(expiresAt) }),
+  };
 }
 
 /** `update`'s version check failed: read again and retry. */

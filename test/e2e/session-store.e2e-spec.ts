@@ -20,6 +20,7 @@ import { addressOfId, isSessionId, userTag } from '../../src/session/session-id.
 import { sessionKeys } from '../../src/session/session.scripts.js';
 import { CapturingLogger } from '../support/app.js';
 import {
+  countSocketWrites,
   topologies,
   uniqueConnectionName,
   uniquePrefix,
@@ -245,54 +246,165 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       status(await agent.get('/peek'), 401);
     });
 
-    it('touch soon after the last recorded use only slides the expiry (later it records the use), never past the absolute one, never bringing a session back', async () => {
-      const capped = new RedisSessionStore(sessions, { absoluteTtl: 1500 });
+    describe('what a touch costs', () => {
       const call = <T>(fn: (cb: (err: unknown, value?: T) => void) => void): Promise<T> =>
         new Promise((resolve, reject) =>
           fn((err, value) => (err ? reject(err as Error) : resolve(value as T))),
         );
-      const load = async (sid: string): Promise<session.Session & session.SessionData> => {
-        const data = await call<session.SessionData | null>((cb) => capped.get(sid, cb));
+      /** What express-session does at the start of a request: get, then createSession. */
+      const load = async (
+        store: RedisSessionStore,
+        sid: string,
+      ): Promise<session.Session & session.SessionData> => {
+        const data = await call<session.SessionData | null>((cb) => store.get(sid, cb));
         if (!data) throw new Error(`session ${sid} not found`);
         const req = { sessionID: sid } as unknown as Request;
-        return capped.createSession(req, data) as session.Session & session.SessionData;
+        return store.createSession(req, data) as session.Session & session.SessionData;
       };
-      const redis = app.get(RedisService).client;
-      const sid = capped.genid({} as Request);
-      const key = sessionKeys.record(addressOfId(sid));
-      const fresh = { cookie: new session.Cookie(), views: 1 } as session.SessionData;
-      fresh.cookie.maxAge = 1000;
-      await call((cb) => capped.set(sid, fresh, cb));
-      const lastSeen = await redis.hget(key, '_l');
+      /** What express-session does at the end of a request that did not change the session. */
+      const touch = (
+        store: RedisSessionStore,
+        sid: string,
+        loaded: session.Session & session.SessionData,
+        maxAge?: number,
+      ): Promise<void> => {
+        if (maxAge !== undefined) loaded.cookie.maxAge = maxAge;
+        else loaded.touch();
+        return new Promise<void>((resolve) => store.touch(sid, loaded, resolve));
+      };
+      /** A new session of `maxAge` ms; its record key and recorded last use. */
+      const start = async (store: RedisSessionStore, maxAge: number) => {
+        const redis = app.get(RedisService).client;
+        const sid = store.genid({} as Request);
+        const key = sessionKeys.record(addressOfId(sid));
+        const fresh = { cookie: new session.Cookie(), views: 1 } as session.SessionData;
+        fresh.cookie.maxAge = maxAge;
+        await call((cb) => store.set(sid, fresh, cb));
+        return { sid, key, lastSeen: Number(await redis.hget(key, '_l')) };
+      };
 
-      // A request that only reads: the cookie says 60 s, the absolute lifetime (1.5 s) wins.
-      const loaded = await load(sid);
-      loaded.cookie.maxAge = 60_000;
-      await new Promise<void>((resolve) => capped.touch(sid, loaded, resolve));
-      expect(await redis.pttl(key)).toBeGreaterThan(1000);
-      expect(await redis.pttl(key)).toBeLessThanOrEqual(1500);
-      expect(await redis.hget(key, '_l')).toBe(lastSeen); // one PEXPIREAT, nothing recorded
-      loaded.cookie.maxAge = 200;
-      await new Promise<void>((resolve) => capped.touch(sid, loaded, resolve));
-      expect(await redis.pttl(key)).toBeLessThanOrEqual(200);
+      it('loading a session touches it, so the touch at the end of the request costs no round trip', async () => {
+        const redis = app.get(RedisService).client;
+        const { sid, key } = await start(store, 60_000);
+        // Shorten the expiry behind the store's back: the load must slide it again.
+        await redis.pexpire(key, 5_000);
+        const loaded = await load(store, sid);
+        const slid = await redis.pttl(key);
+        expect(slid).toBeGreaterThan(55_000);
+        expect(slid).toBeLessThanOrEqual(60_000);
+        // The cookie asks for what the load already set: nothing is sent.
+        expect(await countSocketWrites(redis, () => touch(store, sid, loaded))).toBe(0);
+        // A cookie that asks for 10 s more does go to Redis.
+        expect(
+          await countSocketWrites(redis, () => touch(store, sid, loaded, 70_000)),
+        ).toBeGreaterThan(0);
+        expect(await redis.pttl(key)).toBeGreaterThan(60_000);
+      });
 
-      // Once the last recorded use is older than the resolution (here half the 200 ms idle
-      // timeout), a touch records the use again.
-      const later = await load(sid);
-      later.cookie.maxAge = 60_000; // alive (up to the absolute 1.5 s) while we wait
-      await new Promise<void>((resolve) => capped.touch(sid, later, resolve));
-      await waitFor(() => Date.now() - Number(lastSeen) > 150, { what: '150 ms to pass' });
-      later.cookie.maxAge = 200;
-      await new Promise<void>((resolve) => capped.touch(sid, later, resolve));
-      expect(Number(await redis.hget(key, '_l'))).toBeGreaterThan(Number(lastSeen));
-      expect(await redis.pttl(key)).toBeLessThanOrEqual(200);
+      it('with touchOnGet: false, loading leaves the expiry alone and the touch slides it', async () => {
+        const plain = new RedisSessionStore(sessions, { touchOnGet: false });
+        const redis = app.get(RedisService).client;
+        const { sid, key } = await start(plain, 60_000);
+        await redis.pexpire(key, 5_000);
+        const loaded = await load(plain, sid);
+        expect(await redis.pttl(key)).toBeLessThanOrEqual(5_000);
+        expect(await countSocketWrites(redis, () => touch(plain, sid, loaded))).toBe(1);
+        expect(await redis.pttl(key)).toBeGreaterThan(55_000);
+        expect(() => new RedisSessionStore(sessions, { touchOnGet: 'yes' as never })).toThrow(
+          'RedisSessionStore: touchOnGet must be a boolean, got "yes"',
+        );
+      });
 
-      // Destroyed while a request still holds it: its touch does not bring it back.
-      const late = await load(sid);
-      await call((cb) => capped.destroy(sid, cb));
-      late.cookie.maxAge = 60_000;
-      await new Promise<void>((resolve) => capped.touch(sid, late, resolve));
-      expect(await redis.exists(key)).toBe(0);
+      it('never past the absolute expiry; a new idle timeout is recorded, and used by the next load', async () => {
+        const capped = new RedisSessionStore(sessions, { absoluteTtl: 1500 });
+        const redis = app.get(RedisService).client;
+        const { sid, key, lastSeen } = await start(capped, 1000);
+
+        // A request that only reads: the cookie says 60 s, the absolute lifetime (1.5 s) wins.
+        let loaded = await load(capped, sid);
+        expect(Number(await redis.hget(key, '_l'))).toBe(lastSeen); // recent: not recorded
+        await touch(capped, sid, loaded, 60_000);
+        expect(await redis.pttl(key)).toBeGreaterThan(1000);
+        expect(await redis.pttl(key)).toBeLessThanOrEqual(1500);
+        // (express-session derives the cookie's maxAge from its expiry: a ms may be lost)
+        expect(Number(await redis.hget(key, '_i'))).toBeGreaterThanOrEqual(59_990);
+        // The next load slides by the recorded 60 s, still capped.
+        await redis.pexpire(key, 900);
+        loaded = await load(capped, sid);
+        expect(await redis.pttl(key)).toBeGreaterThan(1000);
+        // Back to a short cookie: the expiry follows it down.
+        await touch(capped, sid, loaded, 200);
+        expect(await redis.pttl(key)).toBeLessThanOrEqual(200);
+        expect(Number(await redis.hget(key, '_i'))).toBeLessThanOrEqual(200);
+      });
+
+      it('a load records the use once the last recorded one is older than the resolution; the touch in between only slides', async () => {
+        const redis = app.get(RedisService).client;
+        // A 400 ms idle timeout: the resolution is half of it, 200 ms.
+        const { sid, key, lastSeen } = await start(store, 400);
+        let loaded = await load(store, sid);
+        expect(Number(await redis.hget(key, '_l'))).toBe(lastSeen);
+        // 100 ms later (a slow request): the touch slides the expiry, records nothing.
+        await waitFor(() => Date.now() - lastSeen > 100, { what: '100 ms to pass' });
+        expect(await countSocketWrites(redis, () => touch(store, sid, loaded))).toBe(1);
+        expect(Number(await redis.hget(key, '_l'))).toBe(lastSeen);
+        expect(await redis.pttl(key)).toBeGreaterThan(300);
+        // Past the resolution, the next load records the use.
+        await waitFor(() => Date.now() - lastSeen > 250, { what: '250 ms to pass' });
+        loaded = await load(store, sid);
+        expect(Number(await redis.hget(key, '_l'))).toBeGreaterThan(lastSeen);
+        expect(loaded.views).toBe(1);
+      });
+
+      it('a session loaded lately is loaded again with one PEXPIREAT and saved with the short script; gone, it stays gone', async () => {
+        const redis = app.get(RedisService).client;
+        const { sid, key } = await start(store, 60_000);
+        let loaded = await load(store, sid); // the script: the store did not know the session
+        await redis.pexpire(key, 5_000);
+        loaded = await load(store, sid); // known now: PEXPIREAT + HMGET
+        expect(await redis.pttl(key)).toBeGreaterThan(55_000);
+        const version = Number(await redis.hget(key, '_v'));
+        loaded.views = 2;
+        await call((cb) => store.set(sid, loaded, cb));
+        expect(JSON.parse((await redis.hget(key, 'd'))!)).toMatchObject({ views: 2 });
+        expect(Number(await redis.hget(key, '_v'))).toBe(version + 1);
+        expect(await redis.pttl(key)).toBeGreaterThan(55_000);
+
+        // Ended elsewhere (another instance, "log out everywhere"): neither path brings it back.
+        loaded = await load(store, sid);
+        await redis.del(key);
+        loaded.views = 3;
+        await call((cb) => store.set(sid, loaded, cb));
+        expect(await redis.exists(key)).toBe(0);
+        expect(await call((cb) => store.get(sid, cb))).toBeNull();
+        expect(await redis.exists(key)).toBe(0);
+      });
+
+      it('a save whose absolute expiry has passed by the application’s clock ends the session and leaves no stub', async () => {
+        const capped = new RedisSessionStore(sessions, { absoluteTtl: 300 });
+        const redis = app.get(RedisService).client;
+        const { sid, key } = await start(capped, 60_000);
+        const loaded = await load(capped, sid);
+        // Keep the record past its absolute expiry, as a Redis clock behind the app's would.
+        await redis.persist(key);
+        const absolute = Number(await redis.hget(key, '_a'));
+        await waitFor(() => Date.now() > absolute + 10, { what: 'the absolute expiry to pass' });
+        loaded.views = 2;
+        await call((cb) => capped.set(sid, loaded, cb));
+        expect(await redis.exists(key)).toBe(0);
+      });
+
+      it('a touch never brings a destroyed session back; neither does a load', async () => {
+        const redis = app.get(RedisService).client;
+        const { sid, key } = await start(store, 60_000);
+        const late = await load(store, sid);
+        await call((cb) => store.destroy(sid, cb));
+        await touch(store, sid, late, 120_000);
+        await touch(store, sid, late);
+        expect(await redis.exists(key)).toBe(0);
+        expect(await call((cb) => store.get(sid, cb))).toBeNull();
+        expect(await redis.exists(key)).toBe(0);
+      });
     });
 
     it('a save by the store moves the version: an update function that read before it runs again', async () => {

@@ -4,8 +4,11 @@
  *
  * Stores compared, each with its own connection:
  *  - `ours`: `RedisSessionStore` over `SessionService`, in a Nest application context
- *    (`RedisModule.forRoot({ url })`, the module's defaults: RESP2, no auto-pipelining).
- *  - `ours+ap`: the same with `autoPipelining: true`, for the many-in-flight case (node-redis,
+ *    (`RedisModule.forRoot({ url })`, the module's defaults: RESP3, write coalescing, no
+ *    auto-pipelining; the store's defaults: `touchOnGet`).
+ *  - `ours-plain-get`: the same connection, with a store made with `touchOnGet: false`: `get`
+ *    only reads, so express-session's `touch` goes to Redis (what `touchOnGet` is worth).
+ *  - `ours+ap`: `ours` with `autoPipelining: true`, for the many-in-flight case (node-redis,
  *    connect-redis's client, always batches the commands of one tick into one write).
  *  - `connect-redis`: connect-redis 9.0.0, its newest version that runs on Node 20
  *    (10.0.0 requires Node >= 22), with the client it supports, node-redis 5.
@@ -185,7 +188,7 @@ function makeSession(userId: string): SessionData {
 // ---------------------------------------------------------------------------------------------
 
 interface Contender {
-  id: 'ours' | 'ours+ap' | 'connect-redis' | 'cr-pattern/ioredis';
+  id: 'ours' | 'ours-plain-get' | 'ours+ap' | 'connect-redis' | 'cr-pattern/ioredis';
   label: string;
   api: StoreApi;
   sids: string[];
@@ -315,6 +318,13 @@ async function run(settings: Settings, state: State): Promise<void> {
   const sids = Array.from({ length: SESSION_IDS }, () => ours.genid(undefined as never));
   const contenders: Contender[] = [
     { id: 'ours', label: 'ours (RedisSessionStore)', api: promisify(ours), sids },
+    {
+      id: 'ours-plain-get',
+      label: 'ours, touchOnGet: false',
+      api: promisify(new RedisSessionStore(sessions, { touchOnGet: false })),
+      // Its own sessions: the same records would be shared with `ours`.
+      sids: Array.from({ length: SESSION_IDS }, () => ours.genid(undefined as never)),
+    },
     { id: 'ours+ap', label: 'ours, autoPipelining: true', api: promisify(oursAp), sids },
     {
       id: 'connect-redis',

@@ -411,7 +411,9 @@ return 1`,
  * Returns `{d, _a, _l, _i, expiresAt}` (no expiresAt when nothing slid), or nil when the
  * session is gone.
  */
-export const LOAD_AND_TOUCH = script<[string, string, string | number | null, string | null, number?] | null>(
+export const LOAD_AND_TOUCH = script<
+  [string, string, string | number | null, string | null, number?] | null
+>(
   'session-load-touch',
   [CLOCK],
   `

@@ -63,7 +63,7 @@ export interface Session<T extends object = SessionData> {
   readonly createdAt: number;
   /**
    * Last `create`, `touch`, `update` or `rotate`. For sessions kept by `RedisSessionStore`, its
-   * touches record a use only once a minute (see `RedisSessionStore.touch`).
+   * loads and touches record a use at most once a minute (see `RedisSessionStore`).
    */
   readonly lastSeenAt: number;
   /** When the session expires unless used: `min(lastSeenAt + ttl, absoluteExpiresAt)`. */

@@ -243,6 +243,7 @@ export class RedisSessionStore extends Store {
     const idle = this.idleOf(session);
     if (idle <= 0) {
       // The cookie has expired: so has the session.
+      this.known.delete(sid);
       finish(this.backend.destroy(key), callback);
       return;
     }
@@ -299,6 +300,7 @@ export class RedisSessionStore extends Store {
     const now = Date.now();
     let work: Promise<boolean>;
     if (idle <= 0) {
+      this.known.delete(sid);
       work = this.backend.destroy(key);
     } else if (!info) {
       work = this.backend.touch(key, idle, this.timeoutOf(session, idle));

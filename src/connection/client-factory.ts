@@ -61,6 +61,8 @@ function newClient(
     // answers it, and the socket must not outlive shutdown by ioredis's default 2 s.
     disconnectTimeout: config.shutdownTimeout,
     lazyConnect: true,
+    // The subscriber re-subscribes itself after a reconnect, with a handler (subscriber.ts).
+    ...(role === 'subscriber' ? { autoResubscribe: false } : {}),
   };
 
   if (node) {
@@ -125,6 +127,7 @@ function newClient(
         keyPrefix,
         enableAutoPipelining: false,
         connectionName: base.connectionName,
+        ...(role === 'subscriber' ? { autoResubscribe: false } : {}),
       });
     }
   }

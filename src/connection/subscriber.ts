@@ -1,5 +1,5 @@
 import type { LoggerService } from '@nestjs/common';
-import { disconnectAndWait, isCluster, type RedisClient } from './client-factory.js';
+import { disconnectAndWait, type RedisClient } from './client-factory.js';
 import { withTimeout } from './wait.js';
 
 /** Receives a published message. */
@@ -152,17 +152,28 @@ export class RedisSubscriber {
     const onReady = (): void => {
       if (!this.dropped || this.closed) return;
       this.dropped = false;
-      // ioredis re-subscribes right after emitting 'ready'; a PING queued behind those
-      // SUBSCRIBEs is answered once they are active, so listeners reset their state only when
-      // no further message can be missed.
-      setImmediate(() => {
-        const settled = isCluster(client)
-          ? Promise.resolve()
-          : client.ping().catch(() => undefined);
-        void settled.then(() => {
+      // We re-subscribe, not ioredis (its `autoResubscribe` is off on this connection): its
+      // SUBSCRIBE has no handler, so a shutdown right after a reconnect, which fails the
+      // commands still queued, made an unhandled rejection of it. Listeners reset their state
+      // once the subscriptions are active, so that no further message can be missed.
+      const channels = [...this.listeners.keys()];
+      if (channels.length === 0) return;
+      const ack = client.subscribe(...channels);
+      for (const channel of channels) this.subscribed.set(channel, ack);
+      ack.then(
+        () => {
           if (!this.closed) this.notify(this.resubscribeListeners, 'a resubscribe listener');
-        });
-      });
+        },
+        (err: unknown) => {
+          // The connection dropped again (its next 'ready' retries), or it is being closed.
+          for (const channel of channels) {
+            if (this.subscribed.get(channel) === ack) this.subscribed.delete(channel);
+          }
+          if (!this.closed) {
+            this.deps.logger.warn(`re-subscribing failed: ${(err as Error).message}`);
+          }
+        },
+      );
     };
     client.on('message', onMessage);
     client.on('close', onClose);

@@ -187,6 +187,44 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       await unsubscribe();
     });
 
+    it('shutting down just as the subscriber reconnects leaves no unhandled rejection', async () => {
+      const rejections: unknown[] = [];
+      const onRejection = (reason: unknown): void => {
+        rejections.push(reason);
+      };
+      process.on('unhandledRejection', onRejection);
+      const name = uniqueConnectionName('resubscribe-close');
+      const other = await startApp({
+        imports: [RedisModule.forRoot({ ...topology.options, connectionName: name })],
+      });
+      try {
+        const conn = other.get<RedisConnection>(getRedisConnectionToken());
+        await conn.subscribe(`${prefix}close-race`, () => undefined);
+        const subscriber = (conn as unknown as { subscriberHub: { client: Redis } }).subscriberHub
+          .client;
+        // Close the connections inside the reconnect's 'ready', and drop the socket before
+        // Redis answers the re-subscribe: closing fails whatever is still queued, and nothing
+        // may go unhandled. (It happened at shutdown right after an outage.)
+        const closed = new Promise<void>((resolve, reject) =>
+          subscriber.once('ready', () => {
+            const closing = conn.close();
+            subscriber.stream.destroy();
+            closing.then(resolve, reject);
+          }),
+        );
+        let killed = 0;
+        for (const server of topology.servers)
+          killed += await killConnection(server, `${name}:subscriber`);
+        expect(killed).toBe(1);
+        await closed;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      } finally {
+        process.off('unhandledRejection', onRejection);
+        await other.close();
+      }
+      expect(rejections).toEqual([]);
+    });
+
     it('sends the commands written in one tick together, in two system calls per socket, also after a reconnect', async () => {
       const keys = Array.from({ length: 200 }, (_, i) => `coalesce:${i}`);
       await Promise.all(keys.map((key) => client.set(key, key)));

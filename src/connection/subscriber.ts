@@ -157,7 +157,10 @@ export class RedisSubscriber {
       // commands still queued, made an unhandled rejection of it. Listeners reset their state
       // once the subscriptions are active, so that no further message can be missed.
       const channels = [...this.listeners.keys()];
-      if (channels.length === 0) return;
+      if (channels.length === 0) {
+        this.notify(this.resubscribeListeners, 'a resubscribe listener');
+        return;
+      }
       const ack = client.subscribe(...channels);
       for (const channel of channels) this.subscribed.set(channel, ack);
       ack.then(

@@ -17,7 +17,10 @@ export interface Lock {
   readonly fencingToken: number;
   /** When the lock expires unless extended (epoch ms, measured conservatively from the request). */
   readonly expiresAt: number;
-  /** Aborts when the lock is lost: extension failed, key gone or taken, or TTL passed. */
+  /**
+   * Aborts when the lock is lost: its key found gone or taken (by an extension or the release),
+   * or its TTL passed.
+   */
   readonly signal: AbortSignal;
   /**
    * Sets the remaining TTL to `ttl` ms (default: the acquisition TTL). Returns `false` when the
@@ -27,6 +30,8 @@ export interface Lock {
   /**
    * Releases the lock and wakes waiters. Returns `false` when it was no longer ours (lost, or
    * released before: a second call is harmless and returns `false`); never throws for that.
+   * Finding the key gone or someone else's marks the lock lost: `signal` aborts, and `withLock`
+   * rejects with `LockLostError`.
    */
   release(): Promise<boolean>;
 }
@@ -168,7 +173,19 @@ export class HeldLock implements Lock {
     this.released = true;
     this.owner.forget(this);
     if (wasLost) return false;
-    return this.owner.release(this);
+    const ours = await this.owner.release(this);
+    if (!ours && !this.lostError) {
+      // The key vanished (eviction, a flush, a failover to a replica that missed it) or someone
+      // else holds it, and no renewal noticed: the section it guarded was not protected to the
+      // end. Report it as a loss (`withLock` rejects), not as a second release.
+      this.lostError = new LockLostError(
+        this.resource,
+        this.fencingToken,
+        'when released, the key was gone or owned by someone else',
+      );
+      this.controller?.abort(this.lostError);
+    }
+    return ours;
   }
 
   private armExpiry(): void {

@@ -236,6 +236,38 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       expect(tolerant).toBe('kept');
     });
 
+    it('a release that finds the key gone reports the loss: withLock rejects, the signal aborts', async () => {
+      const r = resource('gone-at-release');
+      let seen: Lock | undefined;
+      // The key vanishes (eviction, a flush, a failover to a replica that missed it) and fn
+      // returns before any renewal could notice: only the release can tell.
+      const running = locks.withLock(
+        r,
+        async (lock) => {
+          seen = lock;
+          await redis.del(`lock:{${r}}`);
+          return 'unprotected';
+        },
+        { ttl: 10_000 },
+      );
+      await expect(running).rejects.toThrow(LockLostError);
+      await expect(running).rejects.toThrow(
+        /when released, the key was gone or owned by someone else/,
+      );
+      expect(seen!.signal.aborted).toBe(true);
+      expect(seen!.signal.reason).toBeInstanceOf(LockLostError);
+
+      // The same for a lock released by hand; a second release is not a loss.
+      const lock = (await locks.tryAcquire(r))!;
+      const other = (await locks.tryAcquire(resource('gone-at-release-2')))!;
+      await redis.del(`lock:{${r}}`);
+      expect(await lock.release()).toBe(false);
+      expect(lock.signal.reason).toBeInstanceOf(LockLostError);
+      expect(await other.release()).toBe(true);
+      expect(await other.release()).toBe(false);
+      expect(other.signal.aborted).toBe(false);
+    });
+
     it('a holder frozen (SIGSTOP) past its TTL loses the lock: its signal aborts, withLock rejects', async () => {
       ensureBuilt();
       const r = resource('frozen');

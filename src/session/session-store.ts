@@ -216,10 +216,15 @@ export class RedisSessionStore extends Store {
         return null;
       }
       const { key, data, absoluteExpiresAt, lastSeenAt, idle, expiresAt } = loaded;
-      const info: LoadedInfo =
-        known && known.absoluteExpiresAt === absoluteExpiresAt
-          ? Object.assign(known, { lastSeenAt, idle, expiresAt })
-          : { sid, key, absoluteExpiresAt, lastSeenAt, idle, expiresAt };
+      let info: LoadedInfo;
+      if (known && known.absoluteExpiresAt === absoluteExpiresAt) {
+        info = known;
+        info.lastSeenAt = lastSeenAt;
+        info.idle = idle;
+        info.expiresAt = expiresAt;
+      } else {
+        info = { sid, key, absoluteExpiresAt, lastSeenAt, idle, expiresAt };
+      }
       this.known.set(sid, info);
       this.fetched.set(data, info);
       return data as unknown as ExpressSessionData;

@@ -188,44 +188,38 @@ export class RedisSessionStore extends Store {
    */
   override get(sid: string, callback: Callback<ExpressSessionData | null>): void {
     const known = this.known.get(sid);
+    const key = known?.key ?? this.backend.keyOf(sid);
+    if (key === null) {
+      settle(Promise.resolve(null), callback);
+      return;
+    }
     const now = Date.now();
     let work: Promise<LoadedSession | null>;
-    if (
-      this.touchOnGet &&
-      known &&
-      now - known.lastSeenAt < Math.min(LAST_SEEN_RESOLUTION, known.idle / 2)
-    ) {
+    if (!this.touchOnGet) {
+      work = this.backend.load(key);
+    } else if (known && usedLately(known, known.idle, now)) {
       // Seen before, and no use to record: what the script would do is one PEXPIREAT.
-      work = this.backend.loadAndSlide(
-        known.key,
-        Math.min(now + known.idle, known.absoluteExpiresAt),
-      );
+      work = this.backend.loadAndSlide(key, Math.min(now + known.idle, known.absoluteExpiresAt));
     } else {
-      const key = known?.key ?? this.backend.keyOf(sid);
-      if (key === null) {
-        settle(Promise.resolve(null), callback);
-        return;
-      }
-      work = this.touchOnGet
-        ? this.backend.loadAndTouch(key, now, LAST_SEEN_RESOLUTION)
-        : this.backend.load(key);
+      work = this.backend.loadAndTouch(key, now, LAST_SEEN_RESOLUTION);
     }
     const read = work.then((loaded) => {
       if (!loaded) {
         this.known.delete(sid);
         return null;
       }
-      const { key, data, absoluteExpiresAt, lastSeenAt, idle, expiresAt } = loaded;
+      const { data, absoluteExpiresAt, lastSeenAt, idle, expiresAt } = loaded;
       let info: LoadedInfo;
       if (known && known.absoluteExpiresAt === absoluteExpiresAt) {
+        // Already in the LRU (and made recent by the `get` above).
         info = known;
         info.lastSeenAt = lastSeenAt;
         info.idle = idle;
         info.expiresAt = expiresAt;
       } else {
         info = { sid, key, absoluteExpiresAt, lastSeenAt, idle, expiresAt };
+        this.known.set(sid, info);
       }
-      this.known.set(sid, info);
       this.fetched.set(data, info);
       return data as unknown as ExpressSessionData;
     });
@@ -256,7 +250,7 @@ export class RedisSessionStore extends Store {
     const data = session as unknown as Record<string, unknown>;
     const now = Date.now();
     let work: Promise<boolean>;
-    if (info && now - info.lastSeenAt < Math.min(LAST_SEEN_RESOLUTION, idleTimeout / 2)) {
+    if (info && usedLately(info, idleTimeout, now)) {
       // A session we loaded, used lately: the short script (no use to record).
       const expiresAt = Math.min(now + idle, info.absoluteExpiresAt);
       work = this.backend.resave(key, data, expiresAt, idleTimeout);
@@ -317,10 +311,7 @@ export class RedisSessionStore extends Store {
       const timeout = this.timeoutOf(session, idle);
       if (info.expiresAt !== undefined && Math.abs(expiresAt - info.expiresAt) <= tolerance) {
         work = Promise.resolve(true);
-      } else if (
-        now - info.lastSeenAt < Math.min(LAST_SEEN_RESOLUTION, timeout / 2) &&
-        Math.abs(timeout - info.idle) <= tolerance
-      ) {
+      } else if (usedLately(info, timeout, now) && Math.abs(timeout - info.idle) <= tolerance) {
         work = this.backend.slide(key, expiresAt);
       } else {
         // Records the use, and the idle timeout if the cookie's changed (the next load slides by it).
@@ -403,6 +394,14 @@ export class RedisSessionStore extends Store {
     if (expires) return new Date(expires).getTime() - Date.now();
     return this.idleTtl ?? this.backend.defaults.ttl;
   }
+}
+
+/**
+ * Whether the session's last recorded use is recent enough not to record this one: within
+ * `LAST_SEEN_RESOLUTION`, or half the idle timeout if that is shorter.
+ */
+function usedLately(info: LoadedInfo, idleTimeout: number, now: number): boolean {
+  return now - info.lastSeenAt < Math.min(LAST_SEEN_RESOLUTION, idleTimeout / 2);
 }
 
 function settle<T>(work: Promise<T>, callback: Callback<T> | undefined): void {

@@ -43,6 +43,12 @@ export const RECORD_KEY_PATTERN = /^sess:\{[A-Za-z0-9_-]{3}\}:s:[A-Za-z0-9_-]{43
 /** The fields `HMGET` reads for a `SessionRow`, in order. */
 export const ROW_FIELDS = ['d', '_u', '_c', '_l', '_i', '_a', '_m', '_v'] as const;
 
+/**
+ * The fields `RedisSessionStore` reads (`HMGET`) when it loads a session: data, absolute expiry,
+ * last recorded use, idle timeout.
+ */
+export const STORE_FIELDS = ['d', '_a', '_l', '_i'] as const;
+
 /** A session as `HMGET ROW_FIELDS` returns it: data, user, created, last seen, idle, absolute, meta, version. */
 export type SessionRow = [
   string | null,
@@ -418,7 +424,7 @@ export const LOAD_AND_TOUCH = script<
   [CLOCK],
   `
 local record = KEYS[1]
-local f = redis.call('HMGET', record, 'd', '_a', '_l', '_i')
+local f = redis.call('HMGET', record, ${STORE_FIELDS.map((f) => `'${f}'`).join(', ')})
 if not f[1] or not f[2] then return false end
 local now, idle = tonumber(ARGV[1]), tonumber(f[4])
 if not idle then return f end

@@ -36,6 +36,7 @@ import {
   ROW_FIELDS,
   SAVE,
   sessionKeys,
+  STORE_FIELDS,
   TOUCH,
   UPDATE,
   type SessionRow,
@@ -450,6 +451,12 @@ export class SessionService {
   /** What `RedisSessionStore` needs: sessions under express-session's ids, with or without a user. */
   private storeBackend(): SessionStoreBackend {
     const service = this;
+    /** The session as `RedisSessionStore.set` stores it, within `session.maxBytes`. */
+    const storeJson = (data: SessionData): string => {
+      const json = encodeLenient('RedisSessionStore.set', data);
+      service.checkSize('RedisSessionStore.set', 'is', Buffer.byteLength(json));
+      return json;
+    };
     async function* records(): AsyncGenerator<string> {
       for await (const key of service.redis.scan(sessionKeys.records)) {
         if (RECORD_KEY_PATTERN.test(key)) yield key;
@@ -466,25 +473,23 @@ export class SessionService {
         return address ? sessionKeys.record(address) : null;
       },
       async load(key) {
-        return loaded(key, await service.client.hmget(key, 'd', '_a', '_l', '_i'));
+        return loaded(await service.client.hmget(key, ...STORE_FIELDS));
       },
       async loadAndTouch(key, now, resolution) {
         const row = await LOAD_AND_TOUCH.run(service.client, [key], [now, resolution]);
-        return row && loaded(key, row, row[4]);
+        return row && loaded(row, row[4]);
       },
       async loadAndSlide(key, expiresAt) {
         // Both in one round trip; the expiry first, so that an expiry in the past (the absolute
         // one has come) deletes the record before it is read.
         const [slid, row] = await Promise.all([
           service.client.pexpireat(key, Math.ceil(expiresAt)),
-          service.client.hmget(key, 'd', '_a', '_l', '_i'),
+          service.client.hmget(key, ...STORE_FIELDS),
         ]);
-        return slid === 1 ? loaded(key, row, expiresAt) : null;
+        return slid === 1 ? loaded(row, expiresAt) : null;
       },
       async save(key, sid, data, options) {
-        const method = 'RedisSessionStore.set';
-        const json = encodeLenient(method, data);
-        service.checkSize(method, 'is', Buffer.byteLength(json));
+        const json = storeJson(data);
         const user = options.userId;
         // A session joins its user's index only if its id is in the user's slot (store.login).
         const bind = user !== undefined && isSessionId(sid) && sid.startsWith(userTag(user));
@@ -494,31 +499,25 @@ export class SessionService {
           [
             options.create ? '1' : '0',
             bind ? user : '',
-            Math.max(1, Math.ceil(options.idle)),
+            wholeMs(options.idle),
             options.absoluteTtl,
             service.defaults.maxSessionsPerUser ?? 0,
             json,
-            Math.max(1, Math.ceil(options.idleTimeout)),
+            wholeMs(options.idleTimeout),
           ],
         );
         return reply[0] === 1;
       },
       async resave(key, data, expiresAt, idleTimeout) {
-        const method = 'RedisSessionStore.set';
-        const json = encodeLenient(method, data);
-        service.checkSize(method, 'is', Buffer.byteLength(json));
-        const saved = await RESAVE.run(
-          service.client,
-          [key],
-          [Math.ceil(expiresAt), json, Math.max(1, Math.ceil(idleTimeout))],
-        );
-        return saved === 1;
+        const json = storeJson(data);
+        const args = [Math.ceil(expiresAt), json, wholeMs(idleTimeout)];
+        return (await RESAVE.run(service.client, [key], args)) === 1;
       },
       async touch(key, idle, idleTimeout) {
         const reply = await TOUCH.run(
           service.client,
           [key],
-          [Math.max(1, Math.ceil(idle)), '0', Math.max(1, Math.ceil(idleTimeout))],
+          [wholeMs(idle), '0', wholeMs(idleTimeout)],
         );
         return reply[0] === 1;
       },
@@ -619,8 +618,6 @@ export interface SessionStoreBackend {
 
 /** What `SessionStoreBackend.load` returns. */
 export interface LoadedSession {
-  /** The record key. */
-  readonly key: string;
   readonly data: SessionData;
   /** `_a`: when the session ends whatever happens (Redis clock, epoch ms). */
   readonly absoluteExpiresAt: number;
@@ -645,22 +642,25 @@ export function sessionStoreBackend(service: SessionService): SessionStoreBacken
   return backend;
 }
 
-/** A `LoadedSession` of `d _a _l _i` as read; `null` for a record that is gone (or a stub). */
+/** A `LoadedSession` of `STORE_FIELDS` as read; `null` for a record that is gone (or a stub). */
 function loaded(
-  key: string,
   row: ReadonlyArray<string | number | null | undefined>,
   expiresAt?: number,
 ): LoadedSession | null {
   const [json, absolute, lastSeen, idle] = row;
   if (typeof json !== 'string' || absolute === null || absolute === undefined) return null;
   return {
-    key,
     data: decodeData(json),
     absoluteExpiresAt: Number(absolute),
     lastSeenAt: Number(lastSeen),
     idle: Number(idle),
     ...(expiresAt === undefined ? {} : { expiresAt: Number(expiresAt) }),
   };
+}
+
+/** A duration for a script: whole ms, at least 1. */
+function wholeMs(ms: number): number {
+  return Math.max(1, Math.ceil(ms));
 }
 
 /** `update`'s version check failed: read again and retry. */

@@ -153,10 +153,9 @@ export class HeldLock implements Lock {
   /** Marks the lock lost: timers stop, `signal` (if anyone has it) aborts with a `LockLostError`. */
   lose(reason: string): void {
     if (this.released || this.lostError) return;
-    this.lostError = new LockLostError(this.resource, this.fencingToken, reason);
     this.stopTimers();
     this.owner.forget(this);
-    this.controller?.abort(this.lostError);
+    this.recordLoss(reason);
   }
 
   /** Known lost? Notices a TTL that passed without extension (marking the lock lost). */
@@ -174,18 +173,19 @@ export class HeldLock implements Lock {
     this.owner.forget(this);
     if (wasLost) return false;
     const ours = await this.owner.release(this);
+    // The key vanished (eviction, a flush, a failover to a replica that missed it) or someone
+    // else holds it, and no renewal noticed: the section it guarded was not protected to the
+    // end. A loss (`withLock` rejects), not a second release.
     if (!ours && !this.lostError) {
-      // The key vanished (eviction, a flush, a failover to a replica that missed it) or someone
-      // else holds it, and no renewal noticed: the section it guarded was not protected to the
-      // end. Report it as a loss (`withLock` rejects), not as a second release.
-      this.lostError = new LockLostError(
-        this.resource,
-        this.fencingToken,
-        'when released, the key was gone or owned by someone else',
-      );
-      this.controller?.abort(this.lostError);
+      this.recordLoss('when released, the key was gone or owned by someone else');
     }
     return ours;
+  }
+
+  /** The loss itself: its reason, and `signal` (if anyone has it) aborts with it. */
+  private recordLoss(reason: string): void {
+    this.lostError = new LockLostError(this.resource, this.fencingToken, reason);
+    this.controller?.abort(this.lostError);
   }
 
   private armExpiry(): void {

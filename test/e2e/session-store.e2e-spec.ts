@@ -17,10 +17,11 @@ import request from 'supertest';
 import { RedisSessionStore } from '../../src/express-session.js';
 import { RedisModule, RedisService, SessionService } from '../../src/index.js';
 import { addressOfId, isSessionId, userTag } from '../../src/session/session-id.js';
-import { sessionKeys } from '../../src/session/session.scripts.js';
+import { LOAD_AND_TOUCH, RESAVE, sessionKeys } from '../../src/session/session.scripts.js';
 import { CapturingLogger } from '../support/app.js';
 import {
   countSocketWrites,
+  recordCommands,
   topologies,
   uniqueConnectionName,
   uniquePrefix,
@@ -359,13 +360,22 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       it('a session loaded lately is loaded again with one PEXPIREAT and saved with the short script; gone, it stays gone', async () => {
         const redis = app.get(RedisService).client;
         const { sid, key } = await start(store, 60_000);
-        let loaded = await load(store, sid); // the script: the store did not know the session
+        let loaded!: session.Session & session.SessionData;
+        // The store did not know the session: the script that reads and slides.
+        const first = await recordCommands(redis, async () => (loaded = await load(store, sid)));
+        expect(first[0]).toBe(`evalsha ${LOAD_AND_TOUCH.sha}`);
         await redis.pexpire(key, 5_000);
-        loaded = await load(store, sid); // known now: PEXPIREAT + HMGET
+        // Known now: PEXPIREAT + HMGET, no script.
+        expect(await recordCommands(redis, async () => (loaded = await load(store, sid)))).toEqual([
+          'pexpireat',
+          'hmget',
+        ]);
         expect(await redis.pttl(key)).toBeGreaterThan(55_000);
         const version = Number(await redis.hget(key, '_v'));
         loaded.views = 2;
-        await call((cb) => store.set(sid, loaded, cb));
+        // Saved with the short script.
+        const saved = await recordCommands(redis, () => call((cb) => store.set(sid, loaded, cb)));
+        expect(saved[0]).toBe(`evalsha ${RESAVE.sha}`);
         expect(JSON.parse((await redis.hget(key, 'd'))!)).toMatchObject({ views: 2 });
         expect(Number(await redis.hget(key, '_v'))).toBe(version + 1);
         expect(await redis.pttl(key)).toBeGreaterThan(55_000);

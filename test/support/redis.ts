@@ -2,7 +2,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { Cluster, type Redis } from 'ioredis';
+import { Cluster, type Command, type Redis } from 'ioredis';
 import { sendCommand, type RespTarget } from '../../scripts/redis/servers.mjs';
 import type { RedisModuleOptions } from '../../src/index.js';
 
@@ -144,6 +144,31 @@ export async function waitFor<T>(
     }
     await new Promise((r) => setTimeout(r, intervalMs));
   }
+}
+
+/**
+ * The commands `send` issues through `client` (the real server still runs them), as
+ * `name` or, for `EVALSHA`, `evalsha <sha>`: which calls a code path makes.
+ */
+export async function recordCommands(
+  client: Redis | Cluster,
+  send: () => Promise<unknown>,
+): Promise<string[]> {
+  const sent: string[] = [];
+  const target = client as unknown as {
+    sendCommand: (command: Command, ...rest: unknown[]) => unknown;
+  };
+  const original = target.sendCommand;
+  target.sendCommand = function (this: unknown, command: Command, ...rest: unknown[]) {
+    sent.push(command.name === 'evalsha' ? `evalsha ${String(command.args[0])}` : command.name);
+    return original.call(this, command, ...rest);
+  };
+  try {
+    await send();
+  } finally {
+    delete (target as Partial<typeof target>).sendCommand;
+  }
+  return sent;
 }
 
 /**

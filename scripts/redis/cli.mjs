@@ -7,7 +7,8 @@
 //   node scripts/redis/cli.mjs stop  --dir D
 //
 // `start` prints one line of JSON and exits; the servers keep running. `stop` stops every
-// server whose pidfile is under D and removes D (only if `start` created it: marker file).
+// server whose pidfile is under D and removes D (only if `start` created it: marker file);
+// it ignores SIGINT, SIGTERM and SIGHUP and always ends by itself (SIGKILL after a bounded wait).
 // Exit codes: 0 ok, 1 failure, 2 usage error.
 
 import fs from 'node:fs/promises';
@@ -97,8 +98,19 @@ async function start(type, values) {
   process.stdout.write(`${JSON.stringify(describe(type, topology, Date.now() - t0))}\n`);
 }
 
+// A stop that is cut short leaves a server running and its directory behind, and it is usually
+// run from a clean-up that is itself answering a signal (Ctrl-C, a second Ctrl-C, a runner's
+// SIGTERM to the whole process group). Node resets signals its parent ignored, so `stop` ignores
+// them here; it ends by itself: each server gets SIGTERM, then SIGKILL after a bounded wait.
+// Output that nobody reads any more (a closed pipe) must not fail it either.
+function shieldStop() {
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => {});
+  for (const stream of [process.stdout, process.stderr]) stream.on('error', () => {});
+}
+
 async function stop(values) {
   if (!values.dir) throw new UsageError('--dir is required');
+  shieldStop();
   const baseDir = path.resolve(values.dir);
   const t0 = Date.now();
   const stopped = await stopAll(baseDir);

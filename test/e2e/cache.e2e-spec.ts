@@ -15,6 +15,7 @@ import { MAX_TTL_MS } from '../../src/common/checks.js';
 import { CapturingLogger, startApp } from '../support/app.js';
 import {
   killConnection,
+  sendCommand,
   specDir,
   startStandalone,
   topologies,
@@ -663,5 +664,68 @@ describe('CacheService while Redis is down', () => {
       await server.stop();
     }
     expect(rejections).toEqual([]);
+  });
+});
+
+describe('CacheService under an ACL user without channel rights', () => {
+  it('every write succeeds; the refused PUBLISH is logged once and turns notifications off', async () => {
+    const server = await startStandalone({ baseDir: specDir('cache-acl') });
+    const target = { host: server.host, port: server.port };
+    // Redis 7 users get no channel rights unless given some: what a least-privilege user looks like.
+    await sendCommand(target, [
+      'ACL',
+      'SETUSER',
+      'cache-user',
+      'on',
+      '>cache-user-secret',
+      '~*',
+      '+@all',
+      'resetchannels',
+    ]);
+    const logs = new CapturingLogger();
+    const app = await startApp(
+      {
+        imports: [
+          RedisModule.forRoot({
+            url: `redis://cache-user:cache-user-secret@${server.host}:${server.port}`,
+            keyPrefix: 'acl:',
+          }),
+        ],
+      },
+      logs,
+    );
+    try {
+      const cache = app.get(CacheService);
+      await cache.set('k', 'stored', { tags: ['t'] });
+      expect(await sendCommand(target, ['EXISTS', 'acl:cache:{k}'])).toBe(1);
+      expect(await cache.get('k')).toBe('stored');
+      // A fill: the value is stored and the stampede lock given up, in one script.
+      expect(await cache.getOrSet('filled', () => 'loaded')).toBe('loaded');
+      expect(await sendCommand(target, ['EXISTS', 'acl:cache:{filled}'])).toBe(1);
+      expect(await sendCommand(target, ['EXISTS', 'acl:cache:{filled}:lock'])).toBe(0);
+      // A failed load gives the lock up too.
+      await expect(
+        cache.getOrSet('failing', () => {
+          throw new Error('loader failed');
+        }),
+      ).rejects.toThrow('loader failed');
+      expect(await sendCommand(target, ['EXISTS', 'acl:cache:{failing}:lock'])).toBe(0);
+      await cache.invalidateTags(['t']);
+      expect(await cache.get('k')).toBeUndefined();
+      await cache.set('gone', 1);
+      await cache.del('gone');
+      expect(await sendCommand(target, ['EXISTS', 'acl:cache:{gone}'])).toBe(0);
+      await cache.set('cleared', 1);
+      await cache.clear();
+      expect(await sendCommand(target, ['EXISTS', 'acl:cache:{cleared}'])).toBe(0);
+
+      expect(cache.stats().redisErrors).toBe(0);
+      expect(logs.matching('Redis unavailable')).toEqual([]);
+      expect(logs.matching('PUBLISH to "acl:cache:invalidate" is refused')).toHaveLength(1);
+      expect(logs.text).not.toContain('cache-user-secret');
+    } finally {
+      await app.close();
+      await server.stop();
+    }
   });
 });

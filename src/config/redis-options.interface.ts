@@ -107,6 +107,12 @@ export interface RedisCacheModuleOptions {
   timeout?: number;
   /** How values become bytes. @defaultValue strict JSON */
   serializer?: CacheSerializer;
+  /**
+   * Largest value the cache stores, in bytes once serialized: `set` throws a `RangeError` for
+   * a bigger one (writing nothing); `getOrSet` returns a bigger loaded value without caching it.
+   * @defaultValue 1048576 (1 MiB)
+   */
+  maxValueBytes?: number;
 }
 
 /** Defaults for `SessionService`. */

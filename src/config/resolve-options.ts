@@ -4,6 +4,7 @@ import { RedisConfigError } from '../errors.js';
 import { DEFAULTS, DEFAULT_CONNECTION_NAME } from './defaults.js';
 import { redactUrl, REDACTED } from './redact.js';
 import { jsonSerializer, type CacheSerializer } from '../cache/serializer.js';
+import { MAX_TIMER_MS, MAX_TTL_MS } from '../common/checks.js';
 import type {
   RedisClusterOptions,
   RedisModuleOptions,
@@ -59,6 +60,7 @@ export interface ResolvedRedisConfig {
     lockTtl: number;
     timeout: number;
     serializer: CacheSerializer;
+    maxValueBytes: number;
   };
   session: {
     ttl: number;
@@ -629,7 +631,7 @@ function validateCache(
     throw new RedisConfigError(
       'cache',
       value,
-      '{ ttl?, grace?, l1?, lockTtl?, timeout?, serializer? }',
+      '{ ttl?, grace?, l1?, lockTtl?, timeout?, serializer?, maxValueBytes? }',
     );
   }
   const c = value ?? {};
@@ -656,13 +658,30 @@ function validateCache(
       '{ serialize(value), deserialize(buffer) }',
     );
   }
+  const maxValueBytes = c.maxValueBytes ?? DEFAULTS.cache.maxValueBytes;
+  if (
+    typeof maxValueBytes !== 'number' ||
+    !Number.isSafeInteger(maxValueBytes) ||
+    maxValueBytes <= 0
+  ) {
+    throw new RedisConfigError('cache.maxValueBytes', maxValueBytes, 'a positive integer (bytes)');
+  }
   return {
-    ttl: positiveInt(c.ttl, 'cache.ttl', DEFAULTS.cache.ttl),
-    grace,
+    ttl: atMost(positiveInt(c.ttl, 'cache.ttl', DEFAULTS.cache.ttl), 'cache.ttl', MAX_TTL_MS),
+    grace: atMost(grace, 'cache.grace', MAX_TTL_MS),
     l1,
-    lockTtl: positiveInt(c.lockTtl, 'cache.lockTtl', DEFAULTS.cache.lockTtl),
-    timeout: positiveInt(c.timeout, 'cache.timeout', commandTimeout ?? DEFAULTS.cache.timeout),
+    lockTtl: atMost(
+      positiveInt(c.lockTtl, 'cache.lockTtl', DEFAULTS.cache.lockTtl),
+      'cache.lockTtl',
+      MAX_TIMER_MS,
+    ),
+    timeout: atMost(
+      positiveInt(c.timeout, 'cache.timeout', commandTimeout ?? DEFAULTS.cache.timeout),
+      'cache.timeout',
+      MAX_TIMER_MS,
+    ),
     serializer,
+    maxValueBytes,
   };
 }
 
@@ -694,9 +713,19 @@ function validateSession(value: RedisModuleOptions['session']): ResolvedRedisCon
     );
   }
   return {
-    ttl: positiveInt(s.ttl, 'session.ttl', DEFAULTS.session.ttl),
-    absoluteTtl: positiveInt(s.absoluteTtl, 'session.absoluteTtl', DEFAULTS.session.absoluteTtl),
+    ttl: atMost(positiveInt(s.ttl, 'session.ttl', DEFAULTS.session.ttl), 'session.ttl', MAX_TTL_MS),
+    absoluteTtl: atMost(
+      positiveInt(s.absoluteTtl, 'session.absoluteTtl', DEFAULTS.session.absoluteTtl),
+      'session.absoluteTtl',
+      MAX_TTL_MS,
+    ),
     maxBytes,
     maxSessionsPerUser,
   };
+}
+
+/** Upper bound of a cache or session duration (src/common/checks.ts says why each). */
+function atMost(ms: number, label: string, max: number): number {
+  if (ms > max) throw new RedisConfigError(label, ms, `at most ${max} milliseconds`);
+  return ms;
 }

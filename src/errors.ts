@@ -7,7 +7,8 @@ export type RedisInfraErrorCode =
   | 'REDIS_CONNECTION_FAILED'
   | 'REDIS_LOCK_NOT_ACQUIRED'
   | 'REDIS_LOCK_LOST'
-  | 'REDIS_CACHE_LOADER_TIMEOUT';
+  | 'REDIS_CACHE_LOADER_TIMEOUT'
+  | 'REDIS_PERMISSION_DENIED';
 
 /** Base class of every error this package throws on purpose. */
 export abstract class RedisInfraError extends Error {
@@ -129,6 +130,34 @@ export class CacheLoaderTimeoutError extends RedisInfraError {
     super(
       `Cache loader for "${key}" did not finish within hardTimeout (${timeoutMs} ms) and no stale ` +
         'value was available. Make the loader faster, raise hardTimeout, or set grace so a stale value can be served.',
+    );
+  }
+}
+
+/**
+ * The Redis ACL user refused a command the module needed (`NOPERM`): e.g. `INFO`, which
+ * `-@dangerous` removes, for `RedisService.info()`/`stats()`. Retrying cannot help; the user's
+ * rights must change (see docs/acl.md).
+ */
+export class RedisPermissionError extends RedisInfraError {
+  readonly code = 'REDIS_PERMISSION_DENIED' as const;
+
+  constructor(
+    /** The connection's name (`default` unless `forRoot({ name })` said otherwise). */
+    readonly connectionName: string,
+    /** The command refused, upper case (`INFO`). */
+    readonly command: string,
+    /** The ACL rule that would allow it (`+info`). */
+    readonly permission: string,
+    /** What needed it (`RedisService.stats()`). */
+    readonly operation: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `${operation} needs the Redis ACL permission ${permission} (command ${command}), which the ` +
+        `user of connection "${connectionName}" lacks. Grant it (ACL SETUSER <user> ${permission}) ` +
+        'or do without this call.',
+      { cause: options?.cause },
     );
   }
 }

@@ -70,5 +70,6 @@ export {
   RedisConfigError,
   RedisConnectionError,
   RedisInfraError,
+  RedisPermissionError,
 } from './errors.js';
 export type { RedisInfraErrorCode } from './errors.js';

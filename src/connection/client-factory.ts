@@ -2,6 +2,7 @@ import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
 import type { ResolvedRedisConfig } from '../config/resolve-options.js';
 import { backoffDelay } from './backoff.js';
 import { coalesceWrites } from './coalesce-writes.js';
+import { redactClientErrors } from './redact-errors.js';
 import { withTimeout } from './wait.js';
 
 /** The ioredis client we hand out: a standalone/Sentinel `Redis` or a `Cluster`. */
@@ -31,11 +32,23 @@ export function createClient(
   node?: { host: string; port: number },
 ): RedisClient {
   const client = newClient(config, role, node);
+  redactClientErrors(client, clientSecrets(config));
   // Not on the subscriber (it hardly writes), nor on copies of a client the application owns.
   if (config.coalesceWrites && role !== 'subscriber' && config.target.kind !== 'client') {
     coalesceWrites(client);
   }
   return client;
+}
+
+/** Every secret a client of this configuration may send: what its errors must never show. */
+export function clientSecrets(config: ResolvedRedisConfig): Array<string | undefined> {
+  const target = config.target;
+  if (target.kind === 'client') {
+    const source = target.client;
+    const options = (isCluster(source) ? source.options.redisOptions : source.options) ?? {};
+    return [options.password, (options as RedisOptions).sentinelPassword];
+  }
+  return [config.password, target.kind === 'sentinel' ? target.sentinelPassword : undefined];
 }
 
 function newClient(
@@ -149,4 +162,23 @@ export async function disconnectAndWait(client: RedisClient, bound: number): Pro
   client.disconnect();
   // ioredis destroys the socket after `disconnectTimeout` (= shutdownTimeout) at the latest.
   await withTimeout(ended, bound + 100, () => new Error('end timeout')).catch(() => undefined);
+}
+
+/** The internals `failQueuedCommands` reaches: ioredis keeps its queues private. */
+interface QueueHolder {
+  flushQueue?: (error: Error, options?: { offlineQueue?: boolean; commandQueue?: boolean }) => void;
+}
+
+/**
+ * Rejects every command still waiting in a client (the offline queue of a client that is
+ * reconnecting, the replies not yet received), on every node of a cluster, with `error`.
+ * ioredis does this itself only when a socket closes; a client between reconnect attempts has
+ * no socket, so after `disconnect()` its queued commands would never settle.
+ */
+export function failQueuedCommands(client: RedisClient, error: Error): void {
+  const holders: RedisClient[] = isCluster(client) ? [client, ...client.nodes('all')] : [client];
+  for (const holder of holders) {
+    const flush = (holder as unknown as QueueHolder).flushQueue;
+    if (typeof flush === 'function') flush.call(holder, error);
+  }
 }

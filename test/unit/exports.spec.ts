@@ -18,6 +18,7 @@ describe('package root', () => {
         'RedisHealthIndicator',
         'RedisInfraError',
         'RedisModule',
+        'RedisPermissionError',
         'RedisService',
         'SessionService',
         'WithLock',

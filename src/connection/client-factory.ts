@@ -155,13 +155,39 @@ export async function disconnectAndWait(client: RedisClient, bound: number): Pro
   const status = client.status;
   if (status === 'end') return;
   if (status !== 'connect' && status !== 'ready' && status !== 'connecting') {
+    for (const node of isCluster(client) ? client.nodes('all') : [client]) {
+      if (node.status !== 'connect' && node.status !== 'ready') noLingeringDestroyTimer(node);
+    }
     client.disconnect();
+    markEnded(client);
     return;
   }
   const ended = new Promise<void>((resolve) => client.once('end', () => resolve()));
   client.disconnect();
   // ioredis destroys the socket after `disconnectTimeout` (= shutdownTimeout) at the latest.
   await withTimeout(ended, bound + 100, () => new Error('end timeout')).catch(() => undefined);
+}
+
+/**
+ * Between reconnect attempts the socket is already closed, yet `disconnect()` arms a timer of
+ * `disconnectTimeout` to destroy it, which only a `close` event (gone already) would clear:
+ * the process could not exit before it fires. With nothing to destroy, it may fire at once.
+ */
+function noLingeringDestroyTimer(node: Redis): void {
+  const connector = (node as unknown as { connector?: { disconnectTimeout?: unknown } }).connector;
+  if (connector && typeof connector.disconnectTimeout === 'number') connector.disconnectTimeout = 0;
+}
+
+/**
+ * `disconnect()` between two reconnect attempts cancels the next attempt, but ioredis leaves the
+ * status at `reconnecting` (a cluster's at `disconnecting`): a command sent afterwards would be
+ * queued for a reconnect that never comes, and hang. Setting `end`, as ioredis does when a
+ * socket closes on purpose, makes such commands fail at once with "Connection is closed."
+ */
+function markEnded(client: RedisClient): void {
+  if (client.status === 'end') return;
+  const setStatus = (client as unknown as { setStatus?: (status: string) => void }).setStatus;
+  if (typeof setStatus === 'function') setStatus.call(client, 'end');
 }
 
 /** The internals `failQueuedCommands` reaches: ioredis keeps its queues private. */

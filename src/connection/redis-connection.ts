@@ -423,9 +423,12 @@ export class RedisConnection
       const reason =
         lastError === undefined
           ? `not ready within connectTimeout (${this.config.connectTimeout} ms)`
-          : isPermanentConnectError(lastError)
-            ? this.scrub(cause.message)
-            : `${this.scrub(cause.message)} (gave up after connectTimeout, ${this.config.connectTimeout} ms)`;
+          : isTlsCertificateError(lastError)
+            ? `TLS: the server's certificate was rejected (${this.scrub(cause.message)}); ` +
+              'set tls.ca to the CA that signed it, and check that it names this host'
+            : isPermanentConnectError(lastError)
+              ? this.scrub(cause.message)
+              : `${this.scrub(cause.message)} (gave up after connectTimeout, ${this.config.connectTimeout} ms)`;
       throw new RedisConnectionError(this.name, this.address, `${role} connection ${reason}`, {
         cause: new Error(this.scrub(cause.message)),
       });
@@ -536,10 +539,16 @@ function isPermanentConnectError(err: Error): boolean {
   const code = String((err as { code?: unknown }).code ?? '');
   return (
     /WRONGPASS|NOAUTH|NOPERM|invalid password|invalid username-password/i.test(err.message) ||
-    // A certificate the CA does not vouch for, or for another host: no retry will change that.
-    TLS_PERMANENT_CODES.has(code) ||
-    /^ERR_SSL_|^ERR_TLS_CERT/.test(code)
+    // No retry will change a certificate, nor a TLS handshake the server refuses.
+    isTlsCertificateError(err) ||
+    /^ERR_SSL_/.test(code)
   );
+}
+
+/** A certificate the CA does not vouch for, or one for another host. */
+function isTlsCertificateError(err: Error): boolean {
+  const code = String((err as { code?: unknown }).code ?? '');
+  return TLS_PERMANENT_CODES.has(code) || /^ERR_TLS_CERT/.test(code);
 }
 
 const TLS_PERMANENT_CODES = new Set([

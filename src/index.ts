@@ -63,13 +63,26 @@ export type {
 export type { Lock } from './lock/lock.js';
 export { WithLock } from './lock/with-lock.decorator.js';
 export type { LockResource } from './lock/with-lock.decorator.js';
+export { withRetry, isTransientRedisError } from './toolkit/retry.js';
+export type { RetryOptions } from './toolkit/retry.js';
+export { DefinedScript } from './toolkit/script.js';
+export type { DefineScriptOptions, ScriptArg } from './toolkit/script.js';
+export type { TransactionFn, TransactionOptions } from './toolkit/transaction.js';
+export type { BatchCommand, BatchResult } from './toolkit/batch.js';
+export { RedisRecords } from './toolkit/records.js';
+export type { RecordShape, RecordValue, RecordsOptions } from './toolkit/records.js';
+export { ShardedCounter } from './toolkit/counter.js';
+export type { CounterOptions } from './toolkit/counter.js';
 export {
   CacheLoaderTimeoutError,
   LockLostError,
   LockNotAcquiredError,
   RedisConfigError,
   RedisConnectionError,
+  RedisCrossSlotError,
   RedisInfraError,
   RedisPermissionError,
+  RedisScriptError,
+  RedisTransactionConflictError,
 } from './errors.js';
 export type { RedisInfraErrorCode } from './errors.js';

@@ -63,6 +63,15 @@ export type {
 export type { Lock } from './lock/lock.js';
 export { WithLock } from './lock/with-lock.decorator.js';
 export type { LockResource } from './lock/with-lock.decorator.js';
+export { OnStreamMessage, StreamProducer, StreamsService } from './streams/streams.service.js';
+export type { StreamAddOptions } from './streams/streams.service.js';
+export { StreamConsumer } from './streams/stream-consumer.js';
+export type {
+  StreamConsumerOptions,
+  StreamHandler,
+  StreamMessageContext,
+  StreamStats,
+} from './streams/stream-consumer.js';
 export { withRetry, isTransientRedisError } from './toolkit/retry.js';
 export type { RetryOptions } from './toolkit/retry.js';
 export { DefinedScript } from './toolkit/script.js';

@@ -12,7 +12,8 @@ export type RedisInfraErrorCode =
   | 'REDIS_CACHE_LOADER_TIMEOUT'
   | 'REDIS_CROSSSLOT'
   | 'REDIS_TRANSACTION_CONFLICT'
-  | 'REDIS_SCRIPT_FAILED';
+  | 'REDIS_SCRIPT_FAILED'
+  | 'REDIS_PERMISSION_DENIED';
 
 /** Base class of every error this package throws on purpose. */
 export abstract class RedisInfraError extends Error {
@@ -191,6 +192,34 @@ export class RedisScriptError extends RedisInfraError {
   ) {
     const reason = options.cause instanceof Error ? options.cause.message : String(options.cause);
     super(`Redis script "${script}" failed: ${reason.slice(0, 500)}`, options);
+  }
+}
+
+/**
+ * The Redis ACL user refused a command the module needed (`NOPERM`): e.g. `INFO`, which
+ * `-@dangerous` removes, for `RedisService.info()`/`stats()`. Retrying cannot help; the user's
+ * rights must change (see docs/acl.md).
+ */
+export class RedisPermissionError extends RedisInfraError {
+  readonly code = 'REDIS_PERMISSION_DENIED' as const;
+
+  constructor(
+    /** The connection's name (`default` unless `forRoot({ name })` said otherwise). */
+    readonly connectionName: string,
+    /** The command refused, upper case (`INFO`). */
+    readonly command: string,
+    /** The ACL rule that would allow it (`+info`). */
+    readonly permission: string,
+    /** What needed it (`RedisService.stats()`). */
+    readonly operation: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `${operation} needs the Redis ACL permission ${permission} (command ${command}), which the ` +
+        `user of connection "${connectionName}" lacks. Grant it (ACL SETUSER <user> ${permission}) ` +
+        'or do without this call.',
+      { cause: options?.cause },
+    );
   }
 }
 

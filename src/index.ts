@@ -90,6 +90,7 @@ export {
   RedisConnectionError,
   RedisCrossSlotError,
   RedisInfraError,
+  RedisPermissionError,
   RedisScriptError,
   RedisTransactionConflictError,
 } from './errors.js';

@@ -12,8 +12,9 @@ export const DEFAULTS = {
   coalesceWrites: true,
   protocol: 3 as 2 | 3,
   retry: {
-    initialDelay: 100,
-    maxDelay: 5_000,
+    initialDelay: 50,
+    factor: 1.5,
+    maxDelay: 2_000,
     jitter: 0.5,
     maxAttempts: null as number | null,
   },

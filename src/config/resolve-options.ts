@@ -558,7 +558,7 @@ function validateRetry(value: RedisRetryOptions | undefined): Required<RedisRetr
     throw new RedisConfigError(
       'retry',
       value,
-      '{ initialDelay?, maxDelay?, jitter?, maxAttempts? }',
+      '{ initialDelay?, factor?, maxDelay?, jitter?, maxAttempts? }',
     );
   }
   const r = value ?? {};
@@ -575,6 +575,10 @@ function validateRetry(value: RedisRetryOptions | undefined): Required<RedisRetr
       `at least retry.initialDelay (${initialDelay})`,
     );
   }
+  const factor = r.factor ?? DEFAULTS.retry.factor;
+  if (typeof factor !== 'number' || !(factor >= 1 && factor <= 10)) {
+    throw new RedisConfigError('retry.factor', factor, 'a number from 1 to 10');
+  }
   const jitter = r.jitter ?? DEFAULTS.retry.jitter;
   if (typeof jitter !== 'number' || !(jitter >= 0 && jitter <= 1)) {
     throw new RedisConfigError('retry.jitter', jitter, 'a number from 0 to 1');
@@ -587,7 +591,7 @@ function validateRetry(value: RedisRetryOptions | undefined): Required<RedisRetr
       'a positive integer, or null for no limit',
     );
   }
-  return { initialDelay, maxDelay, jitter, maxAttempts };
+  return { initialDelay, factor, maxDelay, jitter, maxAttempts };
 }
 
 function validateLock(value: RedisModuleOptions['lock']): ResolvedRedisConfig['lock'] {

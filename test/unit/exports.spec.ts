@@ -30,6 +30,7 @@ describe('package root', () => {
         'isTransientRedisError',
         'withRetry',
         'RedisModule',
+        'RedisPermissionError',
         'RedisService',
         'SessionService',
         'WithLock',

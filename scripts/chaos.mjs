@@ -29,7 +29,9 @@ if (!fs.existsSync(dist)) {
   console.error('chaos: dist/index.js is missing: run `npm run build` first (npm run chaos does)');
   process.exit(2);
 }
-const { CacheService, LockService, RedisModule, SessionService, getRedisToken } = await import(dist);
+const { CacheService, LockService, RedisModule, SessionService, getRedisToken } = await import(
+  dist
+);
 
 // ---------------------------------------------------------------------------------------------
 // Settings
@@ -40,7 +42,9 @@ function intOption(values, name, fallback, min, max) {
   if (raw === undefined) return fallback;
   const n = Number(raw);
   if (!Number.isInteger(n) || n < min || n > max) {
-    console.error(`chaos: --${name} must be an integer between ${min} and ${max}, got ${JSON.stringify(raw)}`);
+    console.error(
+      `chaos: --${name} must be an integer between ${min} and ${max}, got ${JSON.stringify(raw)}`,
+    );
     process.exit(2);
   }
   return n;
@@ -85,8 +89,16 @@ class ChaosController {
     this.round += 1;
     const key = `item:${this.round % 40}`;
     if (this.round % 25 === 0) await this.cache.invalidateTags([`group:${this.round % 4}`]);
-    if (this.round % 10 === 0) await this.cache.set(key, { v: this.round }, { ttl: 5_000, tags: [`group:${this.round % 4}`] });
-    return this.cache.getOrSet(key, () => ({ v: this.round }), { ttl: 2_000, tags: [`group:${this.round % 4}`] });
+    if (this.round % 10 === 0)
+      await this.cache.set(
+        key,
+        { v: this.round },
+        { ttl: 5_000, tags: [`group:${this.round % 4}`] },
+      );
+    return this.cache.getOrSet(key, () => ({ v: this.round }), {
+      ttl: 2_000,
+      tags: [`group:${this.round % 4}`],
+    });
   }
 
   async sessionRoute() {
@@ -118,7 +130,12 @@ class ChaosController {
 }
 
 Controller('chaos')(ChaosController);
-for (const [index, token] of [CacheService, SessionService, LockService, getRedisToken()].entries()) {
+for (const [index, token] of [
+  CacheService,
+  SessionService,
+  LockService,
+  getRedisToken(),
+].entries()) {
   Inject(token)(ChaosController, undefined, index);
 }
 for (const [method, route] of [
@@ -126,7 +143,11 @@ for (const [method, route] of [
   ['sessionRoute', 'session'],
   ['lockRoute', 'lock'],
 ]) {
-  Get(route)(ChaosController.prototype, method, Object.getOwnPropertyDescriptor(ChaosController.prototype, method));
+  Get(route)(
+    ChaosController.prototype,
+    method,
+    Object.getOwnPropertyDescriptor(ChaosController.prototype, method),
+  );
 }
 
 /** Keeps the application's log lines, counted by level (printed at the end, not as they come). */
@@ -137,7 +158,8 @@ class CountingLogger {
   }
   add(level, message) {
     this.counts[level] = (this.counts[level] ?? 0) + 1;
-    if (level !== 'log' && this.samples.length < 8) this.samples.push(`${level}: ${String(message).slice(0, 160)}`);
+    if (level !== 'log' && this.samples.length < 8)
+      this.samples.push(`${level}: ${String(message).slice(0, 160)}`);
   }
   log(m) {
     this.add('log', m);
@@ -182,7 +204,9 @@ async function requestLoop(baseUrl, route, until) {
     const started = performance.now();
     stats.requests += 1;
     try {
-      const response = await fetch(`${baseUrl}/chaos/${route}`, { signal: AbortSignal.timeout(30_000) });
+      const response = await fetch(`${baseUrl}/chaos/${route}`, {
+        signal: AbortSignal.timeout(30_000),
+      });
       const body = await response.text();
       if (response.status >= 200 && response.status < 300) {
         stats.ok += 1;
@@ -205,7 +229,8 @@ async function killOurCommandConnections(server) {
   for (const line of list.split('\n')) {
     if (!line.includes(` name=${CONNECTION_NAME}:command `)) continue;
     const id = /(?:^|\s)id=(\d+)/.exec(line)?.[1];
-    if (id) killed += Number(await sendCommand(server, ['CLIENT', 'KILL', 'ID', id]).catch(() => 0));
+    if (id)
+      killed += Number(await sendCommand(server, ['CLIENT', 'KILL', 'ID', id]).catch(() => 0));
   }
   return killed;
 }
@@ -233,19 +258,28 @@ async function main() {
   const baseDir = fs.mkdtempSync(path.join(os.tmpdir(), 'nestjs-redis-infra-chaos-'));
   let server;
   let app;
-  const watchdog = setTimeout(() => {
-    console.error(`chaos: not finished ${WATCHDOG_GRACE_MS} ms after its end: giving up`);
-    Promise.resolve(server?.stop())
-      .catch(() => {})
-      .finally(() => process.exit(2));
-  }, SECONDS * 1000 + WATCHDOG_GRACE_MS);
+  const watchdog = setTimeout(
+    () => {
+      console.error(`chaos: not finished ${WATCHDOG_GRACE_MS} ms after its end: giving up`);
+      Promise.resolve(server?.stop())
+        .catch(() => {})
+        .finally(() => process.exit(2));
+    },
+    SECONDS * 1000 + WATCHDOG_GRACE_MS,
+  );
   watchdog.unref();
   try {
     server = await startStandalone({ baseDir });
     const logger = new CountingLogger();
     class ChaosModule {}
     Module({
-      imports: [RedisModule.forRoot({ url: server.url, connectionName: CONNECTION_NAME, keyPrefix: 'chaos:' })],
+      imports: [
+        RedisModule.forRoot({
+          url: server.url,
+          connectionName: CONNECTION_NAME,
+          keyPrefix: 'chaos:',
+        }),
+      ],
       controllers: [ChaosController],
     })(ChaosModule);
     app = await NestFactory.create(ChaosModule, { logger });
@@ -254,8 +288,13 @@ async function main() {
 
     // Warm-up: every route once, so the subscriber exists and scripts are loaded.
     for (const route of ['cache', 'session', 'lock']) {
-      const response = await fetch(`${baseUrl}/chaos/${route}`, { signal: AbortSignal.timeout(10_000) });
-      if (!response.ok) throw new Error(`warm-up: /chaos/${route} answered ${response.status}: ${await response.text()}`);
+      const response = await fetch(`${baseUrl}/chaos/${route}`, {
+        signal: AbortSignal.timeout(10_000),
+      });
+      if (!response.ok)
+        throw new Error(
+          `warm-up: /chaos/${route} answered ${response.status}: ${await response.text()}`,
+        );
     }
     const completedBefore = sections.completed;
     const counterBefore = Number((await sendCommand(server, ['GET', `chaos:${COUNTER_KEY}`])) ?? 0);
@@ -269,7 +308,9 @@ async function main() {
     const until = started + SECONDS * 1000;
     stats.lastOkAt = started;
     await Promise.all([
-      ...Object.entries(LOOPS).flatMap(([route, n]) => Array.from({ length: n }, () => requestLoop(baseUrl, route, until))),
+      ...Object.entries(LOOPS).flatMap(([route, n]) =>
+        Array.from({ length: n }, () => requestLoop(baseUrl, route, until)),
+      ),
       faultLoop(KILL_EVERY_MS, until, async () => {
         const n = await killOurCommandConnections(server);
         stats.kills.command += n;
@@ -277,12 +318,15 @@ async function main() {
         if (n === 0) stats.kills.foundNone += 1;
       }),
       faultLoop(PUBSUB_KILL_EVERY_MS, until, async () => {
-        stats.kills.pubsub += Number(await sendCommand(server, ['CLIENT', 'KILL', 'TYPE', 'pubsub']));
+        stats.kills.pubsub += Number(
+          await sendCommand(server, ['CLIENT', 'KILL', 'TYPE', 'pubsub']),
+        );
       }),
     ]);
     const elapsed = (performance.now() - started) / 1000;
     const heapAfter = heapUsed();
-    const counter = Number((await sendCommand(server, ['GET', `chaos:${COUNTER_KEY}`])) ?? 0) - counterBefore;
+    const counter =
+      Number((await sendCommand(server, ['GET', `chaos:${COUNTER_KEY}`])) ?? 0) - counterBefore;
     const completed = sections.completed - completedBefore;
 
     await app.close();
@@ -293,7 +337,10 @@ async function main() {
       [
         `chaos: ${stats.requests} requests in ${elapsed.toFixed(1)} s (${Math.round(stats.requests / elapsed)}/s), ` +
           `${stats.ok} ok, ${stats.failed} failed (non-2xx or no answer)`,
-        ...[...stats.failures].sort((a, b) => b[1] - a[1]).slice(0, 10).map(([t, n]) => `  ${n}× ${t}`),
+        ...[...stats.failures]
+          .sort((a, b) => b[1] - a[1])
+          .slice(0, 10)
+          .map(([t, n]) => `  ${n}× ${t}`),
         `counter under withLock: ${counter}, sections completed: ${completed} -> ${exact ? 'exact' : 'INEXACT'}`,
         `sessions not found right after create: ${sessionsLost.count}`,
         `longest stall (no successful request): ${Math.round(stats.longestStallMs)} ms; slowest request: ${Math.round(stats.maxLatencyMs)} ms`,

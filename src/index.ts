@@ -57,6 +57,7 @@ export type {
 export { LockService } from './lock/lock.service.js';
 export type {
   AcquireLockOptions,
+  LockInfo,
   TryAcquireLockOptions,
   WithLockOptions,
 } from './lock/lock.service.js';

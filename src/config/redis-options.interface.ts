@@ -190,6 +190,12 @@ export interface RedisLockModuleOptions {
    * @defaultValue 500
    */
   replicaTimeout?: number;
+  /**
+   * This process's label as a lock holder, shown by `LockService.inspect` (1-256 characters).
+   * @defaultValue `<hostname>:<pid>`
+   * @example 'billing-worker-3'
+   */
+  holderId?: string;
 }
 
 /**

@@ -75,6 +75,8 @@ export interface ResolvedRedisConfig {
     extendMargin: number;
     replicas: number;
     replicaTimeout: number;
+    /** Label of this process's lock holders (`LockService.inspect`); undefined: host:pid. */
+    holderId?: string;
   };
   /** Human-readable address for logs and errors, password redacted. */
   address: string;
@@ -599,7 +601,7 @@ function validateLock(value: RedisModuleOptions['lock']): ResolvedRedisConfig['l
     throw new RedisConfigError(
       'lock',
       value,
-      '{ ttl?, wait?, retryInterval?, extendMargin?, replicas?, replicaTimeout? }',
+      '{ ttl?, wait?, retryInterval?, extendMargin?, replicas?, replicaTimeout?, holderId? }',
     );
   }
   const l = value ?? {};
@@ -613,7 +615,14 @@ function validateLock(value: RedisModuleOptions['lock']): ResolvedRedisConfig['l
   if (!Number.isInteger(replicas) || replicas < 0) {
     throw new RedisConfigError('lock.replicas', replicas, 'a non-negative integer');
   }
+  if (
+    l.holderId !== undefined &&
+    (typeof l.holderId !== 'string' || l.holderId.length === 0 || l.holderId.length > 256)
+  ) {
+    throw new RedisConfigError('lock.holderId', l.holderId, 'a string of 1-256 characters');
+  }
   return {
+    ...(l.holderId !== undefined ? { holderId: l.holderId } : {}),
     ttl,
     wait,
     retryInterval: positiveInt(l.retryInterval, 'lock.retryInterval', DEFAULTS.lock.retryInterval),

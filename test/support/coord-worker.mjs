@@ -1,14 +1,14 @@
 // A second process for the coordination specs: boots the built module (dist/) in a Nest
 // application context. Prints "ready" once connected and waits for a line on stdin to start.
 // Usage: node coord-worker.mjs '<json spec>'
-//   { mode: 'semaphore', name, limit, ttl, workers, rounds, tag }
-//       `workers` loops of `rounds` sections under withPermit; each section atomically counts
-//       itself in `{tag}:active` (recording the highest count seen in `{tag}:max`), makes one
-//       more round trip, and counts itself out. Then one JSON line { done }.
-//   { mode: 'rw', name, ttl, workers, rounds, tag }
-//       the same with withRead / withWrite (one section in four writes); a write section that
+//   { mode: 'invariants', name, limit, ttl, workers, rounds, tag }
+//       First the semaphore `name`: `workers` loops of `rounds` sections under withPermit;
+//       each counts itself in `{tag}:active` (the highest count seen goes to `{tag}:max`),
+//       makes one more round trip, and counts itself out. Then the read-write lock `name`,
+//       the same with withRead / withWrite (one section in four writes): a write section that
 //       sees a reader or another writer, or a read section that sees a writer, counts a
-//       violation in `{tag}:bad`; writes record their fencing tokens in `{tag}:fences`.
+//       violation in `{tag}:bad`; writes append their fencing tokens to `{tag}:fences`.
+//       Then one JSON line { permits, sections }.
 //   { mode: 'hold', kind: 'permit' | 'read' | 'write', name, limit, ttl }
 //       holds one (auto-extended) until its signal aborts: prints "held", then one JSON line
 //       { outcome, error } once withPermit / withRead / withWrite settles.
@@ -75,7 +75,7 @@ return 1`;
 
 const t = `{${spec.tag}}`;
 
-if (spec.mode === 'semaphore') {
+const runSemaphore = async () => {
   const semaphore = locks.semaphore(spec.name, { limit: spec.limit, ttl: spec.ttl });
   let done = 0;
   await Promise.all(
@@ -93,10 +93,10 @@ if (spec.mode === 'semaphore') {
       }
     }),
   );
-  await finish({ done });
-}
+  return done;
+};
 
-if (spec.mode === 'rw') {
+const runReadWrite = async () => {
   const rw = locks.readWrite(spec.name, { ttl: spec.ttl });
   let done = 0;
   await Promise.all(
@@ -115,7 +115,13 @@ if (spec.mode === 'rw') {
       }
     }),
   );
-  await finish({ done });
+  return done;
+};
+
+if (spec.mode === 'invariants') {
+  const permits = await runSemaphore();
+  const sections = await runReadWrite();
+  await finish({ permits, sections });
 }
 
 if (spec.mode === 'hold') {

@@ -64,6 +64,23 @@ export type {
 export type { Lock } from './lock/lock.js';
 export { WithLock } from './lock/with-lock.decorator.js';
 export type { LockResource } from './lock/with-lock.decorator.js';
+export type { Lease, Permit, ReadLock, WriteLock } from './lock/lease.js';
+export type {
+  AcquirePermitOptions,
+  Semaphore,
+  SemaphoreOptions,
+  TryAcquirePermitOptions,
+  WithPermitOptions,
+} from './lock/semaphore.js';
+export type {
+  AcquireReadWriteOptions,
+  ReadWriteLock,
+  ReadWriteLockOptions,
+  TryAcquireReadWriteOptions,
+  WithReadWriteOptions,
+} from './lock/read-write-lock.js';
+export type { LeaderElection, LeaderOptions, LeadershipChange } from './lock/leader.js';
+export { Leader } from './lock/leader.decorator.js';
 export { OnStreamMessage, StreamProducer, StreamsService } from './streams/streams.service.js';
 export type { StreamAddOptions } from './streams/streams.service.js';
 export { StreamConsumer } from './streams/stream-consumer.js';

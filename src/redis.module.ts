@@ -12,6 +12,7 @@ import { RedisConnection } from './connection/redis-connection.js';
 import { getRedisConnectionToken, getRedisToken } from './connection/tokens.js';
 import { RedisHealthIndicator } from './health/redis-health.indicator.js';
 import { LockService } from './lock/lock.service.js';
+import { CoordinationLifecycle } from './lock/coordination.lifecycle.js';
 import { CacheService } from './cache/cache.service.js';
 import { RedisService } from './redis.service.js';
 import { SessionService } from './session/session.service.js';
@@ -66,7 +67,7 @@ function withConnection(definition: DynamicModule, extras: RedisModuleExtras): D
   ];
   const exported: Array<symbol | Provider> = [getRedisToken(name), connectionToken];
   if (name === DEFAULT_CONNECTION_NAME) {
-    providers.push(...SERVICES);
+    providers.push(...SERVICES, CoordinationLifecycle);
     exported.push(...SERVICES);
   }
   return {

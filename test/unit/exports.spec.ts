@@ -10,6 +10,7 @@ describe('package root', () => {
         'CacheService',
         'Cacheable',
         'InjectRedis',
+        'Leader',
         'LockLostError',
         'LockNotAcquiredError',
         'LockService',

@@ -11,6 +11,7 @@ export type {
   RedisModuleExtras,
   RedisModuleOptions,
   RedisNodeAddress,
+  RedisPubSubModuleOptions,
   RedisRetryOptions,
   RedisSentinelOptions,
   RedisSessionModuleOptions,
@@ -63,6 +64,26 @@ export type {
 export type { Lock } from './lock/lock.js';
 export { WithLock } from './lock/with-lock.decorator.js';
 export type { LockResource } from './lock/with-lock.decorator.js';
+export { PubSubService } from './pubsub/pubsub.service.js';
+export type {
+  KeyEvent,
+  KeyEventHandler,
+  KeyEventSubscription,
+  MessagesOptions,
+  PublishOptions,
+  PubSubEvent,
+  PubSubGap,
+  PubSubHandler,
+  PubSubMessage,
+  PubSubMessageContext,
+  PubSubSource,
+  PubSubStats,
+  SubscribeOptions,
+  Unsubscribe,
+} from './pubsub/pubsub.service.js';
+export type { KeyEventName } from './pubsub/keyspace.js';
+export { OnRedisMessage } from './pubsub/on-redis-message.decorator.js';
+export type { OnRedisMessageOptions } from './pubsub/on-redis-message.decorator.js';
 export {
   CacheLoaderTimeoutError,
   LockLostError,

@@ -15,6 +15,7 @@ import { LockService } from './lock/lock.service.js';
 import { CacheService } from './cache/cache.service.js';
 import { RedisService } from './redis.service.js';
 import { SessionService } from './session/session.service.js';
+import { PubSubService } from './pubsub/pubsub.service.js';
 
 const builder = new ConfigurableModuleBuilder<RedisModuleOptions>({ moduleName: 'Redis' })
   .setClassMethodName('forRoot')
@@ -37,7 +38,14 @@ export interface RedisOptionsFactory {
 }
 
 /** The services the default connection provides to the application. */
-const SERVICES = [RedisService, RedisHealthIndicator, CacheService, LockService, SessionService];
+const SERVICES = [
+  RedisService,
+  RedisHealthIndicator,
+  CacheService,
+  LockService,
+  SessionService,
+  PubSubService,
+];
 
 function withConnection(definition: DynamicModule, extras: RedisModuleExtras): DynamicModule {
   const name = extras.name ?? DEFAULT_CONNECTION_NAME;
@@ -63,7 +71,8 @@ function withConnection(definition: DynamicModule, extras: RedisModuleExtras): D
   }
   return {
     ...definition,
-    // DiscoveryService finds the methods decorated with @WithLock, @Cacheable, @CacheEvict.
+    // DiscoveryService finds the methods decorated with @WithLock, @Cacheable, @CacheEvict,
+    // @OnRedisMessage.
     imports: [
       ...(definition.imports ?? []),
       ...(name === DEFAULT_CONNECTION_NAME ? [DiscoveryModule] : []),

@@ -4,6 +4,7 @@ import { RedisConfigError } from '../errors.js';
 import { DEFAULTS, DEFAULT_CONNECTION_NAME } from './defaults.js';
 import { redactUrl, REDACTED } from './redact.js';
 import { jsonSerializer, type CacheSerializer } from '../cache/serializer.js';
+import { validatePubSubOptions, type ResolvedPubSubOptions } from '../pubsub/pubsub.options.js';
 import type {
   RedisClusterOptions,
   RedisModuleOptions,
@@ -74,6 +75,7 @@ export interface ResolvedRedisConfig {
     replicas: number;
     replicaTimeout: number;
   };
+  pubsub: ResolvedPubSubOptions;
   /** Human-readable address for logs and errors, password redacted. */
   address: string;
 }
@@ -427,6 +429,7 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
     cache: validateCache(o.cache, commandTimeout),
     session: validateSession(o.session),
     lock: validateLock(o.lock),
+    pubsub: validatePubSubOptions(o.pubsub),
     address,
   };
 }

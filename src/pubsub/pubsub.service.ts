@@ -92,10 +92,16 @@ export interface SubscribeOptions {
   bufferSize?: number;
   /** Called, in order with the messages, wherever messages were missed. */
   onGap?: (gap: PubSubGap) => void | Promise<void>;
+  /**
+   * How long the handler's promise may stay pending before the next message is delivered
+   * anyway, in ms.
+   * @defaultValue the module's `pubsub.handlerTimeout` (30000)
+   */
+  handlerTimeout?: number;
 }
 
 /** Options of `messages()`. */
-export interface MessagesOptions extends Omit<SubscribeOptions, 'onGap'> {
+export interface MessagesOptions extends Omit<SubscribeOptions, 'onGap' | 'handlerTimeout'> {
   /** Aborting ends the iteration and unsubscribes. */
   signal?: AbortSignal;
 }
@@ -267,7 +273,7 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
    * it match only themselves). Resolves once the server confirmed the subscription, with a
    * function that unsubscribes.
    */
-  subscribe<T = unknown>(
+  async subscribe<T = unknown>(
     channel: string,
     handler: PubSubHandler<T>,
     options: SubscribeOptions = {},
@@ -285,7 +291,7 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
    * (`*`, `?`, `[abc]`, `\` escapes, as Redis's `PSUBSCRIBE`; the key prefix is matched
    * literally). Resolves with a function that unsubscribes.
    */
-  psubscribe<T = unknown>(
+  async psubscribe<T = unknown>(
     pattern: string,
     handler: PubSubHandler<T>,
     options: Omit<SubscribeOptions, 'sharded'> = {},
@@ -548,6 +554,16 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
         `PubSubService: options.bufferSize must be an integer from 1 to 1000000, got ${String(options.bufferSize)}`,
       );
     }
+    const handlerTimeout = options.handlerTimeout ?? this.options.handlerTimeout;
+    if (
+      typeof handlerTimeout !== 'number' ||
+      !(handlerTimeout > 0) ||
+      !Number.isFinite(handlerTimeout)
+    ) {
+      throw new RangeError(
+        `PubSubService: options.handlerTimeout must be a positive number of milliseconds, got ${String(options.handlerTimeout)}`,
+      );
+    }
     if (options.onGap !== undefined && typeof options.onGap !== 'function') {
       throw new TypeError(`PubSubService: options.onGap must be a function`);
     }
@@ -560,7 +576,7 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
     const queue = this.queue(label, {
       bufferSize,
       // An iterator waits for its loop, however long that takes.
-      timeout: options.iterator ? 0 : this.options.handlerTimeout,
+      timeout: options.iterator ? 0 : handlerTimeout,
       message: (message, channel) =>
         handlers.message(raw ? message : decode(message), {
           channel: channel.slice(prefix.length),
@@ -633,7 +649,7 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
       timedOut: () => {
         this.counters.handlerTimeouts += 1;
         this.logger.warn(
-          `the handler of ${label} did not settle within pubsub.handlerTimeout (${this.options.handlerTimeout} ms); delivering the next message`,
+          `the handler of ${label} did not settle within its handlerTimeout (${spec.timeout} ms); delivering the next message`,
         );
       },
       overflowed: () => {

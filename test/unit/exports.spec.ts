@@ -13,6 +13,8 @@ describe('package root', () => {
         'LockLostError',
         'LockNotAcquiredError',
         'LockService',
+        'OnRedisMessage',
+        'PubSubService',
         'RedisConfigError',
         'RedisConnectionError',
         'RedisHealthIndicator',

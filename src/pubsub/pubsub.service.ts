@@ -263,7 +263,7 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
     // SPUBLISH names its channel as a key, so ioredis adds the key prefix itself.
     const receivers = options.sharded
       ? await client.spublish(channel, payload)
-      : await client.publish(this.prefix + channel, payload);
+      : await this.publisherFor(this.prefix + channel).publish(this.prefix + channel, payload);
     this.counters.published += 1;
     return Number(receivers);
   }
@@ -762,6 +762,20 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
           ),
         );
     }
+  }
+
+  /**
+   * Where to send a plain `PUBLISH`. A cluster sends keyless commands to any node, and
+   * messages published on different nodes reach a subscriber in no particular order: always
+   * publishing a channel on its slot's owner keeps one publisher's messages in order.
+   */
+  private publisherFor(full: string): Redis | Cluster {
+    const client = this.connection.client;
+    if (!isCluster(client)) return client;
+    const owner = client.slots[hashSlot(full)]?.[0];
+    const node =
+      owner === undefined ? undefined : client.nodes('master').find((n) => addressOf(n) === owner);
+    return node ?? client;
   }
 
   /** The subscriber that hears shard channel `full`: on a cluster, its slot owner's own. */

@@ -83,7 +83,9 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       const ch = channel('json');
       const got: Array<[unknown, PubSubMessageContext]> = [];
       const off = await pubsub.subscribe(ch, (m, ctx) => void got.push([m, ctx]));
-      expect(await pubsub.publish(ch, { id: 1, tags: ['a'] })).toBeGreaterThanOrEqual(1);
+      const receivers = await pubsub.publish(ch, { id: 1, tags: ['a'] });
+      // A cluster node counts only its own subscribers, and ours may sit on another node.
+      expect(receivers).toBeGreaterThanOrEqual(topology.name === 'cluster' ? 0 : 1);
       await pubsub.publish(ch, 'plain string');
       await pubsub.publish(ch, 'raw text', { raw: true });
       // Another publisher, on the prefixed channel name.
@@ -140,18 +142,18 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       const events: PubSubEvent[] = [];
       const aborted = (async () => {
         for await (const event of pubsub.messages(
-          { pattern: `${ch}*` },
+          { pattern: `${ch}.*` },
           { signal: controller.signal },
         ))
           events.push(event);
       })();
       await waitFor(() => pubsub.stats().subscriptions === before + 1, { what: 'subscribed' });
-      await pubsub.publish(`${ch}x`, 'x');
+      await pubsub.publish(`${ch}.x`, 'x');
       await waitFor(() => events.length === 1, { what: 'one event' });
       controller.abort();
       await aborted;
       expect(events).toEqual([
-        { type: 'message', message: 'x', channel: `${ch}x`, pattern: `${ch}*` },
+        { type: 'message', message: 'x', channel: `${ch}.x`, pattern: `${ch}.*` },
       ]);
       expect(pubsub.stats().subscriptions).toBe(before);
     });

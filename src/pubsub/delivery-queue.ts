@@ -57,6 +57,21 @@ export class DeliveryQueue {
 
   push(message: string, channel: string): void {
     if (this.closed) return;
+    if (!this.busy && this.size === 0 && this.overflow === undefined) {
+      // The common case, a handler keeping up: no buffering, no closure.
+      let result: unknown;
+      try {
+        result = this.sink.deliver(message, channel);
+      } catch (err) {
+        this.sink.failed(err);
+        return;
+      }
+      if (isThenable(result)) {
+        this.busy = true;
+        this.await(result);
+      }
+      return;
+    }
     this.enqueue({ gap: undefined, message, channel });
     this.pump();
   }

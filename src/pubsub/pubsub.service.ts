@@ -573,15 +573,18 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
     const full = kind === 'pattern' ? escapeGlob(prefix) + name : prefix + name;
     const what = kind === 'pattern' ? { pattern: name } : { channel: name };
     const label = kind === 'pattern' ? `pattern "${name}"` : `channel "${name}"`;
+    // A channel subscription's context never changes: one frozen object for every message.
+    const fixed: PubSubMessageContext | undefined =
+      kind === 'pattern' ? undefined : Object.freeze({ channel: name });
     const queue = this.queue(label, {
       bufferSize,
       // An iterator waits for its loop, however long that takes.
       timeout: options.iterator ? 0 : handlerTimeout,
       message: (message, channel) =>
-        handlers.message(raw ? message : decode(message), {
-          channel: channel.slice(prefix.length),
-          ...(kind === 'pattern' ? { pattern: name } : {}),
-        }),
+        handlers.message(
+          raw ? message : decode(message),
+          fixed ?? { channel: channel.slice(prefix.length), pattern: name },
+        ),
       gap: (gap) => {
         const notice: PubSubGap = {
           type: 'gap',

@@ -16,6 +16,7 @@ import { CacheService } from './cache/cache.service.js';
 import { RedisService } from './redis.service.js';
 import { SessionService } from './session/session.service.js';
 import { PubSubService } from './pubsub/pubsub.service.js';
+import { StreamsService } from './streams/streams.service.js';
 
 const builder = new ConfigurableModuleBuilder<RedisModuleOptions>({ moduleName: 'Redis' })
   .setClassMethodName('forRoot')
@@ -45,6 +46,7 @@ const SERVICES = [
   LockService,
   SessionService,
   PubSubService,
+  StreamsService,
 ];
 
 function withConnection(definition: DynamicModule, extras: RedisModuleExtras): DynamicModule {

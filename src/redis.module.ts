@@ -16,6 +16,7 @@ import { CoordinationLifecycle } from './lock/coordination.lifecycle.js';
 import { CacheService } from './cache/cache.service.js';
 import { RedisService } from './redis.service.js';
 import { SessionService } from './session/session.service.js';
+import { PubSubService } from './pubsub/pubsub.service.js';
 import { StreamsService } from './streams/streams.service.js';
 
 const builder = new ConfigurableModuleBuilder<RedisModuleOptions>({ moduleName: 'Redis' })
@@ -45,6 +46,7 @@ const SERVICES = [
   CacheService,
   LockService,
   SessionService,
+  PubSubService,
   StreamsService,
 ];
 
@@ -72,7 +74,8 @@ function withConnection(definition: DynamicModule, extras: RedisModuleExtras): D
   }
   return {
     ...definition,
-    // DiscoveryService finds the methods decorated with @WithLock, @Cacheable, @CacheEvict.
+    // DiscoveryService finds the methods decorated with @WithLock, @Cacheable, @CacheEvict,
+    // @OnRedisMessage.
     imports: [
       ...(definition.imports ?? []),
       ...(name === DEFAULT_CONNECTION_NAME ? [DiscoveryModule] : []),

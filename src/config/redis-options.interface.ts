@@ -154,6 +154,30 @@ export interface RedisSessionModuleOptions {
   maxSessionsPerUser?: number | null;
 }
 
+/** Defaults for `PubSubService`. */
+export interface RedisPubSubModuleOptions {
+  /**
+   * What `onKeyEvent` does when the server's `notify-keyspace-events` lacks the flags it
+   * needs: `'check'` logs one message naming the flags to set and returns an inactive
+   * handle; `'configure'` sets them with `CONFIG SET` (on every master of a cluster), and
+   * falls back to `'check'` when `CONFIG` is renamed or denied.
+   * @defaultValue 'check'
+   */
+  keyspaceEvents?: 'check' | 'configure';
+  /**
+   * Messages buffered per subscription while its handler is busy. When full, the oldest is
+   * dropped (counted in `stats().dropped`) and the handler later gets a gap notice.
+   * @defaultValue 1000
+   */
+  bufferSize?: number;
+  /**
+   * How long a handler's promise may stay pending before the subscription stops waiting for
+   * it and moves on to the next message (counted in `stats().handlerTimeouts`), in ms.
+   * @defaultValue 30000
+   */
+  handlerTimeout?: number;
+}
+
 /** Defaults for `LockService`. */
 export interface RedisLockModuleOptions {
   /**
@@ -308,6 +332,8 @@ export interface RedisModuleOptions {
   session?: RedisSessionModuleOptions;
   /** `LockService` defaults. */
   lock?: RedisLockModuleOptions;
+  /** `PubSubService` defaults. */
+  pubsub?: RedisPubSubModuleOptions;
 }
 
 /** Options that shape the module itself rather than the connection (`forRoot` and `forRootAsync`). */

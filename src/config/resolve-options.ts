@@ -5,6 +5,7 @@ import { DEFAULTS, DEFAULT_CONNECTION_NAME } from './defaults.js';
 import { redactUrl, REDACTED } from './redact.js';
 import { jsonSerializer, type CacheSerializer } from '../cache/serializer.js';
 import { MAX_TIMER_MS, MAX_TTL_MS } from '../common/checks.js';
+import { validatePubSubOptions, type ResolvedPubSubOptions } from '../pubsub/pubsub.options.js';
 import type {
   RedisClusterOptions,
   RedisModuleOptions,
@@ -78,6 +79,7 @@ export interface ResolvedRedisConfig {
     /** Label of this process's lock holders (`LockService.inspect`); undefined: host:pid. */
     holderId?: string;
   };
+  pubsub: ResolvedPubSubOptions;
   /** Human-readable address for logs and errors, password redacted. */
   address: string;
 }
@@ -431,6 +433,7 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
     cache: validateCache(o.cache, commandTimeout),
     session: validateSession(o.session),
     lock: validateLock(o.lock),
+    pubsub: validatePubSubOptions(o.pubsub),
     address,
   };
 }

@@ -14,6 +14,8 @@ describe('package root', () => {
         'LockLostError',
         'LockNotAcquiredError',
         'LockService',
+        'OnRedisMessage',
+        'PubSubService',
         'RedisConfigError',
         'RedisConnectionError',
         'RedisCrossSlotError',

@@ -4,8 +4,9 @@
 # Each run starts the demo as a CI job would: `setsid npm run demo </dev/null` (its own process
 # group and session, no terminal), REDIS_URL unset (so the demo starts its own redis-server), PORT
 # a free port, TMPDIR a directory of this run. It waits for GET /health = 200, sends a signal, and
-# then requires, within 10 s, that npm has exited, that no process the run started is left (app,
-# sh, bash, node helpers, redis-server) and that the demo's temporary directory is gone.
+# then requires, within 10 s, that npm has exited, that no process the run started is left (bash,
+# the app, node helpers, redis-server) and that the demo's temporary directory is gone - and that
+# all of that was already true when npm exited (whoever waits for npm must find nothing left).
 # "Started by the run" = carries the run's marker variable in its environment, which every
 # descendant of npm inherits (the daemonized redis-server too); nothing else is ever signalled.
 #
@@ -21,6 +22,7 @@
 #   bash scripts/check-demo.sh                 10 runs
 #   CHECK_DEMO_RUNS=4 bash scripts/check-demo.sh
 #   CHECK_DEMO_ONLY=group-twice bash scripts/check-demo.sh    one way of stopping it (SIGINT, SIGTERM)
+#   CHECK_DEMO_BUDGET_S=150 (default): no new run after 150 s, once every way has had its run
 #
 # Prints one line per run (with how long the stop took) and a summary line; exits 1 if any run
 # failed. Linux only (it reads /proc); elsewhere it says so and exits 0.
@@ -30,6 +32,7 @@ cd "$(dirname "$0")/.."
 RUNS="${CHECK_DEMO_RUNS:-10}"
 END_BOUND_MS=10000   # the issue asks for 5 s; a run fails only past twice that
 HEALTH_BOUND_S=180   # the first run may have to compile src/ and example/
+BUDGET_S="${CHECK_DEMO_BUDGET_S:-150}" # no new run after this, once each way of stopping has run
 LOAD_S=20
 
 say() { printf 'check-demo: %s\n' "$*"; }
@@ -38,6 +41,9 @@ case "$RUNS" in
   '' | *[!0-9]*) say "CHECK_DEMO_RUNS must be a positive integer, got '$RUNS'"; exit 2 ;;
 esac
 [ "$RUNS" -ge 1 ] || { say "CHECK_DEMO_RUNS must be a positive integer, got '$RUNS'"; exit 2; }
+case "$BUDGET_S" in
+  '' | *[!0-9]*) say "CHECK_DEMO_BUDGET_S must be a number of seconds, got '$BUDGET_S'"; exit 2 ;;
+esac
 if [ ! -d /proc/self ]; then
   say "skipped: needs Linux /proc to find every process a run started"
   exit 0
@@ -340,7 +346,15 @@ run_once() {
 }
 
 say "$RUNS runs of 'setsid npm run demo </dev/null', each stopped by a signal (work dir $WORK)"
+started_at=$SECONDS
+skipped=0
 for i in $(seq 1 "$RUNS"); do
+  # Bounded in time on a slow machine: once every way of stopping it has had a run.
+  if [ "$i" -gt "${#SCENARIOS[@]}" ] && [ $((SECONDS - started_at)) -ge "$BUDGET_S" ]; then
+    skipped=$((RUNS - i + 1))
+    say "time budget of $BUDGET_S s used up: skipping the last $skipped runs"
+    break
+  fi
   scenario="${SCENARIOS[$(((i - 1) % ${#SCENARIOS[@]}))]}"
   load=no
   [ $((i % 2)) -eq 0 ] && load=yes
@@ -362,8 +376,8 @@ if [ -n "$times" ]; then
   stats="$(spread "npm exited after" $npm_times); $(spread "nothing left after" $times)"
 fi
 if [ "$failed" -eq 0 ]; then
-  say "ok: $passed/$RUNS runs ended cleanly; $stats"
+  say "ok: $passed/$((RUNS - skipped)) runs ended cleanly; $stats"
   exit 0
 fi
-say "FAILED: $failed of $RUNS runs did not end cleanly; $stats"
+say "FAILED: $failed of $((RUNS - skipped)) runs did not end cleanly; $stats"
 exit 1

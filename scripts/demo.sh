@@ -24,13 +24,17 @@ fail() {
 }
 
 # The fields of the one-line JSON that scripts/redis/cli.mjs prints, read without starting another
-# node: json_field JSON NAME -> the raw value of "NAME": a number, true/false, [1,2] or a string.
+# process (not even a subshell: the clean-up runs on busy machines too).
+# json_field JSON NAME sets JSON_VALUE to the raw value of "NAME": a number, true/false, [1,2] or
+# a string (without its quotes); returns 1 if there is no such field.
+JSON_VALUE=""
 json_field() {
   local re="\"$2\":(\"[^\"]*\"|\\[[^]]*\\]|[^,}]*)"
+  JSON_VALUE=""
   [[ $1 =~ $re ]] || return 1
-  local value="${BASH_REMATCH[1]}"
-  value="${value#\"}"
-  printf '%s\n' "${value%\"}"
+  JSON_VALUE="${BASH_REMATCH[1]}"
+  JSON_VALUE="${JSON_VALUE#\"}"
+  JSON_VALUE="${JSON_VALUE%\"}"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -89,7 +93,7 @@ stop_app() {
 }
 
 stop_redis() {
-  local dir="$REDIS_DIR" out="" status=0 pids removed
+  local dir="$REDIS_DIR" out="" status=0 pids
   [ -n "$dir" ] || return 0
   REDIS_DIR=""
   # Stops only the servers whose pidfiles are under our own temporary directory (`stop` waits for
@@ -99,22 +103,22 @@ stop_redis() {
   node scripts/redis/cli.mjs stop --dir "$dir" >"$dir.stop" 2>&1 </dev/null &
   wait "$!" || status=$?
   set +m
-  out="$(cat "$dir.stop" 2>/dev/null)"
+  { IFS= read -r -d '' out <"$dir.stop"; } 2>/dev/null || true
   rm -f "$dir.stop"
   if [ "$status" -eq 0 ]; then
-    pids="$(json_field "$out" stopped)"
-    pids="${pids#[}"
+    json_field "$out" stopped || true
+    pids="${JSON_VALUE#[}"
     pids="${pids%]}"
-    removed="$(json_field "$out" removed)"
+    json_field "$out" removed || true
     if [ -n "$pids" ]; then pids="pid ${pids//,/, }"; else pids="it was no longer running"; fi
-    [ "$removed" = true ] && pids="$pids; removed $dir"
+    [ "$JSON_VALUE" = true ] && pids="$pids; removed $dir"
     say "stopped the redis-server it started ($pids)"
   else
     [ -z "$out" ] || printf '%s\n' "$out" >&2 2>/dev/null || true
     say "could not stop the redis-server under $dir; stop it with: node scripts/redis/cli.mjs stop --dir '$dir'"
   fi
   # `stop` removes the directory it created; this catches one that `start` never got to use.
-  rmdir "$dir" 2>/dev/null || true
+  if [ -d "$dir" ]; then rmdir "$dir" 2>/dev/null || true; fi
 }
 
 cleanup() {
@@ -197,9 +201,10 @@ else
   REDIS_DIR="$(mktemp -d "${tmp%/}/nestjs-redis-infra-demo.XXXXXX")"
   started="$(node scripts/redis/cli.mjs start standalone --dir "$REDIS_DIR")" ||
     fail "could not start redis-server (see above)"
-  REDIS_URL="$(json_field "$started" url)" || fail "unexpected output from scripts/redis/cli.mjs start: $started"
-  export REDIS_URL
-  redis_pid="$(json_field "$started" pid)"
+  json_field "$started" url || fail "unexpected output from scripts/redis/cli.mjs start: $started"
+  export REDIS_URL="$JSON_VALUE"
+  json_field "$started" pid || true
+  redis_pid="$JSON_VALUE"
   say "started redis-server at $REDIS_URL (pid $redis_pid, files in $REDIS_DIR); it is stopped when the demo ends"
 fi
 

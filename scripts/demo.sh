@@ -174,8 +174,9 @@ fi
 # Skipped when nothing it reads changed since the last build (tsc itself takes 5-15 s even then).
 stale="yes"
 if [ -f .example-dist/example/main.js ] && [ -f .example-dist/.tsbuildinfo ]; then
-  stale="$(find src example tsconfig.json tsconfig.example.json package.json package-lock.json \
-    -newer .example-dist/.tsbuildinfo -print -quit 2>/dev/null || true)"
+  # (find's own exit status is ignored: a missing package-lock.json is not an error here.)
+  stale="$({ find src example tsconfig.json tsconfig.example.json package.json package-lock.json \
+    -newer .example-dist/.tsbuildinfo -print 2>/dev/null || true; } | head -n 1)"
 fi
 if [ -n "$stale" ]; then
   say "compiling src/ and example/ (tsconfig.example.json -> .example-dist/)"

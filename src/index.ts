@@ -102,6 +102,14 @@ export type {
 export type { KeyEventName } from './pubsub/keyspace.js';
 export { OnRedisMessage } from './pubsub/on-redis-message.decorator.js';
 export type { OnRedisMessageOptions } from './pubsub/on-redis-message.decorator.js';
+export type {
+  DiagnosticsOptions,
+  DiagnosticsProbeError,
+  LatencyEvent,
+  NodeDiagnostics,
+  RedisDiagnostics,
+  SlowlogEntry,
+} from './diagnostics/diagnostics.js';
 export { PresenceService, PresenceSpace } from './presence/presence.service.js';
 export type {
   HeartbeatOptions,

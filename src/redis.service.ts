@@ -5,6 +5,11 @@ import { RedisConnection } from './connection/redis-connection.js';
 import { needsPermission } from './connection/permission.js';
 import { getRedisConnectionToken } from './connection/tokens.js';
 import { withTimeout } from './connection/wait.js';
+import {
+  diagnose,
+  type DiagnosticsOptions,
+  type RedisDiagnostics,
+} from './diagnostics/diagnostics.js';
 import { parseInfo, type RedisInfo } from './redis-info.js';
 import { MAX_TTL_MS, shown } from './toolkit/args.js';
 import { runBatch, type BatchCommand, type BatchResult } from './toolkit/batch.js';
@@ -198,6 +203,23 @@ export class RedisService {
    */
   withDedicatedConnection<T>(fn: (client: RedisClient) => Promise<T>): Promise<T> {
     return this.connection.withDedicated(fn);
+  }
+
+  /**
+   * Every master's state in one report: version, role and replica lag, memory, `maxmemory` and
+   * its policy, fragmentation, evicted and expired keys, persistence, clients, the latest slow
+   * log entries and latency events, and this registration's connections against
+   * `maxConnections`. Each probe is bounded by `timeout` (default 1000 ms); one the ACL denies
+   * is reported in the node's `errors` (with the permission to grant), not as a failure.
+   *
+   * @example
+   * ```ts
+   * const { connections, nodes } = await redis.diagnostics();
+   * for (const node of nodes) console.log(node.address, node.memory?.fragmentationRatio, node.slowlog.length);
+   * ```
+   */
+  diagnostics(options?: DiagnosticsOptions): Promise<RedisDiagnostics> {
+    return diagnose(this.connection, options);
   }
 
   // ------------------------------------------------------------------------------- toolkit

@@ -26,6 +26,7 @@ import {
   startStandalone,
   uniqueConnectionName,
   uniquePrefix,
+  topologies,
   waitFor,
   type StandaloneServer,
 } from '../support/redis.js';
@@ -489,4 +490,58 @@ describe('RedisModule lifecycle', () => {
       await app.close();
     }
   });
+});
+
+describe('maxConnections on a cluster', () => {
+  const cluster = topologies().find((t) => t.name === 'cluster');
+  (cluster ? it : it.skip)(
+    'bounds the sockets to each node: a Cluster client is one socket per node it talks to',
+    async () => {
+      const connectionName = uniqueConnectionName('maxconn');
+      const app = await startApp({
+        imports: [
+          RedisModule.forRoot({
+            ...cluster!.options,
+            maxConnections: 3,
+            connectTimeout: 300,
+            connectionName,
+          }),
+        ],
+      });
+      try {
+        const service = app.get(RedisService);
+        const tag = `{${uniquePrefix('maxconn')}}`;
+        // The command connection and two dedicated ones: all three allowed.
+        const blocked = [1, 2].map((i) =>
+          service.withDedicatedConnection((c) => c.blpop(`${tag}${i}`, 5)),
+        );
+        await waitFor(
+          async () => {
+            let dedicated = 0;
+            for (const node of cluster!.servers) {
+              const names = await ourConnections(node, connectionName);
+              dedicated += names.filter((n) => n.endsWith(':dedicated')).length;
+            }
+            return dedicated >= 2;
+          },
+          { what: 'two dedicated connections' },
+        );
+        await expect(service.withDedicatedConnection((c) => c.ping())).rejects.toThrow(
+          'all 3 allowed by maxConnections are in use',
+        );
+        for (const node of cluster!.servers) {
+          expect((await ourConnections(node, connectionName)).length).toBeLessThanOrEqual(3);
+        }
+        const client = app.get<Redis>(getRedisToken());
+        await client.rpush(`${tag}1`, 'a');
+        await client.rpush(`${tag}2`, 'b');
+        expect((await Promise.all(blocked)).map((r) => r?.[1])).toEqual(['a', 'b']);
+      } finally {
+        await app.close();
+      }
+      for (const node of cluster!.servers) {
+        expect(await ourConnections(node, connectionName)).toEqual([]);
+      }
+    },
+  );
 });

@@ -503,7 +503,7 @@ describe('maxConnections on a cluster', () => {
           RedisModule.forRoot({
             ...cluster!.options,
             maxConnections: 3,
-            connectTimeout: 300,
+            connectTimeout: 2_000,
             connectionName,
           }),
         ],

@@ -263,7 +263,6 @@ describe('RedisModule lifecycle', () => {
   it('fails startup within connectTimeout when Redis is unreachable, without leaking the password', async () => {
     const port = await freePort();
     const logger = new CapturingLogger();
-    const started = Date.now();
     let error: unknown;
     try {
       await startApp(
@@ -282,7 +281,6 @@ describe('RedisModule lifecycle', () => {
     } catch (err) {
       error = err;
     }
-    const elapsed = Date.now() - started;
     expect(error).toBeInstanceOf(RedisConnectionError);
     const message = (error as Error).message;
     expect(message).toContain(
@@ -291,7 +289,8 @@ describe('RedisModule lifecycle', () => {
     expect(message).toContain('ECONNREFUSED');
     expect(message).not.toContain('hunter2');
     expect(logger.text).not.toContain('hunter2');
-    expect(elapsed).toBeLessThan(600 + 1_500);
+    // Outcomes, not durations: retried until connectTimeout, then given up.
+    expect(message).toContain('gave up after connectTimeout, 600 ms');
   });
 
   it('authenticates with a password, and a wrong one fails startup without printing it', async () => {
@@ -306,7 +305,6 @@ describe('RedisModule lifecycle', () => {
       await ok.close();
 
       const logger = new CapturingLogger();
-      const started = Date.now();
       const failure = startApp(
         {
           imports: [
@@ -319,8 +317,6 @@ describe('RedisModule lifecycle', () => {
         logger,
       );
       await expect(failure).rejects.toThrow(RedisConnectionError);
-      // Retrying cannot fix a wrong password: it fails at once, not after connectTimeout.
-      expect(Date.now() - started).toBeLessThan(2_000);
       const message = await failure.catch(
         (err: Error) => `${err.message} ${String((err.cause as Error)?.message)}`,
       );
@@ -328,6 +324,9 @@ describe('RedisModule lifecycle', () => {
       expect(message).toMatch(/WRONGPASS|invalid password/i);
       expect(message).not.toContain('battery-staple');
       expect(logger.text).not.toContain('battery-staple');
+      // Retrying cannot fix a wrong password: it fails at once, not after connectTimeout.
+      expect(message).not.toContain('gave up after connectTimeout');
+      expect(logger.matching('reconnecting')).toEqual([]);
     } finally {
       await secured.stop();
     }
@@ -449,11 +448,9 @@ describe('RedisModule lifecycle', () => {
     await redis.pause();
     try {
       const pending = client.get('frozen').catch(() => 'rejected');
-      const started = Date.now();
+      // Drain bounded by shutdownTimeout; then the queued GET fails and the socket is destroyed
+      // (the frozen server will never answer the FIN).
       await app.close();
-      // Drain bounded by shutdownTimeout, then the socket is destroyed (the frozen server will
-      // never answer the FIN): at most twice shutdownTimeout.
-      expect(Date.now() - started).toBeLessThan(2 * 500 + 300);
       expect(client.status).toBe('end');
       expect(await pending).toBe('rejected');
     } finally {

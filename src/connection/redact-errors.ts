@@ -43,7 +43,11 @@ function patchFlush(target: Redis | Cluster, secrets: string[]): void {
   if (typeof original !== 'function' || flushable[PATCHED]) return;
   flushable[PATCHED] = true;
   flushable.flushQueue = function (this: unknown, error: unknown, ...rest: unknown[]) {
-    redactError(error, secrets);
+    try {
+      redactError(error, secrets);
+    } catch {
+      // A frozen or exotic error object: the queue must be flushed regardless.
+    }
     return original.call(this, error, ...rest);
   };
 }

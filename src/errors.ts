@@ -1,3 +1,5 @@
+import { describeKey } from './common/describe.js';
+
 /**
  * Stable error codes. Match on `error.code`, never on the message text: messages are for
  * people and may be reworded, codes are part of the public surface.
@@ -131,7 +133,7 @@ export class CacheLoaderTimeoutError extends RedisInfraError {
     readonly timeoutMs: number,
   ) {
     super(
-      `Cache loader for "${key}" did not finish within hardTimeout (${timeoutMs} ms) and no stale ` +
+      `Cache loader for ${describeKey(key)} did not finish within hardTimeout (${timeoutMs} ms) and no stale ` +
         'value was available. Make the loader faster, raise hardTimeout, or set grace so a stale value can be served.',
     );
   }

@@ -110,6 +110,8 @@ export interface ClusterOptions {
   masters?: number;
   /** Default 1. */
   replicasPerMaster?: number;
+  /** `--cluster-node-timeout` in ms (how soon a dead master is failed over), default 5000. */
+  nodeTimeout?: number;
   /** Readiness deadline, default 30000 ms. */
   timeoutMs?: number;
 }

@@ -933,12 +933,19 @@ async function stopNodesByDir(nodes) {
  * Start a Redis Cluster: masters * (1 + replicasPerMaster) nodes, each with its own free port and
  * its own free cluster bus port (`--cluster-port`), created with `redis-cli --cluster create`.
  */
-export async function startCluster({ baseDir, masters = 3, replicasPerMaster = 1, timeoutMs = DEFAULT_CLUSTER_TIMEOUT_MS } = {}) {
+export async function startCluster({
+  baseDir,
+  masters = 3,
+  replicasPerMaster = 1,
+  nodeTimeout = 5000,
+  timeoutMs = DEFAULT_CLUSTER_TIMEOUT_MS,
+} = {}) {
   const base = requireBaseDir(baseDir, 'startCluster');
   if (!Number.isInteger(masters) || masters < 3) throw new TypeError('startCluster: masters must be an integer >= 3');
   if (!Number.isInteger(replicasPerMaster) || replicasPerMaster < 0) {
     throw new TypeError('startCluster: replicasPerMaster must be a non-negative integer');
   }
+  if (!Number.isInteger(nodeTimeout) || nodeTimeout < 100) throw new TypeError('startCluster: nodeTimeout must be an integer >= 100');
   const { server: bin, cli } = findRedisBinaries();
   const total = masters * (1 + replicasPerMaster);
   const deadline = Date.now() + timeoutMs;
@@ -957,7 +964,7 @@ export async function startCluster({ baseDir, masters = 3, replicasPerMaster = 1
               '--cluster-enabled', 'yes',
               '--cluster-config-file', `nodes-${port}.conf`,
               '--cluster-port', String(busPort),
-              '--cluster-node-timeout', '5000',
+              '--cluster-node-timeout', String(nodeTimeout),
             ];
             return { bin, argv, port, busPort, dir, label: `cluster node ${HOST}:${port} (bus ${busPort})` };
           },

@@ -26,6 +26,7 @@ export const DEFAULTS = {
     l1MaxBytes: 64 * 1024 * 1024,
     lockTtl: 10_000,
     timeout: 1_000,
+    maxValueBytes: 1024 * 1024,
   },
   session: {
     ttl: 30 * 60_000,

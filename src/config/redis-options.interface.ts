@@ -119,6 +119,12 @@ export interface RedisCacheModuleOptions {
   timeout?: number;
   /** How values become bytes. @defaultValue strict JSON */
   serializer?: CacheSerializer;
+  /**
+   * Largest value the cache stores, in bytes once serialized: `set` throws a `RangeError` for
+   * a bigger one (writing nothing); `getOrSet` returns a bigger loaded value without caching it.
+   * @defaultValue 1048576 (1 MiB)
+   */
+  maxValueBytes?: number;
 }
 
 /** Defaults for `SessionService`. */
@@ -146,6 +152,30 @@ export interface RedisSessionModuleOptions {
    * @example 5
    */
   maxSessionsPerUser?: number | null;
+}
+
+/** Defaults for `PubSubService`. */
+export interface RedisPubSubModuleOptions {
+  /**
+   * What `onKeyEvent` does when the server's `notify-keyspace-events` lacks the flags it
+   * needs: `'check'` logs one message naming the flags to set and returns an inactive
+   * handle; `'configure'` sets them with `CONFIG SET` (on every master of a cluster), and
+   * falls back to `'check'` when `CONFIG` is renamed or denied.
+   * @defaultValue 'check'
+   */
+  keyspaceEvents?: 'check' | 'configure';
+  /**
+   * Messages buffered per subscription while its handler is busy. When full, the oldest is
+   * dropped (counted in `stats().dropped`) and the handler later gets a gap notice.
+   * @defaultValue 1000
+   */
+  bufferSize?: number;
+  /**
+   * How long a handler's promise may stay pending before the subscription stops waiting for
+   * it and moves on to the next message (counted in `stats().handlerTimeouts`), in ms.
+   * @defaultValue 30000
+   */
+  handlerTimeout?: number;
 }
 
 /** Defaults for `LockService`. */
@@ -184,6 +214,12 @@ export interface RedisLockModuleOptions {
    * @defaultValue 500
    */
   replicaTimeout?: number;
+  /**
+   * This process's label as a lock holder, shown by `LockService.inspect` (1-256 characters).
+   * @defaultValue `<hostname>:<pid>`
+   * @example 'billing-worker-3'
+   */
+  holderId?: string;
 }
 
 /**
@@ -296,6 +332,8 @@ export interface RedisModuleOptions {
   session?: RedisSessionModuleOptions;
   /** `LockService` defaults. */
   lock?: RedisLockModuleOptions;
+  /** `PubSubService` defaults. */
+  pubsub?: RedisPubSubModuleOptions;
 }
 
 /** Options that shape the module itself rather than the connection (`forRoot` and `forRootAsync`). */

@@ -8,6 +8,27 @@ import { withTimeout } from './wait.js';
 /** The ioredis client we hand out: a standalone/Sentinel `Redis` or a `Cluster`. */
 export type RedisClient = Redis | Cluster;
 
+/**
+ * How a Cluster client rides out a master failover. A command sent to a master that died is
+ * retried every `retryDelayOnFailover` ms (with a slot refresh) until a replica has taken over;
+ * ioredis's defaults (16 tries, 100 ms apart) give up after about 1.6 s with "Too many Cluster
+ * redirections", while a cluster needs about its `cluster-node-timeout` (15 s by default) plus an
+ * election. 100 tries 200 ms apart cover 20 s; `commandTimeout`, when set, still bounds every
+ * command. `cluster.clusterOptions` overrides each of these.
+ */
+const CLUSTER_FAILOVER_DEFAULTS = {
+  retryDelayOnFailover: 200,
+  retryDelayOnClusterDown: 200,
+  maxRedirections: 100,
+} as const satisfies ClusterOptions;
+
+/**
+ * Through Sentinel, the next reconnect attempt asks the sentinels where the master is, so after
+ * a failover the first attempt after the switch finds the new master: a long backoff would only
+ * add to the write gap (measured: 2.2 s of a 5 s gap after a SIGKILL of the master).
+ */
+const SENTINEL_MAX_RECONNECT_DELAY = 500;
+
 /** What a connection is for; it shows in `CLIENT LIST` as `<connectionName>:<role>`. */
 export type ConnectionRole = 'command' | 'subscriber' | 'dedicated';
 
@@ -88,6 +109,7 @@ function newClient(
   switch (target.kind) {
     case 'cluster': {
       const options: ClusterOptions = {
+        ...CLUSTER_FAILOVER_DEFAULTS,
         ...target.clusterOptions,
         keyPrefix,
         scaleReads: target.scaleReads,
@@ -103,7 +125,10 @@ function newClient(
         ...base,
         keyPrefix,
         enableAutoPipelining: role === 'command' && config.autoPipelining,
-        retryStrategy,
+        retryStrategy: (times: number) => {
+          const delay = retryStrategy(times);
+          return delay === null ? null : Math.min(delay, SENTINEL_MAX_RECONNECT_DELAY);
+        },
         sentinels: target.sentinels,
         name: target.name,
         role: target.role,

@@ -52,6 +52,8 @@ export class RedisConnection
   private readonly waiters: Waiter[] = [];
   private dedicatedOpening = 0;
   private subscriberHub?: RedisSubscriber;
+  /** Subscriber connections to one cluster node each (keyspace events, shard channels). */
+  private readonly nodeHubs = new Map<string, RedisSubscriber>();
   private closing?: Promise<void>;
   /** When shutdown began (`performance.now()`): every shutdown wait shares one budget. */
   private shutdownStart?: number;
@@ -106,6 +108,7 @@ export class RedisConnection
     return (
       (this.owned ? 1 : 0) +
       (this.subscriberHub?.isOpen ? 1 : 0) +
+      [...this.nodeHubs.values()].filter((hub) => hub.isOpen).length +
       this.idle.length +
       this.busy.size +
       this.dedicatedOpening
@@ -188,6 +191,41 @@ export class RedisConnection
    */
   onSubscriberDrop(listener: () => void): () => void {
     return this.subscriber().onDrop(listener);
+  }
+
+  /**
+   * The shared subscriber connection, or with `node` a subscriber connection to that one node
+   * of a cluster (opened on first use, counted in `maxConnections`, closed on shutdown), for
+   * what a single node publishes: keyspace notifications and shard channels. Without a
+   * cluster, every `node` is the shared connection's server, so the shared one is returned.
+   */
+  subscriberFor(node?: { host: string; port: number }): RedisSubscriber {
+    if (!node || !this.isCluster) return this.subscriber();
+    if (this.closing) {
+      throw new RedisConnectionError(this.name, this.address, 'the connection is shutting down');
+    }
+    const key = `${node.host}:${node.port}`;
+    let hub = this.nodeHubs.get(key);
+    if (!hub) {
+      hub = new RedisSubscriber({
+        open: async () => {
+          this.reserveSlot(`subscriber connection to ${key}`);
+          const client = createClient(this.config, 'subscriber', node);
+          this.detachers.push(this.watch(client, 'subscriber'));
+          try {
+            await this.connectOrFail(client, 'subscriber');
+          } catch (err) {
+            client.disconnect();
+            throw err;
+          }
+          return client;
+        },
+        logger: this.logger,
+        closeBound: this.config.shutdownTimeout,
+      });
+      this.nodeHubs.set(key, hub);
+    }
+    return hub;
   }
 
   /** `true` when the subscriber connection exists (it is opened on first subscribe). */
@@ -454,6 +492,7 @@ export class RedisConnection
 
     const closing: Array<Promise<void>> = [];
     if (this.subscriberHub) closing.push(this.subscriberHub.close());
+    for (const hub of this.nodeHubs.values()) closing.push(hub.close());
     for (const client of [...this.idle.splice(0), ...this.busy]) {
       closing.push(this.shutdownClient(client, false));
     }

@@ -463,7 +463,12 @@ describe('RedisModule lifecycle', () => {
     const connectionName = uniqueConnectionName('bounded');
     const app = await startApp({
       imports: [
-        RedisModule.forRoot({ url: url(), maxConnections: 2, connectTimeout: 300, connectionName }),
+        RedisModule.forRoot({
+          url: url(),
+          maxConnections: 2,
+          connectTimeout: 2_000,
+          connectionName,
+        }),
       ],
     });
     try {
@@ -477,7 +482,7 @@ describe('RedisModule lifecycle', () => {
       // The command connection is not blocked by the BLPOP.
       expect(await service.ping()).toBeGreaterThan(0);
       await expect(service.withDedicatedConnection((c) => c.ping())).rejects.toThrow(
-        'no dedicated connection became free within 300 ms (all 2 allowed by maxConnections are in use)',
+        'no dedicated connection became free within 2000 ms (all 2 allowed by maxConnections are in use)',
       );
       await app.get<Redis>(getRedisToken()).rpush(list, 'job');
       expect(await blocked).toEqual([list, 'job']);

@@ -22,12 +22,21 @@ export function redactClientErrors(
     patchFlush(client, known);
     // Node connections are made as the cluster discovers them, before they connect.
     client.on('+node', (node: Redis) => redactClientErrors(node, known));
-    client.on('node error', (err: unknown) => redactError(err, known));
+    client.on('node error', (err: unknown) => safely(err, known));
     return;
   }
   patchFlush(client, known);
   // Listeners run in order of registration; ours comes first, before the module's logger.
-  client.prependListener('error', (err: unknown) => redactError(err, known));
+  client.prependListener('error', (err: unknown) => safely(err, known));
+}
+
+/** An `error` listener must never throw: that would crash the process from inside ioredis. */
+function safely(err: unknown, secrets: string[]): void {
+  try {
+    redactError(err, secrets);
+  } catch {
+    // Left as it is: logging scrubs messages again.
+  }
 }
 
 const PATCHED = Symbol.for('nestjs-redis-infra:redact-errors');
@@ -43,7 +52,8 @@ function patchFlush(target: Redis | Cluster, secrets: string[]): void {
   if (typeof original !== 'function' || flushable[PATCHED]) return;
   flushable[PATCHED] = true;
   flushable.flushQueue = function (this: unknown, error: unknown, ...rest: unknown[]) {
-    redactError(error, secrets);
+    // A frozen or exotic error object must not keep the queue from being flushed.
+    safely(error, secrets);
     return original.call(this, error, ...rest);
   };
 }

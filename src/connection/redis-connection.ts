@@ -144,7 +144,12 @@ export class RedisConnection
   async beforeApplicationShutdown(): Promise<void> {
     if (!this.owned || this.closing) return;
     this.shutdownStart ??= performance.now();
-    if (await this.drain(this.client)) return;
+    if (await this.drain(this.client)) {
+      // Answered: the requests still running may take their time, and what they send after
+      // the HTTP server has closed gets a full shutdownTimeout of its own in close().
+      this.shutdownStart = undefined;
+      return;
+    }
     await this.close();
   }
 

@@ -20,9 +20,13 @@ import {
   RedisModule,
   type RedisModuleOptions,
 } from '../../src/index.js';
+import { FaultProxy } from '../support/fault-proxy.js';
 import {
+  ourConnections,
   sendCommand,
   specDir,
+  standaloneUrl,
+  uniqueConnectionName,
   startStandalone,
   waitFor,
   type StandaloneServer,
@@ -171,6 +175,37 @@ describe('connection faults', () => {
       });
       await redis.restart();
     });
+  });
+
+  it('app.close() while Redis is black-holed (half-open) and a request waits: same outcome', async () => {
+    const target = new URL(standaloneUrl());
+    const server = { host: target.hostname, port: Number(target.port) };
+    const proxy = await FaultProxy.start(server);
+    const connectionName = uniqueConnectionName('blackhole');
+    const logger = new InspectingLogger();
+    try {
+      const app = await listen({ url: proxy.url, shutdownTimeout: 300, connectionName }, logger);
+      const client = app.get<Redis>(getRedisToken());
+      expect((await get(app, '/kv')).status).toBe(200);
+
+      proxy.blackhole();
+      const inHandler = new Promise<void>((resolve) => (KvController.onRequest = resolve));
+      const reply = get(app, '/kv');
+      await inHandler;
+      // The socket looks alive: the command waits for a reply that never comes.
+      expect(client.status).toBe('ready');
+
+      await bounded(app.close(), 15_000, 'app.close()');
+      expect(await bounded(reply, 1_000, 'the HTTP reply')).toMatchObject({ status: 500 });
+      expect(client.status).toBe('end');
+      await waitFor(() => proxy.connections === 0, {
+        timeoutMs: 2_000,
+        what: 'our sockets closed',
+      });
+      expect(await ourConnections(server, connectionName)).toEqual([]);
+    } finally {
+      await proxy.close();
+    }
   });
 
   describe('credentials never reach errors, logs or responses', () => {

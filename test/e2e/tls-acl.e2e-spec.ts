@@ -50,7 +50,6 @@ function documentedAcl(prefix: string, password: string): string[] {
     '+del',
     '+unlink',
     '+exists',
-    '+incr',
     '+pttl',
     '+pexpire',
     '+pexpireat',
@@ -58,12 +57,20 @@ function documentedAcl(prefix: string, password: string): string[] {
     '+hget',
     '+hmget',
     '+hset',
+    '+hdel',
     '+hincrby',
+    '+hvals',
+    '+rpush',
+    '+lpop',
+    '+lrem',
     '+zadd',
     '+zcard',
+    '+zcount',
     '+zrange',
+    '+zrangebyscore',
     '+zrem',
     '+zremrangebyscore',
+    '+zscore',
     '+time',
     '+scan',
     // cache coherence and lock wake-ups
@@ -103,6 +110,10 @@ async function workload(app: INestApplication): Promise<void> {
   const next = locks.acquire('res2', { wait: 5_000 });
   await held.release();
   await (await next).release();
+  expect(await locks.semaphore('pool', { limit: 2 }).withPermit(() => 'permit')).toBe('permit');
+  const rw = locks.readWrite('doc');
+  expect(await rw.withRead(() => 'read')).toBe('read');
+  expect(await rw.withWrite(() => 'write')).toBe('write');
 
   const redis = app.get(RedisService);
   expect(await redis.ping()).toBeGreaterThanOrEqual(0);

@@ -33,6 +33,13 @@ export type {
   RedisHealthDetails,
   RedisHealthIndicatorResult,
 } from './health/redis-health.indicator.js';
+export { RedisAlerts, REDIS_ALERT_RAISED, REDIS_ALERT_RESOLVED } from './health/redis-alerts.js';
+export type { RedisAlert, RedisAlertListener } from './health/redis-alerts.js';
+export type {
+  RedisEvictionPolicyRequirement,
+  RedisHealthCheckName,
+  RedisHealthThresholds,
+} from './health/thresholds.js';
 export { CacheService } from './cache/cache.service.js';
 export type {
   CacheGetOrSetOptions,

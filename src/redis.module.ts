@@ -4,13 +4,15 @@ import {
   type DynamicModule,
   type Provider,
 } from '@nestjs/common';
-import { DiscoveryModule } from '@nestjs/core';
+import { DiscoveryModule, ModuleRef } from '@nestjs/core';
 import { DEFAULT_CONNECTION_NAME } from './config/defaults.js';
 import type { RedisModuleExtras, RedisModuleOptions } from './config/redis-options.interface.js';
 import { resolveRedisOptions } from './config/resolve-options.js';
 import { RedisConnection } from './connection/redis-connection.js';
 import { getRedisConnectionToken, getRedisToken } from './connection/tokens.js';
 import { RedisHealthIndicator } from './health/redis-health.indicator.js';
+import { RedisHealthMonitor } from './health/health-monitor.js';
+import { RedisAlerts } from './health/redis-alerts.js';
 import { LockService } from './lock/lock.service.js';
 import { CoordinationLifecycle } from './lock/coordination.lifecycle.js';
 import { CacheService } from './cache/cache.service.js';
@@ -44,6 +46,7 @@ export interface RedisOptionsFactory {
 const SERVICES = [
   RedisService,
   RedisHealthIndicator,
+  RedisAlerts,
   CacheService,
   LockService,
   SessionService,
@@ -69,6 +72,13 @@ function withConnection(definition: DynamicModule, extras: RedisModuleExtras): D
       inject: [connectionToken],
     },
   ];
+  // The periodic health probe of this connection; idle unless healthCheckInterval or alerts.
+  providers.push({
+    provide: `RedisHealthMonitor:${name}`,
+    useFactory: (connection: RedisConnection, moduleRef: ModuleRef) =>
+      new RedisHealthMonitor(connection, moduleRef),
+    inject: [connectionToken, ModuleRef],
+  });
   const exported: Array<symbol | Provider> = [getRedisToken(name), connectionToken];
   if (name === DEFAULT_CONNECTION_NAME) {
     providers.push(...SERVICES, CoordinationLifecycle);

@@ -1,3 +1,4 @@
+import type { RedisHealthThresholds } from '../health/thresholds.js';
 import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
 import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
 import type { CacheSerializer } from '../cache/serializer.js';
@@ -334,6 +335,20 @@ export interface RedisModuleOptions {
   lock?: RedisLockModuleOptions;
   /** `PubSubService` defaults. */
   pubsub?: RedisPubSubModuleOptions;
+  /**
+   * Runs a health probe every this many ms: keeps the last result warm for
+   * `RedisHealthIndicator.isHealthy`, destroys a command connection whose `PING` does not come
+   * back within the timeout (ioredis reconnects), and raises `alerts`. 0 or unset: off, unless
+   * `alerts` are set (then 10000).
+   * @defaultValue 0
+   */
+  healthCheckInterval?: number;
+  /**
+   * Thresholds the periodic probe compares against, raising `redis.alert.raised` /
+   * `redis.alert.resolved` once per change (see `RedisAlerts`); `timeout` bounds each probe
+   * (default 1000 ms).
+   */
+  alerts?: RedisHealthThresholds & { timeout?: number };
 }
 
 /** Options that shape the module itself rather than the connection (`forRoot` and `forRootAsync`). */

@@ -1,3 +1,4 @@
+import { validateHealthModuleOptions, type RedisHealthThresholds } from '../health/thresholds.js';
 import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
 import type { Cluster, Redis, RedisOptions } from 'ioredis';
 import { RedisConfigError } from '../errors.js';
@@ -50,6 +51,10 @@ export interface ResolvedRedisConfig {
   retry: Required<RedisRetryOptions>;
   maxConnections: number;
   shutdownTimeout: number;
+  /** Periodic health probe interval in ms; 0: off. */
+  healthCheckInterval: number;
+  /** The periodic probe's alert thresholds. */
+  alerts?: RedisHealthThresholds & { timeout?: number };
   autoPipelining: boolean;
   coalesceWrites: boolean;
   protocol: 2 | 3;
@@ -434,6 +439,7 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
     session: validateSession(o.session),
     lock: validateLock(o.lock),
     pubsub: validatePubSubOptions(o.pubsub),
+    ...validateHealthModuleOptions(o.healthCheckInterval, o.alerts),
     address,
   };
 }

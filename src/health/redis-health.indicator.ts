@@ -1,36 +1,41 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import type { HealthIndicatorService } from '@nestjs/terminus';
-import type { Cluster } from 'ioredis';
 import { DEFAULTS, DEFAULT_CONNECTION_NAME } from '../config/defaults.js';
-import { isCluster } from '../connection/client-factory.js';
 import { RedisConnection } from '../connection/redis-connection.js';
-import { isNoPermission } from '../connection/permission.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
 import { withTimeout } from '../connection/wait.js';
-import { parseInfo } from '../redis-info.js';
 import { HEALTH_MESSAGES } from './health-messages.js';
+import { monitorOf, takeSample } from './health-monitor.js';
+import {
+  evaluate,
+  infoFailure,
+  lowestVersion,
+  needsInfo,
+  validateThresholds,
+  type HealthSample,
+  type PoolFigures,
+  type RedisHealthThresholds,
+} from './thresholds.js';
 
-/** Options of `RedisHealthIndicator.isHealthy`. */
-export interface RedisHealthCheckOptions {
+/** Options of `RedisHealthIndicator.isHealthy`: the thresholds, plus how to probe. */
+export interface RedisHealthCheckOptions extends RedisHealthThresholds {
   /**
    * Every probe together must answer within this many ms, or the check is `down`.
    * @defaultValue 1000
    */
   timeout?: number;
-  /** `down` when the `PING` round trip (the slowest master's, on a cluster) exceeds this, in ms. */
-  maxLatency?: number;
-  /**
-   * `down` when `used_memory / maxmemory` exceeds this (0..1) on any master. Servers without
-   * `maxmemory` pass.
-   * @example 0.9
-   */
-  maxMemoryRatio?: number;
   /**
    * Which registered connection to check.
    * @defaultValue 'default'
    */
   connection?: string;
+  /**
+   * Answer from the periodic probe's last result (`healthCheckInterval`) when it is at most this
+   * many ms old; 0 always probes now. Without a periodic probe, every check probes now.
+   * @defaultValue the connection's `healthCheckInterval`
+   */
+  maxAge?: number;
 }
 
 /** Details reported with the status; figures that were not probed are absent. */
@@ -53,6 +58,22 @@ export interface RedisHealthDetails {
   maxMemory?: number;
   /** `cluster_state` of every master, when it is a cluster (`ok` or `fail`). */
   clusterState?: string;
+  /** The oldest `redis_version` among the masters (absent when the ACL denies `INFO`). */
+  redis_version?: string;
+  /** Highest `mem_fragmentation_ratio` over the masters, with `maxFragmentation`. */
+  fragmentation?: number | null;
+  /** Open connections / `maxConnections` of this registration, with `maxPoolUsage`. */
+  poolUsage?: number;
+  /** This registration's open connections and its `maxConnections`, with `maxPoolUsage`. */
+  connections?: { open: number; max: number };
+  /** `maxmemory-policy` of the first master that breaks `requireEvictionPolicy`, else of the first. */
+  evictionPolicy?: string | null;
+  /** Bytes the furthest-behind replica lags, with `maxReplicationLag` (`null`: no replica). */
+  replicationLag?: number | null;
+  /** Failed checks that only warn (`requireEvictionPolicy` with `mode: 'warn'`). */
+  warnings?: string[];
+  /** Set when answered from the periodic probe: how old that result is, in ms. */
+  age?: number;
   [detail: string]: unknown;
 }
 
@@ -61,15 +82,6 @@ export type RedisHealthIndicatorResult<Key extends string = string> = Record<
   Key,
   RedisHealthDetails
 >;
-
-interface Probe {
-  latency?: number;
-  memoryRatio?: number | null;
-  usedMemory?: number;
-  maxMemory?: number;
-  clusterState?: string;
-  problem?: string;
-}
 
 let terminus: Promise<HealthIndicatorService> | undefined;
 
@@ -108,13 +120,24 @@ export class RedisHealthIndicator {
   ) {}
 
   /**
-   * Probes the connection: `PING` (latency), `INFO memory` when `maxMemoryRatio` is set, and
-   * `CLUSTER INFO` on a cluster, all bounded by `timeout`.
+   * Probes the connection: a `PING` per master (latency), `INFO` (version, memory, policy,
+   * fragmentation, replication), `CLUSTER INFO` on a cluster, all bounded by `timeout`; or
+   * answers from the periodic probe's result when it is fresh (see `maxAge`). `down` when a
+   * threshold is crossed; a threshold whose `INFO` the ACL denies is `down` and names the grant.
    */
   async isHealthy<const Key extends string = 'redis'>(
     key: Key = 'redis' as Key,
     options: RedisHealthCheckOptions = {},
   ): Promise<RedisHealthIndicatorResult<Key>> {
+    const thresholds = validateThresholds(options as Record<string, unknown>, 'isHealthy options');
+    for (const [option, value] of [
+      ['timeout', options.timeout],
+      ['maxAge', options.maxAge],
+    ] as const) {
+      if (value !== undefined && !(typeof value === 'number' && value >= 0 && value <= 3_600_000)) {
+        throw new TypeError(`isHealthy ${option} must be a number of ms, got ${String(value)}`);
+      }
+    }
     const indicator = (await healthIndicatorService()).check(key);
     const name = options.connection ?? DEFAULT_CONNECTION_NAME;
     const named = name === DEFAULT_CONNECTION_NAME ? {} : { connection: name };
@@ -135,24 +158,39 @@ export class RedisHealthIndicator {
       }) as RedisHealthIndicatorResult<Key>;
     }
     const timeout = options.timeout ?? DEFAULTS.healthTimeout;
-    let probe: Probe;
-    try {
-      probe = await withTimeout(
-        this.probe(connection, options),
-        timeout,
-        () => new Error(HEALTH_MESSAGES.timeout(timeout)),
-      );
-    } catch (err) {
-      return indicator.down({
-        ...named,
-        message: connection.scrub((err as Error).message),
-      }) as RedisHealthIndicatorResult<Key>;
+    const monitor = monitorOf(connection);
+    const maxAge = options.maxAge ?? monitor?.interval ?? 0;
+    let sample = maxAge > 0 ? monitor?.fresh(maxAge) : undefined;
+    const age = sample ? Date.now() - sample.at : undefined;
+    if (!sample) {
+      try {
+        sample = await withTimeout(
+          takeSample(connection, timeout),
+          timeout,
+          () => new Error(HEALTH_MESSAGES.timeout(timeout)),
+        );
+      } catch (err) {
+        return indicator.down({
+          ...named,
+          message: connection.scrub((err as Error).message),
+        }) as RedisHealthIndicatorResult<Key>;
+      }
     }
-    const { problem, ...details } = probe;
+    const { details, problems, warnings } = verdict(sample, thresholds, {
+      open: connection.openConnections,
+      max: connection.config.maxConnections,
+    });
+    // A failed INFO (other than a denial) matters only to a check that needs it.
+    const infoError = needsInfo(thresholds) ? infoFailure(sample.nodes) : undefined;
+    if (infoError) problems.push(connection.scrub(infoError));
+    const all: Record<string, unknown> = {
+      ...named,
+      ...details,
+      ...(warnings.length ? { warnings } : {}),
+      ...(age !== undefined ? { age } : {}),
+    };
     return (
-      problem
-        ? indicator.down({ ...named, ...details, message: problem })
-        : indicator.up({ ...named, ...details })
+      problems.length ? indicator.down({ ...all, message: problems.join('; ') }) : indicator.up(all)
     ) as RedisHealthIndicatorResult<Key>;
   }
 
@@ -164,79 +202,54 @@ export class RedisHealthIndicator {
       return undefined;
     }
   }
+}
 
-  private async probe(
-    connection: RedisConnection,
-    options: RedisHealthCheckOptions,
-  ): Promise<Probe> {
-    const client = connection.client;
-    const masters = connection.masters();
-    const problems: string[] = [];
-    const result: Probe = {};
-
-    const pings = connection.pingLatency();
-    const memory =
-      options.maxMemoryRatio === undefined
-        ? undefined
-        : Promise.all(masters.map(async (node) => parseInfo(await node.info('memory')).memory));
-    const cluster = isCluster(client) ? clusterState(client) : undefined;
-    // Settled below, in order; a rejection meanwhile must not go unhandled.
-    memory?.catch(() => undefined);
-    cluster?.catch(() => undefined);
-
-    result.latency = await pings;
-    if (options.maxLatency !== undefined && result.latency > options.maxLatency) {
-      problems.push(HEALTH_MESSAGES.slow(result.latency, options.maxLatency));
-    }
-    const sections = memory && (await memory.catch(refusedBy('INFO', '@dangerous', problems)));
-    if (sections && options.maxMemoryRatio !== undefined) {
-      let used = 0;
-      let max = 0;
-      let worst: number | null = null;
-      for (const m of sections) {
-        const u = Number(m?.used_memory ?? 0);
-        const x = Number(m?.maxmemory ?? 0);
-        used += u;
-        max += x;
-        if (x > 0) worst = Math.max(worst ?? 0, u / x);
+/** The details and the problems of one sample against the thresholds. */
+function verdict(
+  sample: HealthSample,
+  thresholds: RedisHealthThresholds,
+  pool: PoolFigures,
+): { details: Omit<RedisHealthDetails, 'status'>; problems: string[]; warnings: string[] } {
+  const details: Omit<RedisHealthDetails, 'status'> = { latency: sample.latency };
+  const version = lowestVersion(sample.nodes);
+  if (version !== undefined) details.redis_version = version;
+  const problems: string[] = [];
+  const warnings: string[] = [];
+  for (const o of evaluate(sample, thresholds, pool)) {
+    switch (o.check) {
+      case 'memory': {
+        let used = 0;
+        let max = 0;
+        for (const n of sample.nodes) {
+          used += n.memory?.used ?? 0;
+          max += n.memory?.max ?? 0;
+        }
+        details.usedMemory = used;
+        details.maxMemory = max;
+        details.memoryRatio = o.value as number | null;
+        break;
       }
-      result.usedMemory = used;
-      result.maxMemory = max;
-      result.memoryRatio = worst === null ? null : Math.round(worst * 10_000) / 10_000;
-      if (worst !== null && worst > options.maxMemoryRatio) {
-        problems.push(HEALTH_MESSAGES.memory(worst, options.maxMemoryRatio, used, max));
-      }
+      case 'clusterState':
+        details.clusterState = String(o.value);
+        break;
+      case 'fragmentation':
+        details.fragmentation = o.value as number | null;
+        break;
+      case 'poolUsage':
+        details.poolUsage = o.value as number;
+        details.connections = { open: pool.open, max: pool.max };
+        break;
+      case 'evictionPolicy':
+        details.evictionPolicy = o.value as string | null;
+        break;
+      case 'replicationLag':
+        details.replicationLag = o.value as number | null;
+        break;
+      default:
+        break;
     }
-    const state = cluster && (await cluster.catch(refusedBy('CLUSTER', '@slow', problems)));
-    if (state) {
-      result.clusterState = state;
-      if (result.clusterState !== 'ok')
-        problems.push(HEALTH_MESSAGES.clusterState(result.clusterState));
-    }
-    if (problems.length) result.problem = problems.join('; ');
-    return result;
+    if (o.ok || !o.message) continue;
+    (o.warn ? warnings : problems).push(o.message);
   }
-}
-
-/**
- * A rejection handler for one probe: an ACL refusal (`NOPERM`) becomes a problem that names the
- * permission to grant, instead of a raw server reply; any other error fails the check as usual.
- */
-function refusedBy(command: string, category: string, problems: string[]) {
-  return (err: unknown): undefined => {
-    if (!isNoPermission(err)) throw err;
-    problems.push(HEALTH_MESSAGES.noPermission(command, category));
-    return undefined;
-  };
-}
-
-/** `ok` when every master reports `cluster_state:ok`, else the first other state seen. */
-async function clusterState(cluster: Cluster): Promise<string> {
-  const states = await Promise.all(
-    cluster.nodes('master').map(async (node) => {
-      const text = (await node.cluster('INFO')) as string;
-      return /cluster_state:(\w+)/.exec(text)?.[1] ?? 'unknown';
-    }),
-  );
-  return states.find((s) => s !== 'ok') ?? (states.length ? 'ok' : 'unknown');
+  return { details, problems, warnings };
 }

@@ -96,6 +96,8 @@ export class RedisHealthMonitor implements OnApplicationBootstrap, OnModuleDestr
   private last?: HealthSample;
   private readonly failing = new Map<string, CheckOutcome>();
   private alerts?: RedisAlerts;
+  /** Since when the client has sat in `connect` (socket open, handshake unanswered). */
+  private handshakeSince?: number;
   /** Probe rounds completed, and connections destroyed because a PING never came back. */
   readonly counts = { rounds: 0, destroyed: 0 };
 
@@ -156,6 +158,7 @@ export class RedisHealthMonitor implements OnApplicationBootstrap, OnModuleDestr
     let outcomes: CheckOutcome[];
     if (status !== 'ready') {
       this.last = undefined;
+      this.unstick(status, timeout);
       outcomes = [
         {
           check: 'reachable',
@@ -166,6 +169,7 @@ export class RedisHealthMonitor implements OnApplicationBootstrap, OnModuleDestr
         },
       ];
     } else {
+      this.handshakeSince = undefined;
       try {
         const sample = await withTimeout(
           takeSample(this.connection, timeout, (node) => this.destroy(node)),
@@ -196,6 +200,23 @@ export class RedisHealthMonitor implements OnApplicationBootstrap, OnModuleDestr
     }
     this.counts.rounds++;
     if (!this.stopped) this.diff(outcomes);
+  }
+
+  /**
+   * A reconnect that reached a half-open peer gets its socket but never a handshake reply, and
+   * `connectTimeout` only covers the socket: after `timeout` in that state, start over.
+   */
+  private unstick(status: string, timeout: number): void {
+    const client = this.connection.client;
+    if (status !== 'connect' || isCluster(client)) {
+      this.handshakeSince = undefined;
+      return;
+    }
+    this.handshakeSince ??= Date.now();
+    if (Date.now() - this.handshakeSince > timeout) {
+      this.handshakeSince = undefined;
+      this.destroy(client);
+    }
   }
 
   /** A socket that swallowed a PING: destroy it so ioredis sees the loss and reconnects. */

@@ -180,6 +180,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
         },
         logger: this.logger,
         closeBound: this.config.shutdownTimeout,
+        pingInterval: this.config.pubsub.pingInterval,
       });
       this.nodeHubs.set(key, hub);
     }
@@ -243,6 +244,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
       },
       logger: this.logger,
       closeBound: this.config.shutdownTimeout,
+      pingInterval: this.config.pubsub.pingInterval,
     });
     return this.subscriberHub;
   }

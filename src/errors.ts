@@ -1,3 +1,5 @@
+import { describeKey } from './common/describe.js';
+
 /**
  * Stable error codes. Match on `error.code`, never on the message text: messages are for
  * people and may be reworded, codes are part of the public surface.
@@ -10,7 +12,8 @@ export type RedisInfraErrorCode =
   | 'REDIS_CACHE_LOADER_TIMEOUT'
   | 'REDIS_CROSSSLOT'
   | 'REDIS_TRANSACTION_CONFLICT'
-  | 'REDIS_SCRIPT_FAILED';
+  | 'REDIS_SCRIPT_FAILED'
+  | 'REDIS_PERMISSION_DENIED';
 
 /** Base class of every error this package throws on purpose. */
 export abstract class RedisInfraError extends Error {
@@ -130,7 +133,7 @@ export class CacheLoaderTimeoutError extends RedisInfraError {
     readonly timeoutMs: number,
   ) {
     super(
-      `Cache loader for "${key}" did not finish within hardTimeout (${timeoutMs} ms) and no stale ` +
+      `Cache loader for ${describeKey(key)} did not finish within hardTimeout (${timeoutMs} ms) and no stale ` +
         'value was available. Make the loader faster, raise hardTimeout, or set grace so a stale value can be served.',
     );
   }
@@ -189,6 +192,34 @@ export class RedisScriptError extends RedisInfraError {
   ) {
     const reason = options.cause instanceof Error ? options.cause.message : String(options.cause);
     super(`Redis script "${script}" failed: ${reason.slice(0, 500)}`, options);
+  }
+}
+
+/**
+ * The Redis ACL user refused a command the module needed (`NOPERM`): e.g. `INFO`, which
+ * `-@dangerous` removes, for `RedisService.info()`/`stats()`. Retrying cannot help; the user's
+ * rights must change (see docs/acl.md).
+ */
+export class RedisPermissionError extends RedisInfraError {
+  readonly code = 'REDIS_PERMISSION_DENIED' as const;
+
+  constructor(
+    /** The connection's name (`default` unless `forRoot({ name })` said otherwise). */
+    readonly connectionName: string,
+    /** The command refused, upper case (`INFO`). */
+    readonly command: string,
+    /** The ACL rule that would allow it (`+info`). */
+    readonly permission: string,
+    /** What needed it (`RedisService.stats()`). */
+    readonly operation: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `${operation} needs the Redis ACL permission ${permission} (command ${command}), which the ` +
+        `user of connection "${connectionName}" lacks. Grant it (ACL SETUSER <user> ${permission}) ` +
+        'or do without this call.',
+      { cause: options?.cause },
+    );
   }
 }
 

@@ -58,12 +58,30 @@ export type {
 export { LockService } from './lock/lock.service.js';
 export type {
   AcquireLockOptions,
+  LockInfo,
   TryAcquireLockOptions,
   WithLockOptions,
 } from './lock/lock.service.js';
 export type { Lock } from './lock/lock.js';
 export { WithLock } from './lock/with-lock.decorator.js';
 export type { LockResource } from './lock/with-lock.decorator.js';
+export type { Lease, Permit, ReadLock, WriteLock } from './lock/lease.js';
+export type {
+  AcquirePermitOptions,
+  Semaphore,
+  SemaphoreOptions,
+  TryAcquirePermitOptions,
+  WithPermitOptions,
+} from './lock/semaphore.js';
+export type {
+  AcquireReadWriteOptions,
+  ReadWriteLock,
+  ReadWriteLockOptions,
+  TryAcquireReadWriteOptions,
+  WithReadWriteOptions,
+} from './lock/read-write-lock.js';
+export type { LeaderElection, LeaderOptions, LeadershipChange } from './lock/leader.js';
+export { Leader } from './lock/leader.decorator.js';
 export { PubSubService } from './pubsub/pubsub.service.js';
 export type {
   KeyEvent,
@@ -84,6 +102,15 @@ export type {
 export type { KeyEventName } from './pubsub/keyspace.js';
 export { OnRedisMessage } from './pubsub/on-redis-message.decorator.js';
 export type { OnRedisMessageOptions } from './pubsub/on-redis-message.decorator.js';
+export { PresenceService, PresenceSpace } from './presence/presence.service.js';
+export type {
+  HeartbeatOptions,
+  PresenceChange,
+  PresenceEntry,
+  PresenceFields,
+  PresenceListOptions,
+  PresenceWatchOptions,
+} from './presence/presence.service.js';
 export { OnStreamMessage, StreamProducer, StreamsService } from './streams/streams.service.js';
 export type { StreamAddOptions } from './streams/streams.service.js';
 export { StreamConsumer } from './streams/stream-consumer.js';
@@ -111,6 +138,7 @@ export {
   RedisConnectionError,
   RedisCrossSlotError,
   RedisInfraError,
+  RedisPermissionError,
   RedisScriptError,
   RedisTransactionConflictError,
 } from './errors.js';

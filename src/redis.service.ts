@@ -2,6 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import type { RedisClient } from './connection/client-factory.js';
 import { RedisConnection } from './connection/redis-connection.js';
+import { needsPermission } from './connection/permission.js';
 import { getRedisConnectionToken } from './connection/tokens.js';
 import { withTimeout } from './connection/wait.js';
 import { parseInfo, type RedisInfo } from './redis-info.js';
@@ -83,13 +84,15 @@ export class RedisService {
    */
   async info(section?: string): Promise<RedisInfo> {
     const [first] = this.connection.masters();
-    return parseInfo(await infoText(first ?? (this.client as Redis), section));
+    return parseInfo(await this.infoText(first ?? (this.client as Redis), section, 'info()'));
   }
 
   /** `INFO [section]` of every master, keyed by `host:port`. */
   async infoAll(section?: string): Promise<Record<string, RedisInfo>> {
     const masters = this.connection.masters();
-    const texts = await Promise.all(masters.map((node) => infoText(node, section)));
+    const texts = await Promise.all(
+      masters.map((node) => this.infoText(node, section, 'infoAll()')),
+    );
     return Object.fromEntries(masters.map((node, i) => [nodeAddress(node), parseInfo(texts[i])]));
   }
 
@@ -154,7 +157,9 @@ export class RedisService {
   /** Monitoring figures: clients, memory and its ratio to `maxmemory`, ops/s, hit rate, ... */
   async stats(): Promise<RedisStats> {
     const infos = await Promise.all(
-      this.connection.masters().map(async (node) => parseInfo(await infoText(node))),
+      this.connection
+        .masters()
+        .map(async (node) => parseInfo(await this.infoText(node, undefined, 'stats()'))),
     );
     const sum = (pick: (i: RedisInfo) => unknown): number =>
       infos.reduce((acc, i) => acc + num(pick(i)), 0);
@@ -285,10 +290,13 @@ export class RedisService {
   counter(name: string, options?: CounterOptions): ShardedCounter {
     return new ShardedCounter(this.connection, name, options);
   }
-}
 
-function infoText(node: Redis, section?: string): Promise<string> {
-  return section === undefined ? node.info() : node.info(section);
+  /** `INFO` is in `@dangerous`: an ACL user without it gets a `RedisPermissionError`. */
+  private infoText(node: Redis, section: string | undefined, operation: string): Promise<string> {
+    return needsPermission(this.connection.name, 'INFO', `RedisService.${operation}`, () =>
+      section === undefined ? node.info() : node.info(section),
+    );
+  }
 }
 
 async function* scanNode(node: Redis, match: string, count: number): AsyncGenerator<string[]> {

@@ -177,7 +177,9 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       await waitFor(() => second.output().includes(`aborted ${secondTerm} LockLostError`), {
         what: 'the frozen leader to see its signal abort',
       });
-      expect(second.output()).toMatch(new RegExp(`^follower ${secondTerm} `, 'm'));
+      await waitFor(() => new RegExp(`^follower ${secondTerm} `, 'm').test(second.output()), {
+        what: 'the frozen leader to report its demotion',
+      });
 
       for (const p of [second, third]) p.send('stop');
       const results = await Promise.all([second.finished, third.finished]);

@@ -16,6 +16,8 @@ import { CoordinationLifecycle } from './lock/coordination.lifecycle.js';
 import { CacheService } from './cache/cache.service.js';
 import { RedisService } from './redis.service.js';
 import { SessionService } from './session/session.service.js';
+import { PubSubService } from './pubsub/pubsub.service.js';
+import { StreamsService } from './streams/streams.service.js';
 
 const builder = new ConfigurableModuleBuilder<RedisModuleOptions>({ moduleName: 'Redis' })
   .setClassMethodName('forRoot')
@@ -38,7 +40,15 @@ export interface RedisOptionsFactory {
 }
 
 /** The services the default connection provides to the application. */
-const SERVICES = [RedisService, RedisHealthIndicator, CacheService, LockService, SessionService];
+const SERVICES = [
+  RedisService,
+  RedisHealthIndicator,
+  CacheService,
+  LockService,
+  SessionService,
+  PubSubService,
+  StreamsService,
+];
 
 function withConnection(definition: DynamicModule, extras: RedisModuleExtras): DynamicModule {
   const name = extras.name ?? DEFAULT_CONNECTION_NAME;
@@ -64,7 +74,8 @@ function withConnection(definition: DynamicModule, extras: RedisModuleExtras): D
   }
   return {
     ...definition,
-    // DiscoveryService finds the methods decorated with @WithLock, @Cacheable, @CacheEvict.
+    // DiscoveryService finds the methods decorated with @WithLock, @Cacheable, @CacheEvict,
+    // @OnRedisMessage.
     imports: [
       ...(definition.imports ?? []),
       ...(name === DEFAULT_CONNECTION_NAME ? [DiscoveryModule] : []),

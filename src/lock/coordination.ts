@@ -232,13 +232,16 @@ export class Coordinator {
 
   /** Subscribes once to release notifications; without them, waiting falls back to polling. */
   ensureSubscribed(): Promise<boolean> {
-    this.subscription ??= this.connection
-      .subscribe(this.channel, (message) => {
-        // Messages are `<kind>:<name>`. A permit freed lets one waiter in; a writer or a leader
-        // gone may let several (readers, or a new leader among this process's candidates).
-        if (message.startsWith('s:')) this.waiters.wakeOne(message);
-        else this.waiters.wakeAll(message);
-      })
+    // `subscribe` throws at once when the connection is closing: make that a rejection too.
+    this.subscription ??= Promise.resolve()
+      .then(() =>
+        this.connection.subscribe(this.channel, (message) => {
+          // Messages are `<kind>:<name>`. A permit freed lets one waiter in; a writer or a leader
+          // gone may let several (readers, or a new leader among this process's candidates).
+          if (message.startsWith('s:')) this.waiters.wakeOne(message);
+          else this.waiters.wakeAll(message);
+        }),
+      )
       .then(
         (unsubscribe) => {
           this.unsubscribe = unsubscribe;

@@ -102,6 +102,15 @@ export type {
 export type { KeyEventName } from './pubsub/keyspace.js';
 export { OnRedisMessage } from './pubsub/on-redis-message.decorator.js';
 export type { OnRedisMessageOptions } from './pubsub/on-redis-message.decorator.js';
+export { PresenceService, PresenceSpace } from './presence/presence.service.js';
+export type {
+  HeartbeatOptions,
+  PresenceChange,
+  PresenceEntry,
+  PresenceFields,
+  PresenceListOptions,
+  PresenceWatchOptions,
+} from './presence/presence.service.js';
 export { OnStreamMessage, StreamProducer, StreamsService } from './streams/streams.service.js';
 export type { StreamAddOptions } from './streams/streams.service.js';
 export { StreamConsumer } from './streams/stream-consumer.js';

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hashTag } from '../toolkit/slots.js';
 
 /** The keys of one stream, all in one cluster hash slot. */
 export interface StreamKeys {
@@ -10,15 +10,9 @@ export interface StreamKeys {
   errors: string;
 }
 
-/**
- * Key names of a stream. The hash tag is the name itself when it has no braces (readable in
- * `redis-cli`), and a digest of it otherwise: braces in a user's name must never split a
- * stream's keys over two slots.
- */
+/** Key names of a stream, tagged by `hashTag` so that they share one slot for any name. */
 export function streamKeys(name: string): StreamKeys {
-  const tag = /[{}]/.test(name)
-    ? `h:${createHash('sha1').update(name).digest('hex').slice(0, 16)}`
-    : name;
+  const tag = hashTag(name);
   const stream = `stream:{${tag}}${tag === name ? '' : `:${name}`}`;
   return { stream, dead: `${stream}:dead`, errors: `${stream}:errors` };
 }

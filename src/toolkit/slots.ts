@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+
 /** Redis Cluster has 16,384 hash slots; a key's slot is CRC16 of its hash tag (or whole name). */
 export const CLUSTER_SLOTS = 16384;
 
@@ -48,4 +50,15 @@ export function slotGroups(
     else groups.set(slot, [key]);
   }
   return groups.size > 1 ? groups : undefined;
+}
+
+/**
+ * A hash tag for a user-given name: the name itself when it has no braces (readable in
+ * `redis-cli`), otherwise a short digest of it, so braces in a name can never split the keys
+ * that must share its slot.
+ */
+export function hashTag(name: string): string {
+  return /[{}]/.test(name)
+    ? `h:${createHash('sha1').update(name).digest('hex').slice(0, 16)}`
+    : name;
 }

@@ -30,6 +30,8 @@ describe('package root', () => {
         'StreamConsumer',
         'StreamProducer',
         'StreamsService',
+        'PresenceService',
+        'PresenceSpace',
         'isTransientRedisError',
         'withRetry',
         'RedisModule',

@@ -69,6 +69,19 @@ export const INVALIDATION_CHANNEL = 'cache:invalidate';
  */
 
 /**
+ * Take the stampede lock of a key that was just read as missing or stale, and say whether an
+ * entry exists now, in one round trip: on a miss, that is all the leader needs before running
+ * the loader (only when an entry appeared meanwhile does it read it). KEYS: lock, entry.
+ * ARGV: token, lock TTL (ms). Returns -1 (held by another), 0 (ours, no entry), 1 (ours, an
+ * entry exists).
+ */
+export const LOCK = new RedisScript<number>(
+  'cache-lock',
+  `if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return -1 end
+return redis.call('EXISTS', KEYS[2])`,
+);
+
+/**
  * Store a loaded value and give up the stampede lock (only if still ours), in one round trip.
  * KEYS: entry, lock. ARGV: encoded entry, Redis TTL (ms), lock token.
  */

@@ -37,6 +37,7 @@ import {
   cacheKeys,
   FILL,
   INVALIDATION_CHANNEL,
+  LOCK,
   TAG_BUMP,
   TAG_VERSION,
   userKeyOf,
@@ -672,10 +673,10 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     for (;;) {
       const token = randomBytes(16).toString('hex');
       const wake = this.waiters.register(key);
-      let locked: 'OK' | null | typeof MISS;
+      let locked: number | typeof MISS;
       try {
         locked = await this.redisCall('lock', (client) =>
-          client.set(cacheKeys.lock(key), token, 'PX', lockTtl, 'NX'),
+          LOCK.run(client, [cacheKeys.lock(key), cacheKeys.entry(key)], [token, lockTtl]),
         );
       } catch {
         locked = MISS; // Redis unavailable: load without cross-instance protection
@@ -686,11 +687,12 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
         void this.writeLoaded(key, value, options, loadMs);
         return value;
       }
-      if (locked === 'OK') {
+      if (locked >= 0) {
         wake.cancel();
         // Someone may have filled it between our read and our lock (an early refresh holds a
-        // still-fresh entry: only a newer one counts).
-        const fresh = await this.fromL2(key);
+        // still-fresh entry: only a newer one counts). The lock said whether there is an
+        // entry at all: on a plain miss there is none, and no second read.
+        const fresh = locked === 1 ? await this.fromL2(key) : undefined;
         if (
           fresh &&
           fresh.freshUntil > Date.now() &&

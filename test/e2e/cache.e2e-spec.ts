@@ -12,9 +12,11 @@ import {
   type RedisModuleOptions,
 } from '../../src/index.js';
 import { MAX_TTL_MS } from '../../src/common/checks.js';
+import { FILL, LOCK } from '../../src/cache/cache.scripts.js';
 import { CapturingLogger, startApp } from '../support/app.js';
 import {
   killConnection,
+  recordCommands,
   sendCommand,
   specDir,
   startStandalone,
@@ -312,6 +314,17 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       expect(cacheA.stats().stampedeWaits + cacheB.stats().stampedeWaits).toBeGreaterThanOrEqual(
         999,
       );
+    });
+
+    it('a miss costs one read, the lock (which says there is no entry), the loader, one fill', async () => {
+      const k = key('miss-path');
+      // Once before, so that the node holding the key knows the scripts (no NOSCRIPT + EVAL).
+      await cacheA.getOrSet(k, () => 'first');
+      await cacheA.del(k);
+      const sent = await recordCommands(raw, () => cacheA.getOrSet(k, () => 'loaded'));
+      expect(sent).toEqual(['get', `evalsha ${LOCK.sha}`, `evalsha ${FILL.sha}`, 'publish']);
+      expect(await raw.exists(`cache:{${k}}:lock`)).toBe(0);
+      expect(await cacheB.get(k)).toBe('loaded');
     });
 
     it('takes over when the loading instance died (its lock expires), nobody waits forever', async () => {

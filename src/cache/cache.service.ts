@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import {
   Inject,
   Injectable,
@@ -134,6 +134,12 @@ interface L2Read {
 
 const NO_ENTRY: Promise<undefined> = Promise.resolve(undefined);
 
+/** A stampede lock this instance holds; `quiet`: the key had no entry when it was taken. */
+interface HeldLock {
+  token: string;
+  quiet: boolean;
+}
+
 const MISS = Symbol('miss');
 
 /**
@@ -171,6 +177,8 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
   private closing = false;
   /** The Redis user may not PUBLISH to our channel (ACL): notifications are off. */
   private publishRefused = false;
+  /** Stampede locks taken so far, for their tokens. */
+  private lockSeq = 0;
   private nextSubscribeAttempt = 0;
   private readonly deadlines = new DeadlineGroup();
   /** The interval that gives up L2 reads past `cache.timeout`, while any is in flight. */
@@ -562,7 +570,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     grace: number,
     tags: string[] | undefined,
     loadMs: number,
-    lockToken?: string,
+    lock?: HeldLock,
   ): Promise<void> {
     this.dropLocal(key);
     const now = Date.now();
@@ -573,13 +581,19 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
         payload,
       );
       await this.redisCall('set', async (client) => {
-        const written = lockToken
+        const written: Promise<unknown> = lock
           ? FILL.run(
               client,
-              [cacheKeys.entry(key), cacheKeys.lock(key)],
-              [encoded, ttl + grace, lockToken],
+              [cacheKeys.entry(key), cacheKeys.lock(key), cacheKeys.waiting(key)],
+              [encoded, ttl + grace, lock.token],
             )
           : client.set(cacheKeys.entry(key), encoded, 'PX', ttl + grace);
+        if (lock?.quiet) {
+          // A fill of a key that had no entry when we locked it: no instance holds a copy to
+          // drop, so only a waiter needs telling, and the fill says whether one asked.
+          if ((await written) === 1) await this.notify(client, { k: [key] });
+          return;
+        }
         // On one connection commands run in the order sent, so the notification can follow the
         // write at once; a cluster may deliver it from another node before the write lands, and
         // an instance would then reload the old value into L1: there it waits for the write.
@@ -671,12 +685,17 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     const lockTtl = this.options.lockTtl;
     const giveUpAt = Date.now() + 2 * lockTtl;
     for (;;) {
-      const token = randomBytes(16).toString('hex');
+      // Unique across instances (our random id) and calls: all a lock token needs to be.
+      const token = `${this.id}:${(this.lockSeq += 1)}`;
       const wake = this.waiters.register(key);
       let locked: number | typeof MISS;
       try {
         locked = await this.redisCall('lock', (client) =>
-          LOCK.run(client, [cacheKeys.lock(key), cacheKeys.entry(key)], [token, lockTtl]),
+          LOCK.run(
+            client,
+            [cacheKeys.lock(key), cacheKeys.entry(key), cacheKeys.waiting(key)],
+            [token, lockTtl],
+          ),
         );
       } catch {
         locked = MISS; // Redis unavailable: load without cross-instance protection
@@ -708,7 +727,10 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
           await this.abandon(key, token);
           throw err;
         }
-        await this.writeLoaded(key, result.value, options, result.loadMs, token);
+        await this.writeLoaded(key, result.value, options, result.loadMs, {
+          token,
+          quiet: locked === 0,
+        });
         return result.value;
       }
       // Another instance is loading.
@@ -779,7 +801,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     value: T,
     options: CacheGetOrSetOptions,
     loadMs: number,
-    token?: string,
+    lock?: HeldLock,
   ): Promise<void> {
     const { ttl, grace } = this.durations('getOrSet', key, options);
     let payload: string | Buffer;
@@ -788,15 +810,15 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     } catch (err) {
       // The caller gets its value all the same; only caching it is impossible.
       this.logger.warn(`${(err as Error).message}; the loaded value was returned, not cached`);
-      if (token) await this.abandon(key, token);
+      if (lock) await this.abandon(key, lock.token);
       return;
     }
-    await this.write(key, value, payload, ttl, grace, options.tags, loadMs, token);
+    await this.write(key, value, payload, ttl, grace, options.tags, loadMs, lock);
   }
 
   private async abandon(key: string, token: string): Promise<void> {
     await this.redisCall('unlock', async (client) => {
-      await ABANDON.run(client, [cacheKeys.lock(key)], [token]);
+      await ABANDON.run(client, [cacheKeys.lock(key), cacheKeys.waiting(key)], [token]);
       await this.notify(client, { w: [key] });
     }).catch(() => undefined);
   }

@@ -68,7 +68,9 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
     const options: RedisModuleOptions = {
       ...topology.options,
       keyPrefix: prefix,
-      cache: { lockTtl: 400 },
+      // Short, so that take-over tests are quick; not shorter: on a loaded machine the event loop
+      // can stall for a good part of a second, and joiners would then stop waiting.
+      cache: { lockTtl: 1_500 },
     };
     let n = 0;
     const key = (label: string): string => `${label}-${++n}`;
@@ -322,9 +324,41 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       await cacheA.getOrSet(k, () => 'first');
       await cacheA.del(k);
       const sent = await recordCommands(raw, () => cacheA.getOrSet(k, () => 'loaded'));
-      expect(sent).toEqual(['get', `evalsha ${LOCK.sha}`, `evalsha ${FILL.sha}`, 'publish']);
+      // No notification: nobody waited, and no instance had a copy of a key without entry.
+      expect(sent).toEqual(['get', `evalsha ${LOCK.sha}`, `evalsha ${FILL.sha}`]);
       expect(await raw.exists(`cache:{${k}}:lock`)).toBe(0);
       expect(await cacheB.get(k)).toBe('loaded');
+    });
+
+    it('a caller waiting in another instance asks to be told, and the fill tells it', async () => {
+      const k = key('told');
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      let sent: string[] = [];
+      const leader = recordCommands(raw, () =>
+        cacheA.getOrSet(k, async () => {
+          await gate;
+          return 'from A';
+        }),
+      ).then((commands) => (sent = commands));
+      await waitFor(async () => (await raw.exists(`cache:{${k}}:lock`)) === 1, {
+        what: 'A to take the lock',
+      });
+      let loadsInB = 0;
+      const waiter = cacheB.getOrSet(k, () => {
+        loadsInB += 1;
+        return 'from B';
+      });
+      await waitFor(async () => (await raw.exists(`cache:{${k}}:wait`)) === 1, {
+        what: 'B to ask to be told',
+      });
+      release();
+      expect(await waiter).toBe('from A');
+      await leader;
+      expect(loadsInB).toBe(0);
+      expect(sent).toContain(`evalsha ${FILL.sha}`);
+      expect(sent[sent.length - 1]).toBe('publish');
+      expect(await raw.exists(`cache:{${k}}:wait`)).toBe(0);
     });
 
     it('takes over when the loading instance died (its lock expires), nobody waits forever', async () => {

@@ -253,7 +253,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
    */
   async set<T>(key: string, value: T, options: CacheSetOptions = {}): Promise<void> {
     checkKey('set', key);
-    checkOptionsObject(`CacheService.set(${describeKey(key)})`, 'options', options);
+    checkOptionsObject(() => `CacheService.set(${describeKey(key)})`, 'options', options);
     this.kickSubscription();
     const { ttl, grace } = this.durations('set', key, options);
     const tags = checkTags('set', key, options.tags);
@@ -288,7 +288,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
         `CacheService.getOrSet(${describeKey(key)}): loader must be a function, got ${describeValue(loader)}`,
       );
     }
-    checkOptionsObject(`CacheService.getOrSet(${describeKey(key)})`, 'options', options);
+    checkOptionsObject(() => `CacheService.getOrSet(${describeKey(key)})`, 'options', options);
     this.durations('getOrSet', key, options);
     checkTags('getOrSet', key, options.tags);
     checkLoaderTimeout(key, 'timeout', options.timeout);
@@ -1114,7 +1114,8 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     key: string,
     options: CacheSetOptions,
   ): { ttl: number; grace: number } {
-    const where = `CacheService.${method}(${describeKey(key)})`;
+    // Built only for a message: this runs on every getOrSet, L1 hits included.
+    const where = (): string => `CacheService.${method}(${describeKey(key)})`;
     const ttl = checkDuration(where, 'ttl', options.ttl ?? this.options.ttl, {
       min: 1,
       max: MAX_TTL_MS,
@@ -1127,17 +1128,17 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
   }
 
   private serialize(method: string, key: string, value: unknown): string | Buffer {
-    const where = `CacheService.${method}(${describeKey(key)})`;
+    const where = (): string => `CacheService.${method}(${describeKey(key)})`;
     if (value === undefined) {
       throw new TypeError(
-        `${where}: value undefined cannot be cached (use null, or del() the key)`,
+        `${where()}: value undefined cannot be cached (use null, or del() the key)`,
       );
     }
     let payload: string | Buffer;
     try {
       payload = this.options.serializer.serialize(value);
     } catch (err) {
-      throw new TypeError(`${where}: value cannot be serialized: ${describeError(err)}`, {
+      throw new TypeError(`${where()}: value cannot be serialized: ${describeError(err)}`, {
         cause: err,
       });
     }
@@ -1145,7 +1146,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     const max = this.options.maxValueBytes;
     if (bytes > max) {
       throw new RangeError(
-        `${where}: value is ${bytes} bytes serialized, more than cache.maxValueBytes (${max}); ` +
+        `${where()}: value is ${bytes} bytes serialized, more than cache.maxValueBytes (${max}); ` +
           'nothing was written. Cache a smaller value, or raise cache.maxValueBytes.',
       );
     }
@@ -1206,7 +1207,7 @@ function checkKey(method: string, key: unknown): asserts key is string {
 
 function checkLoaderTimeout(key: string, name: string, ms: unknown): void {
   if (ms === undefined) return;
-  checkDuration(`CacheService.getOrSet(${describeKey(key)})`, name, ms, {
+  checkDuration(() => `CacheService.getOrSet(${describeKey(key)})`, name, ms, {
     min: 1,
     max: MAX_TIMER_MS,
   });

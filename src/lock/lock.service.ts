@@ -370,9 +370,13 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
         const sentAt = Date.now();
         let reply: AcquireReply;
         try {
-          reply = await this.runAcquire(resource, token, ttl, mode);
+          // Bounded by the wait: ioredis may hold a command through many reconnect attempts.
+          reply = await withinDeadline(this.runAcquire(resource, token, ttl, mode), deadline, () =>
+            stop('Redis did not answer within the wait'),
+          );
           if (reply[0] === 1) return await this.granted(resource, token, ttl, reply, sentAt);
         } catch (err) {
+          if (err instanceof LockNotAcquiredError) throw err;
           if (!(err instanceof NotAcknowledged) && !isTransient(err)) {
             throw stop(`Redis refused: ${this.describe(err)}`, this.scrubbed(err));
           }
@@ -653,6 +657,27 @@ interface PendingGrant {
 const SWEEP_INTERVAL_MS = 1_000;
 const RESUBSCRIBE_AFTER_MS = 60_000;
 const DEFAULT_HOLDER_ID = `${hostname()}:${process.pid}`;
+
+/** `promise`, or a rejection with `onTimeout()` once `deadline` (epoch ms) has passed. */
+function withinDeadline<T>(
+  promise: Promise<T>,
+  deadline: number,
+  onTimeout: () => Error,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(onTimeout()), Math.max(0, deadline - Date.now()));
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
+}
 
 /**
  * Errors worth retrying within `wait`: the connection dropped or was reset (ioredis aborts or

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # `npm test`: installs what a clean clone lacks, type-checks, then runs every spec against real
 # redis-server processes (started by jest's global setup on free loopback ports, stopped by pid)
-# — first on NestJS 12 (native ESM), then the module and health specs on NestJS 11 — and fails
+# — first on NestJS 12 (native ESM), then the module and health specs on NestJS 11, then the
+# failover specs (each starting, failing over and stopping its own topology) — and fails
 # if any server it started is still running afterwards.
 #
 #   npm test                 everything
 #   npm test -- health       only specs whose path matches "health" (both passes)
 #   SKIP_NEST11=1 npm test   skip the NestJS 11 pass
+#   SKIP_FAILOVER=1 npm test skip the failover pass (test/failover: Sentinel and Cluster failovers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -37,6 +39,7 @@ step "build, and compile a consumer against the emitted .d.ts"
 rm -rf dist
 npx tsc -p tsconfig.build.json
 npx tsc -p test/types/tsconfig.json
+node scripts/check-doc-snippets.mjs # the TypeScript blocks of README.md and docs/*.md, against dist
 
 # Every server of this run lives under one directory; whatever is left there afterwards is ours.
 REDIS_INFRA_TEST_DIR=$(mktemp -d "${TMPDIR:-/tmp}/nestjs-redis-infra-test.XXXXXX")
@@ -55,6 +58,11 @@ npx jest "$@"
 if [ -z "${SKIP_NEST11:-}" ] && [ -f jest.nest11.config.js ]; then
   step "jest: NestJS 11 + Terminus 11 (module and health specs)"
   REDIS_TEST_TOPOLOGIES=standalone npx jest -c jest.nest11.config.js "$@"
+fi
+
+if [ -z "${SKIP_FAILOVER:-}" ]; then
+  step "jest: failover (Sentinel and Cluster topologies of their own, one spec at a time)"
+  npx jest -c jest.failover.config.js "$@"
 fi
 
 step "no redis-server of ours left running"

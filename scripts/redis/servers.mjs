@@ -933,12 +933,19 @@ async function stopNodesByDir(nodes) {
  * Start a Redis Cluster: masters * (1 + replicasPerMaster) nodes, each with its own free port and
  * its own free cluster bus port (`--cluster-port`), created with `redis-cli --cluster create`.
  */
-export async function startCluster({ baseDir, masters = 3, replicasPerMaster = 1, timeoutMs = DEFAULT_CLUSTER_TIMEOUT_MS } = {}) {
+export async function startCluster({
+  baseDir,
+  masters = 3,
+  replicasPerMaster = 1,
+  nodeTimeout = 5000,
+  timeoutMs = DEFAULT_CLUSTER_TIMEOUT_MS,
+} = {}) {
   const base = requireBaseDir(baseDir, 'startCluster');
   if (!Number.isInteger(masters) || masters < 3) throw new TypeError('startCluster: masters must be an integer >= 3');
   if (!Number.isInteger(replicasPerMaster) || replicasPerMaster < 0) {
     throw new TypeError('startCluster: replicasPerMaster must be a non-negative integer');
   }
+  if (!Number.isInteger(nodeTimeout) || nodeTimeout < 100) throw new TypeError('startCluster: nodeTimeout must be an integer >= 100');
   const { server: bin, cli } = findRedisBinaries();
   const total = masters * (1 + replicasPerMaster);
   const deadline = Date.now() + timeoutMs;
@@ -957,7 +964,7 @@ export async function startCluster({ baseDir, masters = 3, replicasPerMaster = 1
               '--cluster-enabled', 'yes',
               '--cluster-config-file', `nodes-${port}.conf`,
               '--cluster-port', String(busPort),
-              '--cluster-node-timeout', '5000',
+              '--cluster-node-timeout', String(nodeTimeout),
             ];
             return { bin, argv, port, busPort, dir, label: `cluster node ${HOST}:${port} (bus ${busPort})` };
           },
@@ -1160,4 +1167,88 @@ export async function startSentinel({
     await stopNodesByDir(started).catch(() => {});
     throw error;
   }
+}
+
+// ---------------------------------------------------------------------------
+// TLS and ACL
+// ---------------------------------------------------------------------------
+
+async function openssl(argv) {
+  await execFileText('openssl', argv, 30_000).catch((error) => {
+    throw new Error(`openssl is needed for TLS tests (apt-get install openssl): ${error.message}`);
+  });
+}
+
+/**
+ * Make a throw-away CA and a server certificate it signs for `127.0.0.1` (subjectAltName
+ * `IP:127.0.0.1`), plus a second, unrelated CA (to test a client that trusts the wrong one),
+ * with `openssl` in `dir`. EC P-256 keys: quick to make.
+ */
+export async function makeTlsCertificates({ dir }) {
+  const base = requireBaseDir(dir, 'makeTlsCertificates');
+  await fsp.mkdir(base, { recursive: true });
+  const file = (name) => path.join(base, name);
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  for (const ca of ['ca', 'other-ca']) {
+    await openssl(['req', '-x509', ...ec, '-keyout', file(`${ca}.key`), '-out', file(`${ca}.crt`), '-days', '2', '-subj', `/CN=nestjs-redis-infra test ${ca}`]);
+  }
+  await fsp.writeFile(file('server.ext'), `subjectAltName=IP:${HOST}\n`);
+  await openssl(['req', ...ec, '-keyout', file('server.key'), '-out', file('server.csr'), '-subj', `/CN=${HOST}`]);
+  await openssl([
+    'x509', '-req', '-in', file('server.csr'), '-CA', file('ca.crt'), '-CAkey', file('ca.key'), '-CAcreateserial',
+    '-out', file('server.crt'), '-days', '2', '-extfile', file('server.ext'),
+  ]);
+  return {
+    dir: base,
+    caFile: file('ca.crt'),
+    certFile: file('server.crt'),
+    keyFile: file('server.key'),
+    otherCaFile: file('other-ca.crt'),
+    ca: await fsp.readFile(file('ca.crt'), 'utf8'),
+    otherCa: await fsp.readFile(file('other-ca.crt'), 'utf8'),
+  };
+}
+
+/**
+ * Start a standalone redis-server that also listens with TLS on `tlsPort` (client certificates
+ * not required). Its plain port stays open on loopback for setup commands (`sendCommand`, ACL
+ * helpers) and the readiness probe; clients under test use `tlsUrl`.
+ */
+export async function startTlsStandalone({ baseDir, certificates, password, args = [], timeoutMs } = {}) {
+  const base = requireBaseDir(baseDir, 'startTlsStandalone');
+  const certs = certificates ?? (await makeTlsCertificates({ dir: path.join(base, 'tls') }));
+  const tlsPort = await freePort();
+  const server = await startStandalone({
+    baseDir: base,
+    password,
+    timeoutMs,
+    args: [
+      '--tls-port', String(tlsPort),
+      '--tls-cert-file', certs.certFile,
+      '--tls-key-file', certs.keyFile,
+      '--tls-ca-cert-file', certs.caFile,
+      '--tls-auth-clients', 'no',
+      ...args,
+    ],
+  });
+  return Object.assign(server, { tlsPort, tlsUrl: `rediss://${HOST}:${tlsPort}`, certificates: certs });
+}
+
+/**
+ * `ACL SETUSER <username> reset <rules...>`: (re)creates an ACL user with exactly `rules`
+ * (e.g. `['on', '>secret', '~app:*', '&app:*', '+@read']`).
+ */
+export async function setAclUser(target, username, rules) {
+  if (!Array.isArray(rules)) throw new TypeError('setAclUser: rules must be an array of ACL rules');
+  return sendCommand(target, ['ACL', 'SETUSER', username, 'reset', ...rules]);
+}
+
+/** `ACL LOG` entries (most recent first): what the server refused, to whom and why. */
+export async function aclLog(target, count = 128) {
+  const entries = await sendCommand(target, ['ACL', 'LOG', count]);
+  return (Array.isArray(entries) ? entries : []).map((entry) => {
+    const fields = {};
+    for (let i = 0; i + 1 < entry.length; i += 2) fields[entry[i]] = entry[i + 1];
+    return fields;
+  });
 }

@@ -2,10 +2,32 @@ import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
 import type { ResolvedRedisConfig } from '../config/resolve-options.js';
 import { backoffDelay } from './backoff.js';
 import { coalesceWrites } from './coalesce-writes.js';
+import { redactClientErrors } from './redact-errors.js';
 import { withTimeout } from './wait.js';
 
 /** The ioredis client we hand out: a standalone/Sentinel `Redis` or a `Cluster`. */
 export type RedisClient = Redis | Cluster;
+
+/**
+ * How a Cluster client rides out a master failover. A command sent to a master that died is
+ * retried every `retryDelayOnFailover` ms (with a slot refresh) until a replica has taken over;
+ * ioredis's defaults (16 tries, 100 ms apart) give up after about 1.6 s with "Too many Cluster
+ * redirections", while a cluster needs about its `cluster-node-timeout` (15 s by default) plus an
+ * election. 100 tries 200 ms apart cover 20 s; `commandTimeout`, when set, still bounds every
+ * command. `cluster.clusterOptions` overrides each of these.
+ */
+const CLUSTER_FAILOVER_DEFAULTS = {
+  retryDelayOnFailover: 200,
+  retryDelayOnClusterDown: 200,
+  maxRedirections: 100,
+} as const satisfies ClusterOptions;
+
+/**
+ * Through Sentinel, the next reconnect attempt asks the sentinels where the master is, so after
+ * a failover the first attempt after the switch finds the new master: a long backoff would only
+ * add to the write gap (measured: 2.2 s of a 5 s gap after a SIGKILL of the master).
+ */
+const SENTINEL_MAX_RECONNECT_DELAY = 500;
 
 /** What a connection is for; it shows in `CLIENT LIST` as `<connectionName>:<role>`. */
 export type ConnectionRole = 'command' | 'subscriber' | 'dedicated';
@@ -31,11 +53,23 @@ export function createClient(
   node?: { host: string; port: number },
 ): RedisClient {
   const client = newClient(config, role, node);
+  redactClientErrors(client, clientSecrets(config));
   // Not on the subscriber (it hardly writes), nor on copies of a client the application owns.
   if (config.coalesceWrites && role !== 'subscriber' && config.target.kind !== 'client') {
     coalesceWrites(client);
   }
   return client;
+}
+
+/** Every secret a client of this configuration may send: what its errors must never show. */
+export function clientSecrets(config: ResolvedRedisConfig): Array<string | undefined> {
+  const target = config.target;
+  if (target.kind === 'client') {
+    const source = target.client;
+    const options = (isCluster(source) ? source.options.redisOptions : source.options) ?? {};
+    return [options.password, (options as RedisOptions).sentinelPassword];
+  }
+  return [config.password, target.kind === 'sentinel' ? target.sentinelPassword : undefined];
 }
 
 function newClient(
@@ -75,6 +109,7 @@ function newClient(
   switch (target.kind) {
     case 'cluster': {
       const options: ClusterOptions = {
+        ...CLUSTER_FAILOVER_DEFAULTS,
         ...target.clusterOptions,
         keyPrefix,
         scaleReads: target.scaleReads,
@@ -90,7 +125,10 @@ function newClient(
         ...base,
         keyPrefix,
         enableAutoPipelining: role === 'command' && config.autoPipelining,
-        retryStrategy,
+        retryStrategy: (times: number) => {
+          const delay = retryStrategy(times);
+          return delay === null ? null : Math.min(delay, SENTINEL_MAX_RECONNECT_DELAY);
+        },
         sentinels: target.sentinels,
         name: target.name,
         role: target.role,
@@ -142,11 +180,56 @@ export async function disconnectAndWait(client: RedisClient, bound: number): Pro
   const status = client.status;
   if (status === 'end') return;
   if (status !== 'connect' && status !== 'ready' && status !== 'connecting') {
+    for (const node of isCluster(client) ? client.nodes('all') : [client]) {
+      if (node.status !== 'connect' && node.status !== 'ready') noLingeringDestroyTimer(node);
+    }
     client.disconnect();
+    markEnded(client);
     return;
   }
   const ended = new Promise<void>((resolve) => client.once('end', () => resolve()));
   client.disconnect();
   // ioredis destroys the socket after `disconnectTimeout` (= shutdownTimeout) at the latest.
   await withTimeout(ended, bound + 100, () => new Error('end timeout')).catch(() => undefined);
+}
+
+/**
+ * Between reconnect attempts the socket is already closed, yet `disconnect()` arms a timer of
+ * `disconnectTimeout` to destroy it, which only a `close` event (gone already) would clear:
+ * the process could not exit before it fires. With nothing to destroy, it may fire at once.
+ */
+function noLingeringDestroyTimer(node: Redis): void {
+  const connector = (node as unknown as { connector?: { disconnectTimeout?: unknown } }).connector;
+  if (connector && typeof connector.disconnectTimeout === 'number') connector.disconnectTimeout = 0;
+}
+
+/**
+ * `disconnect()` between two reconnect attempts cancels the next attempt, but ioredis leaves the
+ * status at `reconnecting` (a cluster's at `disconnecting`): a command sent afterwards would be
+ * queued for a reconnect that never comes, and hang. Setting `end`, as ioredis does when a
+ * socket closes on purpose, makes such commands fail at once with "Connection is closed."
+ */
+function markEnded(client: RedisClient): void {
+  if (client.status === 'end') return;
+  const setStatus = (client as unknown as { setStatus?: (status: string) => void }).setStatus;
+  if (typeof setStatus === 'function') setStatus.call(client, 'end');
+}
+
+/** The internals `failQueuedCommands` reaches: ioredis keeps its queues private. */
+interface QueueHolder {
+  flushQueue?: (error: Error, options?: { offlineQueue?: boolean; commandQueue?: boolean }) => void;
+}
+
+/**
+ * Rejects every command still waiting in a client (the offline queue of a client that is
+ * reconnecting, the replies not yet received), on every node of a cluster, with `error`.
+ * ioredis does this itself only when a socket closes; a client between reconnect attempts has
+ * no socket, so after `disconnect()` its queued commands would never settle.
+ */
+export function failQueuedCommands(client: RedisClient, error: Error): void {
+  const holders: RedisClient[] = isCluster(client) ? [client, ...client.nodes('all')] : [client];
+  for (const holder of holders) {
+    const flush = (holder as unknown as QueueHolder).flushQueue;
+    if (typeof flush === 'function') flush.call(holder, error);
+  }
 }

@@ -24,6 +24,10 @@ import {
 } from './lock.scripts.js';
 import { WITH_LOCK_METADATA, type WithLockMetadata } from './with-lock.decorator.js';
 import { resolveTemplate, wrapDecoratedMethods } from '../discovery/decorated-methods.js';
+import { coordinatorFor } from './coordination.js';
+import type { LeaderElection, LeaderOptions } from './leader.js';
+import type { ReadWriteLock, ReadWriteLockOptions } from './read-write-lock.js';
+import type { Semaphore, SemaphoreOptions } from './semaphore.js';
 
 /** Longest lock TTL (and `wait`) accepted, in ms: 24 hours. */
 export const MAX_LOCK_DURATION_MS = 24 * 60 * 60_000;
@@ -636,6 +640,53 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     const copy = new Error(this.describe(err));
     copy.name = err instanceof Error ? err.name : 'Error';
     return copy;
+  }
+
+  // --- Coordination: semaphores, read-write locks, leader election ------------------------
+
+  /**
+   * A counting semaphore: at most `limit` holders of `name` at once, across every process.
+   * Permits expire with their holder (a crashed one's frees after `ttl`) and are renewed while
+   * held. Throws on an invalid name, `limit` or `ttl`.
+   *
+   * @example
+   * ```ts
+   * const exports = this.locks.semaphore('pdf-export', { limit: 3, ttl: 10_000 });
+   * await exports.withPermit((permit) => this.render({ signal: permit.signal }));
+   * ```
+   */
+  semaphore(name: string, options: SemaphoreOptions): Semaphore {
+    return coordinatorFor(this.connection).semaphore(name, options);
+  }
+
+  /**
+   * A read-write lock: many readers or one writer of `name`, across every process; a waiting
+   * writer blocks new readers, and the write side carries a fencing token.
+   *
+   * @example
+   * ```ts
+   * const catalog = this.locks.readWrite('catalog');
+   * const page = await catalog.withRead(() => this.readCatalog());
+   * await catalog.withWrite((lock) => this.rebuildCatalog(lock.fencingToken));
+   * ```
+   */
+  readWrite(name: string, options: ReadWriteLockOptions = {}): ReadWriteLock {
+    return coordinatorFor(this.connection).readWrite(name, options);
+  }
+
+  /**
+   * Campaigns for the leadership of `name` until `stop()` or shutdown (then it resigns): at
+   * most one leader at a time across every process; when the leader dies, another takes over
+   * within `ttl` plus one round trip.
+   *
+   * @example
+   * ```ts
+   * const election = this.locks.leader('compactor', { ttl: 5_000 });
+   * election.on('change', ({ isLeader, term }) => this.logger.log({ isLeader, term }));
+   * ```
+   */
+  leader(name: string, options: LeaderOptions = {}): LeaderElection {
+    return coordinatorFor(this.connection).leader(name, options);
   }
 }
 

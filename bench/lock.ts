@@ -766,6 +766,7 @@ async function procSession(
       violations,
     };
   } finally {
+    for (const p of doneAll) p.catch(() => undefined); // killed below: no result to wait for
     for (const c of children) if (c.exitCode === null) c.kill();
   }
 }
@@ -778,7 +779,14 @@ async function runProcesses(
 ): Promise<Verdict[]> {
   const libs: Lib[] = ['ours', ...peerLibs];
   const results: ProcResult[] = [];
-  for (const lib of shuffle(libs)) results.push(await procSession(settings, lib, url, base));
+  for (const lib of shuffle(libs)) {
+    const started = performance.now();
+    results.push(await procSession(settings, lib, url, base));
+    // Printed as it comes: on a loaded machine a later session may not finish in time.
+    console.log(
+      `session ${lib}: ${JSON.stringify(results[results.length - 1])} (${((performance.now() - started) / 1000).toFixed(1)} s with start-up)`,
+    );
+  }
   results.sort((a, b) => libs.indexOf(a.lib) - libs.indexOf(b.lib));
   console.log(
     `\n4. ${settings.procs} processes, one resource, ${settings.sections} sections (peers tuned: ${JSON.stringify(PEER_TUNED)}); machine load ${fmtLoad(os.loadavg(), cpuPressure())}`,

@@ -139,6 +139,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
    */
   async tryAcquire(resource: string, options: TryAcquireLockOptions = {}): Promise<Lock | null> {
     checkResource('tryAcquire', resource);
+    checkOptions('tryAcquire', options);
     const ttl = checkDuration('LockService.tryAcquire', 'ttl', options.ttl ?? this.defaults.ttl);
     const start = Date.now();
     const token = this.tokens.next();
@@ -166,6 +167,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
    */
   async acquire(resource: string, options: AcquireLockOptions = {}): Promise<Lock> {
     checkResource('acquire', resource);
+    checkOptions('acquire', options);
     const ttl = checkDuration('LockService.acquire', 'ttl', options.ttl ?? this.defaults.ttl);
     const wait = checkDuration('LockService.acquire', 'wait', options.wait ?? this.defaults.wait);
     return this.acquireWaiting(resource, ttl, wait, options.signal);
@@ -184,12 +186,16 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     options: WithLockOptions = {},
   ): Promise<T> {
     checkResource('withLock', resource);
+    checkOptions('withLock', options);
+    if (typeof fn !== 'function') {
+      throw new TypeError(`LockService.withLock: fn must be a function, got ${show(fn)}`);
+    }
     const ttl = checkDuration('LockService.withLock', 'ttl', options.ttl ?? this.defaults.ttl);
     const wait = checkDuration('LockService.withLock', 'wait', options.wait ?? this.defaults.wait);
     const autoExtend = options.autoExtend ?? true;
     if (autoExtend && ttl <= this.defaults.extendMargin) {
       throw new RangeError(
-        `LockService.withLock("${resource}"): ttl ${ttl} ms is not longer than lock.extendMargin ` +
+        `LockService.withLock(${show(resource)}): ttl ${ttl} ms is not longer than lock.extendMargin ` +
           `(${this.defaults.extendMargin} ms), so the lock would expire before it could be renewed. ` +
           'Raise ttl, lower lock.extendMargin, or pass autoExtend: false.',
       );
@@ -764,28 +770,51 @@ class TokenSource {
 function checkResource(method: string, resource: unknown): asserts resource is string {
   if (typeof resource !== 'string' || resource.length === 0) {
     throw new TypeError(
-      `LockService.${method}: resource must be a non-empty string, got ${JSON.stringify(resource) ?? String(resource)}`,
+      `LockService.${method}: resource must be a non-empty string, got ${show(resource)}`,
     );
   }
   const bytes = Buffer.byteLength(resource);
   if (bytes > MAX_RESOURCE_BYTES) {
     throw new RangeError(
       `LockService.${method}: resource must be at most ${MAX_RESOURCE_BYTES} bytes (UTF-8), got ` +
-        `${bytes} bytes: ${JSON.stringify(resource.slice(0, 64))}… (hash long names yourself)`,
+        `${bytes} bytes: ${show(resource)} (hash long names yourself)`,
     );
   }
+}
+
+/** Options must be an object (or left out); a function for `fn`. */
+function checkOptions(method: string, options: unknown): void {
+  if (options !== undefined && (options === null || typeof options !== 'object')) {
+    throw new TypeError(`LockService.${method}: options must be an object, got ${show(options)}`);
+  }
+}
+
+/** A value for an error message: never throws (BigInt, cycles), never long. */
+function show(value: unknown): string {
+  let text: string;
+  try {
+    text =
+      typeof value === 'string'
+        ? JSON.stringify(value)
+        : typeof value === 'bigint'
+          ? `${value}n`
+          : (JSON.stringify(value) ?? String(value));
+  } catch {
+    text = Object.prototype.toString.call(value);
+  }
+  return text.length > 64 ? `${text.slice(0, 64)}…` : text;
 }
 
 /** Positive, finite, at most 24 h; rounded up to a whole ms (Redis takes integers only). */
 function checkDuration(method: string, name: string, value: unknown): number {
   if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
     throw new RangeError(
-      `${method}: ${name} must be a positive finite number of milliseconds, got ${String(value)}`,
+      `${method}: ${name} must be a positive finite number of milliseconds, got ${show(value)}`,
     );
   }
   if (value > MAX_LOCK_DURATION_MS) {
     throw new RangeError(
-      `${method}: ${name} must be at most ${MAX_LOCK_DURATION_MS} ms (24 h), got ${String(value)}`,
+      `${method}: ${name} must be at most ${MAX_LOCK_DURATION_MS} ms (24 h), got ${show(value)}`,
     );
   }
   return Math.ceil(value);

@@ -381,8 +381,11 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
         let reply: AcquireReply;
         try {
           // Bounded by the wait: ioredis may hold a command through many reconnect attempts.
-          reply = await withinDeadline(this.runAcquire(resource, token, ttl, mode), deadline, () =>
-            stop('Redis did not answer within the wait'),
+          reply = await withinDeadline(
+            this.runAcquire(resource, token, ttl, mode),
+            deadline,
+            () => aborted() ?? stop('Redis did not answer within the wait'),
+            [signal, this.abortWaits.signal],
           );
           if (reply[0] === 1) return await this.granted(resource, token, ttl, reply, sentAt);
         } catch (err) {
@@ -715,21 +718,34 @@ const SWEEP_INTERVAL_MS = 1_000;
 const RESUBSCRIBE_AFTER_MS = 60_000;
 const DEFAULT_HOLDER_ID = `${hostname()}:${process.pid}`;
 
-/** `promise`, or a rejection with `onTimeout()` once `deadline` (epoch ms) has passed. */
+/**
+ * `promise`, or a rejection with `onStop()` once `deadline` (epoch ms) has passed or a signal
+ * aborts: a caller (or shutdown) never waits on a command ioredis keeps through reconnects.
+ */
 function withinDeadline<T>(
   promise: Promise<T>,
   deadline: number,
-  onTimeout: () => Error,
+  onStop: () => Error,
+  signals: Array<AbortSignal | undefined>,
 ): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(onTimeout()), Math.max(0, deadline - Date.now()));
+    const stop = (): void => {
+      cleanup();
+      reject(onStop());
+    };
+    const timer = setTimeout(stop, Math.max(0, deadline - Date.now()));
+    const cleanup = (): void => {
+      clearTimeout(timer);
+      for (const s of signals) s?.removeEventListener('abort', stop);
+    };
+    for (const s of signals) s?.addEventListener('abort', stop, { once: true });
     promise.then(
       (value) => {
-        clearTimeout(timer);
+        cleanup();
         resolve(value);
       },
       (err: unknown) => {
-        clearTimeout(timer);
+        cleanup();
         reject(err);
       },
     );

@@ -814,7 +814,9 @@ function show(value: unknown): string {
         ? JSON.stringify(value)
         : typeof value === 'bigint'
           ? `${value}n`
-          : (JSON.stringify(value) ?? String(value));
+          : typeof value === 'number'
+            ? String(value)
+            : (JSON.stringify(value) ?? String(value));
   } catch {
     text = Object.prototype.toString.call(value);
   }

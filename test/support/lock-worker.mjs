@@ -8,7 +8,8 @@
 // "held <fencingToken>" once it has it, then one JSON line { outcome, error, fencingToken }.
 // With { mode: 'wait', rounds }: per round (the first starts with the start line, each next one
 // with another line on stdin) waits in acquire, prints "held <round>", releases, prints
-// "released <round>"; then one JSON line { done }.
+// "released <round>"; then one JSON line { done }. (After "held <round>" it also prints
+// "fence <round> <fencingToken>".)
 import 'reflect-metadata';
 import { Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
@@ -62,8 +63,8 @@ if (spec.mode === 'wait') {
     lines.length ? (lines.pop(), Promise.resolve()) : new Promise((r) => (next = r));
   for (let round = 0; round < spec.rounds; round++) {
     if (round > 0) await line();
-    const lock = await locks.acquire(spec.resource, { ttl: 5000, wait: 5000 });
-    process.stdout.write(`held ${round}\n`);
+    const lock = await locks.acquire(spec.resource, { ttl: 5000, wait: spec.wait ?? 5000 });
+    process.stdout.write(`held ${round}\nfence ${round} ${lock.fencingToken}\n`);
     await lock.release();
     process.stdout.write(`released ${round}\n`);
   }

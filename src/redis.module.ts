@@ -18,6 +18,7 @@ import { RedisService } from './redis.service.js';
 import { SessionService } from './session/session.service.js';
 import { PubSubService } from './pubsub/pubsub.service.js';
 import { StreamsService } from './streams/streams.service.js';
+import { RedisBullMq } from './bullmq/redis-bullmq.js';
 
 const builder = new ConfigurableModuleBuilder<RedisModuleOptions>({ moduleName: 'Redis' })
   .setClassMethodName('forRoot')
@@ -48,6 +49,7 @@ const SERVICES = [
   SessionService,
   PubSubService,
   StreamsService,
+  RedisBullMq,
 ];
 
 function withConnection(definition: DynamicModule, extras: RedisModuleExtras): DynamicModule {

@@ -16,6 +16,7 @@ describe('package root', () => {
         'LockService',
         'OnRedisMessage',
         'PubSubService',
+        'RedisBullMq',
         'RedisConfigError',
         'RedisConnectionError',
         'RedisCrossSlotError',

@@ -63,7 +63,8 @@ export class RedisBullMq implements OnApplicationShutdown {
     const target = this.config.target;
     const cluster =
       target.kind === 'cluster' || (target.kind === 'client' && isCluster(target.client));
-    return toBullMqPrefix(this.config.keyPrefix, cluster);
+    // A client passed in carries its own keyPrefix; the connection knows which applies.
+    return toBullMqPrefix(this.redis.keyPrefix, cluster);
   }
 
   /**

@@ -1,5 +1,7 @@
 import { beforeAll, describe, expect, it } from '@jest/globals';
-import { Queue } from 'bullmq';
+import { Queue, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import { toBullMqPrefix } from '../../src/bullmq/bullmq-prefix.js';
 import { RedisBullMq, RedisModule } from '../../src/index.js';
 import { CapturingLogger, startApp } from '../support/app.js';
 import { specDir, startStandalone, uniqueConnectionName, waitFor } from '../support/redis.js';
@@ -42,6 +44,47 @@ describe('RedisBullMq against a server of its own', () => {
       expect(logs.matching('maxmemory-policy')).toHaveLength(1);
       expect(logs.matching('maxmemory-policy')[0]).toContain('noeviction');
     } finally {
+      await redis.stop();
+    }
+  });
+
+  it('translates key prefixes', () => {
+    expect(toBullMqPrefix('', false)).toBe('bull');
+    expect(toBullMqPrefix('', true)).toBe('{bull}');
+    expect(toBullMqPrefix('shop::', false)).toBe('shop');
+    expect(toBullMqPrefix('shop:', true)).toBe('{shop}');
+    expect(toBullMqPrefix('{shop}:', true)).toBe('{shop}');
+  });
+
+  it('runs on a copy of a client passed in, without its keyPrefix; the client stays open', async () => {
+    const redis = await startStandalone({ baseDir: dir });
+    const client = new Redis(redis.url, { keyPrefix: 'mine:' });
+    try {
+      const app = await startApp({
+        imports: [RedisModule.forRoot({ client })],
+      });
+      const bridge = app.get(RedisBullMq);
+      const connection = bridge.connection();
+      expect(connection).not.toBe(client);
+      expect(connection.options.keyPrefix).toBeFalsy();
+      expect(
+        (connection.options as { maxRetriesPerRequest?: unknown }).maxRetriesPerRequest,
+      ).toBeNull();
+      expect(bridge.prefix).toBe('mine');
+      const queue = new Queue('copied', bridge.queueOptions());
+      const worker = new Worker('copied', async () => 'ok', bridge.workerOptions());
+      const job = await queue.add('x', {});
+      await waitFor(async () => (await queue.getJobState(job.id!)) === 'completed', {
+        what: 'the job completed',
+      });
+      expect(await client.exists(`copied:${job.id}`)).toBe(1); // 'mine:' + 'copied:<id>'
+      await worker.close();
+      await queue.close();
+      await app.close();
+      expect(connection.status).toBe('end');
+      expect(await client.ping()).toBe('PONG');
+    } finally {
+      client.disconnect();
       await redis.stop();
     }
   });

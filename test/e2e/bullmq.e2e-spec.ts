@@ -80,7 +80,8 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       }).compile();
       app = await moduleRef.init();
       bridge = app.get(RedisBullMq);
-    });
+      // ensureBuilt() may compile dist/ for the child worker first.
+    }, 120_000);
 
     afterAll(async () => {
       await app?.close();

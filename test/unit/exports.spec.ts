@@ -17,6 +17,7 @@ describe('package root', () => {
         'LockService',
         'OnRedisMessage',
         'PubSubService',
+        'RedisBullMq',
         'RedisConfigError',
         'RedisConnectionError',
         'RedisCrossSlotError',

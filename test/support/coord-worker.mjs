@@ -21,6 +21,11 @@ import 'reflect-metadata';
 import { Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 
+// A worker never outlives its spec: when the spec's process goes away (its end of stdin closes)
+// or after four minutes, whatever state it is in, it exits by itself.
+process.stdin.once('end', () => process.exit(4));
+setTimeout(() => process.exit(3), 240_000).unref();
+
 const { RedisModule, LockService, getRedisToken } = await import(
   new URL('../../dist/index.js', import.meta.url).href
 );

@@ -19,6 +19,11 @@ const { RedisModule, LockService, getRedisToken } = await import(
 );
 const spec = JSON.parse(process.argv[2]);
 
+// A worker never outlives its spec: when the spec's process goes away (its end of stdin closes)
+// or after four minutes, whatever state it is in, it exits by itself.
+process.stdin.once('end', () => process.exit(4));
+setTimeout(() => process.exit(3), 240_000).unref();
+
 class WorkerModule {}
 Module({ imports: [RedisModule.forRoot(spec.options)] })(WorkerModule);
 

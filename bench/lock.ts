@@ -129,6 +129,10 @@ interface Settings {
   check: boolean;
   /** Run scenario 1 only (a quick check of the uncontended figures). */
   uncontendedOnly: boolean;
+  /** Run scenario 4 only: `procs` processes contending for one resource. */
+  processes: boolean;
+  procs: number;
+  sections: number;
 }
 
 function readSettings(argv: string[]): Settings {
@@ -144,8 +148,10 @@ function readSettings(argv: string[]): Settings {
       'tp-ms',
       'tp-rounds',
       'timeout-ms',
+      'procs',
+      'sections',
     ],
-    ['check', 'uncontended-only'],
+    ['check', 'uncontended-only', 'processes'],
   );
   return {
     rounds: args.num('rounds', 10, 1, 1_000),
@@ -159,6 +165,9 @@ function readSettings(argv: string[]): Settings {
     timeoutMs: args.num('timeout-ms', 300_000, 10_000, 3_600_000),
     check: args.on('check'),
     uncontendedOnly: args.on('uncontended-only'),
+    processes: args.on('processes'),
+    procs: args.num('procs', 20, 2, 64),
+    sections: args.num('sections', 1_000, 20, 100_000),
   };
 }
 
@@ -520,6 +529,314 @@ async function throughputSession(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Scenario 4: `procs` processes, one resource, `sections` critical sections
+// ---------------------------------------------------------------------------------------------
+// Each process runs one contender (ours: a Nest application context; peers: tuned Redlock over
+// one ioredis client) in a loop: acquire, one event-loop turn, release; it prints one line per
+// section with epoch timestamps (performance.timeOrigin + now(): one clock on one host) and,
+// at the end, how many commands its clients sent (Redis.prototype.sendCommand, counted from
+// "go"). The parent stops everyone once `sections` sections were reported and computes the
+// figures over the first `sections` sections in order of acquisition.
+
+const PROC_WORKER_FLAG = '--proc-worker';
+
+interface ProcWorkerSpec {
+  lib: Lib;
+  url: string;
+  keyPrefix: string;
+  resource: string;
+}
+
+const epochNow = (): number => performance.timeOrigin + performance.now();
+
+async function procWorker(spec: ProcWorkerSpec): Promise<void> {
+  let commands = 0;
+  const proto = Redis.prototype as unknown as { sendCommand: (...a: unknown[]) => unknown };
+  const original = proto.sendCommand;
+  proto.sendCommand = function (this: unknown, ...a: unknown[]) {
+    commands += 1;
+    return original.apply(this, a);
+  };
+  let acquire: () => Promise<Held>;
+  let close: () => Promise<void>;
+  if (spec.lib === 'ours') {
+    class WorkerModule {}
+    Module({ imports: [RedisModule.forRoot({ url: spec.url, keyPrefix: spec.keyPrefix })] })(
+      WorkerModule,
+    );
+    const app = await NestFactory.createApplicationContext(WorkerModule, {
+      logger: false,
+      abortOnError: false,
+    });
+    const locks = app.get(LockService);
+    acquire = () => locks.acquire(spec.resource, { ttl: TTL, wait: 60_000 });
+    close = () => app.close();
+  } else {
+    const client = await openClient(spec.url, spec.keyPrefix);
+    let redlock: PeerRedlock;
+    if (spec.lib === 'sesame') {
+      redlock = new SesameRedlock([client], PEER_DOCUMENTED) as unknown as PeerRedlock;
+    } else {
+      const specifier = 'redlock';
+      const mod = (await import(specifier)) as {
+        default: new (clients: Redis[], settings: object) => PeerRedlock;
+      };
+      redlock = new mod.default([client], PEER_DOCUMENTED);
+    }
+    redlock.on('error', () => undefined);
+    acquire = async () => {
+      for (;;) {
+        try {
+          return await redlock.acquire([spec.resource], TTL, PEER_TUNED);
+        } catch {
+          // gave up after its retries: ask again
+        }
+      }
+    };
+    close = () => closeClient(client);
+  }
+  // Warm: the scripts are loaded and the connections up before "go".
+  await (await acquire()).release();
+  let stop = false;
+  let go: () => void = () => undefined;
+  const started = new Promise<void>((resolve) => (go = resolve));
+  process.stdin.on('data', (chunk: Buffer) => {
+    const text = chunk.toString();
+    if (text.includes('go')) go();
+    if (text.includes('stop')) stop = true;
+  });
+  process.stdout.write('ready\n');
+  await started;
+  commands = 0;
+  const lines: string[] = [];
+  while (!stop) {
+    const waitStart = epochNow();
+    const lock = await acquire();
+    const acquiredAt = epochNow();
+    await turn();
+    const releaseAt = epochNow();
+    await lock.release();
+    process.stdout.write(`s ${waitStart} ${acquiredAt} ${releaseAt}\n`);
+    lines.push('');
+  }
+  const sent = commands;
+  await close();
+  process.stdout.write(`done ${sent} ${lines.length}\n`);
+  process.stdin.destroy();
+}
+
+interface ProcSection {
+  proc: number;
+  waitStart: number;
+  acquiredAt: number;
+  releaseAt: number;
+}
+
+interface ProcResult {
+  lib: Lib;
+  totalMs: number;
+  commandsPerSection: number;
+  handoffMedianMs: number;
+  handoffP99Ms: number;
+  rttMedianMs: number;
+  fifoShare: number;
+  jain: number;
+  violations: number;
+}
+
+async function procSession(
+  settings: Settings,
+  lib: Lib,
+  url: string,
+  base: string,
+): Promise<ProcResult> {
+  const { spawn } = await import('node:child_process');
+  const spec: ProcWorkerSpec = {
+    lib,
+    url,
+    keyPrefix: `${base}procs:${lib}:`,
+    resource: 'contended',
+  };
+  const children = Array.from({ length: settings.procs }, () =>
+    spawn(process.execPath, [process.argv[1]!, PROC_WORKER_FLAG, JSON.stringify(spec)], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    }),
+  );
+  const sections: ProcSection[] = [];
+  let reported = 0;
+  let stopped = false;
+  const done: Array<{ commands: number; sections: number }> = [];
+  const readyAll: Promise<void>[] = [];
+  const doneAll: Promise<void>[] = [];
+  children.forEach((child, proc) => {
+    let buffer = '';
+    let onReady: () => void = () => undefined;
+    let onDone: () => void = () => undefined;
+    readyAll.push(new Promise((resolve) => (onReady = resolve)));
+    doneAll.push(
+      new Promise((resolve, reject) => {
+        onDone = resolve;
+        child.on('exit', (code) =>
+          code === 0 ? resolve() : reject(new Error(`${lib} worker exited with ${code}`)),
+        );
+      }),
+    );
+    child.stdout!.on('data', (chunk: Buffer) => {
+      buffer += chunk.toString();
+      let nl: number;
+      while ((nl = buffer.indexOf('\n')) >= 0) {
+        const line = buffer.slice(0, nl);
+        buffer = buffer.slice(nl + 1);
+        if (line === 'ready') onReady();
+        else if (line.startsWith('s ')) {
+          const [, w, a, r] = line.split(' ');
+          sections.push({
+            proc,
+            waitStart: Number(w),
+            acquiredAt: Number(a),
+            releaseAt: Number(r),
+          });
+          reported += 1;
+          if (reported >= settings.sections && !stopped) {
+            stopped = true;
+            for (const c of children) c.stdin!.write('stop\n');
+          }
+        } else if (line.startsWith('done ')) {
+          const [, c, n] = line.split(' ');
+          done.push({ commands: Number(c), sections: Number(n) });
+          onDone();
+        }
+      }
+    });
+  });
+  try {
+    await Promise.all(readyAll);
+    // Round trips measured during the session, under the same load, for the hand-off target.
+    const probe = await openClient(url);
+    const rtts: number[] = [];
+    const goAt = epochNow();
+    for (const c of children) c.stdin!.write('go\n');
+    let running = true;
+    const finished = Promise.all(doneAll).finally(() => (running = false));
+    while (running) {
+      const t = performance.now();
+      await probe.ping();
+      rtts.push(performance.now() - t);
+      await sleep(5);
+    }
+    await finished;
+    await closeClient(probe);
+    const ordered = [...sections].sort((a, b) => a.acquiredAt - b.acquiredAt);
+    const first = ordered.slice(0, settings.sections);
+    const handoffs: number[] = [];
+    let violations = 0;
+    let fifo = 0;
+    let decisions = 0;
+    for (let i = 1; i < first.length; i++) {
+      const prev = first[i - 1]!;
+      const cur = first[i]!;
+      if (cur.acquiredAt < prev.releaseAt) violations += 1;
+      handoffs.push(cur.acquiredAt - prev.releaseAt);
+      // Who was waiting when the previous holder released: the next owner should be the one
+      // that has waited longest.
+      const waiting = ordered.filter(
+        (s) => s.waitStart <= prev.releaseAt && s.acquiredAt >= cur.acquiredAt,
+      );
+      if (waiting.length > 1) {
+        decisions += 1;
+        const oldest = Math.min(...waiting.map((s) => s.waitStart));
+        if (cur.waitStart === oldest) fifo += 1;
+      }
+    }
+    const perProc = new Array<number>(settings.procs).fill(0);
+    for (const s of first) perProc[s.proc]! += 1;
+    const commands = done.reduce((a, d) => a + d.commands, 0);
+    const all = done.reduce((a, d) => a + d.sections, 0);
+    handoffs.sort((a, b) => a - b);
+    rtts.sort((a, b) => a - b);
+    return {
+      lib,
+      totalMs: first[first.length - 1]!.releaseAt - goAt,
+      commandsPerSection: commands / Math.max(1, all),
+      handoffMedianMs: quantile(handoffs, 0.5),
+      handoffP99Ms: quantile(handoffs, 0.99),
+      rttMedianMs: quantile(rtts, 0.5),
+      fifoShare: decisions ? fifo / decisions : 1,
+      jain: jain(perProc),
+      violations,
+    };
+  } finally {
+    for (const p of doneAll) p.catch(() => undefined); // killed below: no result to wait for
+    for (const c of children) if (c.exitCode === null) c.kill();
+  }
+}
+
+async function runProcesses(
+  settings: Settings,
+  url: string,
+  base: string,
+  peerLibs: Lib[],
+): Promise<Verdict[]> {
+  const libs: Lib[] = ['ours', ...peerLibs];
+  const results: ProcResult[] = [];
+  for (const lib of shuffle(libs)) {
+    const started = performance.now();
+    results.push(await procSession(settings, lib, url, base));
+    // Printed as it comes: on a loaded machine a later session may not finish in time.
+    console.log(
+      `session ${lib}: ${JSON.stringify(results[results.length - 1])} (${((performance.now() - started) / 1000).toFixed(1)} s with start-up)`,
+    );
+  }
+  results.sort((a, b) => libs.indexOf(a.lib) - libs.indexOf(b.lib));
+  console.log(
+    `\n4. ${settings.procs} processes, one resource, ${settings.sections} sections (peers tuned: ${JSON.stringify(PEER_TUNED)}); machine load ${fmtLoad(os.loadavg(), cpuPressure())}`,
+  );
+  console.log(
+    table(
+      [
+        'contender',
+        'total ms',
+        'cmds/section',
+        'hand-off median ms',
+        'p99',
+        'PING ms',
+        'FIFO share',
+        'Jain',
+        'violations',
+      ],
+      results.map((r) => [
+        r.lib,
+        fmtMs(r.totalMs),
+        r.commandsPerSection.toFixed(2),
+        fmtMs(r.handoffMedianMs),
+        fmtMs(r.handoffP99Ms),
+        fmtMs(r.rttMedianMs),
+        r.fifoShare.toFixed(3),
+        r.jain.toFixed(3),
+        String(r.violations),
+      ]),
+    ),
+  );
+  const ours = results.find((r) => r.lib === 'ours')!;
+  const verdicts: Verdict[] = [];
+  for (const peer of results.filter((r) => r.lib !== 'ours')) {
+    const time = ours.totalMs / peer.totalMs;
+    const cmds = ours.commandsPerSection / peer.commandsPerSection;
+    console.log(
+      `ours / ${peer.lib}: total time ${time.toFixed(2)}x (target <= 1.0), commands per section ${cmds.toFixed(2)}x (target <= 1.0)`,
+    );
+    verdicts.push(time <= 1 && cmds <= 1 ? 'MET' : 'MISSED');
+  }
+  console.log(
+    `ours: hand-off median ${fmtMs(ours.handoffMedianMs)} ms vs PING ${fmtMs(ours.rttMedianMs)} ms (target <= 1 round trip): ${ours.handoffMedianMs <= ours.rttMedianMs ? 'MET' : 'MISSED'}`,
+  );
+  console.log(
+    `BENCH_JSON ${JSON.stringify({ bench: 'lock', processes: true, settings, results })}`,
+  );
+  return verdicts;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Output
 // ---------------------------------------------------------------------------------------------
 
@@ -676,6 +993,14 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
   if (redlock5) peers.push({ lib: 'redlock5', redlock: redlock5, isErr: isRedlock5Error });
   const peerLabel = (lib: Lib): string =>
     lib === 'sesame' ? '@sesamecare-oss/redlock' : lib === 'redlock5' ? 'redlock 5 beta' : 'ours';
+
+  if (settings.processes)
+    return runProcesses(
+      settings,
+      url,
+      base,
+      peers.map((p) => p.lib),
+    );
 
   // ===== 1. uncontended =====
   const uncontended: UncontendedSpec[] = [
@@ -1130,6 +1455,11 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
   };
   console.log(`BENCH_JSON ${JSON.stringify(json)}`);
   return [uVerdict, hVerdict];
+}
+
+if (process.argv[2] === PROC_WORKER_FLAG) {
+  await procWorker(JSON.parse(process.argv[3]!) as ProcWorkerSpec);
+  process.exit(0);
 }
 
 await runBenchmark('lock', {

@@ -145,6 +145,8 @@ export { RedisRecords } from './toolkit/records.js';
 export type { RecordShape, RecordValue, RecordsOptions } from './toolkit/records.js';
 export { ShardedCounter } from './toolkit/counter.js';
 export type { CounterOptions } from './toolkit/counter.js';
+export { RedisBullMq } from './bullmq/redis-bullmq.js';
+export type { RedisBullMqOptions } from './bullmq/redis-bullmq.js';
 export {
   CacheLoaderTimeoutError,
   LockLostError,

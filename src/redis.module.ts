@@ -21,6 +21,7 @@ import { SessionService } from './session/session.service.js';
 import { PubSubService } from './pubsub/pubsub.service.js';
 import { StreamsService } from './streams/streams.service.js';
 import { PresenceService } from './presence/presence.service.js';
+import { RedisBullMq } from './bullmq/redis-bullmq.js';
 
 const builder = new ConfigurableModuleBuilder<RedisModuleOptions>({ moduleName: 'Redis' })
   .setClassMethodName('forRoot')
@@ -53,6 +54,7 @@ const SERVICES = [
   PubSubService,
   StreamsService,
   PresenceService,
+  RedisBullMq,
 ];
 
 function withConnection(definition: DynamicModule, extras: RedisModuleExtras): DynamicModule {

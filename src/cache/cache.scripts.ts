@@ -35,6 +35,11 @@ export const cacheKeys = {
     const s = split(key);
     return s ? `cache:{${s.tag}}:l:${s.rest}` : `cache:{${key}}:lock`;
   },
+  /** Set while another instance waits for the lock holder's fill: it asks to be told. */
+  waiting: (key: string): string => {
+    const s = split(key);
+    return s ? `cache:{${s.tag}}:w:${s.rest}` : `cache:{${key}}:wait`;
+  },
   tag: (tag: string): string => `cache:tag:{${tag}}`,
   /**
    * `SCAN` patterns that find every entry and lock whose key starts with `escapedPrefix`
@@ -47,9 +52,9 @@ export const cacheKeys = {
   ],
 };
 
-const PLAIN_KEY = /^cache:\{([^}]+)\}(?::lock)?$/s;
+const PLAIN_KEY = /^cache:\{([^}]+)\}(?::lock|:wait)?$/s;
 const DIGEST_KEY = new RegExp(
-  `^cache:\\{[A-Za-z0-9_-]{${SLOT_DIGEST_LENGTH}}\\}:[el]:(.*}.*)$`,
+  `^cache:\\{[A-Za-z0-9_-]{${SLOT_DIGEST_LENGTH}}\\}:[elw]:(.*}.*)$`,
   's',
 );
 
@@ -69,8 +74,26 @@ export const INVALIDATION_CHANNEL = 'cache:invalidate';
  */
 
 /**
+ * Take the stampede lock of a key that was just read as missing or stale, and say whether an
+ * entry exists now, in one round trip: on a miss, that is all the leader needs before running
+ * the loader (only when an entry appeared meanwhile does it read it). A caller that finds the
+ * lock taken marks that it waits, so that the fill tells it. KEYS: lock, entry, waiting.
+ * ARGV: token, lock TTL (ms). Returns -1 (held by another), 0 (ours, no entry), 1 (ours, an
+ * entry exists).
+ */
+export const LOCK = new RedisScript<number>(
+  'cache-lock',
+  `if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
+  redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
+  return -1
+end
+return redis.call('EXISTS', KEYS[2])`,
+);
+
+/**
  * Store a loaded value and give up the stampede lock (only if still ours), in one round trip.
- * KEYS: entry, lock. ARGV: encoded entry, Redis TTL (ms), lock token.
+ * KEYS: entry, lock, waiting. ARGV: encoded entry, Redis TTL (ms), lock token. Returns 1 when
+ * another caller waits for this fill (and must be told), else 0.
  */
 export const FILL = new RedisScript<number>(
   'cache-fill',
@@ -78,18 +101,19 @@ export const FILL = new RedisScript<number>(
 if redis.call('GET', KEYS[2]) == ARGV[3] then
   redis.call('DEL', KEYS[2])
 end
-return 1`,
+return redis.call('DEL', KEYS[3])`,
 );
 
 /**
- * Give up the stampede lock without a value (the loader failed), so a waiter can try.
- * KEYS: lock. ARGV: token.
+ * Give up the stampede lock without a value (the loader failed), so a waiter can try (it is
+ * always told). KEYS: lock, waiting. ARGV: token.
  */
 export const ABANDON = new RedisScript<number>(
   'cache-abandon',
   `if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
 end
+redis.call('DEL', KEYS[2])
 return 1`,
 );
 

@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import {
   Inject,
   Injectable,
@@ -37,6 +37,7 @@ import {
   cacheKeys,
   FILL,
   INVALIDATION_CHANNEL,
+  LOCK,
   TAG_BUMP,
   TAG_VERSION,
   userKeyOf,
@@ -133,6 +134,12 @@ interface L2Read {
 
 const NO_ENTRY: Promise<undefined> = Promise.resolve(undefined);
 
+/** A stampede lock this instance holds; `quiet`: the key had no entry when it was taken. */
+interface HeldLock {
+  token: string;
+  quiet: boolean;
+}
+
 const MISS = Symbol('miss');
 
 /**
@@ -170,6 +177,8 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
   private closing = false;
   /** The Redis user may not PUBLISH to our channel (ACL): notifications are off. */
   private publishRefused = false;
+  /** Stampede locks taken so far, for their tokens. */
+  private lockSeq = 0;
   private nextSubscribeAttempt = 0;
   private readonly deadlines = new DeadlineGroup();
   /** The interval that gives up L2 reads past `cache.timeout`, while any is in flight. */
@@ -244,7 +253,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
    */
   async set<T>(key: string, value: T, options: CacheSetOptions = {}): Promise<void> {
     checkKey('set', key);
-    checkOptionsObject(`CacheService.set(${describeKey(key)})`, 'options', options);
+    checkOptionsObject(() => `CacheService.set(${describeKey(key)})`, 'options', options);
     this.kickSubscription();
     const { ttl, grace } = this.durations('set', key, options);
     const tags = checkTags('set', key, options.tags);
@@ -279,7 +288,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
         `CacheService.getOrSet(${describeKey(key)}): loader must be a function, got ${describeValue(loader)}`,
       );
     }
-    checkOptionsObject(`CacheService.getOrSet(${describeKey(key)})`, 'options', options);
+    checkOptionsObject(() => `CacheService.getOrSet(${describeKey(key)})`, 'options', options);
     this.durations('getOrSet', key, options);
     checkTags('getOrSet', key, options.tags);
     checkLoaderTimeout(key, 'timeout', options.timeout);
@@ -561,7 +570,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     grace: number,
     tags: string[] | undefined,
     loadMs: number,
-    lockToken?: string,
+    lock?: HeldLock,
   ): Promise<void> {
     this.dropLocal(key);
     const now = Date.now();
@@ -572,13 +581,19 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
         payload,
       );
       await this.redisCall('set', async (client) => {
-        const written = lockToken
+        const written: Promise<unknown> = lock
           ? FILL.run(
               client,
-              [cacheKeys.entry(key), cacheKeys.lock(key)],
-              [encoded, ttl + grace, lockToken],
+              [cacheKeys.entry(key), cacheKeys.lock(key), cacheKeys.waiting(key)],
+              [encoded, ttl + grace, lock.token],
             )
           : client.set(cacheKeys.entry(key), encoded, 'PX', ttl + grace);
+        if (lock?.quiet) {
+          // A fill of a key that had no entry when we locked it: no instance holds a copy to
+          // drop, so only a waiter needs telling, and the fill says whether one asked.
+          if ((await written) === 1) await this.notify(client, { k: [key] });
+          return;
+        }
         // On one connection commands run in the order sent, so the notification can follow the
         // write at once; a cluster may deliver it from another node before the write lands, and
         // an instance would then reload the old value into L1: there it waits for the write.
@@ -670,12 +685,17 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     const lockTtl = this.options.lockTtl;
     const giveUpAt = Date.now() + 2 * lockTtl;
     for (;;) {
-      const token = randomBytes(16).toString('hex');
+      // Unique across instances (our random id) and calls: all a lock token needs to be.
+      const token = `${this.id}:${(this.lockSeq += 1)}`;
       const wake = this.waiters.register(key);
-      let locked: 'OK' | null | typeof MISS;
+      let locked: number | typeof MISS;
       try {
         locked = await this.redisCall('lock', (client) =>
-          client.set(cacheKeys.lock(key), token, 'PX', lockTtl, 'NX'),
+          LOCK.run(
+            client,
+            [cacheKeys.lock(key), cacheKeys.entry(key), cacheKeys.waiting(key)],
+            [token, lockTtl],
+          ),
         );
       } catch {
         locked = MISS; // Redis unavailable: load without cross-instance protection
@@ -686,11 +706,12 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
         void this.writeLoaded(key, value, options, loadMs);
         return value;
       }
-      if (locked === 'OK') {
+      if (locked >= 0) {
         wake.cancel();
         // Someone may have filled it between our read and our lock (an early refresh holds a
-        // still-fresh entry: only a newer one counts).
-        const fresh = await this.fromL2(key);
+        // still-fresh entry: only a newer one counts). The lock said whether there is an
+        // entry at all: on a plain miss there is none, and no second read.
+        const fresh = locked === 1 ? await this.fromL2(key) : undefined;
         if (
           fresh &&
           fresh.freshUntil > Date.now() &&
@@ -706,7 +727,10 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
           await this.abandon(key, token);
           throw err;
         }
-        await this.writeLoaded(key, result.value, options, result.loadMs, token);
+        await this.writeLoaded(key, result.value, options, result.loadMs, {
+          token,
+          quiet: locked === 0,
+        });
         return result.value;
       }
       // Another instance is loading.
@@ -777,7 +801,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     value: T,
     options: CacheGetOrSetOptions,
     loadMs: number,
-    token?: string,
+    lock?: HeldLock,
   ): Promise<void> {
     const { ttl, grace } = this.durations('getOrSet', key, options);
     let payload: string | Buffer;
@@ -786,15 +810,15 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     } catch (err) {
       // The caller gets its value all the same; only caching it is impossible.
       this.logger.warn(`${(err as Error).message}; the loaded value was returned, not cached`);
-      if (token) await this.abandon(key, token);
+      if (lock) await this.abandon(key, lock.token);
       return;
     }
-    await this.write(key, value, payload, ttl, grace, options.tags, loadMs, token);
+    await this.write(key, value, payload, ttl, grace, options.tags, loadMs, lock);
   }
 
   private async abandon(key: string, token: string): Promise<void> {
     await this.redisCall('unlock', async (client) => {
-      await ABANDON.run(client, [cacheKeys.lock(key)], [token]);
+      await ABANDON.run(client, [cacheKeys.lock(key), cacheKeys.waiting(key)], [token]);
       await this.notify(client, { w: [key] });
     }).catch(() => undefined);
   }
@@ -1090,7 +1114,8 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     key: string,
     options: CacheSetOptions,
   ): { ttl: number; grace: number } {
-    const where = `CacheService.${method}(${describeKey(key)})`;
+    // Built only for a message: this runs on every getOrSet, L1 hits included.
+    const where = (): string => `CacheService.${method}(${describeKey(key)})`;
     const ttl = checkDuration(where, 'ttl', options.ttl ?? this.options.ttl, {
       min: 1,
       max: MAX_TTL_MS,
@@ -1103,17 +1128,17 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
   }
 
   private serialize(method: string, key: string, value: unknown): string | Buffer {
-    const where = `CacheService.${method}(${describeKey(key)})`;
+    const where = (): string => `CacheService.${method}(${describeKey(key)})`;
     if (value === undefined) {
       throw new TypeError(
-        `${where}: value undefined cannot be cached (use null, or del() the key)`,
+        `${where()}: value undefined cannot be cached (use null, or del() the key)`,
       );
     }
     let payload: string | Buffer;
     try {
       payload = this.options.serializer.serialize(value);
     } catch (err) {
-      throw new TypeError(`${where}: value cannot be serialized: ${describeError(err)}`, {
+      throw new TypeError(`${where()}: value cannot be serialized: ${describeError(err)}`, {
         cause: err,
       });
     }
@@ -1121,7 +1146,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     const max = this.options.maxValueBytes;
     if (bytes > max) {
       throw new RangeError(
-        `${where}: value is ${bytes} bytes serialized, more than cache.maxValueBytes (${max}); ` +
+        `${where()}: value is ${bytes} bytes serialized, more than cache.maxValueBytes (${max}); ` +
           'nothing was written. Cache a smaller value, or raise cache.maxValueBytes.',
       );
     }
@@ -1182,7 +1207,7 @@ function checkKey(method: string, key: unknown): asserts key is string {
 
 function checkLoaderTimeout(key: string, name: string, ms: unknown): void {
   if (ms === undefined) return;
-  checkDuration(`CacheService.getOrSet(${describeKey(key)})`, name, ms, {
+  checkDuration(() => `CacheService.getOrSet(${describeKey(key)})`, name, ms, {
     min: 1,
     max: MAX_TIMER_MS,
   });

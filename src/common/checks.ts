@@ -15,6 +15,16 @@ export const MAX_TTL_MS = 365 * 24 * 60 * 60 * 1000;
  */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/**
+ * Where a check runs (`CacheService.set("k")`), for its message: a function when building the
+ * text costs something (a key to describe), so that calls that pass never build it.
+ */
+export type Where = string | (() => string);
+
+function whereText(where: Where): string {
+  return typeof where === 'function' ? where() : where;
+}
+
 /** Bounds of a duration: `min` 0 allows zero, 1 requires a positive value. */
 export interface DurationBounds {
   min: 0 | 1;
@@ -27,21 +37,21 @@ export interface DurationBounds {
  * `where` is the method (`CacheService.set`), `name` the parameter (`ttl`).
  */
 export function checkDuration(
-  where: string,
+  where: Where,
   name: string,
   value: unknown,
   bounds: DurationBounds,
 ): number {
   if (typeof value !== 'number') {
     throw new TypeError(
-      `${where}: ${name} must be a number of milliseconds, got ${describeValue(value)}`,
+      `${whereText(where)}: ${name} must be a number of milliseconds, got ${describeValue(value)}`,
     );
   }
   const ms = Math.ceil(value);
   const ok = bounds.min === 0 ? value >= 0 : value > 0;
   if (!ok || !(ms <= bounds.max)) {
     throw new RangeError(
-      `${where}: ${name} must be ${bounds.min === 0 ? 'from 0' : 'more than 0 and at most'} ` +
+      `${whereText(where)}: ${name} must be ${bounds.min === 0 ? 'from 0' : 'more than 0 and at most'} ` +
         `${bounds.min === 0 ? 'to ' : ''}${bounds.max} milliseconds (${humanDuration(bounds.max)}), ` +
         `got ${describeValue(value)}`,
     );
@@ -59,11 +69,11 @@ function humanDuration(ms: number): string {
 }
 
 /** Checks an options argument: `undefined` or a plain object, never `null` or an array. */
-export function checkOptionsObject(where: string, name: string, value: unknown): void {
+export function checkOptionsObject(where: Where, name: string, value: unknown): void {
   if (value === undefined) return;
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw new TypeError(
-      `${where}: ${name} must be an object such as { ttl: 60000 }, got ${describeValue(value)}`,
+      `${whereText(where)}: ${name} must be an object such as { ttl: 60000 }, got ${describeValue(value)}`,
     );
   }
 }

@@ -177,6 +177,13 @@ export interface RedisPubSubModuleOptions {
    * @defaultValue 30000
    */
   handlerTimeout?: number;
+  /**
+   * How often the subscriber connections are probed with `PING`, in ms (0: never). A
+   * half-open connection raises no error; after two intervals without an answer it is
+   * reconnected, and subscribers get a gap notice.
+   * @defaultValue 5000
+   */
+  pingInterval?: number;
 }
 
 /** Defaults for `LockService`. */

@@ -222,6 +222,7 @@ export class RedisConnection
         },
         logger: this.logger,
         closeBound: this.config.shutdownTimeout,
+        pingInterval: this.config.pubsub.pingInterval,
       });
       this.nodeHubs.set(key, hub);
     }
@@ -285,6 +286,7 @@ export class RedisConnection
       },
       logger: this.logger,
       closeBound: this.config.shutdownTimeout,
+      pingInterval: this.config.pubsub.pingInterval,
     });
     return this.subscriberHub;
   }

@@ -45,6 +45,9 @@ export class RedisSubscriber {
   private dropped = false;
   private closed = false;
   private detach?: () => void;
+  private keepalive?: NodeJS.Timeout;
+  /** Last sign of life of the connection: `ready`, or a PING answered. */
+  private aliveAt = 0;
 
   constructor(
     private readonly deps: {
@@ -52,6 +55,12 @@ export class RedisSubscriber {
       logger: LoggerService;
       /** Upper bound of waiting for the socket to close at shutdown (ms). */
       closeBound: number;
+      /**
+       * PING the connection this often (ms; 0: never). A half-open connection (a peer gone
+       * without a FIN or RST, a frozen proxy) raises no error: without a probe, subscriptions
+       * would just fall silent. After two intervals without an answer it is reconnected.
+       */
+      pingInterval?: number;
     },
   ) {}
 
@@ -107,6 +116,7 @@ export class RedisSubscriber {
 
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.keepalive);
     const client = this.client ?? (await this.opening?.catch(() => undefined));
     this.detach?.();
     for (const kind of KINDS) {
@@ -181,6 +191,7 @@ export class RedisSubscriber {
         this.client = client;
         this.opening = undefined;
         this.detach = this.watch(client);
+        this.startKeepalive(client);
         return client;
       },
       (err: unknown) => {
@@ -189,6 +200,38 @@ export class RedisSubscriber {
       },
     );
     return this.opening;
+  }
+
+  private startKeepalive(client: RedisClient): void {
+    const interval = this.deps.pingInterval ?? 0;
+    if (interval <= 0 || this.closed) return;
+    this.aliveAt = Date.now();
+    let probing = false;
+    this.keepalive = setInterval(() => {
+      if (this.closed) return;
+      const status = client.status;
+      // Reconnecting or closed: ioredis is already on it.
+      if (status !== 'ready' && status !== 'connect' && status !== 'connecting') return;
+      const silentFor = Date.now() - this.aliveAt;
+      if (silentFor >= 2 * interval) {
+        this.deps.logger.warn(
+          `subscriber connection unresponsive for ${silentFor} ms (no answer to PING); reconnecting`,
+        );
+        this.aliveAt = Date.now();
+        client.disconnect(true);
+        return;
+      }
+      if (status !== 'ready' || probing) return;
+      probing = true;
+      client.ping().then(
+        () => {
+          probing = false;
+          this.aliveAt = Date.now();
+        },
+        () => (probing = false),
+      );
+    }, interval);
+    this.keepalive.unref();
   }
 
   private notify(listeners: Set<() => void>, what: string): void {
@@ -233,6 +276,7 @@ export class RedisSubscriber {
       this.notify(this.dropListeners, 'a drop listener');
     };
     const onReady = (): void => {
+      this.aliveAt = Date.now();
       if (!this.dropped || this.closed) return;
       // We re-subscribe, not ioredis (its `autoResubscribe` is off on this connection): its
       // SUBSCRIBE has no handler, so a shutdown right after a reconnect, which fails the

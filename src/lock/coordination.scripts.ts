@@ -31,9 +31,12 @@ const NEXT_FENCE = `local function nextFence(key, idle, now)
   return f
 end`;
 
-/** Announce a release when somebody waits; a refused PUBLISH (ACL) must not fail the release. */
-const ANNOUNCE = `local function announce(mark, channel, message)
-  if redis.call('EXISTS', mark) == 1 then redis.pcall('PUBLISH', channel, message) end
+/**
+ * Announce a release when somebody waits: a waiter left its mark, or the caller knows of
+ * waiters in its own process (`force` = '1'). A refused PUBLISH (ACL) must not fail the release.
+ */
+const ANNOUNCE = `local function announce(mark, channel, message, force)
+  if force == '1' or redis.call('EXISTS', mark) == 1 then redis.pcall('PUBLISH', channel, message) end
 end`;
 
 /**
@@ -79,7 +82,7 @@ return 1`,
 
 /**
  * Release a holder (a permit or a reader), leaving a tombstone for `tombstone` ms.
- * KEYS: holders, waiting. ARGV: token, channel, message, tombstone (ms).
+ * KEYS: holders, waiting. ARGV: token, channel, message, tombstone (ms), announce ('1' | '0').
  * Returns 1 (released now, or by an earlier run of this release), 0 when it had expired.
  */
 export const HOLDER_RELEASE = new RedisScript<number>(
@@ -98,7 +101,7 @@ end
 local tombstone = tonumber(ARGV[4])
 redis.call('ZADD', KEYS[1], -(now + tombstone), ARGV[1])
 keep(KEYS[1], tombstone)
-announce(KEYS[2], ARGV[2], ARGV[3])
+announce(KEYS[2], ARGV[2], ARGV[3], ARGV[5])
 return 1`,
 );
 
@@ -184,7 +187,8 @@ return 0`,
 
 /**
  * Release the write lock if ours, leaving `-token` for `tombstone` ms (a later writer just
- * overwrites it). KEYS: writer, waiting. ARGV: token, channel, message, tombstone (ms).
+ * overwrites it). KEYS: writer, waiting.
+ * ARGV: token, channel, message, tombstone (ms), announce ('1' | '0').
  * Returns 1 (released now or by an earlier run of this release), 0 when it was not ours.
  */
 export const WRITE_RELEASE = new RedisScript<number>(
@@ -194,7 +198,7 @@ local w = redis.call('GET', KEYS[1])
 if w == '-' .. ARGV[1] then return 1 end
 if w and string.sub(w, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then
   redis.call('SET', KEYS[1], '-' .. ARGV[1], 'PX', ARGV[4])
-  announce(KEYS[2], ARGV[2], ARGV[3])
+  announce(KEYS[2], ARGV[2], ARGV[3], ARGV[5])
   return 1
 end
 return 0`,
@@ -208,7 +212,7 @@ export const WRITE_WITHDRAW = new RedisScript<number>(
   'rw-write-withdraw',
   `${ANNOUNCE}
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
-if removed == 1 then announce(KEYS[2], ARGV[2], ARGV[3]) end
+if removed == 1 then announce(KEYS[2], ARGV[2], ARGV[3], '0') end
 return removed`,
 );
 

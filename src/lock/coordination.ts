@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import { Logger } from '@nestjs/common';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { Waiters } from '../connection/waiters.js';
@@ -35,6 +35,9 @@ export class Coordinator {
   private readonly shared = new Map<string, LeaderElection>();
   private subscription?: Promise<boolean>;
   private unsubscribe?: () => Promise<void>;
+  private readonly pool = Buffer.allocUnsafe(16 * 256);
+  private poolOffset = this.pool.length;
+  private sweeper?: NodeJS.Timeout;
 
   constructor(readonly connection: RedisConnection) {}
 
@@ -118,8 +121,18 @@ export class Coordinator {
     return Math.max(1_000, 4 * this.defaults.retryInterval);
   }
 
+  /**
+   * A holder's token: 128 random bits, hex, drawn from the CSPRNG 256 at a time (one
+   * `randomBytes` call per token is a noticeable part of an uncontended acquire + release).
+   */
   token(): string {
-    return randomBytes(16).toString('hex');
+    if (this.poolOffset === this.pool.length) {
+      randomFillSync(this.pool);
+      this.poolOffset = 0;
+    }
+    const token = this.pool.toString('hex', this.poolOffset, this.poolOffset + 16);
+    this.poolOffset += 16;
+    return token;
   }
 
   /** The lease callbacks of one primitive, with failures of a release logged, not thrown. */
@@ -145,8 +158,19 @@ export class Coordinator {
     };
   }
 
+  /**
+   * Remembers a lease (for shutdown). Leases nobody watches keep no timer, so one sweep forgets
+   * those whose TTL passed unreleased; it runs only while leases are held.
+   */
   track(lease: HeldLease): void {
     this.leases.add(lease);
+    this.sweeper ??= setInterval(() => {
+      for (const held of this.leases) held.checkLost();
+      if (this.leases.size === 0) {
+        clearInterval(this.sweeper);
+        this.sweeper = undefined;
+      }
+    }, 1_000).unref();
   }
 
   trackElection(election: LeaderElection): void {
@@ -174,12 +198,22 @@ export class Coordinator {
     const stop = (reason: string, cause?: unknown): LockNotAcquiredError =>
       new LockNotAcquiredError(name, Date.now() - start, { reason, cause });
     await this.ensureSubscribed();
+    // Callers of this process already waiting go first: without this one that just released
+    // takes it again before the waiter it woke gets there, and the waiter starves.
+    let queue = this.waiters.count(wakeKey) > 0;
     for (;;) {
       if (signal?.aborted) throw stop('the wait was aborted', signal.reason);
       if (this.stopping.signal.aborted) throw stop('the application is shutting down');
       // Register before trying, so that a release between the attempt and the wait wakes us.
       const woken = this.waiters.register(wakeKey);
       try {
+        if (queue) {
+          queue = false;
+          const remaining = deadline - Date.now();
+          if (remaining <= 0) throw stop('it stayed taken');
+          await woken.until(Math.min(remaining, this.defaults.retryInterval), signal);
+          continue;
+        }
         const result = await attempt(this.waitMarkTtl);
         if (result.value !== undefined) return result.value;
         if (signal?.aborted) throw stop('the wait was aborted', signal.reason);
@@ -198,13 +232,16 @@ export class Coordinator {
 
   /** Subscribes once to release notifications; without them, waiting falls back to polling. */
   ensureSubscribed(): Promise<boolean> {
-    this.subscription ??= this.connection
-      .subscribe(this.channel, (message) => {
-        // Messages are `<kind>:<name>`. A permit freed lets one waiter in; a writer or a leader
-        // gone may let several (readers, or a new leader among this process's candidates).
-        if (message.startsWith('s:')) this.waiters.wakeOne(message);
-        else this.waiters.wakeAll(message);
-      })
+    // `subscribe` throws at once when the connection is closing: make that a rejection too.
+    this.subscription ??= Promise.resolve()
+      .then(() =>
+        this.connection.subscribe(this.channel, (message) => {
+          // Messages are `<kind>:<name>`. A permit freed lets one waiter in; a writer or a leader
+          // gone may let several (readers, or a new leader among this process's candidates).
+          if (message.startsWith('s:')) this.waiters.wakeOne(message);
+          else this.waiters.wakeAll(message);
+        }),
+      )
       .then(
         (unsubscribe) => {
           this.unsubscribe = unsubscribe;
@@ -231,6 +268,8 @@ export class Coordinator {
       ...elections.map((e) => e.stop()),
       ...leases.map((l) => l.release()),
     ]);
+    clearInterval(this.sweeper);
+    this.sweeper = undefined;
     const unsubscribe = this.unsubscribe;
     this.unsubscribe = undefined;
     await unsubscribe?.().catch(() => undefined);

@@ -91,7 +91,13 @@ export class RedisLeaderElection implements LeaderElection {
     this.wakeKey = `l:${name}`;
     this.currentSignal = AbortSignal.abort(this.notLeader('this process has not been elected'));
     coordinator.trackElection(this);
-    this.running = this.campaign();
+    // Nothing awaits the campaign until stop(): a failure must be logged, never left unhandled
+    // (an unhandled rejection would end the process).
+    this.running = this.campaign().catch((err: unknown) => {
+      this.coordinator.logger.error(
+        `election "${name}" stopped campaigning: ${coordinator.connection.scrub((err as Error).message)}`,
+      );
+    });
   }
 
   get isLeader(): boolean {
@@ -188,7 +194,8 @@ export class RedisLeaderElection implements LeaderElection {
 
   private async campaign(): Promise<void> {
     const stopped = this.stopController.signal;
-    await this.coordinator.ensureSubscribed();
+    // Without notifications a follower still takes over when the leader's TTL ends.
+    await this.coordinator.ensureSubscribed().catch(() => false);
     const client = this.coordinator.client;
     const retry = Math.max(10, Math.min(this.coordinator.defaults.retryInterval, this.ttl / 4));
     while (!stopped.aborted) {

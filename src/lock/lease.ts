@@ -55,10 +55,13 @@ export interface LeaseOps {
 /**
  * The `Lease` implementation. Expiry is watched locally from the time the request was sent (the
  * server started the TTL no earlier), so a holder paused past its TTL learns of the loss as soon
- * as it runs again, before any renewal could falsely succeed.
+ * as it runs again, before any renewal could falsely succeed. Most holds are released long
+ * before their TTL and nobody reads their `signal`, so the controller and its expiry timer are
+ * made on the first read of `signal`; until then "the TTL passed" is a comparison with the
+ * clock, made wherever it matters (extend, release, `withPermit`'s check, the sweep).
  */
 export class HeldLease implements WriteLock {
-  private readonly controller = new AbortController();
+  private controller?: AbortController;
   private lostError?: LockLostError;
   private expiry?: NodeJS.Timeout;
   private renewal?: NodeJS.Timeout;
@@ -78,7 +81,6 @@ export class HeldLease implements WriteLock {
     readonly fencingToken = 0,
   ) {
     this.currentExpiresAt = sentAt + ttl;
-    this.armExpiry();
   }
 
   get expiresAt(): number {
@@ -86,7 +88,12 @@ export class HeldLease implements WriteLock {
   }
 
   get signal(): AbortSignal {
-    this.checkLost();
+    if (!this.controller) {
+      this.controller = new AbortController();
+      // Observed from now on: abort at once if already lost, else when the TTL passes.
+      if (this.checkLost()) this.controller.abort(this.lostError);
+      else if (!this.released) this.armExpiry();
+    }
     return this.controller.signal;
   }
 
@@ -116,7 +123,7 @@ export class HeldLease implements WriteLock {
       return false;
     }
     this.currentExpiresAt = sentAt + ttl;
-    this.armExpiry();
+    if (this.controller) this.armExpiry();
     return true;
   }
 
@@ -157,7 +164,7 @@ export class HeldLease implements WriteLock {
     this.stopTimers();
     this.lostError = new LockLostError(this.name, this.fencingToken, `the ${this.kind} ${reason}`);
     this.ops.settled(this);
-    this.controller.abort(this.lostError);
+    this.controller?.abort(this.lostError);
   }
 
   /** Known lost? Notices a TTL that passed without extension. */

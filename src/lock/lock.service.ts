@@ -139,6 +139,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
    */
   async tryAcquire(resource: string, options: TryAcquireLockOptions = {}): Promise<Lock | null> {
     checkResource('tryAcquire', resource);
+    checkOptions('tryAcquire', options);
     const ttl = checkDuration('LockService.tryAcquire', 'ttl', options.ttl ?? this.defaults.ttl);
     const start = Date.now();
     const token = this.tokens.next();
@@ -166,6 +167,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
    */
   async acquire(resource: string, options: AcquireLockOptions = {}): Promise<Lock> {
     checkResource('acquire', resource);
+    checkOptions('acquire', options);
     const ttl = checkDuration('LockService.acquire', 'ttl', options.ttl ?? this.defaults.ttl);
     const wait = checkDuration('LockService.acquire', 'wait', options.wait ?? this.defaults.wait);
     return this.acquireWaiting(resource, ttl, wait, options.signal);
@@ -184,12 +186,16 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     options: WithLockOptions = {},
   ): Promise<T> {
     checkResource('withLock', resource);
+    checkOptions('withLock', options);
+    if (typeof fn !== 'function') {
+      throw new TypeError(`LockService.withLock: fn must be a function, got ${show(fn)}`);
+    }
     const ttl = checkDuration('LockService.withLock', 'ttl', options.ttl ?? this.defaults.ttl);
     const wait = checkDuration('LockService.withLock', 'wait', options.wait ?? this.defaults.wait);
     const autoExtend = options.autoExtend ?? true;
     if (autoExtend && ttl <= this.defaults.extendMargin) {
       throw new RangeError(
-        `LockService.withLock("${resource}"): ttl ${ttl} ms is not longer than lock.extendMargin ` +
+        `LockService.withLock(${show(resource)}): ttl ${ttl} ms is not longer than lock.extendMargin ` +
           `(${this.defaults.extendMargin} ms), so the lock would expire before it could be renewed. ` +
           'Raise ttl, lower lock.extendMargin, or pass autoExtend: false.',
       );
@@ -374,9 +380,16 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
         const sentAt = Date.now();
         let reply: AcquireReply;
         try {
-          reply = await this.runAcquire(resource, token, ttl, mode);
+          // Bounded by the wait: ioredis may hold a command through many reconnect attempts.
+          reply = await withinDeadline(
+            this.runAcquire(resource, token, ttl, mode),
+            deadline,
+            () => aborted() ?? stop('Redis did not answer within the wait'),
+            [signal, this.abortWaits.signal],
+          );
           if (reply[0] === 1) return await this.granted(resource, token, ttl, reply, sentAt);
         } catch (err) {
+          if (err instanceof LockNotAcquiredError) throw err;
           if (!(err instanceof NotAcknowledged) && !isTransient(err)) {
             throw stop(`Redis refused: ${this.describe(err)}`, this.scrubbed(err));
           }
@@ -706,6 +719,40 @@ const RESUBSCRIBE_AFTER_MS = 60_000;
 const DEFAULT_HOLDER_ID = `${hostname()}:${process.pid}`;
 
 /**
+ * `promise`, or a rejection with `onStop()` once `deadline` (epoch ms) has passed or a signal
+ * aborts: a caller (or shutdown) never waits on a command ioredis keeps through reconnects.
+ */
+function withinDeadline<T>(
+  promise: Promise<T>,
+  deadline: number,
+  onStop: () => Error,
+  signals: Array<AbortSignal | undefined>,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const stop = (): void => {
+      cleanup();
+      reject(onStop());
+    };
+    const timer = setTimeout(stop, Math.max(0, deadline - Date.now()));
+    const cleanup = (): void => {
+      clearTimeout(timer);
+      for (const s of signals) s?.removeEventListener('abort', stop);
+    };
+    for (const s of signals) s?.addEventListener('abort', stop, { once: true });
+    promise.then(
+      (value) => {
+        cleanup();
+        resolve(value);
+      },
+      (err: unknown) => {
+        cleanup();
+        reject(err);
+      },
+    );
+  });
+}
+
+/**
  * Errors worth retrying within `wait`: the connection dropped or was reset (ioredis aborts or
  * times out the command), or the server is between roles during a failover.
  */
@@ -739,28 +786,53 @@ class TokenSource {
 function checkResource(method: string, resource: unknown): asserts resource is string {
   if (typeof resource !== 'string' || resource.length === 0) {
     throw new TypeError(
-      `LockService.${method}: resource must be a non-empty string, got ${JSON.stringify(resource) ?? String(resource)}`,
+      `LockService.${method}: resource must be a non-empty string, got ${show(resource)}`,
     );
   }
   const bytes = Buffer.byteLength(resource);
   if (bytes > MAX_RESOURCE_BYTES) {
     throw new RangeError(
       `LockService.${method}: resource must be at most ${MAX_RESOURCE_BYTES} bytes (UTF-8), got ` +
-        `${bytes} bytes: ${JSON.stringify(resource.slice(0, 64))}… (hash long names yourself)`,
+        `${bytes} bytes: ${show(resource)} (hash long names yourself)`,
     );
   }
+}
+
+/** Options must be an object (or left out); a function for `fn`. */
+function checkOptions(method: string, options: unknown): void {
+  if (options !== undefined && (options === null || typeof options !== 'object')) {
+    throw new TypeError(`LockService.${method}: options must be an object, got ${show(options)}`);
+  }
+}
+
+/** A value for an error message: never throws (BigInt, cycles), never long. */
+function show(value: unknown): string {
+  let text: string;
+  try {
+    text =
+      typeof value === 'string'
+        ? JSON.stringify(value)
+        : typeof value === 'bigint'
+          ? `${value}n`
+          : typeof value === 'number'
+            ? String(value)
+            : (JSON.stringify(value) ?? String(value));
+  } catch {
+    text = Object.prototype.toString.call(value);
+  }
+  return text.length > 64 ? `${text.slice(0, 64)}…` : text;
 }
 
 /** Positive, finite, at most 24 h; rounded up to a whole ms (Redis takes integers only). */
 function checkDuration(method: string, name: string, value: unknown): number {
   if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
     throw new RangeError(
-      `${method}: ${name} must be a positive finite number of milliseconds, got ${String(value)}`,
+      `${method}: ${name} must be a positive finite number of milliseconds, got ${show(value)}`,
     );
   }
   if (value > MAX_LOCK_DURATION_MS) {
     throw new RangeError(
-      `${method}: ${name} must be at most ${MAX_LOCK_DURATION_MS} ms (24 h), got ${String(value)}`,
+      `${method}: ${name} must be at most ${MAX_LOCK_DURATION_MS} ms (24 h), got ${show(value)}`,
     );
   }
   return Math.ceil(value);

@@ -76,18 +76,24 @@ export class RedisReadWriteLock implements ReadWriteLock {
     this.wakeKey = `r:${name}`;
     const [writer, readers, , , waiting] = this.keys;
     const client = coordinator.client;
-    const announce = [coordinator.channel, this.wakeKey, tombstoneMs(ttl)] as const;
+    // Callers of this process queued behind others leave no mark: announce for them.
+    const announce = (): [string, string, number, string] => [
+      coordinator.channel,
+      this.wakeKey,
+      tombstoneMs(ttl),
+      coordinator.waiters.count(this.wakeKey) > 0 ? '1' : '0',
+    ];
     this.readOps = coordinator.leaseOps(
       `a read lock of "${name}"`,
       async (token, ms) => (await HOLDER_EXTEND.run(client, [readers], [token, ms])) === 1,
       async (token) =>
-        (await HOLDER_RELEASE.run(client, [readers, waiting], [token, ...announce])) === 1,
+        (await HOLDER_RELEASE.run(client, [readers, waiting], [token, ...announce()])) === 1,
     );
     this.writeOps = coordinator.leaseOps(
       `the write lock of "${name}"`,
       async (token, ms) => (await WRITE_EXTEND.run(client, [writer], [token, ms])) === 1,
       async (token) =>
-        (await WRITE_RELEASE.run(client, [writer, waiting], [token, ...announce])) === 1,
+        (await WRITE_RELEASE.run(client, [writer, waiting], [token, ...announce()])) === 1,
     );
   }
 

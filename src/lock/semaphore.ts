@@ -92,7 +92,13 @@ export class RedisSemaphore implements Semaphore {
         (await HOLDER_RELEASE.run(
           client,
           [holders, waiting],
-          [token, coordinator.channel, this.wakeKey, tombstoneMs(this.ttl)],
+          [
+            token,
+            coordinator.channel,
+            this.wakeKey,
+            tombstoneMs(this.ttl),
+            coordinator.waiters.count(this.wakeKey) > 0 ? '1' : '0',
+          ],
         )) === 1,
     );
   }

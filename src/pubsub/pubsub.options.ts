@@ -6,6 +6,7 @@ export const PUBSUB_DEFAULTS = {
   keyspaceEvents: 'check' as 'check' | 'configure',
   bufferSize: 1_000,
   handlerTimeout: 30_000,
+  pingInterval: 5_000,
 };
 
 /** The `pubsub` options after defaults and validation. */
@@ -13,6 +14,7 @@ export interface ResolvedPubSubOptions {
   keyspaceEvents: 'check' | 'configure';
   bufferSize: number;
   handlerTimeout: number;
+  pingInterval: number;
 }
 
 /** Validates the module's `pubsub` option once, at startup; errors name the option and value. */
@@ -21,7 +23,7 @@ export function validatePubSubOptions(value: unknown): ResolvedPubSubOptions {
     throw new RedisConfigError(
       'pubsub',
       value,
-      '{ keyspaceEvents?, bufferSize?, handlerTimeout? }',
+      '{ keyspaceEvents?, bufferSize?, handlerTimeout?, pingInterval? }',
     );
   }
   const o = (value ?? {}) as RedisPubSubModuleOptions;
@@ -32,6 +34,10 @@ export function validatePubSubOptions(value: unknown): ResolvedPubSubOptions {
   return {
     keyspaceEvents,
     bufferSize: checkBufferSize(o.bufferSize, 'pubsub.bufferSize') ?? PUBSUB_DEFAULTS.bufferSize,
+    pingInterval:
+      o.pingInterval === 0
+        ? 0
+        : positive(o.pingInterval, 'pubsub.pingInterval', PUBSUB_DEFAULTS.pingInterval),
     handlerTimeout: positive(
       o.handlerTimeout,
       'pubsub.handlerTimeout',

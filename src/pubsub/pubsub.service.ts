@@ -12,6 +12,7 @@ import { isCluster } from '../connection/client-factory.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import type { RedisSubscriber, SubscriptionKind } from '../connection/subscriber.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
+import { withTimeout } from '../connection/wait.js';
 import { findDecoratedMethods } from '../discovery/decorated-methods.js';
 import { DeliveryQueue, type DeliverySink, type GapEntry } from './delivery-queue.js';
 import {
@@ -202,6 +203,7 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
   private readonly subscriptions = new Set<Subscription>();
   private readonly iterators = new Set<() => Promise<void>>();
   private readonly watchedHubs = new Map<RedisSubscriber, () => void>();
+  private readonly ownerWatches = new Map<RedisSubscriber, NodeJS.Timeout>();
   private readonly counters: Counters = {
     published: 0,
     received: 0,
@@ -354,7 +356,6 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
       }
       return new Promise<void>((take) => (offered = { event, take }));
     };
-    let unsubscribe: Unsubscribe | undefined;
     const finish = async (): Promise<void> => {
       if (done) return;
       done = true;
@@ -379,7 +380,7 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
         gap: (gap) => offer(gap),
       },
     ).then(
-      (off) => (unsubscribe = off),
+      (off) => off,
       (err: unknown) => {
         failure = err;
         void finish();
@@ -409,7 +410,6 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
       },
       return: async (): Promise<Result> => {
         await finish();
-        void unsubscribe;
         return { value: undefined, done: true };
       },
       [Symbol.asyncIterator]() {
@@ -535,6 +535,8 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
     ]);
     for (const detach of this.watchedHubs.values()) detach();
     this.watchedHubs.clear();
+    for (const timer of this.ownerWatches.values()) clearInterval(timer);
+    this.ownerWatches.clear();
   }
 
   // ------------------------------------------------------------------------ internals
@@ -723,7 +725,10 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
   private watchHub(hub: RedisSubscriber): void {
     if (this.watchedHubs.has(hub)) return;
     let droppedAt: number | undefined;
-    const offDrop = hub.onDrop(() => (droppedAt ??= Date.now()));
+    const offDrop = hub.onDrop(() => {
+      droppedAt ??= Date.now();
+      this.watchShardOwners(hub);
+    });
     const offBack = hub.onResubscribe(() => {
       const since = droppedAt ?? Date.now();
       droppedAt = undefined;
@@ -750,12 +755,39 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
     });
   }
 
+  /**
+   * While `hub` is down, looks every half second whether the slots of its shard channels got
+   * a new owner (a failover of a dead master sends no `SUNSUBSCRIBE`), and moves them there.
+   */
+  private watchShardOwners(hub: RedisSubscriber): void {
+    const hasShards = (): boolean =>
+      [...this.subscriptions].some((s) => s.hub === hub && s.shard !== undefined);
+    if (!this.connection.isCluster || this.ownerWatches.has(hub) || !hasShards()) return;
+    let running = false;
+    const timer = setInterval(() => {
+      if (this.closing || hub.isLive || !hasShards()) {
+        clearInterval(timer);
+        this.ownerWatches.delete(hub);
+        return;
+      }
+      if (running) return;
+      running = true;
+      this.followShards(hub).finally(() => (running = false));
+    }, 500);
+    timer.unref();
+    this.ownerWatches.set(hub, timer);
+  }
+
   /** Moves the shard channels of `hub` whose slot now lives elsewhere. */
   private async followShards(hub: RedisSubscriber): Promise<void> {
     const subs = [...this.subscriptions].filter((s) => s.hub === hub && s.shard);
     if (subs.length === 0 || this.closing) return;
     const cluster = this.connection.client as Cluster;
-    await new Promise<void>((resolve) => cluster.refreshSlotsCache(() => resolve()));
+    await withTimeout(
+      new Promise<void>((resolve) => cluster.refreshSlotsCache(() => resolve())),
+      this.connection.config.connectTimeout,
+      () => new Error('slot refresh timeout'),
+    ).catch(() => undefined);
     for (const sub of subs) {
       await sub
         .shard!.move()

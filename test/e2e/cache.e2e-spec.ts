@@ -12,9 +12,11 @@ import {
   type RedisModuleOptions,
 } from '../../src/index.js';
 import { MAX_TTL_MS } from '../../src/common/checks.js';
+import { FILL, LOCK } from '../../src/cache/cache.scripts.js';
 import { CapturingLogger, startApp } from '../support/app.js';
 import {
   killConnection,
+  recordCommands,
   sendCommand,
   specDir,
   startStandalone,
@@ -66,7 +68,9 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
     const options: RedisModuleOptions = {
       ...topology.options,
       keyPrefix: prefix,
-      cache: { lockTtl: 400 },
+      // Short, so that take-over tests are quick; not shorter: on a loaded machine the event loop
+      // can stall for a good part of a second, and joiners would then stop waiting.
+      cache: { lockTtl: 1_500 },
     };
     let n = 0;
     const key = (label: string): string => `${label}-${++n}`;
@@ -312,6 +316,49 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       expect(cacheA.stats().stampedeWaits + cacheB.stats().stampedeWaits).toBeGreaterThanOrEqual(
         999,
       );
+    });
+
+    it('a miss costs one read, the lock (which says there is no entry), the loader, one fill', async () => {
+      const k = key('miss-path');
+      // Once before, so that the node holding the key knows the scripts (no NOSCRIPT + EVAL).
+      await cacheA.getOrSet(k, () => 'first');
+      await cacheA.del(k);
+      const sent = await recordCommands(raw, () => cacheA.getOrSet(k, () => 'loaded'));
+      // No notification: nobody waited, and no instance had a copy of a key without entry.
+      expect(sent).toEqual(['get', `evalsha ${LOCK.sha}`, `evalsha ${FILL.sha}`]);
+      expect(await raw.exists(`cache:{${k}}:lock`)).toBe(0);
+      expect(await cacheB.get(k)).toBe('loaded');
+    });
+
+    it('a caller waiting in another instance asks to be told, and the fill tells it', async () => {
+      const k = key('told');
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      let sent: string[] = [];
+      const leader = recordCommands(raw, () =>
+        cacheA.getOrSet(k, async () => {
+          await gate;
+          return 'from A';
+        }),
+      ).then((commands) => (sent = commands));
+      await waitFor(async () => (await raw.exists(`cache:{${k}}:lock`)) === 1, {
+        what: 'A to take the lock',
+      });
+      let loadsInB = 0;
+      const waiter = cacheB.getOrSet(k, () => {
+        loadsInB += 1;
+        return 'from B';
+      });
+      await waitFor(async () => (await raw.exists(`cache:{${k}}:wait`)) === 1, {
+        what: 'B to ask to be told',
+      });
+      release();
+      expect(await waiter).toBe('from A');
+      await leader;
+      expect(loadsInB).toBe(0);
+      expect(sent).toContain(`evalsha ${FILL.sha}`);
+      expect(sent[sent.length - 1]).toBe('publish');
+      expect(await raw.exists(`cache:{${k}}:wait`)).toBe(0);
     });
 
     it('takes over when the loading instance died (its lock expires), nobody waits forever', async () => {

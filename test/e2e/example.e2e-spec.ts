@@ -162,10 +162,9 @@ describe('example app', () => {
   it('GET /products/:id loads once, then serves from the cache; invalidation reloads', async () => {
     const first = await http().get('/products/42').expect(200);
     expect(first.body.product).toMatchObject({ id: '42', name: 'Product 42' });
-    expect(first.body.servedInMs).toBeGreaterThanOrEqual(150);
     const again = await http().get('/products/42').expect(200);
+    // Served from the cache: the same load (its loadedAt), and the loader ran once (below).
     expect(again.body.product).toEqual(first.body.product);
-    expect(again.body.servedInMs).toBeLessThan(50);
     await http().post('/products/invalidate').expect(204);
     const reloaded = await http().get('/products/42').expect(200);
     expect(reloaded.body.product.loadedAt).not.toBe(first.body.product.loadedAt);

@@ -3,6 +3,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Injectable, type INestApplication } from '@nestjs/common';
+import type { Cluster } from 'ioredis';
 import {
   getRedisToken,
   LockLostError,
@@ -14,6 +15,7 @@ import {
   type RedisClient,
   type RedisModuleOptions,
 } from '../../src/index.js';
+import { lockKeys } from '../../src/lock/lock.scripts.js';
 import { startApp } from '../support/app.js';
 import {
   specDir,
@@ -475,6 +477,29 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       await held.release();
     });
 
+    it('keeps every key of a resource in one slot, whatever braces its name has', async () => {
+      for (const name of ['}x', '{', '}{', '{}', 'a}b', '{a}', `${resource('plain')}`]) {
+        const holder = (await locks.tryAcquire(name, { ttl: 5_000 }))!;
+        expect(holder).not.toBeNull();
+        const waiting = locks.acquire(name, { ttl: 5_000, wait: 5_000 });
+        await waitFor(async () => (await locks.inspect(name)).waiting === 1, {
+          what: `a waiter on ${name}`,
+        });
+        expect((await locks.inspect(name)).fencingToken).toBe(holder.fencingToken);
+        expect(await holder.release()).toBe(true);
+        const next = await waiting;
+        expect(next.fencingToken).toBeGreaterThan(holder.fencingToken);
+        expect(await next.release()).toBe(true);
+        expect(await locks.isLocked(name)).toBe(false);
+      }
+      if (topology.name === 'cluster') {
+        const slots = new Set<number>();
+        for (const key of lockKeys('}x'))
+          slots.add(Number(await (redis as Cluster).cluster('KEYSLOT', `${prefix}${key}`)));
+        expect(slots.size).toBe(1);
+      }
+    });
+
     it('rejects bad input with errors that name the value', async () => {
       await expect(locks.tryAcquire('')).rejects.toThrow(
         'LockService.tryAcquire: resource must be a non-empty string, got ""',
@@ -629,4 +654,75 @@ describe('LockService replica acknowledgement (lock.replicas)', () => {
       await app.close();
     }
   });
+});
+
+describe('LockService hand-off across processes', () => {
+  const standalone = topologies().find((t) => t.name === 'standalone');
+
+  it('grants in arrival order across processes, skipping a waiter that gave up and one that died', async () => {
+    if (!standalone) return;
+    ensureBuilt();
+    const prefix = uniquePrefix('lock-fifo');
+    const options: RedisModuleOptions = {
+      ...standalone.options,
+      keyPrefix: prefix,
+      lock: { retryInterval: 200 },
+    };
+    const app = await startApp({ imports: [RedisModule.forRoot(options)] });
+    const locks = app.get(LockService);
+    const r = 'fifo';
+    const workers = Array.from({ length: 4 }, (_, i) =>
+      startWorker({
+        options: { ...options, connectionName: uniqueConnectionName(`lock-fifo-${i}`) },
+        resource: r,
+        mode: 'wait',
+        rounds: 1,
+        wait: 20_000,
+      }),
+    );
+    try {
+      await Promise.all(workers.map((w) => w.started));
+      const holder = (await locks.tryAcquire(r, { ttl: 20_000 }))!;
+      const queued = (n: number) =>
+        waitFor(async () => (await locks.inspect(r)).waiting === n, {
+          what: `${n} waiting`,
+        });
+      // Arrival order: worker 0, a caller here that gives up, worker 1, worker 2 (dies), worker 3.
+      workers[0].start();
+      await queued(1);
+      const giveUp = new AbortController();
+      const givesUp = locks
+        .acquire(r, { wait: 20_000, signal: giveUp.signal })
+        .catch((e: unknown) => e);
+      await queued(2);
+      workers[1].start();
+      await queued(3);
+      workers[2].start();
+      await queued(4);
+      workers[3].start();
+      await queued(5);
+      giveUp.abort();
+      expect(await givesUp).toBeInstanceOf(LockNotAcquiredError);
+      await queued(4);
+      workers[2].finished.catch(() => undefined); // killed: exits without a result
+      workers[2].child.kill('SIGKILL');
+      // Its entry's lease runs out (it no longer polls): it is not counted, then skipped.
+      await waitFor(async () => (await locks.inspect(r)).waiting === 3, {
+        timeoutMs: 5_000,
+        what: 'the dead waiter to lapse',
+      });
+      await holder.release();
+      const alive = [workers[0], workers[1], workers[3]];
+      const results = await Promise.all(alive.map((w) => w.finished));
+      expect(results).toEqual([{ done: 1 }, { done: 1 }, { done: 1 }]);
+      const fences = alive.map((w) => Number(/fence 0 (\d+)/.exec(w.output())![1]));
+      expect(fences[0]).toBeGreaterThan(holder.fencingToken);
+      expect(fences[1]).toBeGreaterThan(fences[0]);
+      expect(fences[2]).toBeGreaterThan(fences[1]);
+      expect(await locks.inspect(r)).toMatchObject({ locked: false, waiting: 0 });
+    } finally {
+      for (const w of workers) w.child.kill();
+      await app.close();
+    }
+  }, 30_000);
 });

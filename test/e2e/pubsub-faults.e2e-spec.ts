@@ -8,6 +8,7 @@ import {
   type RedisModuleOptions,
 } from '../../src/index.js';
 import { CapturingLogger, startApp } from '../support/app.js';
+import { FaultProxy } from '../support/fault-proxy.js';
 import {
   ourConnections,
   sendCommand,
@@ -92,6 +93,53 @@ describe('PubSubService faults (own standalone servers)', () => {
       expect(await ourConnections(server, name)).toEqual([]);
     } finally {
       await a.close();
+    }
+  });
+
+  it('detects a half-open subscriber connection with PING: gap notice, then messages again', async () => {
+    const proxy = await FaultProxy.start({ host: server.host, port: server.port });
+    const logs = new CapturingLogger();
+    const a = await startApp(
+      {
+        imports: [
+          RedisModule.forRoot({
+            url: proxy.url,
+            connectionName: uniqueConnectionName('pubsub-halfopen'),
+            shutdownTimeout: 300,
+            retry: { initialDelay: 20, maxDelay: 100 },
+            pubsub: { pingInterval: 100 },
+          }),
+        ],
+      },
+      logs,
+    );
+    try {
+      const pubsub = a.get(PubSubService);
+      const seen: string[] = [];
+      await pubsub.subscribe<string>('h', (m) => void seen.push(m), {
+        onGap: (gap) => void seen.push(`gap:${gap.reason}`),
+      });
+      // Published straight to the server: the module's own connections pass the proxy.
+      await sendCommand(server, ['PUBLISH', 'h', '"one"']);
+      await waitFor(() => seen.length === 1, { what: 'the first message' });
+      const accepted = proxy.counts.accepted;
+      proxy.blackhole();
+      // No error, no close: only the unanswered PING tells, and we reconnect.
+      await waitFor(() => proxy.counts.accepted > accepted, { what: 'a reconnect attempt' });
+      expect(logs.matching('unresponsive').length).toBeGreaterThanOrEqual(1);
+      proxy.resume();
+      await waitFor(() => seen.includes('gap:reconnect'), { what: 'the gap notice' });
+      await waitFor(
+        async () => {
+          await sendCommand(server, ['PUBLISH', 'h', '"two"']);
+          return seen.includes('two');
+        },
+        { what: 'delivery after the reconnect' },
+      );
+      expect(seen.slice(0, 3)).toEqual(['one', 'gap:reconnect', 'two']);
+    } finally {
+      await a.close();
+      await proxy.close();
     }
   });
 

@@ -518,7 +518,9 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       const all = await new Promise<session.SessionData[]>((resolve, reject) =>
         store.all((err, value) => (err ? reject(err as Error) : resolve(value!))),
       );
-      expect(all).toHaveLength(count);
+      // Sessions of earlier tests (400 ms cookies) may expire between the two calls: none appear.
+      expect(all.length).toBeLessThanOrEqual(count);
+      expect(all.length).toBeGreaterThanOrEqual(2);
       expect(all.map((s) => s.user)).toEqual(
         expect.arrayContaining([`all-a-${n - 1}`, `all-b-${n}`]),
       );

@@ -9,15 +9,22 @@
 //       sees a reader or another writer, or a read section that sees a writer, counts a
 //       violation in `{tag}:bad`; writes append their fencing tokens to `{tag}:fences`.
 //       Then one JSON line { permits, sections }.
-//   { mode: 'hold', kind: 'permit' | 'read' | 'write', name, limit, ttl }
-//       holds one (auto-extended) until its signal aborts: prints "held", then one JSON line
-//       { outcome, error } once withPermit / withRead / withWrite settles.
+//   { mode: 'hold', kinds: Array<'permit' | 'read' | 'write'>, name, ttl }
+//       holds one of each kind at once (auto-extended; the permit of semaphore `<name>-permit`
+//       with limit 1, the locks of read-write lock `<name>-<kind>`) until its signal aborts:
+//       prints "held <kind> <fencingToken>" for each, then one JSON line
+//       { <kind>: { outcome, error } } once all withPermit / withRead / withWrite settled.
 //   { mode: 'leader', name, ttl }
 //       campaigns; prints "leader <term>" / "follower <term> <reason>" on every change; on a
 //       line "stop" on stdin resigns, closes and prints one JSON line { terms }.
 import 'reflect-metadata';
 import { Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+
+// A worker never outlives its spec: when the spec's process goes away (its end of stdin closes)
+// or after four minutes, whatever state it is in, it exits by itself.
+process.stdin.once('end', () => process.exit(4));
+setTimeout(() => process.exit(3), 240_000).unref();
 
 const { RedisModule, LockService, getRedisToken } = await import(
   new URL('../../dist/index.js', import.meta.url).href
@@ -125,23 +132,29 @@ if (spec.mode === 'invariants') {
 }
 
 if (spec.mode === 'hold') {
-  const until = async (held) => {
-    print(`held ${held.fencingToken ?? 0}`);
-    await new Promise((resolve) => held.signal.addEventListener('abort', resolve));
-    return 'finished';
-  };
-  let run;
-  if (spec.kind === 'permit') {
-    run = locks.semaphore(spec.name, { limit: spec.limit, ttl: spec.ttl }).withPermit(until);
-  } else {
-    const rw = locks.readWrite(spec.name, { ttl: spec.ttl });
-    run = spec.kind === 'read' ? rw.withRead(until) : rw.withWrite(until);
-  }
-  const outcome = await run.then(
-    (value) => ({ outcome: value }),
-    (err) => ({ outcome: 'rejected', error: err.name, message: err.message }),
+  const outcomes = {};
+  await Promise.all(
+    spec.kinds.map(async (kind) => {
+      const until = async (held) => {
+        print(`held ${kind} ${held.fencingToken ?? 0}`);
+        await new Promise((resolve) => held.signal.addEventListener('abort', resolve));
+        return 'finished';
+      };
+      const name = `${spec.name}-${kind}`;
+      let run;
+      if (kind === 'permit') {
+        run = locks.semaphore(name, { limit: 1, ttl: spec.ttl }).withPermit(until);
+      } else {
+        const rw = locks.readWrite(name, { ttl: spec.ttl });
+        run = kind === 'read' ? rw.withRead(until) : rw.withWrite(until);
+      }
+      outcomes[kind] = await run.then(
+        (value) => ({ outcome: value }),
+        (err) => ({ outcome: 'rejected', error: err.name }),
+      );
+    }),
   );
-  await finish(outcome);
+  await finish(outcomes);
 }
 
 if (spec.mode === 'leader') {

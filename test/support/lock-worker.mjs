@@ -8,7 +8,8 @@
 // "held <fencingToken>" once it has it, then one JSON line { outcome, error, fencingToken }.
 // With { mode: 'wait', rounds }: per round (the first starts with the start line, each next one
 // with another line on stdin) waits in acquire, prints "held <round>", releases, prints
-// "released <round>"; then one JSON line { done }.
+// "released <round>"; then one JSON line { done }. (After "held <round>" it also prints
+// "fence <round> <fencingToken>".)
 import 'reflect-metadata';
 import { Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
@@ -17,6 +18,11 @@ const { RedisModule, LockService, getRedisToken } = await import(
   new URL('../../dist/index.js', import.meta.url).href
 );
 const spec = JSON.parse(process.argv[2]);
+
+// A worker never outlives its spec: when the spec's process goes away (its end of stdin closes)
+// or after four minutes, whatever state it is in, it exits by itself.
+process.stdin.once('end', () => process.exit(4));
+setTimeout(() => process.exit(3), 240_000).unref();
 
 class WorkerModule {}
 Module({ imports: [RedisModule.forRoot(spec.options)] })(WorkerModule);
@@ -62,8 +68,8 @@ if (spec.mode === 'wait') {
     lines.length ? (lines.pop(), Promise.resolve()) : new Promise((r) => (next = r));
   for (let round = 0; round < spec.rounds; round++) {
     if (round > 0) await line();
-    const lock = await locks.acquire(spec.resource, { ttl: 5000, wait: 5000 });
-    process.stdout.write(`held ${round}\n`);
+    const lock = await locks.acquire(spec.resource, { ttl: 5000, wait: spec.wait ?? 5000 });
+    process.stdout.write(`held ${round}\nfence ${round} ${lock.fencingToken}\n`);
     await lock.release();
     process.stdout.write(`released ${round}\n`);
   }

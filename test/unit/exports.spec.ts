@@ -1,4 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
+import { readFileSync } from 'node:fs';
 import * as api from '../../src/index.js';
 
 describe('package root', () => {
@@ -16,6 +17,7 @@ describe('package root', () => {
         'LockService',
         'OnRedisMessage',
         'PubSubService',
+        'RedisBullMq',
         'RedisConfigError',
         'RedisConnectionError',
         'RedisCrossSlotError',
@@ -73,5 +75,36 @@ describe('package root', () => {
     expect(api.getRedisToken().description).toBe('nestjs-redis-infra:client:default');
     expect(api.getRedisToken('analytics').description).toBe('nestjs-redis-infra:client:analytics');
     expect(api.getRedisToken('analytics')).toBe(api.getRedisToken('analytics'));
+  });
+});
+
+describe('package.json', () => {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+    exports: Record<string, string | { types: string; default: string }>;
+    typesVersions: Record<string, Record<string, string[]>>;
+    sideEffects: boolean;
+    files: string[];
+  };
+
+  it('maps every subpath for node10 resolution too, to the same declarations', () => {
+    // Under moduleResolution node10 TypeScript ignores `exports`: only `typesVersions` finds them.
+    const subpaths = Object.entries(pkg.exports).filter(
+      ([subpath, target]) => subpath !== '.' && typeof target === 'object',
+    );
+    expect(subpaths.length).toBeGreaterThan(0);
+    for (const [subpath, target] of subpaths) {
+      expect(pkg.typesVersions['*'][subpath.slice(2)]).toEqual([
+        (target as { types: string }).types,
+      ]);
+    }
+  });
+
+  it('ships no source maps and declares no side effects', () => {
+    // Maps would point at src/, which the tarball does not contain.
+    const build = readFileSync(new URL('../../tsconfig.build.json', import.meta.url), 'utf8');
+    expect(build).toMatch(/"sourceMap": false/);
+    expect(build).toMatch(/"declarationMap": false/);
+    expect(pkg.files).toEqual(['dist']);
+    expect(pkg.sideEffects).toBe(false);
   });
 });

@@ -1,0 +1,78 @@
+// Lint gate, prepared but not yet run by `npm test`: `npm run lint` (and `npm run format:check`).
+// TypeScript is linted with type information (typescript-eslint's recommendedTypeChecked) through
+// the project service, which finds each file's nearest tsconfig.json. The .mjs/.js scripts have no
+// tsconfig: they get the same rules without the type-aware ones.
+import js from '@eslint/js';
+import { createNodeResolver, importX } from 'eslint-plugin-import-x';
+import globals from 'globals';
+import tseslint from 'typescript-eslint';
+
+export default tseslint.config(
+  {
+    ignores: [
+      '**/node_modules/**',
+      'dist/**',
+      'coverage/**',
+      '.bench-dist/**',
+      '.example-dist/**',
+      'compat/**',
+      'test/types/.snippets-*/**',
+    ],
+  },
+  { linterOptions: { reportUnusedDisableDirectives: 'error' } },
+  js.configs.recommended,
+  ...tseslint.configs.recommendedTypeChecked,
+  importX.flatConfigs.recommended,
+  importX.flatConfigs.typescript,
+  {
+    languageOptions: {
+      globals: { ...globals.node },
+      parserOptions: {
+        projectService: true,
+        tsconfigRootDir: import.meta.dirname,
+      },
+    },
+    settings: {
+      // For import-x/no-cycle: `./x.js` in a .ts file is ./x.ts, as TypeScript resolves it.
+      'import-x/resolver-next': [
+        createNodeResolver({
+          extensions: ['.ts', '.mts', '.d.ts', '.d.mts', '.js', '.mjs', '.json'],
+          extensionAlias: { '.js': ['.ts', '.js'], '.mjs': ['.mts', '.d.mts', '.mjs'] },
+          conditionNames: ['types', 'import', 'node', 'default'],
+        }),
+      ],
+    },
+    rules: {
+      // Type-only imports are erased; with emitDecoratorMetadata the rule keeps the imports that
+      // decorated constructors need at run time as value imports.
+      '@typescript-eslint/consistent-type-imports': [
+        'error',
+        { prefer: 'type-imports', fixStyle: 'inline-type-imports' },
+      ],
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrorsIgnorePattern: '^_' },
+      ],
+      'import-x/order': [
+        'error',
+        {
+          groups: ['builtin', 'external', 'internal', 'parent', 'sibling', 'index'],
+          'newlines-between': 'always',
+          alphabetize: { order: 'asc', caseInsensitive: true },
+        },
+      ],
+      'import-x/no-duplicates': 'error',
+      'import-x/no-cycle': 'error',
+      // TypeScript resolves every import already (tsc runs first in npm test).
+      'import-x/no-unresolved': 'off',
+      'import-x/named': 'off',
+      'import-x/namespace': 'off',
+      'import-x/default': 'off',
+      'import-x/no-named-as-default-member': 'off',
+    },
+  },
+  {
+    files: ['**/*.mjs', '**/*.js'],
+    ...tseslint.configs.disableTypeChecked,
+  },
+);

@@ -1,0 +1,77 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import type { INestApplication } from '@nestjs/common';
+import type { Cluster } from 'ioredis';
+import { getRedisToken, PubSubService, RedisModule } from '../../src/index.js';
+import { hashSlot } from '../../src/pubsub/slot.js';
+import { CapturingLogger, startApp } from '../support/app.js';
+import {
+  sendCommand,
+  specDir,
+  startCluster,
+  uniqueConnectionName,
+  waitFor,
+  type ClusterTopology,
+} from '../support/redis.js';
+
+/** A cluster of our own: this spec fails masters over. */
+describe('PubSubService sharded channels follow a failover (own cluster)', () => {
+  let cluster: ClusterTopology;
+  let app: INestApplication;
+  let pubsub: PubSubService;
+  const logs = new CapturingLogger();
+
+  beforeAll(async () => {
+    cluster = await startCluster({ baseDir: specDir('pubsub-cluster') });
+    app = await startApp(
+      {
+        imports: [
+          RedisModule.forRoot({
+            cluster: { nodes: cluster.masters.map(({ host, port }) => ({ host, port })) },
+            connectionName: uniqueConnectionName('pubsub-cluster'),
+            retry: { initialDelay: 50, maxDelay: 200 },
+          }),
+        ],
+      },
+      logs,
+    );
+    pubsub = app.get(PubSubService);
+  }, 60_000);
+
+  afterAll(async () => {
+    await app?.close();
+    await cluster?.stop();
+  });
+
+  it('re-subscribes on the new master after CLUSTER FAILOVER, with a gap notice', async () => {
+    const channel = 'room:{failover}';
+    const seen: string[] = [];
+    await pubsub.subscribe<string>(channel, (m) => void seen.push(m), {
+      sharded: true,
+      onGap: (gap) => void seen.push(`gap:${gap.reason}`),
+    });
+    await pubsub.publish(channel, 'before', { sharded: true });
+    await waitFor(() => seen.includes('before'), { what: 'the first message' });
+
+    const client = app.get<Cluster>(getRedisToken());
+    const owner = client.slots[hashSlot(channel)]![0]!;
+    const master = cluster.masters.find((m) => `${m.host}:${m.port}` === owner)!;
+    const replica = cluster.replicas.find((r) => r.masterId === master.id)!;
+    await sendCommand(replica, ['CLUSTER', 'FAILOVER']);
+    await waitFor(async () => String(await sendCommand(replica, ['ROLE'])).startsWith('master'), {
+      what: 'the replica to take over',
+      timeoutMs: 20_000,
+    });
+    await waitFor(() => seen.includes('gap:reconnect'), {
+      what: 'the gap notice',
+      timeoutMs: 20_000,
+    });
+    await waitFor(
+      async () => {
+        await pubsub.publish(channel, 'after', { sharded: true }).catch(() => 0);
+        return seen.includes('after');
+      },
+      { what: 'delivery from the new master', timeoutMs: 20_000, intervalMs: 100 },
+    );
+    expect(seen.slice(0, 3)).toEqual(['before', 'gap:reconnect', 'after']);
+  }, 60_000);
+});

@@ -129,9 +129,14 @@ describe('RedisHealthIndicator', () => {
 
   it('answers 503 at once while Redis is stopped, then 200 after it restarts', async () => {
     await redis.stop();
-    await waitFor(async () => (await request(app.getHttpServer()).get('/health')).status === 503, {
-      what: '/health to report the outage',
-    });
+    // Until the first reconnect attempt fails, the connection is down with no error to show yet.
+    await waitFor(
+      async () => {
+        const r = await request(app.getHttpServer()).get('/health');
+        return r.status === 503 && /ECONNREFUSED/.test(String(r.body.error?.redis?.lastError));
+      },
+      { what: '/health to report the outage' },
+    );
     const res = await request(app.getHttpServer()).get('/health').expect(503);
     // At once: the connection is known to be down, nothing was sent to wait on.
     expect(res.body.error.redis).toMatchObject({

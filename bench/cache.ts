@@ -4,7 +4,7 @@
  * `@keyv/redis`) and raw ioredis, on the same server, in one process and one run, with 1 KB
  * JSON values (a product with 20 fields).
  *
- * Sections (`--only l1,l2,pipeline,stampede,memory`, default all):
+ * Sections (`--only l1,l2,fill,pipeline,stampede,memory`, default all):
  *  1. `l1`: hot-key L1 hits/s, one key already in every L1, one call in flight: ours `get` and
  *     `getOrSet`, bentocache `get` and `getOrSet` (memory driver defaults: entries kept
  *     serialized; plus, for context, `serialize: false`), cache-manager `get` and `wrap`.
@@ -17,6 +17,10 @@
  *     per-call timeout) shows what each costs; two suggestions are measured beside it (a timer
  *     shared by all calls in flight, and a lean read); the baseline on a second connection
  *     shows the noise.
+ *  2b. `fill`: the miss path, a fresh key every call, instant loader, 64 in flight: ours
+ *     `getOrSet` (L1+L2, and `l1: false`), bentocache L1+L2 `getOrSet`, and a naive
+ *     `GET`, then `SET PX` of the JSON on a miss (no stampede protection). Targets: ours
+ *     L1+L2 >= 1.0x bentocache L1+L2, >= 0.6x naive.
  *  3. `pipeline`: issue item 13 reproduced: explicit pipelines of 64 `GET`s of 1 KB values,
  *     string replies + `JSON.parse` vs Buffer replies + `JSON.parse(buf.toString())`.
  *  4. `stampede`: 1,000 concurrent `getOrSet` of one missing key split over two instances
@@ -103,7 +107,10 @@ const MAX_OPS_PER_MEASUREMENT = 5_000_000;
 const MEMORY_POOL = 4096;
 const SHAPE_ENTRIES = 20_000;
 const TARGETS = { l1VsBento: 1.5, l2VsRaw: 0.9, memory: 1.2 };
-const SECTIONS = ['l1', 'l2', 'pipeline', 'stampede', 'memory'] as const;
+const SECTIONS = ['l1', 'l2', 'fill', 'pipeline', 'stampede', 'memory'] as const;
+/** Fill section: TTL of the keys it fills (they are many, and only ever written once). */
+const FILL_TTL_MS = 60_000;
+const FILL_TARGETS = { vsBento: 1.0, vsNaive: 0.6 };
 type Section = (typeof SECTIONS)[number];
 
 // ---------------------------------------------------------------------------------------------
@@ -905,6 +912,74 @@ async function sectionL2(ctx: Context) {
   return { sequential: seq, inFlight64: conc, ratios };
 }
 
+async function sectionFill(ctx: Context) {
+  const { url, base, settings, state } = ctx;
+  console.log(
+    `\n== Miss path: getOrSet of a fresh key every call, instant loader, ${IN_FLIGHT} in flight`,
+  );
+  const ours = (await openOurs(state, url, `${base}fill:`, { ttl: FILL_TTL_MS })).cache;
+  await waitForL1(ours, 'probe');
+  const oursL2 = (await openOurs(state, url, `${base}fill-l2:`, { ttl: FILL_TTL_MS, l1: false }))
+    .cache;
+  const bento = openBento(state, url, `${base}bento-fill`);
+  const raw = await openRaw(state, url);
+  const value = JSON.parse(productText(1, VALUE_BYTES)) as Product;
+  const loader = (): Product => value;
+  let next = 0;
+  const fresh = (lib: string): string => `${lib}:${(next += 1)}`;
+  const configs: Config[] = [
+    {
+      id: 'ours',
+      label: 'ours getOrSet (L1+L2)',
+      op: () => ours.getOrSet(fresh('o'), loader, { ttl: FILL_TTL_MS }),
+    },
+    {
+      id: 'ours-l2',
+      label: 'ours getOrSet (l1: false)',
+      op: () => oursL2.getOrSet(fresh('o2'), loader, { ttl: FILL_TTL_MS }),
+    },
+    {
+      id: 'bento',
+      label: 'bentocache getOrSet (L1+L2)',
+      op: () => bento.getOrSet({ key: fresh('b'), factory: loader, ttl: FILL_TTL_MS }),
+    },
+    {
+      id: 'naive',
+      label: 'naive GET, then SET PX',
+      op: async () => {
+        const key = `${base}naive:${(next += 1)}`;
+        const text = await raw.get(key);
+        if (text !== null) return JSON.parse(text) as Product;
+        const loaded = loader();
+        await raw.set(key, JSON.stringify(loaded), 'PX', FILL_TTL_MS);
+        return loaded;
+      },
+    },
+  ];
+  const scenario = await runScenario('fill', 'fill, 64 in flight', configs, settings, {
+    concurrency: IN_FLIGHT,
+  });
+  const ratios = {
+    vsBento: ratioOf(scenario, 'ours', 'bento', settings, FILL_TARGETS.vsBento),
+    vsNaive: ratioOf(scenario, 'ours', 'naive', settings, FILL_TARGETS.vsNaive),
+    l2VsNaive: ratioOf(scenario, 'ours-l2', 'naive', settings),
+  };
+  console.log(
+    table(
+      ['configuration', 'fills/s (median)'],
+      configs.map((c) => [c.label, fmtOps(scenario.medians[c.id]!)]),
+    ),
+  );
+  console.log(
+    table(RATIO_HEADER, [
+      ratioRow('ours L1+L2 / bentocache L1+L2', ratios.vsBento),
+      ratioRow('ours L1+L2 / naive GET+SET', ratios.vsNaive),
+      ratioRow('ours l1:false / naive GET+SET', ratios.l2VsNaive),
+    ]),
+  );
+  return { scenario, ratios };
+}
+
 async function sectionPipeline(ctx: Context) {
   const { url, base, settings, state } = ctx;
   console.log(`\n== Pipelines of ${PIPELINE_DEPTH} GETs of ${VALUE_BYTES} B (issue item 13)`);
@@ -1331,6 +1406,7 @@ async function run(settings: Settings, state: State): Promise<void> {
   const has = (s: Section): boolean => settings.only.includes(s);
   const l1 = has('l1') ? await sectionL1(ctx) : undefined;
   const l2 = has('l2') ? await sectionL2(ctx) : undefined;
+  const fill = has('fill') ? await sectionFill(ctx) : undefined;
   const pipeline = has('pipeline') ? await sectionPipeline(ctx) : undefined;
   const stampede = has('stampede') ? await sectionStampede(ctx) : undefined;
   const memory = has('memory') ? await sectionMemory(ctx) : undefined;
@@ -1378,6 +1454,21 @@ async function run(settings: Settings, state: State): Promise<void> {
       );
       add(`L2 ${mode}: raw getBuffer / raw GET`, pr(r.getBufferVsGet), '', '');
     }
+  }
+  if (fill) {
+    add(
+      'fill: ours L1+L2 / bentocache L1+L2',
+      pr(fill.ratios.vsBento),
+      '>= 1.0',
+      fill.ratios.vsBento.verdict!,
+    );
+    add(
+      'fill: ours L1+L2 / naive GET+SET',
+      pr(fill.ratios.vsNaive),
+      '>= 0.6',
+      fill.ratios.vsNaive.verdict!,
+    );
+    add('fill: ours l1:false / naive GET+SET', pr(fill.ratios.l2VsNaive), '', '');
   }
   if (pipeline) add(`pipeline of ${PIPELINE_DEPTH}: getBuffer / GET`, pr(pipeline.ratio), '', '');
   if (stampede) {
@@ -1430,6 +1521,11 @@ async function run(settings: Settings, state: State): Promise<void> {
       sequential: { medians: l2.sequential.medians, samples: l2.sequential.samples },
       inFlight64: { medians: l2.inFlight64.medians, samples: l2.inFlight64.samples },
       ratios: l2.ratios,
+    },
+    fill: fill && {
+      medians: fill.scenario.medians,
+      samples: fill.scenario.samples,
+      ratios: fill.ratios,
     },
     pipeline: pipeline && { medians: pipeline.scenario.medians, ratio: pipeline.ratio },
     stampede: stampede?.summary,

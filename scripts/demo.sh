@@ -2,7 +2,7 @@
 # npm run demo: run the example app (example/) against Redis.
 #
 #   1. installs the npm dependencies when they are missing (npm ci, or npm install without a lockfile)
-#   2. compiles src/ and example/ to .example-dist/ (tsconfig.example.json)
+#   2. compiles src/ and example/ to .example-dist/ (tsconfig.example.json), unless already up to date
 #   3. unless REDIS_URL (or REDIS_HOST, REDIS_SENTINELS, REDIS_CLUSTER_NODES) is set: makes sure
 #      redis-server is installed (scripts/ensure-redis.sh) and starts a throw-away one on a free
 #      loopback port in a fresh temporary directory
@@ -15,14 +15,41 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-say() { printf 'demo: %s\n' "$*"; }
+# Output must never decide whether the clean-up runs: when whoever reads our output is gone (a
+# closed pipe, a closed terminal), a failed write is ignored instead of ending the script.
+say() { printf 'demo: %s\n' "$*" 2>/dev/null || true; }
 fail() {
-  printf 'demo: %s\n' "$*" >&2
+  printf 'demo: %s\n' "$*" >&2 2>/dev/null || true
   exit 1
+}
+
+# The fields of the one-line JSON that scripts/redis/cli.mjs prints, read without starting another
+# process (not even a subshell: the clean-up runs on busy machines too).
+# json_field JSON NAME sets JSON_VALUE to the raw value of "NAME": a number, true/false, [1,2] or
+# a string (without its quotes); returns 1 if there is no such field.
+JSON_VALUE=""
+json_field() {
+  local re="\"$2\":(\"[^\"]*\"|\\[[^]]*\\]|[^,}]*)"
+  JSON_VALUE=""
+  [[ $1 =~ $re ]] || return 1
+  JSON_VALUE="${BASH_REMATCH[1]}"
+  JSON_VALUE="${JSON_VALUE#\"}"
+  JSON_VALUE="${JSON_VALUE%\"}"
 }
 
 # ---------------------------------------------------------------------------------------------
 # Cleanup: stop the app, then the Redis this script started. Runs once, on any way out.
+#
+# Ctrl-C in a terminal, or `kill -INT -PGID`, signals every process of the group at once: npm,
+# this script and the app. npm waits for this script (package.json runs it with `exec`: a `sh -c`
+# in between dies at once on SIGTERM, and npm with it, which would leave this clean-up orphaned
+# and cut short by whatever waited for npm). The clean-up must then end by itself, quickly,
+# whatever else happens:
+#   - it ignores INT, TERM, HUP and PIPE, and nothing in it stops on a failed command or write;
+#   - a further signal to the group (a second Ctrl-C, a CI runner's SIGTERM after its SIGINT) must
+#     not reach the node process that stops Redis: node resets ignored signals to their defaults
+#     when it starts, so it runs in a process group of its own (job control on, `set -m`);
+#   - every wait is bounded, and "is it still running?" needs no extra process on Linux (/proc).
 # ---------------------------------------------------------------------------------------------
 APP_PID=""
 REDIS_DIR=""   # set only for a Redis this script started
@@ -30,9 +57,15 @@ CLEANED=0
 
 is_running() { # is_running PID: alive and not a zombie
   local stat
-  stat="$(ps -o stat= -p "$1" 2>/dev/null)" || return 1
+  if [ -d /proc/self ]; then
+    # /proc/PID/stat is "PID (COMM) STATE ..."; COMM may hold spaces and parentheses.
+    { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
+    stat="${stat##*) }"
+  else
+    stat="$(ps -o stat= -p "$1" 2>/dev/null)" || return 1
+  fi
   case "$stat" in
-    '' | Z*) return 1 ;;
+    '' | Z* | X* | x*) return 1 ;;
   esac
   return 0
 }
@@ -43,45 +76,56 @@ stop_app() {
   APP_PID=""
   if is_running "$pid"; then
     say "stopping the app (pid $pid)"
+    # After a signal to the whole group the app is already closing; Nest ignores the repeat.
     kill -TERM "$pid" 2>/dev/null || true
     while is_running "$pid"; do
       tries=$((tries + 1))
-      if [ "$tries" -ge 100 ]; then
-        say "the app did not stop within 10 s; killing it"
+      if [ "$tries" -ge 50 ]; then
+        say "the app did not stop within 5 s; killing it"
         kill -KILL "$pid" 2>/dev/null || true
         break
       fi
       sleep 0.1
     done
   fi
+  # Only reaps it: the loop above has seen it exit (or SIGKILLed it), so this returns at once.
   wait "$pid" 2>/dev/null || true
 }
 
 stop_redis() {
-  local dir="$REDIS_DIR" out
+  local dir="$REDIS_DIR" out="" status=0 pids
   [ -n "$dir" ] || return 0
   REDIS_DIR=""
-  # Stops only the servers whose pidfiles are under our own temporary directory.
-  if out="$(node scripts/redis/cli.mjs stop --dir "$dir")"; then
-    say "stopped the redis-server it started ($(printf '%s' "$out" | node -e '
-      let s = "";
-      process.stdin.on("data", (d) => (s += d)).on("end", () => {
-        const r = JSON.parse(s);
-        const pids = r.stopped.length ? `pid ${r.stopped.join(", ")}` : "it was no longer running";
-        console.log(r.removed ? `${pids}; removed ${r.dir}` : pids);
-      });'))"
+  # Stops only the servers whose pidfiles are under our own temporary directory (`stop` waits for
+  # each, bounded, and removes the directory). Its output goes to a file next to the directory,
+  # since a command substitution would keep it in our process group.
+  set -m
+  node scripts/redis/cli.mjs stop --dir "$dir" >"$dir.stop" 2>&1 </dev/null &
+  wait "$!" || status=$?
+  set +m
+  { IFS= read -r -d '' out <"$dir.stop"; } 2>/dev/null || true
+  rm -f "$dir.stop"
+  if [ "$status" -eq 0 ]; then
+    json_field "$out" stopped || true
+    pids="${JSON_VALUE#[}"
+    pids="${pids%]}"
+    json_field "$out" removed || true
+    if [ -n "$pids" ]; then pids="pid ${pids//,/, }"; else pids="it was no longer running"; fi
+    [ "$JSON_VALUE" = true ] && pids="$pids; removed $dir"
+    say "stopped the redis-server it started ($pids)"
   else
+    [ -z "$out" ] || printf '%s\n' "$out" >&2 2>/dev/null || true
     say "could not stop the redis-server under $dir; stop it with: node scripts/redis/cli.mjs stop --dir '$dir'"
   fi
   # `stop` removes the directory it created; this catches one that `start` never got to use.
-  rmdir "$dir" 2>/dev/null || true
+  if [ -d "$dir" ]; then rmdir "$dir" 2>/dev/null || true; fi
 }
 
 cleanup() {
   [ "$CLEANED" -eq 0 ] || return 0
   CLEANED=1
-  # A second Ctrl-C must not interrupt stopping what we started (both steps are bounded).
-  trap '' INT TERM HUP
+  set +e
+  trap '' INT TERM HUP PIPE
   stop_app
   stop_redis
 }
@@ -127,8 +171,20 @@ fi
 # ---------------------------------------------------------------------------------------------
 # 2. Compile src/ + example/ to .example-dist/
 # ---------------------------------------------------------------------------------------------
-say "compiling src/ and example/ (tsconfig.example.json -> .example-dist/)"
-node_modules/.bin/tsc -p tsconfig.example.json
+# Skipped when nothing it reads changed since the last build (tsc itself takes 5-15 s even then).
+stale="yes"
+if [ -f .example-dist/example/main.js ] && [ -f .example-dist/.tsbuildinfo ]; then
+  # (find's own exit status is ignored: a missing package-lock.json is not an error here.)
+  stale="$({ find src example tsconfig.json tsconfig.example.json package.json package-lock.json \
+    -newer .example-dist/.tsbuildinfo -print 2>/dev/null || true; } | head -n 1)"
+fi
+if [ -n "$stale" ]; then
+  say "compiling src/ and example/ (tsconfig.example.json -> .example-dist/)"
+  node_modules/.bin/tsc -p tsconfig.example.json
+  touch .example-dist/.tsbuildinfo # tsc leaves it alone when the output did not change
+else
+  say "src/ and example/ are already compiled (.example-dist/)"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # 3. Redis: the one configured in the environment, or a throw-away one on loopback
@@ -146,13 +202,10 @@ else
   REDIS_DIR="$(mktemp -d "${tmp%/}/nestjs-redis-infra-demo.XXXXXX")"
   started="$(node scripts/redis/cli.mjs start standalone --dir "$REDIS_DIR")" ||
     fail "could not start redis-server (see above)"
-  REDIS_URL="$(printf '%s' "$started" | node -e '
-    let s = "";
-    process.stdin.on("data", (d) => (s += d)).on("end", () => console.log(JSON.parse(s).url));')"
-  export REDIS_URL
-  redis_pid="$(printf '%s' "$started" | node -e '
-    let s = "";
-    process.stdin.on("data", (d) => (s += d)).on("end", () => console.log(JSON.parse(s).pid));')"
+  json_field "$started" url || fail "unexpected output from scripts/redis/cli.mjs start: $started"
+  export REDIS_URL="$JSON_VALUE"
+  json_field "$started" pid || true
+  redis_pid="$JSON_VALUE"
   say "started redis-server at $REDIS_URL (pid $redis_pid, files in $REDIS_DIR); it is stopped when the demo ends"
 fi
 

@@ -39,6 +39,7 @@ step "build, and compile a consumer against the emitted .d.ts"
 rm -rf dist
 npx tsc -p tsconfig.build.json
 npx tsc -p test/types/tsconfig.json
+node scripts/check-doc-snippets.mjs # the TypeScript blocks of README.md and docs/*.md, against dist
 
 # Every server of this run lives under one directory; whatever is left there afterwards is ours.
 REDIS_INFRA_TEST_DIR=$(mktemp -d "${TMPDIR:-/tmp}/nestjs-redis-infra-test.XXXXXX")

@@ -1,3 +1,5 @@
+import { describeKey } from './common/describe.js';
+
 /**
  * Stable error codes. Match on `error.code`, never on the message text: messages are for
  * people and may be reworded, codes are part of the public surface.
@@ -7,7 +9,11 @@ export type RedisInfraErrorCode =
   | 'REDIS_CONNECTION_FAILED'
   | 'REDIS_LOCK_NOT_ACQUIRED'
   | 'REDIS_LOCK_LOST'
-  | 'REDIS_CACHE_LOADER_TIMEOUT';
+  | 'REDIS_CACHE_LOADER_TIMEOUT'
+  | 'REDIS_CROSSSLOT'
+  | 'REDIS_TRANSACTION_CONFLICT'
+  | 'REDIS_SCRIPT_FAILED'
+  | 'REDIS_PERMISSION_DENIED';
 
 /** Base class of every error this package throws on purpose. */
 export abstract class RedisInfraError extends Error {
@@ -127,13 +133,102 @@ export class CacheLoaderTimeoutError extends RedisInfraError {
     readonly timeoutMs: number,
   ) {
     super(
-      `Cache loader for "${key}" did not finish within hardTimeout (${timeoutMs} ms) and no stale ` +
+      `Cache loader for ${describeKey(key)} did not finish within hardTimeout (${timeoutMs} ms) and no stale ` +
         'value was available. Make the loader faster, raise hardTimeout, or set grace so a stale value can be served.',
     );
   }
 }
 
-function formatValue(value: unknown): string {
+/**
+ * Keys that must share one cluster hash slot (a script's or a transaction's keys) do not.
+ * Thrown before anything is sent, on a cluster only.
+ */
+export class RedisCrossSlotError extends RedisInfraError {
+  readonly code = 'REDIS_CROSSSLOT' as const;
+
+  constructor(
+    /** What needed one slot (`script "transfer"`, `transaction`). */
+    readonly operation: string,
+    /** The keys, by slot. */
+    readonly slots: ReadonlyMap<number, readonly string[]>,
+  ) {
+    const list = [...slots]
+      .map(([slot, keys]) => `slot ${slot}: ${keys.map((k) => formatValue(k, 60)).join(', ')}`)
+      .join('; ');
+    super(
+      `The keys of ${operation} hash to ${slots.size} cluster slots (${list.slice(0, 600)}). ` +
+        'Tag them so they hash to one slot: put the part they share in braces, e.g. ' +
+        '"{order:42}:items" and "{order:42}:total".',
+    );
+  }
+}
+
+/** `RedisService.transaction`: the watched keys kept changing for every attempt. */
+export class RedisTransactionConflictError extends RedisInfraError {
+  readonly code = 'REDIS_TRANSACTION_CONFLICT' as const;
+
+  constructor(
+    /** The watched keys. */
+    readonly keys: readonly string[],
+    /** How many times the transaction ran. */
+    readonly attempts: number,
+  ) {
+    super(
+      `Transaction on ${keys.map((k) => formatValue(k, 60)).join(', ')} was aborted by a ` +
+        `concurrent change ${attempts} times in a row. Raise \`attempts\`, or make fewer ` +
+        'writers touch the same keys.',
+    );
+  }
+}
+
+/** A script defined with `RedisService.defineScript` failed on the server. */
+export class RedisScriptError extends RedisInfraError {
+  readonly code = 'REDIS_SCRIPT_FAILED' as const;
+
+  constructor(
+    /** The script's name. */
+    readonly script: string,
+    options: { cause: unknown },
+  ) {
+    const reason = options.cause instanceof Error ? options.cause.message : String(options.cause);
+    super(`Redis script "${script}" failed: ${reason.slice(0, 500)}`, options);
+  }
+}
+
+/**
+ * The Redis ACL user refused a command the module needed (`NOPERM`): e.g. `INFO`, which
+ * `-@dangerous` removes, for `RedisService.info()`/`stats()`. Retrying cannot help; the user's
+ * rights must change (see docs/acl.md).
+ */
+export class RedisPermissionError extends RedisInfraError {
+  readonly code = 'REDIS_PERMISSION_DENIED' as const;
+
+  constructor(
+    /** The connection's name (`default` unless `forRoot({ name })` said otherwise). */
+    readonly connectionName: string,
+    /** The command refused, upper case (`INFO`). */
+    readonly command: string,
+    /** The ACL rule that would allow it (`+info`). */
+    readonly permission: string,
+    /** What needed it (`RedisService.stats()`). */
+    readonly operation: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `${operation} needs the Redis ACL permission ${permission} (command ${command}), which the ` +
+        `user of connection "${connectionName}" lacks. Grant it (ACL SETUSER <user> ${permission}) ` +
+        'or do without this call.',
+      { cause: options?.cause },
+    );
+  }
+}
+
+function formatValue(value: unknown, max = 200): string {
+  const text = formatFull(value);
+  return text.length > max ? `${text.slice(0, max)}… (${text.length} characters)` : text;
+}
+
+function formatFull(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value);
   if (typeof value === 'number' || typeof value === 'boolean' || value == null) {
     return String(value);

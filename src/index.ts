@@ -11,6 +11,7 @@ export type {
   RedisModuleExtras,
   RedisModuleOptions,
   RedisNodeAddress,
+  RedisPubSubModuleOptions,
   RedisRetryOptions,
   RedisSentinelOptions,
   RedisSessionModuleOptions,
@@ -57,18 +58,96 @@ export type {
 export { LockService } from './lock/lock.service.js';
 export type {
   AcquireLockOptions,
+  LockInfo,
   TryAcquireLockOptions,
   WithLockOptions,
 } from './lock/lock.service.js';
 export type { Lock } from './lock/lock.js';
 export { WithLock } from './lock/with-lock.decorator.js';
 export type { LockResource } from './lock/with-lock.decorator.js';
+export type { Lease, Permit, ReadLock, WriteLock } from './lock/lease.js';
+export type {
+  AcquirePermitOptions,
+  Semaphore,
+  SemaphoreOptions,
+  TryAcquirePermitOptions,
+  WithPermitOptions,
+} from './lock/semaphore.js';
+export type {
+  AcquireReadWriteOptions,
+  ReadWriteLock,
+  ReadWriteLockOptions,
+  TryAcquireReadWriteOptions,
+  WithReadWriteOptions,
+} from './lock/read-write-lock.js';
+export type { LeaderElection, LeaderOptions, LeadershipChange } from './lock/leader.js';
+export { Leader } from './lock/leader.decorator.js';
+export { PubSubService } from './pubsub/pubsub.service.js';
+export type {
+  KeyEvent,
+  KeyEventHandler,
+  KeyEventSubscription,
+  MessagesOptions,
+  PublishOptions,
+  PubSubEvent,
+  PubSubGap,
+  PubSubHandler,
+  PubSubMessage,
+  PubSubMessageContext,
+  PubSubSource,
+  PubSubStats,
+  SubscribeOptions,
+  Unsubscribe,
+} from './pubsub/pubsub.service.js';
+export type { KeyEventName } from './pubsub/keyspace.js';
+export { OnRedisMessage } from './pubsub/on-redis-message.decorator.js';
+export type { OnRedisMessageOptions } from './pubsub/on-redis-message.decorator.js';
+export type {
+  DiagnosticsOptions,
+  DiagnosticsProbeError,
+  LatencyEvent,
+  NodeDiagnostics,
+  RedisDiagnostics,
+  SlowlogEntry,
+} from './diagnostics/diagnostics.js';
+export { PresenceService, PresenceSpace } from './presence/presence.service.js';
+export type {
+  HeartbeatOptions,
+  PresenceChange,
+  PresenceEntry,
+  PresenceFields,
+  PresenceListOptions,
+  PresenceWatchOptions,
+} from './presence/presence.service.js';
+export { OnStreamMessage, StreamProducer, StreamsService } from './streams/streams.service.js';
+export type { StreamAddOptions } from './streams/streams.service.js';
+export { StreamConsumer } from './streams/stream-consumer.js';
+export type {
+  StreamConsumerOptions,
+  StreamHandler,
+  StreamMessageContext,
+  StreamStats,
+} from './streams/stream-consumer.js';
+export { withRetry, isTransientRedisError } from './toolkit/retry.js';
+export type { RetryOptions } from './toolkit/retry.js';
+export { DefinedScript } from './toolkit/script.js';
+export type { DefineScriptOptions, ScriptArg } from './toolkit/script.js';
+export type { TransactionFn, TransactionOptions } from './toolkit/transaction.js';
+export type { BatchCommand, BatchResult } from './toolkit/batch.js';
+export { RedisRecords } from './toolkit/records.js';
+export type { RecordShape, RecordValue, RecordsOptions } from './toolkit/records.js';
+export { ShardedCounter } from './toolkit/counter.js';
+export type { CounterOptions } from './toolkit/counter.js';
 export {
   CacheLoaderTimeoutError,
   LockLostError,
   LockNotAcquiredError,
   RedisConfigError,
   RedisConnectionError,
+  RedisCrossSlotError,
   RedisInfraError,
+  RedisPermissionError,
+  RedisScriptError,
+  RedisTransactionConflictError,
 } from './errors.js';
 export type { RedisInfraErrorCode } from './errors.js';

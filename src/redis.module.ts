@@ -12,9 +12,13 @@ import { RedisConnection } from './connection/redis-connection.js';
 import { getRedisConnectionToken, getRedisToken } from './connection/tokens.js';
 import { RedisHealthIndicator } from './health/redis-health.indicator.js';
 import { LockService } from './lock/lock.service.js';
+import { CoordinationLifecycle } from './lock/coordination.lifecycle.js';
 import { CacheService } from './cache/cache.service.js';
 import { RedisService } from './redis.service.js';
 import { SessionService } from './session/session.service.js';
+import { PubSubService } from './pubsub/pubsub.service.js';
+import { StreamsService } from './streams/streams.service.js';
+import { PresenceService } from './presence/presence.service.js';
 
 const builder = new ConfigurableModuleBuilder<RedisModuleOptions>({ moduleName: 'Redis' })
   .setClassMethodName('forRoot')
@@ -37,7 +41,16 @@ export interface RedisOptionsFactory {
 }
 
 /** The services the default connection provides to the application. */
-const SERVICES = [RedisService, RedisHealthIndicator, CacheService, LockService, SessionService];
+const SERVICES = [
+  RedisService,
+  RedisHealthIndicator,
+  CacheService,
+  LockService,
+  SessionService,
+  PubSubService,
+  StreamsService,
+  PresenceService,
+];
 
 function withConnection(definition: DynamicModule, extras: RedisModuleExtras): DynamicModule {
   const name = extras.name ?? DEFAULT_CONNECTION_NAME;
@@ -58,12 +71,13 @@ function withConnection(definition: DynamicModule, extras: RedisModuleExtras): D
   ];
   const exported: Array<symbol | Provider> = [getRedisToken(name), connectionToken];
   if (name === DEFAULT_CONNECTION_NAME) {
-    providers.push(...SERVICES);
+    providers.push(...SERVICES, CoordinationLifecycle);
     exported.push(...SERVICES);
   }
   return {
     ...definition,
-    // DiscoveryService finds the methods decorated with @WithLock, @Cacheable, @CacheEvict.
+    // DiscoveryService finds the methods decorated with @WithLock, @Cacheable, @CacheEvict,
+    // @OnRedisMessage.
     imports: [
       ...(definition.imports ?? []),
       ...(name === DEFAULT_CONNECTION_NAME ? [DiscoveryModule] : []),

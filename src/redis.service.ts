@@ -2,8 +2,25 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import type { RedisClient } from './connection/client-factory.js';
 import { RedisConnection } from './connection/redis-connection.js';
+import { needsPermission } from './connection/permission.js';
 import { getRedisConnectionToken } from './connection/tokens.js';
+import { withTimeout } from './connection/wait.js';
+import {
+  diagnose,
+  type DiagnosticsOptions,
+  type RedisDiagnostics,
+} from './diagnostics/diagnostics.js';
 import { parseInfo, type RedisInfo } from './redis-info.js';
+import { MAX_TTL_MS, shown } from './toolkit/args.js';
+import { runBatch, type BatchCommand, type BatchResult } from './toolkit/batch.js';
+import { ShardedCounter, type CounterOptions } from './toolkit/counter.js';
+import { RedisRecords, type RecordShape, type RecordsOptions } from './toolkit/records.js';
+import { defineScript, type DefinedScript, type DefineScriptOptions } from './toolkit/script.js';
+import {
+  runTransaction,
+  type TransactionFn,
+  type TransactionOptions,
+} from './toolkit/transaction.js';
 
 /** Options of `RedisService.scan`. */
 export interface RedisScanOptions {
@@ -72,13 +89,15 @@ export class RedisService {
    */
   async info(section?: string): Promise<RedisInfo> {
     const [first] = this.connection.masters();
-    return parseInfo(await infoText(first ?? (this.client as Redis), section));
+    return parseInfo(await this.infoText(first ?? (this.client as Redis), section, 'info()'));
   }
 
   /** `INFO [section]` of every master, keyed by `host:port`. */
   async infoAll(section?: string): Promise<Record<string, RedisInfo>> {
     const masters = this.connection.masters();
-    const texts = await Promise.all(masters.map((node) => infoText(node, section)));
+    const texts = await Promise.all(
+      masters.map((node) => this.infoText(node, section, 'infoAll()')),
+    );
     return Object.fromEntries(masters.map((node, i) => [nodeAddress(node), parseInfo(texts[i])]));
   }
 
@@ -143,7 +162,9 @@ export class RedisService {
   /** Monitoring figures: clients, memory and its ratio to `maxmemory`, ops/s, hit rate, ... */
   async stats(): Promise<RedisStats> {
     const infos = await Promise.all(
-      this.connection.masters().map(async (node) => parseInfo(await infoText(node))),
+      this.connection
+        .masters()
+        .map(async (node) => parseInfo(await this.infoText(node, undefined, 'stats()'))),
     );
     const sum = (pick: (i: RedisInfo) => unknown): number =>
       infos.reduce((acc, i) => acc + num(pick(i)), 0);
@@ -183,10 +204,121 @@ export class RedisService {
   withDedicatedConnection<T>(fn: (client: RedisClient) => Promise<T>): Promise<T> {
     return this.connection.withDedicated(fn);
   }
-}
 
-function infoText(node: Redis, section?: string): Promise<string> {
-  return section === undefined ? node.info() : node.info(section);
+  /**
+   * Every master's state in one report: version, role and replica lag, memory, `maxmemory` and
+   * its policy, fragmentation, evicted and expired keys, persistence, clients, the latest slow
+   * log entries and latency events, and this registration's connections against
+   * `maxConnections`. Each probe is bounded by `timeout` (default 1000 ms); one the ACL denies
+   * is reported in the node's `errors` (with the permission to grant), not as a failure.
+   *
+   * @example
+   * ```ts
+   * const { connections, nodes } = await redis.diagnostics();
+   * for (const node of nodes) console.log(node.address, node.memory?.fragmentationRatio, node.slowlog.length);
+   * ```
+   */
+  diagnostics(options?: DiagnosticsOptions): Promise<RedisDiagnostics> {
+    return diagnose(this.connection, options);
+  }
+
+  // ------------------------------------------------------------------------------- toolkit
+
+  /**
+   * Whether Redis answers a `PING` within `timeout` ms (default 1000). Never throws and never
+   * waits in the offline queue: a connection that is not ready is `false` at once.
+   *
+   * @example
+   * ```ts
+   * if (!(await redis.isAlive())) console.warn('Redis is down');
+   * ```
+   */
+  async isAlive(options: { timeout?: number } = {}): Promise<boolean> {
+    const timeout = options.timeout ?? 1000;
+    if (!(typeof timeout === 'number' && timeout > 0 && timeout <= MAX_TTL_MS)) {
+      throw new TypeError(`isAlive timeout must be a positive number of ms, got ${shown(timeout)}`);
+    }
+    if (this.client.status !== 'ready') return false;
+    try {
+      await withTimeout(this.connection.pingLatency(), timeout, () => new Error('timeout'));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Defines a Lua script run by `EVALSHA` (falling back to `EVAL` on `NOSCRIPT`), with a
+   * fixed number of keys checked on every call and, on a cluster, checked to share one hash
+   * slot before anything is sent. See {@link DefinedScript}.
+   */
+  defineScript<T = unknown>(
+    name: string,
+    lua: string,
+    options: DefineScriptOptions,
+  ): DefinedScript<T> {
+    return defineScript<T>(this.connection, name, lua, options);
+  }
+
+  /**
+   * Optimistic transaction: `WATCH keys`, `fn` reads through `client` and queues writes on
+   * `multi`, then `EXEC`; runs again (up to `attempts`, default 10) when a watched key changed
+   * meanwhile, then throws `RedisTransactionConflictError`. On a cluster the keys must share
+   * a hash slot (`RedisCrossSlotError` otherwise, before anything is sent).
+   *
+   * @example
+   * ```ts
+   * await redis.transaction(['{acct:1}:balance'], async (client, multi) => {
+   *   const balance = Number(await client.get('{acct:1}:balance'));
+   *   multi.set('{acct:1}:balance', balance + 10);
+   * });
+   * ```
+   */
+  transaction(
+    keys: readonly string[],
+    fn: TransactionFn,
+    options?: TransactionOptions,
+  ): Promise<Array<[Error | null, unknown]>> {
+    return runTransaction(this.connection, keys, fn, options);
+  }
+
+  /**
+   * Sends independent commands together: one pipeline, or on a cluster one pipeline per node,
+   * in parallel. Results in input order, each `[error, value]`; one command's error never
+   * fails the others, and nothing is atomic.
+   *
+   * @example
+   * ```ts
+   * const replies = await redis.batch([
+   *   ['pexpire', 'task:1', 60_000],
+   *   ['pexpire', 'task:2', 60_000],
+   *   ['get', 'config'],
+   * ]);
+   * ```
+   */
+  batch(commands: readonly BatchCommand[]): Promise<BatchResult[]> {
+    return runBatch(this.connection, commands);
+  }
+
+  /** Hash records with a lifetime, refreshed atomically by every write. See {@link RedisRecords}. */
+  records<T extends RecordShape = RecordShape>(
+    namespace: string,
+    options: RecordsOptions,
+  ): RedisRecords<T> {
+    return new RedisRecords<T>(this.connection, namespace, options);
+  }
+
+  /** A hot-key counter spread over `shards` keys in different slots. See {@link ShardedCounter}. */
+  counter(name: string, options?: CounterOptions): ShardedCounter {
+    return new ShardedCounter(this.connection, name, options);
+  }
+
+  /** `INFO` is in `@dangerous`: an ACL user without it gets a `RedisPermissionError`. */
+  private infoText(node: Redis, section: string | undefined, operation: string): Promise<string> {
+    return needsPermission(this.connection.name, 'INFO', `RedisService.${operation}`, () =>
+      section === undefined ? node.info() : node.info(section),
+    );
+  }
 }
 
 async function* scanNode(node: Redis, match: string, count: number): AsyncGenerator<string[]> {

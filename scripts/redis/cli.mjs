@@ -7,14 +7,21 @@
 //   node scripts/redis/cli.mjs stop  --dir D
 //
 // `start` prints one line of JSON and exits; the servers keep running. `stop` stops every
-// server whose pidfile is under D and removes D (only if `start` created it: marker file).
+// server whose pidfile is under D and removes D (only if `start` created it: marker file);
+// it ignores SIGINT, SIGTERM and SIGHUP and always ends by itself (SIGKILL after a bounded wait).
 // Exit codes: 0 ok, 1 failure, 2 usage error.
 
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { runningServers, startCluster, startSentinel, startStandalone, stopAll } from './servers.mjs';
+import {
+  runningServers,
+  startCluster,
+  startSentinel,
+  startStandalone,
+  stopAll,
+} from './servers.mjs';
 
 const MARKER = '.nestjs-redis-infra';
 
@@ -30,7 +37,8 @@ function intOption(values, name) {
   const raw = values[name];
   if (raw === undefined) return undefined;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} must be a non-negative integer, got ${JSON.stringify(raw)}`);
+  if (!Number.isInteger(n) || n < 0)
+    throw new UsageError(`--${name} must be a non-negative integer, got ${JSON.stringify(raw)}`);
   return n;
 }
 
@@ -42,7 +50,15 @@ function describe(type, topology, ms) {
     case 'cluster':
       return {
         type,
-        nodes: topology.nodes.map(({ host, port, pid, busPort, id, role, masterId }) => ({ host, port, pid, busPort, id, role, masterId })),
+        nodes: topology.nodes.map(({ host, port, pid, busPort, id, role, masterId }) => ({
+          host,
+          port,
+          pid,
+          busPort,
+          id,
+          role,
+          masterId,
+        })),
         masters: topology.masters.map(node),
         replicas: topology.replicas.map(node),
         startedInMs: ms,
@@ -64,12 +80,16 @@ function describe(type, topology, ms) {
 
 function isDangerousDir(dir) {
   const resolved = path.resolve(dir);
-  return [path.parse(resolved).root, os.homedir(), process.cwd()].some((d) => path.resolve(d) === resolved);
+  return [path.parse(resolved).root, os.homedir(), process.cwd()].some(
+    (d) => path.resolve(d) === resolved,
+  );
 }
 
 async function start(type, values) {
   if (!['standalone', 'cluster', 'sentinel'].includes(type)) {
-    throw new UsageError(`unknown topology ${JSON.stringify(type)} (expected standalone, cluster or sentinel)`);
+    throw new UsageError(
+      `unknown topology ${JSON.stringify(type)} (expected standalone, cluster or sentinel)`,
+    );
   }
   if (!values.dir) throw new UsageError('--dir is required');
   const port = intOption(values, 'port');
@@ -87,24 +107,42 @@ async function start(type, values) {
   }
   await fs.mkdir(baseDir, { recursive: true });
   if (entries.length === 0 && !isDangerousDir(baseDir)) {
-    await fs.writeFile(path.join(baseDir, MARKER), 'created by scripts/redis/cli.mjs start; `stop` removes this directory\n');
+    await fs.writeFile(
+      path.join(baseDir, MARKER),
+      'created by scripts/redis/cli.mjs start; `stop` removes this directory\n',
+    );
   }
   const t0 = Date.now();
   let topology;
-  if (type === 'standalone') topology = await startStandalone({ baseDir, port, password: values.password });
-  else if (type === 'cluster') topology = await startCluster({ baseDir, masters, replicasPerMaster });
+  if (type === 'standalone')
+    topology = await startStandalone({ baseDir, port, password: values.password });
+  else if (type === 'cluster')
+    topology = await startCluster({ baseDir, masters, replicasPerMaster });
   else topology = await startSentinel({ baseDir, name: values.name ?? 'mymaster', sentinels });
   process.stdout.write(`${JSON.stringify(describe(type, topology, Date.now() - t0))}\n`);
 }
 
+// A stop that is cut short leaves a server running and its directory behind, and it is usually
+// run from a clean-up that is itself answering a signal (Ctrl-C, a second Ctrl-C, a runner's
+// SIGTERM to the whole process group). Node resets signals its parent ignored, so `stop` ignores
+// them here; it ends by itself: each server gets SIGTERM, then SIGKILL after a bounded wait.
+// Output that nobody reads any more (a closed pipe) must not fail it either.
+function shieldStop() {
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => {});
+  for (const stream of [process.stdout, process.stderr]) stream.on('error', () => {});
+}
+
 async function stop(values) {
   if (!values.dir) throw new UsageError('--dir is required');
+  shieldStop();
   const baseDir = path.resolve(values.dir);
   const t0 = Date.now();
   const stopped = await stopAll(baseDir);
   const left = await runningServers(baseDir);
   if (left.length) {
-    throw new Error(`servers still running after stop: ${left.map((s) => `pid ${s.pid} (${s.dir})`).join(', ')}`);
+    throw new Error(
+      `servers still running after stop: ${left.map((s) => `pid ${s.pid} (${s.dir})`).join(', ')}`,
+    );
   }
   let removed = false;
   let exists = true;
@@ -121,13 +159,17 @@ async function stop(values) {
       marked = false;
     }
     if (!marked || isDangerousDir(baseDir)) {
-      process.stderr.write(`cli.mjs: servers stopped, but not removing ${baseDir}: it was not empty when "start" first used it (no ${MARKER} marker)\n`);
+      process.stderr.write(
+        `cli.mjs: servers stopped, but not removing ${baseDir}: it was not empty when "start" first used it (no ${MARKER} marker)\n`,
+      );
     } else {
       await fs.rm(baseDir, { recursive: true, force: true });
       removed = true;
     }
   }
-  process.stdout.write(`${JSON.stringify({ stopped, removed, dir: baseDir, stoppedInMs: Date.now() - t0 })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ stopped, removed, dir: baseDir, stoppedInMs: Date.now() - t0 })}\n`,
+  );
 }
 
 async function main(argv) {
@@ -163,7 +205,8 @@ async function main(argv) {
     return start(type, values);
   }
   if (command === 'stop') {
-    if (type !== undefined) throw new UsageError(`unexpected arguments: ${positionals.slice(1).join(' ')}`);
+    if (type !== undefined)
+      throw new UsageError(`unexpected arguments: ${positionals.slice(1).join(' ')}`);
     return stop(values);
   }
   throw new UsageError(command ? `unknown command ${JSON.stringify(command)}` : 'missing command');

@@ -207,3 +207,51 @@ export interface RunningServer {
 
 /** Live redis servers whose pidfile is under `baseDir`. */
 export function runningServers(baseDir: string): Promise<RunningServer[]>;
+
+/** Files (and PEM text) made by `makeTlsCertificates`. */
+export interface TlsCertificates {
+  readonly dir: string;
+  /** The CA that signed the server certificate. */
+  readonly caFile: string;
+  /** Server certificate for 127.0.0.1 (subjectAltName IP:127.0.0.1). */
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** An unrelated CA: a client trusting only it must reject the server. */
+  readonly otherCaFile: string;
+  /** PEM text of `caFile`. */
+  readonly ca: string;
+  /** PEM text of `otherCaFile`. */
+  readonly otherCa: string;
+}
+
+/** Make a throw-away CA, a server certificate for 127.0.0.1 and a second CA, with openssl. */
+export function makeTlsCertificates(options: { dir: string }): Promise<TlsCertificates>;
+
+export interface TlsStandaloneOptions extends Omit<StandaloneOptions, 'port'> {
+  /** Reuse certificates; made in `<baseDir>/tls/` when absent. */
+  certificates?: TlsCertificates;
+}
+
+export interface TlsStandaloneServer extends StandaloneServer {
+  /** The TLS port (the plain `port` stays open on loopback for setup commands). */
+  readonly tlsPort: number;
+  /** `rediss://127.0.0.1:<tlsPort>` */
+  readonly tlsUrl: string;
+  readonly certificates: TlsCertificates;
+}
+
+/** Start a standalone redis-server that also listens with TLS (client certificates not required). */
+export function startTlsStandalone(options: TlsStandaloneOptions): Promise<TlsStandaloneServer>;
+
+/** `ACL SETUSER <username> reset <rules...>`: an ACL user with exactly these rules. */
+export function setAclUser(
+  target: RespTarget,
+  username: string,
+  rules: ReadonlyArray<string>,
+): Promise<RespValue>;
+
+/** `ACL LOG` entries, most recent first, as field records (`reason`, `object`, `username`, ...). */
+export function aclLog(
+  target: RespTarget,
+  count?: number,
+): Promise<Array<Record<string, RespValue>>>;

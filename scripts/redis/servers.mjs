@@ -1168,3 +1168,87 @@ export async function startSentinel({
     throw error;
   }
 }
+
+// ---------------------------------------------------------------------------
+// TLS and ACL
+// ---------------------------------------------------------------------------
+
+async function openssl(argv) {
+  await execFileText('openssl', argv, 30_000).catch((error) => {
+    throw new Error(`openssl is needed for TLS tests (apt-get install openssl): ${error.message}`);
+  });
+}
+
+/**
+ * Make a throw-away CA and a server certificate it signs for `127.0.0.1` (subjectAltName
+ * `IP:127.0.0.1`), plus a second, unrelated CA (to test a client that trusts the wrong one),
+ * with `openssl` in `dir`. EC P-256 keys: quick to make.
+ */
+export async function makeTlsCertificates({ dir }) {
+  const base = requireBaseDir(dir, 'makeTlsCertificates');
+  await fsp.mkdir(base, { recursive: true });
+  const file = (name) => path.join(base, name);
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  for (const ca of ['ca', 'other-ca']) {
+    await openssl(['req', '-x509', ...ec, '-keyout', file(`${ca}.key`), '-out', file(`${ca}.crt`), '-days', '2', '-subj', `/CN=nestjs-redis-infra test ${ca}`]);
+  }
+  await fsp.writeFile(file('server.ext'), `subjectAltName=IP:${HOST}\n`);
+  await openssl(['req', ...ec, '-keyout', file('server.key'), '-out', file('server.csr'), '-subj', `/CN=${HOST}`]);
+  await openssl([
+    'x509', '-req', '-in', file('server.csr'), '-CA', file('ca.crt'), '-CAkey', file('ca.key'), '-CAcreateserial',
+    '-out', file('server.crt'), '-days', '2', '-extfile', file('server.ext'),
+  ]);
+  return {
+    dir: base,
+    caFile: file('ca.crt'),
+    certFile: file('server.crt'),
+    keyFile: file('server.key'),
+    otherCaFile: file('other-ca.crt'),
+    ca: await fsp.readFile(file('ca.crt'), 'utf8'),
+    otherCa: await fsp.readFile(file('other-ca.crt'), 'utf8'),
+  };
+}
+
+/**
+ * Start a standalone redis-server that also listens with TLS on `tlsPort` (client certificates
+ * not required). Its plain port stays open on loopback for setup commands (`sendCommand`, ACL
+ * helpers) and the readiness probe; clients under test use `tlsUrl`.
+ */
+export async function startTlsStandalone({ baseDir, certificates, password, args = [], timeoutMs } = {}) {
+  const base = requireBaseDir(baseDir, 'startTlsStandalone');
+  const certs = certificates ?? (await makeTlsCertificates({ dir: path.join(base, 'tls') }));
+  const tlsPort = await freePort();
+  const server = await startStandalone({
+    baseDir: base,
+    password,
+    timeoutMs,
+    args: [
+      '--tls-port', String(tlsPort),
+      '--tls-cert-file', certs.certFile,
+      '--tls-key-file', certs.keyFile,
+      '--tls-ca-cert-file', certs.caFile,
+      '--tls-auth-clients', 'no',
+      ...args,
+    ],
+  });
+  return Object.assign(server, { tlsPort, tlsUrl: `rediss://${HOST}:${tlsPort}`, certificates: certs });
+}
+
+/**
+ * `ACL SETUSER <username> reset <rules...>`: (re)creates an ACL user with exactly `rules`
+ * (e.g. `['on', '>secret', '~app:*', '&app:*', '+@read']`).
+ */
+export async function setAclUser(target, username, rules) {
+  if (!Array.isArray(rules)) throw new TypeError('setAclUser: rules must be an array of ACL rules');
+  return sendCommand(target, ['ACL', 'SETUSER', username, 'reset', ...rules]);
+}
+
+/** `ACL LOG` entries (most recent first): what the server refused, to whom and why. */
+export async function aclLog(target, count = 128) {
+  const entries = await sendCommand(target, ['ACL', 'LOG', count]);
+  return (Array.isArray(entries) ? entries : []).map((entry) => {
+    const fields = {};
+    for (let i = 0; i + 1 < entry.length; i += 2) fields[entry[i]] = entry[i + 1];
+    return fields;
+  });
+}

@@ -7,7 +7,7 @@ import {
   type OnModuleInit,
 } from '@nestjs/common';
 import { DiscoveryService, MetadataScanner } from '@nestjs/core';
-import { Command } from 'ioredis';
+import { Cluster, Command } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
@@ -17,6 +17,8 @@ import { withTimeout } from '../connection/wait.js';
 import { resolveTemplate, wrapDecoratedMethods } from '../discovery/decorated-methods.js';
 import { CacheLoaderTimeoutError } from '../errors.js';
 import { escapeGlob, RedisService } from '../redis.service.js';
+import { checkDuration, checkOptionsObject, MAX_TIMER_MS, MAX_TTL_MS } from '../common/checks.js';
+import { describeKey, describeValue } from '../common/describe.js';
 import {
   decodeEntry,
   decodeTextEntry,
@@ -30,7 +32,15 @@ import {
   type CacheableMetadata,
   type CacheEvictMetadata,
 } from './cache.decorators.js';
-import { ABANDON, cacheKeys, FILL, INVALIDATION_CHANNEL } from './cache.scripts.js';
+import {
+  ABANDON,
+  cacheKeys,
+  FILL,
+  INVALIDATION_CHANNEL,
+  TAG_BUMP,
+  TAG_VERSION,
+  userKeyOf,
+} from './cache.scripts.js';
 import { jsonSerializer } from './serializer.js';
 
 /** Options of `CacheService.set` and `mset`. */
@@ -158,6 +168,8 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
   private readonly waiters = new Waiters();
   private degraded = false;
   private closing = false;
+  /** The Redis user may not PUBLISH to our channel (ACL): notifications are off. */
+  private publishRefused = false;
   private nextSubscribeAttempt = 0;
   private readonly deadlines = new DeadlineGroup();
   /** The interval that gives up L2 reads past `cache.timeout`, while any is in flight. */
@@ -232,10 +244,11 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
    */
   async set<T>(key: string, value: T, options: CacheSetOptions = {}): Promise<void> {
     checkKey('set', key);
+    checkOptionsObject(`CacheService.set(${describeKey(key)})`, 'options', options);
     this.kickSubscription();
     const { ttl, grace } = this.durations('set', key, options);
-    const payload = this.serialize('set', key, value);
     const tags = checkTags('set', key, options.tags);
+    const payload = this.serialize('set', key, value);
     await this.write(key, value, payload, ttl, grace, tags, 0);
   }
 
@@ -246,7 +259,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     for (const key of keys) this.dropLocal(key);
     await this.redisCall('del', async (client) => {
       await Promise.all(keys.map((key) => client.unlink(cacheKeys.entry(key))));
-      await client.publish(this.channel, this.message({ k: keys }));
+      await this.notify(client, { k: keys });
     }).catch(() => undefined);
   }
 
@@ -261,16 +274,18 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     options: CacheGetOrSetOptions = {},
   ): Promise<T> {
     checkKey('getOrSet', key);
-    this.kickSubscription();
     if (typeof loader !== 'function') {
       throw new TypeError(
-        `CacheService.getOrSet("${key}"): loader must be a function, got ${typeof loader}`,
+        `CacheService.getOrSet(${describeKey(key)}): loader must be a function, got ${describeValue(loader)}`,
       );
     }
+    checkOptionsObject(`CacheService.getOrSet(${describeKey(key)})`, 'options', options);
     this.durations('getOrSet', key, options);
     checkTags('getOrSet', key, options.tags);
     checkLoaderTimeout(key, 'timeout', options.timeout);
     checkLoaderTimeout(key, 'hardTimeout', options.hardTimeout);
+    checkEarlyRefresh(key, options.earlyRefresh);
+    this.kickSubscription();
     const now = Date.now();
     let entry = this.fromL1(key, now);
     if (entry && entry.freshUntil > now) {
@@ -294,23 +309,35 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
   /** `get` for many keys at once (one round trip's worth; keys may live on any cluster node). */
   mget<T>(keys: string[]): Promise<Array<T | undefined>> {
     if (!Array.isArray(keys))
-      throw new TypeError(`CacheService.mget: keys must be an array, got ${typeof keys}`);
+      throw new TypeError(`CacheService.mget: keys must be an array, got ${describeValue(keys)}`);
+    for (const key of keys) checkKey('mget', key);
     return Promise.all(keys.map((key) => this.get<T>(key)));
   }
 
   /** `set` for many entries at once. Every entry is validated before anything is written. */
   async mset<T>(entries: Array<{ key: string; value: T } & CacheSetOptions>): Promise<void> {
     if (!Array.isArray(entries))
-      throw new TypeError(`CacheService.mset: entries must be an array, got ${typeof entries}`);
-    const prepared = entries.map((e) => {
-      checkKey('mset', e?.key);
-      const { ttl, grace } = this.durations('mset', e.key, e);
+      throw new TypeError(
+        `CacheService.mset: entries must be an array, got ${describeValue(entries)}`,
+      );
+    const prepared = entries.map((e: unknown, i) => {
+      checkOptionsObject('CacheService.mset', `entries[${i}]`, e);
+      if (e === undefined) {
+        throw new TypeError(
+          `CacheService.mset: entries[${i}] must be { key, value }, got undefined`,
+        );
+      }
+      const entry = e as { key: string; value: T } & CacheSetOptions;
+      checkKey('mset', entry.key);
+      const { ttl, grace } = this.durations('mset', entry.key, entry);
+      const tags = checkTags('mset', entry.key, entry.tags);
       return {
-        ...e,
+        key: entry.key,
+        value: entry.value,
         ttl,
         grace,
-        payload: this.serialize('mset', e.key, e.value),
-        tags: checkTags('mset', e.key, e.tags),
+        tags,
+        payload: this.serialize('mset', entry.key, entry.value),
       };
     });
     await Promise.all(
@@ -323,16 +350,24 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
    * version is bumped, and entries remember the versions they were written under.
    */
   async invalidateTags(tags: string[]): Promise<void> {
-    const list = checkTags('invalidateTags', '', tags) ?? [];
+    if (!Array.isArray(tags)) {
+      throw new TypeError(
+        `CacheService.invalidateTags: tags must be an array of non-empty strings, got ${describeValue(tags)}`,
+      );
+    }
+    const list = checkTags('invalidateTags', undefined, tags) ?? [];
     if (list.length === 0) return;
+    const lifetime = this.options.ttl + this.options.grace;
     await this.redisCall('invalidate tags', async (client) => {
-      const versions = await Promise.all(list.map((tag) => client.incr(cacheKeys.tag(tag))));
+      const versions = await Promise.all(
+        list.map((tag) => TAG_BUMP.run(client, [cacheKeys.tag(tag)], [lifetime])),
+      );
       const bumped: Record<string, number> = {};
       list.forEach((tag, i) => {
-        bumped[tag] = versions[i];
-        this.noteTagVersion(tag, versions[i]);
+        bumped[tag] = Number(versions[i]);
+        this.noteTagVersion(tag, bumped[tag]);
       });
-      await client.publish(this.channel, this.message({ t: bumped }));
+      await this.notify(client, { t: bumped });
     }).catch(() => {
       // Not recorded in Redis: our own L1 must not keep serving what the caller just invalidated.
       this.l1?.clear();
@@ -346,19 +381,18 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
    */
   async clear(prefix?: string): Promise<void> {
     if (prefix !== undefined && typeof prefix !== 'string') {
-      throw new TypeError(`CacheService.clear: prefix must be a string, got ${typeof prefix}`);
+      throw new TypeError(
+        `CacheService.clear: prefix must be a string, got ${describeValue(prefix)}`,
+      );
     }
     this.clearLocal(prefix ?? '');
-    await this.redisCall(
-      'clear',
-      async (client) => {
-        await this.redis.unlinkByPattern(
-          prefix ? cacheKeys.pattern(escapeGlob(prefix)) : 'cache:*',
-        );
-        await client.publish(this.channel, this.message({ c: prefix ?? '' }));
-      },
-      0,
-    ).catch(() => undefined);
+    // Bounded by cache.timeout like every call of the cache: past it the call returns, the
+    // SCAN goes on in the background and the other instances are told when it is done.
+    await this.redisCall('clear', async (client) => {
+      if (prefix) await this.unlinkEntries(prefix);
+      else await this.redis.unlinkByPattern('cache:*');
+      await this.notify(client, { c: prefix ?? '' });
+    }).catch(() => undefined);
   }
 
   /** Hits and misses per tier, loads, errors, stale values served, stampede waits, L1 size. */
@@ -466,7 +500,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
           : decodeEntry(raw, this.options.serializer, key.length);
     } catch (err) {
       this.logger.warn(
-        `cache entry "${key}" is corrupted and was removed: ${(err as Error).message}`,
+        `cache entry ${describeKey(key)} is corrupted and was removed: ${(err as Error).message}`,
       );
       // Removed before the caller hears of the miss, so its next read does not log it again.
       const miss = (): void => this.endRead(read, undefined);
@@ -532,23 +566,24 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     this.dropLocal(key);
     const now = Date.now();
     try {
-      const versions = tags?.length ? await this.tagVersionsFor(tags) : undefined;
+      const versions = tags?.length ? await this.tagVersionsForWrite(tags, ttl + grace) : undefined;
       const encoded = encodeEntry(
         { freshUntil: now + ttl, staleUntil: now + ttl + grace, loadMs, tags: versions },
         payload,
       );
       await this.redisCall('set', async (client) => {
-        const message = this.message({ k: [key] });
-        if (lockToken) {
-          await FILL.run(
-            client,
-            [cacheKeys.entry(key), cacheKeys.lock(key)],
-            [encoded, ttl + grace, lockToken, this.channel, message],
-          );
-        } else {
-          await client.set(cacheKeys.entry(key), encoded, 'PX', ttl + grace);
-          await client.publish(this.channel, message);
-        }
+        const written = lockToken
+          ? FILL.run(
+              client,
+              [cacheKeys.entry(key), cacheKeys.lock(key)],
+              [encoded, ttl + grace, lockToken],
+            )
+          : client.set(cacheKeys.entry(key), encoded, 'PX', ttl + grace);
+        // On one connection commands run in the order sent, so the notification can follow the
+        // write at once; a cluster may deliver it from another node before the write lands, and
+        // an instance would then reload the old value into L1: there it waits for the write.
+        if (client instanceof Cluster) await written;
+        await Promise.all([written, this.notify(client, { k: [key] })]);
       });
       if (this.l1 && this.coherent) {
         this.l1.set(key, {
@@ -689,7 +724,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
       if (remaining <= 0) {
         wake.cancel();
         this.logger.warn(
-          `stampede lock for "${key}" held for more than ${2 * lockTtl} ms: loading without it`,
+          `stampede lock for ${describeKey(key)} held for more than ${2 * lockTtl} ms: loading without it`,
         );
         return (await this.runLoader(key, loader, options)).value;
       }
@@ -726,7 +761,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
       const value = await running;
       if (value === undefined) {
         throw new TypeError(
-          `CacheService.getOrSet("${key}"): the loader returned undefined, which cannot be cached (return null for "nothing")`,
+          `CacheService.getOrSet(${describeKey(key)}): the loader returned undefined, which cannot be cached (return null for "nothing")`,
         );
       }
       this.loggedLoadFailures.delete(key);
@@ -749,7 +784,8 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     try {
       payload = this.serialize('getOrSet', key, value);
     } catch (err) {
-      this.logger.warn((err as Error).message);
+      // The caller gets its value all the same; only caching it is impossible.
+      this.logger.warn(`${(err as Error).message}; the loaded value was returned, not cached`);
       if (token) await this.abandon(key, token);
       return;
     }
@@ -757,9 +793,10 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
   }
 
   private async abandon(key: string, token: string): Promise<void> {
-    await this.redisCall('unlock', (client) =>
-      ABANDON.run(client, [cacheKeys.lock(key)], [token, this.channel, this.message({ w: [key] })]),
-    ).catch(() => undefined);
+    await this.redisCall('unlock', async (client) => {
+      await ABANDON.run(client, [cacheKeys.lock(key)], [token]);
+      await this.notify(client, { w: [key] });
+    }).catch(() => undefined);
   }
 
   /** XFetch: refresh in the background with probability rising as expiry nears. */
@@ -790,45 +827,76 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     if (this.loggedLoadFailures.has(key)) return;
     this.loggedLoadFailures.add(key);
     this.logger.warn(
-      `loader for "${key}" failed, serving the stale value: ${(err as Error)?.message ?? String(err)}`,
+      `loader for ${describeKey(key)} failed, serving the stale value: ${describeError(err)}`,
     );
   }
 
   // ------------------------------------------------------------------------ tags
 
+  /**
+   * Whether an L1 entry's tags are current, by the memo alone. Versions only grow (see
+   * cache.scripts.ts): an entry is valid only under exactly the version it was written with,
+   * and version 0 (a counter that did not exist, before versions were clock-based) never is.
+   */
   private tagsValid(entry: CacheEntry): boolean {
     if (!entry.tags) return true;
     for (const tag in entry.tags) {
       const known = this.tagVersions.get(tag);
-      if (known === undefined || known !== entry.tags[tag]) return false;
+      if (known === undefined || known !== entry.tags[tag] || known === 0) return false;
     }
     return true;
   }
 
   private async tagsCurrent(tags: Record<string, number>): Promise<boolean> {
-    const names = Object.keys(tags);
-    const current = await this.tagVersionsFor(names).catch(() => undefined);
-    return current !== undefined && names.every((tag) => current[tag] === tags[tag]);
+    const current = await this.tagVersionsFor(tags).catch(() => undefined);
+    return (
+      current !== undefined &&
+      Object.keys(tags).every((tag) => tags[tag] > 0 && current[tag] === tags[tag])
+    );
   }
 
-  /** Current versions: from the memo while coherent, else from Redis (one GET per tag). */
-  private async tagVersionsFor(tags: string[]): Promise<Record<string, number>> {
+  /**
+   * Current versions of an entry's tags: from the memo while coherent, else from Redis (one GET
+   * per tag). An entry written under a version higher than the memo's proves the memo behind
+   * (a counter created by a write is not announced): that tag is read from Redis.
+   */
+  private async tagVersionsFor(tags: Record<string, number>): Promise<Record<string, number>> {
     const out: Record<string, number> = {};
-    const unknown = tags.filter((tag) => {
+    const unknown = Object.keys(tags).filter((tag) => {
       const known = this.coherent ? this.tagVersions.get(tag) : undefined;
-      if (known !== undefined) out[tag] = known;
-      return known === undefined;
+      if (known !== undefined && known >= tags[tag]) out[tag] = known;
+      return out[tag] === undefined;
     });
     if (unknown.length) {
       const values = await this.redisCall('read tag versions', (client) =>
         Promise.all(unknown.map((tag) => client.get(cacheKeys.tag(tag)))),
       );
       unknown.forEach((tag, i) => {
+        // A missing counter is version 0, under which no entry is valid; it is not remembered.
         const version = Number(values[i] ?? 0);
         out[tag] = version;
-        if (this.coherent) this.noteTagVersion(tag, version);
+        if (this.coherent && version > 0) this.noteTagVersion(tag, version);
       });
     }
+    return out;
+  }
+
+  /**
+   * The versions to write an entry under, from Redis (one script per tag, in parallel): each
+   * counter is created if missing and kept at least `lifetime` ms, as long as the entry.
+   */
+  private async tagVersionsForWrite(
+    tags: string[],
+    lifetime: number,
+  ): Promise<Record<string, number>> {
+    const values = await this.redisCall('read tag versions', (client) =>
+      Promise.all(tags.map((tag) => TAG_VERSION.run(client, [cacheKeys.tag(tag)], [lifetime]))),
+    );
+    const out: Record<string, number> = {};
+    tags.forEach((tag, i) => {
+      out[tag] = Number(values[i]);
+      if (this.coherent) this.noteTagVersion(tag, out[tag]);
+    });
     return out;
   }
 
@@ -845,6 +913,46 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
 
   private message(body: Omit<Message, 's'>): string {
     return JSON.stringify({ s: this.id, ...body });
+  }
+
+  /**
+   * Tells the other instances (and our waiters) what changed. Never fails the write it follows:
+   * an ACL user without channel rights gets `NOPERM` here, which is logged once and turns the
+   * notifications off (the subscription is refused too, so every instance runs without L1 and
+   * waiters poll); any other failure is the outage the write itself reports.
+   */
+  private async notify(client: RedisConnection['client'], body: Omit<Message, 's'>): Promise<void> {
+    if (this.publishRefused) return;
+    try {
+      await client.publish(this.channel, this.message(body));
+    } catch (err) {
+      if (!/^NOPERM/.test((err as Error)?.message ?? '')) return;
+      this.publishRefused = true;
+      this.logger.warn(
+        `PUBLISH to "${this.channel}" is refused (${this.connection.scrub((err as Error).message)}): ` +
+          'the cache runs without invalidation messages, so without L1; grant the Redis user ' +
+          `the channel (&${this.channel}) to turn them on`,
+      );
+    }
+  }
+
+  /** SCAN + UNLINK of the entries and locks whose key starts with `prefix`, on every master. */
+  private async unlinkEntries(prefix: string): Promise<void> {
+    const client = this.connection.client;
+    let batch: string[] = [];
+    const flush = async (): Promise<void> => {
+      const names = batch;
+      batch = [];
+      await Promise.all(names.map((name) => client.unlink(name)));
+    };
+    for (const pattern of cacheKeys.patterns(escapeGlob(prefix))) {
+      for await (const name of this.redis.scan(pattern)) {
+        if (!userKeyOf(name)?.startsWith(prefix)) continue;
+        batch.push(name);
+        if (batch.length >= UNLINK_BATCH) await flush();
+      }
+    }
+    await flush();
   }
 
   /**
@@ -914,6 +1022,9 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
   }
 
   private clearLocal(prefix: string): void {
+    // Counters are unlinked too: versions stay monotonic (cache.scripts.ts), the memo is
+    // dropped all the same so that nothing rests on it.
+    if (prefix === '') this.tagVersions.clear();
     if (this.l1) {
       if (prefix === '') this.l1.clear();
       else for (const key of [...this.l1.keys()]) if (key.startsWith(prefix)) this.l1.delete(key);
@@ -979,35 +1090,42 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
     key: string,
     options: CacheSetOptions,
   ): { ttl: number; grace: number } {
-    const ttl = options.ttl ?? this.options.ttl;
-    if (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl <= 0) {
-      throw new RangeError(
-        `CacheService.${method}("${key}"): ttl must be a positive finite number of ms, got ${String(ttl)}`,
-      );
-    }
-    const grace = options.grace ?? this.options.grace;
-    if (typeof grace !== 'number' || !Number.isFinite(grace) || grace < 0) {
-      throw new RangeError(
-        `CacheService.${method}("${key}"): grace must be a non-negative finite number of ms, got ${String(grace)}`,
-      );
-    }
-    return { ttl: Math.ceil(ttl), grace: Math.ceil(grace) };
+    const where = `CacheService.${method}(${describeKey(key)})`;
+    const ttl = checkDuration(where, 'ttl', options.ttl ?? this.options.ttl, {
+      min: 1,
+      max: MAX_TTL_MS,
+    });
+    const grace = checkDuration(where, 'grace', options.grace ?? this.options.grace, {
+      min: 0,
+      max: MAX_TTL_MS,
+    });
+    return { ttl, grace };
   }
 
   private serialize(method: string, key: string, value: unknown): string | Buffer {
+    const where = `CacheService.${method}(${describeKey(key)})`;
     if (value === undefined) {
       throw new TypeError(
-        `CacheService.${method}("${key}"): undefined cannot be cached (use null, or del() the key)`,
+        `${where}: value undefined cannot be cached (use null, or del() the key)`,
       );
     }
+    let payload: string | Buffer;
     try {
-      return this.options.serializer.serialize(value);
+      payload = this.options.serializer.serialize(value);
     } catch (err) {
-      throw new TypeError(
-        `CacheService.${method}("${key}"): the value cannot be serialized: ${(err as Error).message}`,
-        { cause: err },
+      throw new TypeError(`${where}: value cannot be serialized: ${describeError(err)}`, {
+        cause: err,
+      });
+    }
+    const bytes = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
+    const max = this.options.maxValueBytes;
+    if (bytes > max) {
+      throw new RangeError(
+        `${where}: value is ${bytes} bytes serialized, more than cache.maxValueBytes (${max}); ` +
+          'nothing was written. Cache a smaller value, or raise cache.maxValueBytes.',
       );
     }
+    return payload;
   }
 
   private wrapDecorated(): void {
@@ -1051,28 +1169,51 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
   }
 }
 
+/** Keys removed per batch by `clear(prefix)`. */
+const UNLINK_BATCH = 250;
+
 function checkKey(method: string, key: unknown): asserts key is string {
   if (typeof key !== 'string' || key.length === 0) {
     throw new TypeError(
-      `CacheService.${method}: key must be a non-empty string, got ${JSON.stringify(key) ?? String(key)}`,
+      `CacheService.${method}: key must be a non-empty string, got ${describeValue(key)}`,
     );
   }
 }
 
 function checkLoaderTimeout(key: string, name: string, ms: unknown): void {
-  if (ms !== undefined && !(typeof ms === 'number' && Number.isFinite(ms) && ms > 0)) {
-    throw new RangeError(
-      `CacheService.getOrSet("${key}"): ${name} must be a positive finite number of ms, got ${String(ms)}`,
+  if (ms === undefined) return;
+  checkDuration(`CacheService.getOrSet(${describeKey(key)})`, name, ms, {
+    min: 1,
+    max: MAX_TIMER_MS,
+  });
+}
+
+function checkEarlyRefresh(key: string, value: unknown): void {
+  if (value === undefined || typeof value === 'boolean') return;
+  if (typeof value !== 'number' || !(value >= 0) || value === Infinity) {
+    const error = typeof value === 'number' ? RangeError : TypeError;
+    throw new error(
+      `CacheService.getOrSet(${describeKey(key)}): earlyRefresh must be a boolean or a finite ` +
+        `number from 0 (beta), got ${describeValue(value)}`,
     );
   }
 }
 
-function checkTags(method: string, key: string, tags: unknown): string[] | undefined {
+function checkTags(method: string, key: string | undefined, tags: unknown): string[] | undefined {
   if (tags === undefined) return undefined;
   if (!Array.isArray(tags) || !tags.every((t) => typeof t === 'string' && t.length > 0)) {
+    const where = key === undefined ? '' : `(${describeKey(key)})`;
+    const bad = Array.isArray(tags)
+      ? `item ${describeValue(tags.find((t) => typeof t !== 'string' || t.length === 0))}`
+      : describeValue(tags);
     throw new TypeError(
-      `CacheService.${method}(${key ? `"${key}"` : ''}): tags must be an array of non-empty strings, got ${JSON.stringify(tags)}`,
+      `CacheService.${method}${where}: tags must be an array of non-empty strings, got ${bad}`,
     );
   }
   return tags;
+}
+
+/** An error's message for a message of ours, whatever was thrown. */
+function describeError(err: unknown): string {
+  return err instanceof Error ? err.message : describeValue(err);
 }

@@ -16,7 +16,18 @@ export interface CacheSerializer {
  */
 export const jsonSerializer: CacheSerializer = {
   serialize(value: unknown): string {
-    const text = JSON.stringify(value, strictReplacer);
+    let text: string | undefined;
+    try {
+      text = JSON.stringify(value, strictReplacer);
+    } catch (err) {
+      // JSON's own wording names neither the value nor what to do.
+      if (err instanceof TypeError && /circular/i.test(err.message)) {
+        throw new TypeError('the value refers back to itself (a circular structure)', {
+          cause: err,
+        });
+      }
+      throw err;
+    }
     if (text === undefined) throw new TypeError(`${describe(value)} cannot be represented in JSON`);
     return text;
   },

@@ -12,8 +12,9 @@ export const DEFAULTS = {
   coalesceWrites: true,
   protocol: 3 as 2 | 3,
   retry: {
-    initialDelay: 100,
-    maxDelay: 5_000,
+    initialDelay: 50,
+    factor: 1.5,
+    maxDelay: 2_000,
     jitter: 0.5,
     maxAttempts: null as number | null,
   },
@@ -25,6 +26,7 @@ export const DEFAULTS = {
     l1MaxBytes: 64 * 1024 * 1024,
     lockTtl: 10_000,
     timeout: 1_000,
+    maxValueBytes: 1024 * 1024,
   },
   session: {
     ttl: 30 * 60_000,

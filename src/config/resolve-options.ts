@@ -4,6 +4,8 @@ import { RedisConfigError } from '../errors.js';
 import { DEFAULTS, DEFAULT_CONNECTION_NAME } from './defaults.js';
 import { redactUrl, REDACTED } from './redact.js';
 import { jsonSerializer, type CacheSerializer } from '../cache/serializer.js';
+import { MAX_TIMER_MS, MAX_TTL_MS } from '../common/checks.js';
+import { validatePubSubOptions, type ResolvedPubSubOptions } from '../pubsub/pubsub.options.js';
 import type {
   RedisClusterOptions,
   RedisModuleOptions,
@@ -59,6 +61,7 @@ export interface ResolvedRedisConfig {
     lockTtl: number;
     timeout: number;
     serializer: CacheSerializer;
+    maxValueBytes: number;
   };
   session: {
     ttl: number;
@@ -73,7 +76,10 @@ export interface ResolvedRedisConfig {
     extendMargin: number;
     replicas: number;
     replicaTimeout: number;
+    /** Label of this process's lock holders (`LockService.inspect`); undefined: host:pid. */
+    holderId?: string;
   };
+  pubsub: ResolvedPubSubOptions;
   /** Human-readable address for logs and errors, password redacted. */
   address: string;
 }
@@ -427,6 +433,7 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
     cache: validateCache(o.cache, commandTimeout),
     session: validateSession(o.session),
     lock: validateLock(o.lock),
+    pubsub: validatePubSubOptions(o.pubsub),
     address,
   };
 }
@@ -556,7 +563,7 @@ function validateRetry(value: RedisRetryOptions | undefined): Required<RedisRetr
     throw new RedisConfigError(
       'retry',
       value,
-      '{ initialDelay?, maxDelay?, jitter?, maxAttempts? }',
+      '{ initialDelay?, factor?, maxDelay?, jitter?, maxAttempts? }',
     );
   }
   const r = value ?? {};
@@ -573,6 +580,10 @@ function validateRetry(value: RedisRetryOptions | undefined): Required<RedisRetr
       `at least retry.initialDelay (${initialDelay})`,
     );
   }
+  const factor = r.factor ?? DEFAULTS.retry.factor;
+  if (typeof factor !== 'number' || !(factor >= 1 && factor <= 10)) {
+    throw new RedisConfigError('retry.factor', factor, 'a number from 1 to 10');
+  }
   const jitter = r.jitter ?? DEFAULTS.retry.jitter;
   if (typeof jitter !== 'number' || !(jitter >= 0 && jitter <= 1)) {
     throw new RedisConfigError('retry.jitter', jitter, 'a number from 0 to 1');
@@ -585,7 +596,7 @@ function validateRetry(value: RedisRetryOptions | undefined): Required<RedisRetr
       'a positive integer, or null for no limit',
     );
   }
-  return { initialDelay, maxDelay, jitter, maxAttempts };
+  return { initialDelay, factor, maxDelay, jitter, maxAttempts };
 }
 
 function validateLock(value: RedisModuleOptions['lock']): ResolvedRedisConfig['lock'] {
@@ -593,7 +604,7 @@ function validateLock(value: RedisModuleOptions['lock']): ResolvedRedisConfig['l
     throw new RedisConfigError(
       'lock',
       value,
-      '{ ttl?, wait?, retryInterval?, extendMargin?, replicas?, replicaTimeout? }',
+      '{ ttl?, wait?, retryInterval?, extendMargin?, replicas?, replicaTimeout?, holderId? }',
     );
   }
   const l = value ?? {};
@@ -607,7 +618,14 @@ function validateLock(value: RedisModuleOptions['lock']): ResolvedRedisConfig['l
   if (!Number.isInteger(replicas) || replicas < 0) {
     throw new RedisConfigError('lock.replicas', replicas, 'a non-negative integer');
   }
+  if (
+    l.holderId !== undefined &&
+    (typeof l.holderId !== 'string' || l.holderId.length === 0 || l.holderId.length > 256)
+  ) {
+    throw new RedisConfigError('lock.holderId', l.holderId, 'a string of 1-256 characters');
+  }
   return {
+    ...(l.holderId !== undefined ? { holderId: l.holderId } : {}),
     ttl,
     wait,
     retryInterval: positiveInt(l.retryInterval, 'lock.retryInterval', DEFAULTS.lock.retryInterval),
@@ -629,7 +647,7 @@ function validateCache(
     throw new RedisConfigError(
       'cache',
       value,
-      '{ ttl?, grace?, l1?, lockTtl?, timeout?, serializer? }',
+      '{ ttl?, grace?, l1?, lockTtl?, timeout?, serializer?, maxValueBytes? }',
     );
   }
   const c = value ?? {};
@@ -656,13 +674,30 @@ function validateCache(
       '{ serialize(value), deserialize(buffer) }',
     );
   }
+  const maxValueBytes = c.maxValueBytes ?? DEFAULTS.cache.maxValueBytes;
+  if (
+    typeof maxValueBytes !== 'number' ||
+    !Number.isSafeInteger(maxValueBytes) ||
+    maxValueBytes <= 0
+  ) {
+    throw new RedisConfigError('cache.maxValueBytes', maxValueBytes, 'a positive integer (bytes)');
+  }
   return {
-    ttl: positiveInt(c.ttl, 'cache.ttl', DEFAULTS.cache.ttl),
-    grace,
+    ttl: atMost(positiveInt(c.ttl, 'cache.ttl', DEFAULTS.cache.ttl), 'cache.ttl', MAX_TTL_MS),
+    grace: atMost(grace, 'cache.grace', MAX_TTL_MS),
     l1,
-    lockTtl: positiveInt(c.lockTtl, 'cache.lockTtl', DEFAULTS.cache.lockTtl),
-    timeout: positiveInt(c.timeout, 'cache.timeout', commandTimeout ?? DEFAULTS.cache.timeout),
+    lockTtl: atMost(
+      positiveInt(c.lockTtl, 'cache.lockTtl', DEFAULTS.cache.lockTtl),
+      'cache.lockTtl',
+      MAX_TIMER_MS,
+    ),
+    timeout: atMost(
+      positiveInt(c.timeout, 'cache.timeout', commandTimeout ?? DEFAULTS.cache.timeout),
+      'cache.timeout',
+      MAX_TIMER_MS,
+    ),
     serializer,
+    maxValueBytes,
   };
 }
 
@@ -694,9 +729,19 @@ function validateSession(value: RedisModuleOptions['session']): ResolvedRedisCon
     );
   }
   return {
-    ttl: positiveInt(s.ttl, 'session.ttl', DEFAULTS.session.ttl),
-    absoluteTtl: positiveInt(s.absoluteTtl, 'session.absoluteTtl', DEFAULTS.session.absoluteTtl),
+    ttl: atMost(positiveInt(s.ttl, 'session.ttl', DEFAULTS.session.ttl), 'session.ttl', MAX_TTL_MS),
+    absoluteTtl: atMost(
+      positiveInt(s.absoluteTtl, 'session.absoluteTtl', DEFAULTS.session.absoluteTtl),
+      'session.absoluteTtl',
+      MAX_TTL_MS,
+    ),
     maxBytes,
     maxSessionsPerUser,
   };
+}
+
+/** Upper bound of a cache or session duration (src/common/checks.ts says why each). */
+function atMost(ms: number, label: string, max: number): number {
+  if (ms > max) throw new RedisConfigError(label, ms, `at most ${max} milliseconds`);
+  return ms;
 }

@@ -1,8 +1,8 @@
 import type { RedisRetryOptions } from '../config/redis-options.interface.js';
 
 /**
- * Delay before reconnect attempt `attempt` (1-based): exponential from `initialDelay`, capped at
- * `maxDelay`, with the last `jitter` fraction of it randomised so that a fleet of instances
+ * Delay before reconnect attempt `attempt` (1-based): exponential from `initialDelay` by
+ * `factor`, capped at `maxDelay`, with the last `jitter` fraction of it randomised so that a fleet of instances
  * does not reconnect in lock-step after an outage. `null` means stop retrying.
  */
 export function backoffDelay(
@@ -11,8 +11,8 @@ export function backoffDelay(
   random: () => number = Math.random,
 ): number | null {
   if (retry.maxAttempts !== null && attempt > retry.maxAttempts) return null;
-  // 2^30 already exceeds any sane cap; clamping the exponent avoids Infinity.
-  const exponential = retry.initialDelay * 2 ** Math.min(Math.max(attempt - 1, 0), 30);
+  // Past the cap the exponent no longer matters; clamping it avoids Infinity.
+  const exponential = retry.initialDelay * retry.factor ** Math.min(Math.max(attempt - 1, 0), 60);
   const capped = Math.min(retry.maxDelay, exponential);
   const fixed = capped * (1 - retry.jitter);
   return Math.round(fixed + random() * capped * retry.jitter);

@@ -2,6 +2,7 @@ import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
 import type { ResolvedRedisConfig } from '../config/resolve-options.js';
 import { backoffDelay } from './backoff.js';
 import { coalesceWrites } from './coalesce-writes.js';
+import { redactClientErrors } from './redact-errors.js';
 import { withTimeout } from './wait.js';
 
 /** The ioredis client we hand out: a standalone/Sentinel `Redis` or a `Cluster`. */
@@ -52,6 +53,7 @@ export function createClient(
   node?: { host: string; port: number },
 ): RedisClient {
   const client = newClient(config, role, node);
+  redactClientErrors(client, clientSecrets(config));
   if (config.target.kind === 'sentinel' && !node && role !== 'dedicated') {
     reconnectAfterSwitchRace(client as Redis);
   }
@@ -60,6 +62,17 @@ export function createClient(
     coalesceWrites(client);
   }
   return client;
+}
+
+/** Every secret a client of this configuration may send: what its errors must never show. */
+export function clientSecrets(config: ResolvedRedisConfig): Array<string | undefined> {
+  const target = config.target;
+  if (target.kind === 'client') {
+    const source = target.client;
+    const options = (isCluster(source) ? source.options.redisOptions : source.options) ?? {};
+    return [options.password, (options as RedisOptions).sentinelPassword];
+  }
+  return [config.password, target.kind === 'sentinel' ? target.sentinelPassword : undefined];
 }
 
 function newClient(
@@ -199,11 +212,56 @@ export async function disconnectAndWait(client: RedisClient, bound: number): Pro
   const status = client.status;
   if (status === 'end') return;
   if (status !== 'connect' && status !== 'ready' && status !== 'connecting') {
+    for (const node of isCluster(client) ? client.nodes('all') : [client]) {
+      if (node.status !== 'connect' && node.status !== 'ready') noLingeringDestroyTimer(node);
+    }
     client.disconnect();
+    markEnded(client);
     return;
   }
   const ended = new Promise<void>((resolve) => client.once('end', () => resolve()));
   client.disconnect();
   // ioredis destroys the socket after `disconnectTimeout` (= shutdownTimeout) at the latest.
   await withTimeout(ended, bound + 100, () => new Error('end timeout')).catch(() => undefined);
+}
+
+/**
+ * Between reconnect attempts the socket is already closed, yet `disconnect()` arms a timer of
+ * `disconnectTimeout` to destroy it, which only a `close` event (gone already) would clear:
+ * the process could not exit before it fires. With nothing to destroy, it may fire at once.
+ */
+function noLingeringDestroyTimer(node: Redis): void {
+  const connector = (node as unknown as { connector?: { disconnectTimeout?: unknown } }).connector;
+  if (connector && typeof connector.disconnectTimeout === 'number') connector.disconnectTimeout = 0;
+}
+
+/**
+ * `disconnect()` between two reconnect attempts cancels the next attempt, but ioredis leaves the
+ * status at `reconnecting` (a cluster's at `disconnecting`): a command sent afterwards would be
+ * queued for a reconnect that never comes, and hang. Setting `end`, as ioredis does when a
+ * socket closes on purpose, makes such commands fail at once with "Connection is closed."
+ */
+function markEnded(client: RedisClient): void {
+  if (client.status === 'end') return;
+  const setStatus = (client as unknown as { setStatus?: (status: string) => void }).setStatus;
+  if (typeof setStatus === 'function') setStatus.call(client, 'end');
+}
+
+/** The internals `failQueuedCommands` reaches: ioredis keeps its queues private. */
+interface QueueHolder {
+  flushQueue?: (error: Error, options?: { offlineQueue?: boolean; commandQueue?: boolean }) => void;
+}
+
+/**
+ * Rejects every command still waiting in a client (the offline queue of a client that is
+ * reconnecting, the replies not yet received), on every node of a cluster, with `error`.
+ * ioredis does this itself only when a socket closes; a client between reconnect attempts has
+ * no socket, so after `disconnect()` its queued commands would never settle.
+ */
+export function failQueuedCommands(client: RedisClient, error: Error): void {
+  const holders: RedisClient[] = isCluster(client) ? [client, ...client.nodes('all')] : [client];
+  for (const holder of holders) {
+    const flush = (holder as unknown as QueueHolder).flushQueue;
+    if (typeof flush === 'function') flush.call(holder, error);
+  }
 }

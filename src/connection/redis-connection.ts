@@ -1,4 +1,9 @@
-import { Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
+import {
+  Logger,
+  type BeforeApplicationShutdown,
+  type OnApplicationShutdown,
+  type OnModuleInit,
+} from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { DEFAULTS } from '../config/defaults.js';
 import { scrubSecrets } from '../config/redact.js';
@@ -7,6 +12,7 @@ import { RedisConnectionError } from '../errors.js';
 import {
   createClient,
   disconnectAndWait,
+  failQueuedCommands,
   isCluster,
   type ConnectionRole,
   type RedisClient,
@@ -27,7 +33,9 @@ interface Waiter {
  * subscribe, and a small pool of dedicated connections for blocking commands. It opens them,
  * watches them, bounds them by `maxConnections` and closes what it opened.
  */
-export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
+export class RedisConnection
+  implements OnModuleInit, BeforeApplicationShutdown, OnApplicationShutdown
+{
   /** The command connection: what `@InjectRedis()` injects. */
   readonly client: RedisClient;
   /** Key prefix that ioredis adds to every key of `client`. */
@@ -44,7 +52,12 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   private readonly waiters: Waiter[] = [];
   private dedicatedOpening = 0;
   private subscriberHub?: RedisSubscriber;
+  /** Subscriber connections to one cluster node each (keyspace events, shard channels). */
+  private readonly nodeHubs = new Map<string, RedisSubscriber>();
   private closing?: Promise<void>;
+  /** When shutdown began (`performance.now()`): every shutdown wait shares one budget. */
+  private shutdownStart?: number;
+  private lastErrorText?: string;
 
   constructor(readonly config: ResolvedRedisConfig) {
     this.logger = new Logger(`Redis:${config.name}`);
@@ -59,6 +72,16 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
       this.keyPrefix = config.keyPrefix;
     }
     this.detachers.push(this.watch(this.client, 'command'));
+    this.detachers.push(this.rememberLastError(this.client));
+  }
+
+  /**
+   * The last error of the command connection since it was last ready (message only, secrets
+   * removed), e.g. `WRONGPASS ...` while a `lazyConnect` client keeps retrying; `undefined`
+   * while it is ready.
+   */
+  get lastError(): string | undefined {
+    return this.lastErrorText;
   }
 
   /** The connection's name (`default` unless registered with `name`). */
@@ -85,6 +108,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     return (
       (this.owned ? 1 : 0) +
       (this.subscriberHub?.isOpen ? 1 : 0) +
+      [...this.nodeHubs.values()].filter((hub) => hub.isOpen).length +
       this.idle.length +
       this.busy.size +
       this.dedicatedOpening
@@ -109,6 +133,26 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     await this.connectOrFail(this.client, 'command');
   }
 
+  /**
+   * Runs before Nest closes the HTTP server, which waits for the requests in flight: a request
+   * waiting on a command that Redis cannot answer (it is down, or frozen) would hold
+   * `app.close()` until ioredis gives up retrying, about a minute. So the commands in flight
+   * get `shutdownTimeout` from here; if they have not all been answered by then, every
+   * connection is closed now and their commands fail, and the requests can be answered.
+   * When they were answered, the connection stays open for the requests still running.
+   */
+  async beforeApplicationShutdown(): Promise<void> {
+    if (!this.owned || this.closing) return;
+    this.shutdownStart ??= performance.now();
+    if (await this.drain(this.client)) {
+      // Answered: the requests still running may take their time, and what they send after
+      // the HTTP server has closed gets a full shutdownTimeout of its own in close().
+      this.shutdownStart = undefined;
+      return;
+    }
+    await this.close();
+  }
+
   async onApplicationShutdown(): Promise<void> {
     await this.close();
   }
@@ -119,6 +163,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
    * application passed in is left open (only our listeners are removed).
    */
   close(): Promise<void> {
+    this.shutdownStart ??= performance.now();
     this.closing ??= this.doClose();
     return this.closing;
   }
@@ -146,6 +191,41 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
    */
   onSubscriberDrop(listener: () => void): () => void {
     return this.subscriber().onDrop(listener);
+  }
+
+  /**
+   * The shared subscriber connection, or with `node` a subscriber connection to that one node
+   * of a cluster (opened on first use, counted in `maxConnections`, closed on shutdown), for
+   * what a single node publishes: keyspace notifications and shard channels. Without a
+   * cluster, every `node` is the shared connection's server, so the shared one is returned.
+   */
+  subscriberFor(node?: { host: string; port: number }): RedisSubscriber {
+    if (!node || !this.isCluster) return this.subscriber();
+    if (this.closing) {
+      throw new RedisConnectionError(this.name, this.address, 'the connection is shutting down');
+    }
+    const key = `${node.host}:${node.port}`;
+    let hub = this.nodeHubs.get(key);
+    if (!hub) {
+      hub = new RedisSubscriber({
+        open: async () => {
+          this.reserveSlot(`subscriber connection to ${key}`);
+          const client = createClient(this.config, 'subscriber', node);
+          this.detachers.push(this.watch(client, 'subscriber'));
+          try {
+            await this.connectOrFail(client, 'subscriber');
+          } catch (err) {
+            client.disconnect();
+            throw err;
+          }
+          return client;
+        },
+        logger: this.logger,
+        closeBound: this.config.shutdownTimeout,
+      });
+      this.nodeHubs.set(key, hub);
+    }
+    return hub;
   }
 
   /** `true` when the subscriber connection exists (it is opened on first subscribe). */
@@ -188,7 +268,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
 
   private subscriber(): RedisSubscriber {
     if (this.closing) {
-      throw new RedisConnectionError(this.name, this.address, 'the connection is shutting down');
+      throw this.shuttingDown();
     }
     this.subscriberHub ??= new RedisSubscriber({
       open: async () => {
@@ -221,6 +301,28 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     return { host, port };
   }
 
+  /** Refusal of new work during shutdown: not an outage, so no "is Redis running?" hint. */
+  private shuttingDown(): RedisConnectionError {
+    return new RedisConnectionError(this.name, this.address, 'the application is shutting down', {
+      hint: 'This call started after app.close(); nothing is wrong with Redis.',
+    });
+  }
+
+  private rememberLastError(client: RedisClient): () => void {
+    const onError = (err: Error): void => {
+      this.lastErrorText = this.scrub(err.message);
+    };
+    const onReady = (): void => {
+      this.lastErrorText = undefined;
+    };
+    client.on('error', onError);
+    client.on('ready', onReady);
+    return () => {
+      client.off('error', onError);
+      client.off('ready', onReady);
+    };
+  }
+
   private reserveSlot(what: string): void {
     if (this.openConnections >= this.config.maxConnections) {
       throw new RedisConnectionError(
@@ -236,7 +338,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
 
   private async acquireDedicated(): Promise<RedisClient> {
     if (this.closing) {
-      throw new RedisConnectionError(this.name, this.address, 'the connection is shutting down');
+      throw this.shuttingDown();
     }
     while (this.idle.length > 0) {
       const client = this.idle.pop()!;
@@ -364,9 +466,12 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
       const reason =
         lastError === undefined
           ? `not ready within connectTimeout (${this.config.connectTimeout} ms)`
-          : isPermanentConnectError(lastError)
-            ? this.scrub(cause.message)
-            : `${this.scrub(cause.message)} (gave up after connectTimeout, ${this.config.connectTimeout} ms)`;
+          : isTlsCertificateError(lastError)
+            ? `TLS: the server's certificate was rejected (${this.scrub(cause.message)}); ` +
+              'set tls.ca to the CA that signed it, and check that it names this host'
+            : isPermanentConnectError(lastError)
+              ? this.scrub(cause.message)
+              : `${this.scrub(cause.message)} (gave up after connectTimeout, ${this.config.connectTimeout} ms)`;
       throw new RedisConnectionError(this.name, this.address, `${role} connection ${reason}`, {
         cause: new Error(this.scrub(cause.message)),
       });
@@ -380,15 +485,14 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   private async doClose(): Promise<void> {
     for (const waiter of this.waiters.splice(0)) {
       clearTimeout(waiter.timer);
-      waiter.reject(
-        new RedisConnectionError(this.name, this.address, 'the connection is shutting down'),
-      );
+      waiter.reject(this.shuttingDown());
     }
     for (const timer of this.idleTimers.values()) clearTimeout(timer);
     this.idleTimers.clear();
 
     const closing: Array<Promise<void>> = [];
     if (this.subscriberHub) closing.push(this.subscriberHub.close());
+    for (const hub of this.nodeHubs.values()) closing.push(hub.close());
     for (const client of [...this.idle.splice(0), ...this.busy]) {
       closing.push(this.shutdownClient(client, false));
     }
@@ -412,33 +516,96 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     );
   }
 
+  /** What is left of the shutdown budget (`shutdownTimeout` from the first shutdown hook). */
+  private shutdownBudget(): number {
+    const spent = performance.now() - (this.shutdownStart ?? performance.now());
+    return Math.max(0, this.config.shutdownTimeout - spent);
+  }
+
   /**
-   * Graceful close without `QUIT` (deprecated since Redis 7.2): a `PING` queued behind the
-   * in-flight commands is answered only after them, so once it returns nothing is pending and
-   * the socket can be dropped. Bounded by `shutdownTimeout`.
+   * Waits, within the shutdown budget, until every command sent so far has its reply: resolves
+   * `true` then, `false` when the budget ran out first. Graceful without `QUIT` (deprecated
+   * since Redis 7.2): a `PING` queued behind the commands in flight is answered only after them.
+   * A client that is reconnecting gets the rest of the budget to come back first.
+   */
+  private async drain(client: RedisClient): Promise<boolean> {
+    const answered = (async () => {
+      if (client.status !== 'ready') {
+        await new Promise<void>((resolve, reject) => {
+          const onReady = (): void => {
+            client.off('end', onEnd);
+            resolve();
+          };
+          const onEnd = (): void => {
+            client.off('ready', onReady);
+            reject(new Error('ended'));
+          };
+          client.once('ready', onReady);
+          client.once('end', onEnd);
+        });
+      }
+      const nodes: Redis[] = isCluster(client) ? client.nodes('all') : [client];
+      await Promise.all(nodes.filter((n) => n.status === 'ready').map((n) => n.ping()));
+    })();
+    return withTimeout(answered, this.shutdownBudget(), () => new Error('drain timeout')).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  /**
+   * Drains (the command connection), then closes the socket. Whatever is still queued when the
+   * budget runs out fails at once with a `RedisConnectionError`: left to ioredis, commands queued
+   * while it reconnects would wait for retries that `disconnect()` has cancelled, forever.
    */
   private async shutdownClient(client: RedisClient, drain: boolean): Promise<void> {
     if (client.status === 'end') return;
-    if (drain && client.status === 'ready') {
-      const nodes: Redis[] = isCluster(client) ? client.nodes('all') : [client];
-      const drained = Promise.all(
-        nodes.filter((n) => n.status === 'ready').map((n) => n.ping().catch(() => undefined)),
-      );
-      await withTimeout(
-        drained,
-        this.config.shutdownTimeout,
-        () => new Error('drain timeout'),
-      ).catch(() =>
-        this.logger.warn(
-          `in-flight commands did not finish within shutdownTimeout (${this.config.shutdownTimeout} ms); closing anyway`,
-        ),
+    if (drain && client.status === 'ready' && !(await this.drain(client))) {
+      this.logger.warn(
+        `in-flight commands did not finish within shutdownTimeout (${this.config.shutdownTimeout} ms); closing anyway`,
       );
     }
+    failQueuedCommands(
+      client,
+      new RedisConnectionError(
+        this.name,
+        this.address,
+        `the application shut down before Redis answered (shutdownTimeout ${this.config.shutdownTimeout} ms)`,
+        { hint: 'The command may or may not have run. Redis was unreachable or too slow.' },
+      ),
+    );
     await disconnectAndWait(client, this.config.shutdownTimeout);
   }
 }
 
 /** Errors that no reconnect attempt can cure: authentication and authorisation failures. */
 function isPermanentConnectError(err: Error): boolean {
-  return /WRONGPASS|NOAUTH|NOPERM|invalid password|invalid username-password/i.test(err.message);
+  const code = String((err as { code?: unknown }).code ?? '');
+  return (
+    /WRONGPASS|NOAUTH|NOPERM|invalid password|invalid username-password/i.test(err.message) ||
+    // No retry will change a certificate, nor a TLS handshake the server refuses.
+    isTlsCertificateError(err) ||
+    /^ERR_SSL_/.test(code)
+  );
 }
+
+/** A certificate the CA does not vouch for, or one for another host. */
+function isTlsCertificateError(err: Error): boolean {
+  const code = String((err as { code?: unknown }).code ?? '');
+  return TLS_PERMANENT_CODES.has(code) || /^ERR_TLS_CERT/.test(code);
+}
+
+const TLS_PERMANENT_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_REVOKED',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'HOSTNAME_MISMATCH',
+]);

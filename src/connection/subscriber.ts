@@ -6,19 +6,42 @@ import { withTimeout } from './wait.js';
 export type MessageListener = (message: string, channel: string) => void;
 
 /**
- * The one subscriber connection of a registration, shared by every feature that listens
- * (cache invalidation, lock wake-ups): opened on the first `subscribe`, multiplexing
- * listeners per channel, and telling interested parties when it comes back after a drop,
- * because whatever was published meanwhile is lost.
+ * What a listener listens to: a channel (`SUBSCRIBE`), a glob pattern (`PSUBSCRIBE`) or a
+ * shard channel (`SSUBSCRIBE`, Redis 7: on a cluster only the slot's owner hears it).
+ */
+export type SubscriptionKind = 'channel' | 'pattern' | 'shard';
+
+const COMMANDS: Record<SubscriptionKind, { on: string; off: string }> = {
+  channel: { on: 'subscribe', off: 'unsubscribe' },
+  pattern: { on: 'psubscribe', off: 'punsubscribe' },
+  shard: { on: 'ssubscribe', off: 'sunsubscribe' },
+};
+
+const KINDS: SubscriptionKind[] = ['channel', 'pattern', 'shard'];
+
+interface Registry {
+  listeners: Map<string, Set<MessageListener>>;
+  /** Pending or done subscribe command per name, so concurrent subscribers wait for the same ack. */
+  subscribed: Map<string, Promise<unknown>>;
+}
+
+/**
+ * One subscriber connection of a registration, shared by every feature that listens (cache
+ * invalidation, lock wake-ups, `PubSubService`): opened on the first `subscribe`, multiplexing
+ * listeners per channel, pattern and shard channel, and telling interested parties when it
+ * comes back after a drop, because whatever was published meanwhile is lost.
  */
 export class RedisSubscriber {
   private client?: RedisClient;
   private opening?: Promise<RedisClient>;
-  private readonly listeners = new Map<string, Set<MessageListener>>();
-  /** Pending or done `SUBSCRIBE` per channel, so concurrent subscribers wait for the same ack. */
-  private readonly subscribed = new Map<string, Promise<unknown>>();
+  private readonly registries: Record<SubscriptionKind, Registry> = {
+    channel: { listeners: new Map(), subscribed: new Map() },
+    pattern: { listeners: new Map(), subscribed: new Map() },
+    shard: { listeners: new Map(), subscribed: new Map() },
+  };
   private readonly resubscribeListeners = new Set<() => void>();
   private readonly dropListeners = new Set<() => void>();
+  private readonly movedListeners = new Set<() => void>();
   private dropped = false;
   private closed = false;
   private detach?: () => void;
@@ -37,47 +60,29 @@ export class RedisSubscriber {
     return !this.closed && (this.client !== undefined || this.opening !== undefined);
   }
 
-  async subscribe(channel: string, listener: MessageListener): Promise<() => Promise<void>> {
-    const client = await this.ensureOpen();
-    let set = this.listeners.get(channel);
-    if (!set) {
-      set = new Set();
-      this.listeners.set(channel, set);
-    }
-    set.add(listener);
-    let ack = this.subscribed.get(channel);
-    if (!ack) {
-      ack = client.subscribe(channel);
-      this.subscribed.set(channel, ack);
-    }
-    try {
-      await ack;
-    } catch (err) {
-      this.subscribed.delete(channel);
-      set.delete(listener);
-      throw err;
-    }
-    let active = true;
-    return async () => {
-      if (!active) return;
-      active = false;
-      const current = this.listeners.get(channel);
-      current?.delete(listener);
-      if (current && current.size === 0 && !this.closed) {
-        this.listeners.delete(channel);
-        this.subscribed.delete(channel);
-        // While disconnected ioredis would queue the UNSUBSCRIBE (and this call would wait for
-        // the reconnect); the server forgets our subscriptions with the connection anyway, and
-        // ioredis re-subscribes only the channels still in its own set.
-        if (client.status === 'ready') {
-          await withTimeout(client.unsubscribe(channel), 1_000, () => new Error('timeout')).catch(
-            () => undefined,
-          );
-        } else {
-          void client.unsubscribe(channel).catch(() => undefined);
-        }
-      }
-    };
+  /** `true` while the connection is up and subscribed (not between a drop and its resubscribe). */
+  get isLive(): boolean {
+    return !this.closed && !this.dropped && this.client?.status === 'ready';
+  }
+
+  /** Listens to `channel`; resolves once the server confirmed the subscription. */
+  subscribe(channel: string, listener: MessageListener): Promise<() => Promise<void>> {
+    return this.add('channel', channel, listener);
+  }
+
+  /** Listens to every channel matching the glob `pattern`. */
+  psubscribe(pattern: string, listener: MessageListener): Promise<() => Promise<void>> {
+    return this.add('pattern', pattern, listener);
+  }
+
+  /** Listens to the shard channel `channel` (this connection must reach the slot's owner). */
+  ssubscribe(channel: string, listener: MessageListener): Promise<() => Promise<void>> {
+    return this.add('shard', channel, listener);
+  }
+
+  /** The names subscribed with `kind`, e.g. to move shard channels after a resharding. */
+  names(kind: SubscriptionKind): string[] {
+    return [...this.registries[kind].listeners.keys()];
   }
 
   onResubscribe(listener: () => void): () => void {
@@ -91,15 +96,81 @@ export class RedisSubscriber {
     return () => this.dropListeners.delete(listener);
   }
 
+  /**
+   * Called when the server moved a shard channel away from this node (an unsolicited
+   * `SUNSUBSCRIBE` after a resharding or failover, or `MOVED` to an `SSUBSCRIBE`).
+   */
+  onMoved(listener: () => void): () => void {
+    this.movedListeners.add(listener);
+    return () => this.movedListeners.delete(listener);
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     const client = this.client ?? (await this.opening?.catch(() => undefined));
     this.detach?.();
-    this.listeners.clear();
-    this.subscribed.clear();
+    for (const kind of KINDS) {
+      this.registries[kind].listeners.clear();
+      this.registries[kind].subscribed.clear();
+    }
     this.resubscribeListeners.clear();
     this.dropListeners.clear();
+    this.movedListeners.clear();
     if (client) await disconnectAndWait(client, this.deps.closeBound);
+  }
+
+  private async add(
+    kind: SubscriptionKind,
+    name: string,
+    listener: MessageListener,
+  ): Promise<() => Promise<void>> {
+    const client = await this.ensureOpen();
+    const { listeners, subscribed } = this.registries[kind];
+    let set = listeners.get(name);
+    if (!set) {
+      set = new Set();
+      listeners.set(name, set);
+    }
+    set.add(listener);
+    let ack = subscribed.get(name);
+    if (!ack) {
+      ack = this.send(client, COMMANDS[kind].on, [name]);
+      subscribed.set(name, ack);
+    }
+    try {
+      await ack;
+    } catch (err) {
+      if (subscribed.get(name) === ack) subscribed.delete(name);
+      set.delete(listener);
+      if (set.size === 0 && listeners.get(name) === set) listeners.delete(name);
+      throw err;
+    }
+    let active = true;
+    return async () => {
+      if (!active) return;
+      active = false;
+      const current = listeners.get(name);
+      current?.delete(listener);
+      if (current && current.size === 0 && !this.closed) {
+        listeners.delete(name);
+        subscribed.delete(name);
+        // While disconnected ioredis would queue the UNSUBSCRIBE (and this call would wait for
+        // the reconnect); the server forgets our subscriptions with the connection anyway, and
+        // we re-subscribe only the names still registered.
+        const off = this.send(client, COMMANDS[kind].off, [name]);
+        if (client.status === 'ready') {
+          await withTimeout(off, 1_000, () => new Error('timeout')).catch(() => undefined);
+        } else {
+          off.catch(() => undefined);
+        }
+      }
+    };
+  }
+
+  private send(client: RedisClient, command: string, args: string[]): Promise<unknown> {
+    return (client as unknown as Record<string, (...a: string[]) => Promise<unknown>>)[command]!(
+      ...args,
+    );
   }
 
   private ensureOpen(): Promise<RedisClient> {
@@ -130,19 +201,31 @@ export class RedisSubscriber {
     }
   }
 
-  private watch(client: RedisClient): () => void {
-    const onMessage = (channel: string, message: string): void => {
-      const set = this.listeners.get(channel);
-      if (!set) return;
-      for (const listener of set) {
-        try {
-          listener(message, channel);
-        } catch (err) {
-          this.deps.logger.error(
-            `a listener of channel "${channel}" threw: ${(err as Error).message}`,
-          );
-        }
+  private deliver(set: Set<MessageListener> | undefined, message: string, channel: string): void {
+    if (!set) return;
+    for (const listener of set) {
+      try {
+        listener(message, channel);
+      } catch (err) {
+        this.deps.logger.error(
+          `a listener of channel "${channel}" threw: ${(err as Error).message}`,
+        );
       }
+    }
+  }
+
+  private watch(client: RedisClient): () => void {
+    const channels = this.registries.channel.listeners;
+    const patterns = this.registries.pattern.listeners;
+    const shards = this.registries.shard.listeners;
+    const onMessage = (channel: string, message: string): void =>
+      this.deliver(channels.get(channel), message, channel);
+    const onPMessage = (pattern: string, channel: string, message: string): void =>
+      this.deliver(patterns.get(pattern), message, channel);
+    const onSMessage = (channel: string, message: string): void =>
+      this.deliver(shards.get(channel), message, channel);
+    const onMoved = (): void => {
+      if (!this.closed) this.notify(this.movedListeners, 'a moved listener');
     };
     const onClose = (): void => {
       if (this.closed || this.dropped) return;
@@ -151,38 +234,61 @@ export class RedisSubscriber {
     };
     const onReady = (): void => {
       if (!this.dropped || this.closed) return;
-      this.dropped = false;
       // We re-subscribe, not ioredis (its `autoResubscribe` is off on this connection): its
       // SUBSCRIBE has no handler, so a shutdown right after a reconnect, which fails the
       // commands still queued, made an unhandled rejection of it. Listeners reset their state
       // once the subscriptions are active, so that no further message can be missed.
-      const channels = [...this.listeners.keys()];
-      if (channels.length === 0) {
+      const acks: Array<Promise<unknown>> = [];
+      const undo: Array<() => void> = [];
+      for (const kind of KINDS) {
+        const { listeners, subscribed } = this.registries[kind];
+        const names = [...listeners.keys()];
+        if (names.length === 0) continue;
+        const ack = this.send(client, COMMANDS[kind].on, names);
+        for (const name of names) subscribed.set(name, ack);
+        acks.push(ack);
+        undo.push(() => {
+          for (const name of names) if (subscribed.get(name) === ack) subscribed.delete(name);
+        });
+      }
+      this.dropped = false;
+      if (acks.length === 0) {
         this.notify(this.resubscribeListeners, 'a resubscribe listener');
         return;
       }
-      const ack = client.subscribe(...channels);
-      for (const channel of channels) this.subscribed.set(channel, ack);
-      ack.then(
+      // Until every subscription is back, a drop is still in progress for our listeners.
+      this.dropped = true;
+      Promise.all(acks).then(
         () => {
-          if (!this.closed) this.notify(this.resubscribeListeners, 'a resubscribe listener');
+          if (this.closed) return;
+          this.dropped = false;
+          this.notify(this.resubscribeListeners, 'a resubscribe listener');
         },
         (err: unknown) => {
-          // The connection dropped again (its next 'ready' retries), or it is being closed.
-          for (const channel of channels) {
-            if (this.subscribed.get(channel) === ack) this.subscribed.delete(channel);
-          }
+          // The connection dropped again (its next 'ready' retries), or it is being closed, or
+          // a shard channel moved (its owner re-subscribes it elsewhere).
+          for (const u of undo) u();
           if (!this.closed) {
             this.deps.logger.warn(`re-subscribing failed: ${(err as Error).message}`);
+            if (/^MOVED /.test((err as Error).message)) {
+              this.dropped = false;
+              this.notify(this.resubscribeListeners, 'a resubscribe listener');
+            }
           }
         },
       );
     };
     client.on('message', onMessage);
+    client.on('pmessage', onPMessage);
+    client.on('smessage', onSMessage);
+    client.on('moved', onMoved);
     client.on('close', onClose);
     client.on('ready', onReady);
     return () => {
       client.off('message', onMessage);
+      client.off('pmessage', onPMessage);
+      client.off('smessage', onSMessage);
+      client.off('moved', onMoved);
       client.off('close', onClose);
       client.off('ready', onReady);
     };

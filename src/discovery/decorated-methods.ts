@@ -88,3 +88,38 @@ export function checkTemplate(decorator: string, template: unknown): void {
     );
   }
 }
+
+/**
+ * Finds every provider and controller method carrying `metadataKey`, without replacing it:
+ * for decorators that register a method as a listener rather than change how it is called.
+ */
+export function findDecoratedMethods<M>(
+  discovery: DiscoveryService,
+  scanner: MetadataScanner,
+  metadataKey: string,
+): Array<DecoratedMethod<M>> {
+  const found: Array<DecoratedMethod<M>> = [];
+  const seen = new Set<object>();
+  for (const wrapper of [...discovery.getProviders(), ...discovery.getControllers()]) {
+    const instance = wrapper.instance as Record<string, unknown> | undefined;
+    if (!instance || typeof instance !== 'object' || wrapper.isAlias) continue;
+    // A provider exported under two tokens is one instance: listen once.
+    if (seen.has(instance)) continue;
+    seen.add(instance);
+    const prototype = Object.getPrototypeOf(instance) as object | null;
+    if (!prototype || prototype === Object.prototype) continue;
+    for (const name of scanner.getAllMethodNames(prototype)) {
+      const method = instance[name];
+      if (typeof method !== 'function') continue;
+      const meta = Reflect.getMetadata(metadataKey, method) as M | undefined;
+      if (meta === undefined) continue;
+      found.push({
+        meta,
+        method: method as (...args: unknown[]) => unknown,
+        instance,
+        label: `${instance.constructor.name}.${name}`,
+      });
+    }
+  }
+  return found;
+}

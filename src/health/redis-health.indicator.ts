@@ -5,6 +5,7 @@ import type { Cluster } from 'ioredis';
 import { DEFAULTS, DEFAULT_CONNECTION_NAME } from '../config/defaults.js';
 import { isCluster } from '../connection/client-factory.js';
 import { RedisConnection } from '../connection/redis-connection.js';
+import { isNoPermission } from '../connection/permission.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
 import { withTimeout } from '../connection/wait.js';
 import { parseInfo } from '../redis-info.js';
@@ -37,6 +38,11 @@ export interface RedisHealthDetails {
   status: 'up' | 'down';
   /** Why the check is down. */
   message?: string;
+  /**
+   * While the connection is not ready: the last error it got (secrets removed), e.g. a
+   * `WRONGPASS` that a `lazyConnect` client keeps retrying on.
+   */
+  lastError?: string;
   /** The connection checked, when it is not the default one. */
   connection?: string;
   /** `PING` round trip in ms. */
@@ -121,9 +127,11 @@ export class RedisHealthIndicator {
     }
     const status = connection.client.status;
     if (status !== 'ready') {
+      const lastError = connection.lastError;
       return indicator.down({
         ...named,
-        message: HEALTH_MESSAGES.notReady(status),
+        message: HEALTH_MESSAGES.notReady(status, lastError),
+        ...(lastError ? { lastError } : {}),
       }) as RedisHealthIndicatorResult<Key>;
     }
     const timeout = options.timeout ?? DEFAULTS.healthTimeout;
@@ -172,13 +180,16 @@ export class RedisHealthIndicator {
         ? undefined
         : Promise.all(masters.map(async (node) => parseInfo(await node.info('memory')).memory));
     const cluster = isCluster(client) ? clusterState(client) : undefined;
+    // Settled below, in order; a rejection meanwhile must not go unhandled.
+    memory?.catch(() => undefined);
+    cluster?.catch(() => undefined);
 
     result.latency = await pings;
     if (options.maxLatency !== undefined && result.latency > options.maxLatency) {
       problems.push(HEALTH_MESSAGES.slow(result.latency, options.maxLatency));
     }
-    if (memory && options.maxMemoryRatio !== undefined) {
-      const sections = await memory;
+    const sections = memory && (await memory.catch(refusedBy('INFO', '@dangerous', problems)));
+    if (sections && options.maxMemoryRatio !== undefined) {
       let used = 0;
       let max = 0;
       let worst: number | null = null;
@@ -196,14 +207,27 @@ export class RedisHealthIndicator {
         problems.push(HEALTH_MESSAGES.memory(worst, options.maxMemoryRatio, used, max));
       }
     }
-    if (cluster) {
-      result.clusterState = await cluster;
+    const state = cluster && (await cluster.catch(refusedBy('CLUSTER', '@slow', problems)));
+    if (state) {
+      result.clusterState = state;
       if (result.clusterState !== 'ok')
         problems.push(HEALTH_MESSAGES.clusterState(result.clusterState));
     }
     if (problems.length) result.problem = problems.join('; ');
     return result;
   }
+}
+
+/**
+ * A rejection handler for one probe: an ACL refusal (`NOPERM`) becomes a problem that names the
+ * permission to grant, instead of a raw server reply; any other error fails the check as usual.
+ */
+function refusedBy(command: string, category: string, problems: string[]) {
+  return (err: unknown): undefined => {
+    if (!isNoPermission(err)) throw err;
+    problems.push(HEALTH_MESSAGES.noPermission(command, category));
+    return undefined;
+  };
 }
 
 /** `ok` when every master reports `cluster_state:ok`, else the first other state seen. */

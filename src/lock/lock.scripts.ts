@@ -1,66 +1,203 @@
+import { createHash } from 'node:crypto';
 import { RedisScript } from '../connection/script.js';
 
+/** Longest resource name accepted, in UTF-8 bytes: it is part of four key names. */
+export const MAX_RESOURCE_BYTES = 1_024;
+
 /**
- * Lock keys: `lock:{<resource>}` holds the owner's token, `lock:{<resource>}:fence` the fencing
- * counter, `lock:{<resource>}:w` marks that someone waits for a release. The hash tag puts all
- * three in one slot, so every script below is cluster-safe.
+ * How long the holder metadata of a resource (last fencing token, holder label, recent
+ * releases) outlives the lock itself, in ms. Tokens stay monotonic after it expires, because
+ * every token is at least the Redis server's clock in microseconds.
  */
-export function lockKeys(resource: string): [lock: string, fence: string, waiting: string] {
-  const lock = `lock:{${resource}}`;
-  return [lock, `${lock}:fence`, `${lock}:w`];
+export const META_IDLE_MS = 60 * 60_000;
+
+/**
+ * The keys of one resource: `lock:{<resource>}` holds the owner's token, `:fence` a hash of
+ * holder metadata (`f` last fencing token, `h` holder label, `r` recently released tokens),
+ * `:q` the waiting queue (tokens in arrival order) and `:qe` each waiter's entry. The hash tag
+ * puts all four in one slot. A resource containing `{` or `}` would break the tag (`lock:{}x}`
+ * hashes as a whole), so such names are tagged by their digest instead, in a namespace
+ * (`lock:#{…}`) no plain name can produce.
+ */
+export function lockKeys(
+  resource: string,
+): [lock: string, meta: string, queue: string, entries: string] {
+  const lock = /[{}]/.test(resource)
+    ? `lock:#{${createHash('sha256').update(resource).digest('hex').slice(0, 32)}}`
+    : `lock:{${resource}}`;
+  return [lock, `${lock}:fence`, `${lock}:q`, `${lock}:qe`];
 }
 
-/** Channel on which releases are announced (message: the resource). */
-export const RELEASE_CHANNEL = 'lock:released';
+/**
+ * Channel prefix of direct hand-offs: a release that grants the lock to a waiter publishes
+ * `<token>:<fencingToken>` on `<prefix>lock:grant:<process id>`, reaching only that process.
+ */
+export const GRANT_CHANNEL = 'lock:grant:';
 
 /**
- * Take the lock if free and hand out the next fencing token, in one atomic step; if taken, and
- * the caller is going to wait, mark the resource as waited for (`waitMarkTtl` ms), so that the
- * release announces itself.
- * KEYS: lock, fence, waiting. ARGV: token, ttl (ms), waitMarkTtl (ms; 0: do not mark).
- * Returns `{1, fencingToken}` or `{0, pttl of the current owner}`.
- * The fence counter has no TTL: it must keep increasing across expiries (and, with
- * persistence, across restarts).
+ * Shared by the scripts below: server time, minting a fencing token, taking the lock, and
+ * granting a free lock to the oldest live waiter. KEYS: lock, meta, queue, entries.
+ *
+ * A fencing token is max(last + 1, server time in µs): strictly increasing while the metadata
+ * lives, and never below one minted earlier on any server whose clock was not ahead of this
+ * one's, so neither a failover to a replica that missed the last increments nor the metadata's
+ * expiry takes it back.
  */
-export const ACQUIRE = new RedisScript<[number, number]>(
+const PRELUDE = `
+local lockKey, metaKey, queueKey, entriesKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local t = redis.call('TIME')
+local nowUs = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local nowMs = math.floor(nowUs / 1000)
+local refused = 0
+local function mint()
+  local last = tonumber(redis.call('HGET', metaKey, 'f') or '0')
+  local f = nowUs
+  if last >= f then f = last + 1 end
+  redis.call('HSET', metaKey, 'f', string.format('%.0f', f))
+  return f
+end
+local function take(token, ttl, holder)
+  redis.call('SET', lockKey, token, 'PX', ttl)
+  local f = mint()
+  redis.call('HSET', metaKey, 'h', holder)
+  redis.call('PEXPIRE', metaKey, tonumber(ttl) + ${META_IDLE_MS})
+  return f
+end
+local function grant(channelPrefix, self)
+  while true do
+    local w = redis.call('LPOP', queueKey)
+    if not w then return false end
+    local e = redis.call('HGET', entriesKey, w)
+    if e then
+      redis.call('HDEL', entriesKey, w)
+      local dl, wttl, pid, wh = string.match(e, '^(%d+)|(%d+)|([0-9a-f]*)|(.*)$')
+      if dl and tonumber(dl) >= nowMs then
+        local f = take(w, wttl, wh)
+        if pid ~= '' and w ~= self then
+          local r = redis.pcall('PUBLISH', channelPrefix .. pid, w .. ':' .. string.format('%.0f', f))
+          if type(r) == 'table' and r.err then refused = 1 end
+        end
+        return w, f
+      end
+    end
+  end
+end
+`;
+
+/**
+ * Take the lock, in one atomic step: free and nobody queued → ours, with a new fencing token;
+ * free with waiters queued (the holder expired or died) → the oldest live one gets it first.
+ * Taken, and the caller waits (mode '1' first attempt, '2' a poll) → queued once (or its entry
+ * renewed). Safe to run twice: finding our own token is a success.
+ * KEYS: lock, meta, queue, entries. ARGV: token, ttl, holder, mode ('0' never queue), lease
+ * (ms an entry lives without renewal), process id ('' when not subscribed), channel prefix.
+ * Returns `{1, fencingToken, pttl, refused}` or `{0, pttl of the holder, 0, refused}`
+ * (`refused`: a PUBLISH to a granted waiter was denied, e.g. by ACL).
+ */
+export const ACQUIRE = new RedisScript<[number, number, number, number]>(
   'lock-acquire',
-  `if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, redis.call('INCR', KEYS[2])}
+  `${PRELUDE}
+local token, ttl, holder, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local cur = redis.call('GET', lockKey)
+if cur == token then
+  return {1, tonumber(redis.call('HGET', metaKey, 'f')), redis.call('PTTL', lockKey), 0}
 end
-if ARGV[3] ~= '0' then
-  redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
+if not cur then
+  local g, f = grant(ARGV[7], token)
+  if not g then
+    return {1, take(token, ttl, holder), tonumber(ttl), refused}
+  end
+  if g == token then return {1, f, tonumber(ttl), refused} end
 end
-return {0, redis.call('PTTL', KEYS[1])}`,
+if mode ~= '0' then
+  local lease = tonumber(ARGV[5])
+  local entry = string.format('%.0f', nowMs + lease) .. '|' .. ttl .. '|' .. ARGV[6] .. '|' .. holder
+  if redis.call('HSET', entriesKey, token, entry) == 1 then
+    redis.call('RPUSH', queueKey, token)
+  end
+  redis.call('PEXPIRE', queueKey, lease * 2)
+  redis.call('PEXPIRE', entriesKey, lease * 2)
+end
+return {0, redis.call('PTTL', lockKey), 0, refused}`,
 );
 
 /**
- * Renew the TTL only if we still own the lock. KEYS: lock. ARGV: token, ttl (ms).
- * Returns 1, or 0 when the lock is gone or owned by someone else.
+ * Renew the TTL only if we still own the lock (the metadata keeps outliving it). Safe to run
+ * twice. KEYS: lock, meta (optional). ARGV: token, ttl (ms). Returns 1, or 0 when gone or
+ * owned by someone else.
  */
 export const EXTEND = new RedisScript<number>(
   'lock-extend',
   `if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  if KEYS[2] then redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]) + ${META_IDLE_MS}) end
   return 1
 end
 return 0`,
 );
 
 /**
- * Delete the lock only if we still own it, and announce the release when someone waits: a
- * waiter left its mark (consumed here; a waiter that loses the next race marks again), or the
- * caller knows of waiters in its own process (`announce` = '1'). Nobody waiting, no PUBLISH.
- * KEYS: lock, waiting. ARGV: token, release channel, resource, announce ('1' | '0').
- * Returns 1, or 0 when it was not ours any more.
+ * Delete the lock if we own it and hand it to the oldest live waiter (notifying only that
+ * waiter's process). The last four released tokens are remembered, so a release run twice
+ * (ioredis re-sends an unanswered command after a reconnect) is still a success. The
+ * notification is a `pcall`: a refused PUBLISH never fails the release.
+ * KEYS: lock, meta, queue, entries. ARGV: token, channel prefix.
+ * Returns `{1 released | 0 not ours, refused}`.
  */
-export const RELEASE = new RedisScript<number>(
+export const RELEASE = new RedisScript<[number, number]>(
   'lock-release',
-  `if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  if redis.call('DEL', KEYS[2]) == 1 or ARGV[4] == '1' then
-    redis.call('PUBLISH', ARGV[2], ARGV[3])
-  end
+  `${PRELUDE}
+local token = ARGV[1]
+if redis.call('GET', lockKey) == token then
+  redis.call('DEL', lockKey)
+  local r = redis.call('HGET', metaKey, 'r') or ''
+  redis.call('HSET', metaKey, 'r', string.sub(token .. ',' .. r, 1, 4 * (#token + 1)))
+  redis.call('HDEL', metaKey, 'h')
+  grant(ARGV[2], '')
+  return {1, refused}
+end
+local r = redis.call('HGET', metaKey, 'r')
+if r and string.find(r, token, 1, true) then return {1, 0} end
+return {0, 0}`,
+);
+
+/**
+ * A waiter gives up (its wait ran out, it was aborted, or its last attempt's outcome is
+ * unknown): leave the queue, or, if the lock was granted to it meanwhile, pass it on.
+ * KEYS: lock, meta, queue, entries. ARGV: token, channel prefix. Returns 1 when it had been
+ * granted (and was passed on), else 0.
+ */
+export const LEAVE = new RedisScript<number>(
+  'lock-leave',
+  `${PRELUDE}
+if redis.call('GET', lockKey) == ARGV[1] then
+  redis.call('DEL', lockKey)
+  redis.call('HDEL', metaKey, 'h')
+  grant(ARGV[2], '')
   return 1
 end
+if redis.call('HDEL', entriesKey, ARGV[1]) == 1 then
+  redis.call('LREM', queueKey, 1, ARGV[1])
+end
 return 0`,
+);
+
+/**
+ * Who holds the lock: KEYS: lock, meta, queue, entries. Returns `{held (1|0), pttl,
+ * fencingToken (string|nil), holder (string|nil), live waiters}`.
+ */
+export const INSPECT = new RedisScript<[number, number, string | null, string | null, number]>(
+  'lock-inspect',
+  `local lockKey, metaKey, entriesKey = KEYS[1], KEYS[2], KEYS[4]
+local t = redis.call('TIME')
+local nowMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local waiting = 0
+local all = redis.call('HVALS', entriesKey)
+for i = 1, #all do
+  local dl = string.match(all[i], '^(%d+)|')
+  if dl and tonumber(dl) >= nowMs then waiting = waiting + 1 end
+end
+if not redis.call('GET', lockKey) then return {0, 0, false, false, waiting} end
+local m = redis.call('HMGET', metaKey, 'f', 'h')
+return {1, redis.call('PTTL', lockKey), m[1], m[2], waiting}`,
 );

@@ -1,4 +1,5 @@
-import { randomFillSync } from 'node:crypto';
+import { randomBytes, randomFillSync } from 'node:crypto';
+import { hostname } from 'node:os';
 import {
   Inject,
   Injectable,
@@ -9,22 +10,43 @@ import {
 import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
-import { Waiters, type Waiter } from '../connection/waiters.js';
 import { LockNotAcquiredError } from '../errors.js';
 import { HeldLock, type Lock, type LockOwner } from './lock.js';
-import { ACQUIRE, EXTEND, lockKeys, RELEASE, RELEASE_CHANNEL } from './lock.scripts.js';
+import {
+  ACQUIRE,
+  EXTEND,
+  GRANT_CHANNEL,
+  INSPECT,
+  LEAVE,
+  lockKeys,
+  MAX_RESOURCE_BYTES,
+  RELEASE,
+} from './lock.scripts.js';
 import { WITH_LOCK_METADATA, type WithLockMetadata } from './with-lock.decorator.js';
 import { resolveTemplate, wrapDecoratedMethods } from '../discovery/decorated-methods.js';
+import { coordinatorFor } from './coordination.js';
+import type { LeaderElection, LeaderOptions } from './leader.js';
+import type { ReadWriteLock, ReadWriteLockOptions } from './read-write-lock.js';
+import type { Semaphore, SemaphoreOptions } from './semaphore.js';
+
+/** Longest lock TTL (and `wait`) accepted, in ms: 24 hours. */
+export const MAX_LOCK_DURATION_MS = 24 * 60 * 60_000;
 
 /** Options of `LockService.tryAcquire`. */
 export interface TryAcquireLockOptions {
-  /** Time to live in ms. @defaultValue the module's `lock.ttl` (30000) */
+  /**
+   * Time to live in ms, rounded up to a whole ms; at most 24 h.
+   * @defaultValue the module's `lock.ttl` (30000)
+   */
   ttl?: number;
 }
 
 /** Options of `LockService.acquire`. */
 export interface AcquireLockOptions extends TryAcquireLockOptions {
-  /** How long to wait for a taken lock, in ms. @defaultValue the module's `lock.wait` (10000) */
+  /**
+   * How long to wait for a taken lock, in ms (at most 24 h).
+   * @defaultValue the module's `lock.wait` (10000)
+   */
   wait?: number;
   /** Stops waiting: `acquire` rejects promptly with a `LockNotAcquiredError`. */
   signal?: AbortSignal;
@@ -38,16 +60,33 @@ export interface WithLockOptions extends AcquireLockOptions {
    */
   autoExtend?: boolean;
   /**
-   * When `fn` finished but the lock was lost meanwhile, reject with `LockLostError` (the
-   * critical section was not exclusive). `false`: return `fn`'s result anyway.
+   * When the lock was lost before `fn` finished, reject with `LockLostError` (the critical
+   * section was not exclusive). `false`: return `fn`'s result anyway.
    * @defaultValue true
    */
   throwOnLost?: boolean;
 }
 
+/** What `LockService.inspect` reports about a resource. */
+export interface LockInfo {
+  /** The resource, as given. */
+  resource: string;
+  /** Whether someone holds the lock right now. */
+  locked: boolean;
+  /** The holder's label (its module's `lock.holderId`, e.g. `host:pid`); `null` when free. */
+  holder: string | null;
+  /** The holder's fencing token; `null` when free. */
+  fencingToken: number | null;
+  /** Remaining TTL of the lock in ms; 0 when free. */
+  ttl: number;
+  /** Callers (of any process) queued for the lock. */
+  waiting: number;
+}
+
 /**
- * Distributed locks with fencing tokens, a lock-loss signal, auto-extension and release
- * notifications, over the default connection.
+ * Distributed locks with fencing tokens, a lock-loss signal, auto-extension and a fair
+ * cross-process hand-off (a release grants the lock to the longest waiting caller and
+ * notifies only its process), over the default connection.
  *
  * @example
  * ```ts
@@ -61,15 +100,21 @@ export interface WithLockOptions extends AcquireLockOptions {
 export class LockService implements OnModuleInit, BeforeApplicationShutdown {
   private readonly logger = new Logger('Redis:LockService');
   private readonly held = new Set<HeldLock>();
-  private readonly waiters = new Waiters();
   private readonly abortWaits = new AbortController();
+  /** Callers of this process queued in Redis, by their token: woken by a grant message. */
+  private readonly pending = new Map<string, PendingGrant>();
+  /** Acquisitions in progress, so that shutdown lets them leave the queue first. */
+  private readonly active = new Set<Promise<unknown>>();
   private subscription?: Promise<boolean>;
+  /** When subscribing last failed (ms): not retried for a while, and warned about once. */
+  private subscribeFailedAt = 0;
   private subscribed = false;
-  /** Release notifications received so far (any resource). */
-  private releasesSeen = 0;
+  private publishRefusedWarned = false;
   private sweeper?: NodeJS.Timeout;
   private readonly tokens = new TokenSource();
   private readonly owner: LockOwner;
+  /** This process's id in grant channels and queue entries. */
+  private readonly processId = randomBytes(8).toString('hex');
 
   constructor(
     @Inject(getRedisConnectionToken()) private readonly connection: RedisConnection,
@@ -80,6 +125,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
       extend: (lock, ttl) => this.runExtend(lock, ttl),
       release: (lock) => this.runRelease(lock),
       forget: (lock) => this.held.delete(lock),
+      checkTtl: (ttl) => checkDuration('Lock.extend', 'ttl', ttl),
     };
   }
 
@@ -87,30 +133,50 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     return this.connection.config.lock;
   }
 
-  /** Takes the lock if it is free; `null` if someone else holds it. Never waits. */
+  /**
+   * Takes the lock if it is free and nobody is queued for it; `null` otherwise. Never waits.
+   * Rejects with `LockNotAcquiredError` when Redis cannot be reached.
+   */
   async tryAcquire(resource: string, options: TryAcquireLockOptions = {}): Promise<Lock | null> {
     checkResource('tryAcquire', resource);
-    const ttl = checkDuration('tryAcquire', 'ttl', options.ttl ?? this.defaults.ttl);
-    const attempt = await this.attempt(resource, ttl, 0);
-    return attempt.lock ?? null;
+    const ttl = checkDuration('LockService.tryAcquire', 'ttl', options.ttl ?? this.defaults.ttl);
+    const start = Date.now();
+    const token = this.tokens.next();
+    try {
+      const sentAt = Date.now();
+      const reply = await this.runAcquire(resource, token, ttl, '0');
+      return reply[0] === 1 ? await this.granted(resource, token, ttl, reply, sentAt) : null;
+    } catch (err) {
+      this.abandon(resource, token);
+      if (err instanceof NotAcknowledged) {
+        throw new LockNotAcquiredError(resource, Date.now() - start, { reason: err.message });
+      }
+      throw new LockNotAcquiredError(resource, Date.now() - start, {
+        reason: `Redis did not answer: ${this.describe(err)}`,
+        cause: this.scrubbed(err),
+      });
+    }
   }
 
   /**
-   * Takes the lock, waiting up to `wait` ms for the holder to release it (woken by the release
-   * itself, not by polling). Rejects with `LockNotAcquiredError` when the wait runs out or
-   * `signal` aborts.
+   * Takes the lock, waiting up to `wait` ms in the resource's queue (first come, first served
+   * across processes; the release hands the lock over directly). Rejects with
+   * `LockNotAcquiredError` when the wait runs out or `signal` aborts; Redis errors in the
+   * meantime (a failover) are retried within `wait`.
    */
   async acquire(resource: string, options: AcquireLockOptions = {}): Promise<Lock> {
     checkResource('acquire', resource);
-    const ttl = checkDuration('acquire', 'ttl', options.ttl ?? this.defaults.ttl);
-    const wait = checkDuration('acquire', 'wait', options.wait ?? this.defaults.wait);
+    const ttl = checkDuration('LockService.acquire', 'ttl', options.ttl ?? this.defaults.ttl);
+    const wait = checkDuration('LockService.acquire', 'wait', options.wait ?? this.defaults.wait);
     return this.acquireWaiting(resource, ttl, wait, options.signal);
   }
 
   /**
    * Runs `fn` under the lock and always releases it. The lock is renewed while `fn` runs
    * (`autoExtend`), `fn` gets it (use `lock.signal` and `lock.fencingToken`), and if the lock
-   * was lost before `fn` finished, the call rejects with `LockLostError`.
+   * was lost before `fn` finished, the call rejects with `LockLostError`. A release that
+   * reaches Redis only after the TTL (Redis stalled after `fn` returned) is not a loss: the
+   * section was exclusive; it is logged as a warning.
    */
   async withLock<T>(
     resource: string,
@@ -118,8 +184,8 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     options: WithLockOptions = {},
   ): Promise<T> {
     checkResource('withLock', resource);
-    const ttl = checkDuration('withLock', 'ttl', options.ttl ?? this.defaults.ttl);
-    const wait = checkDuration('withLock', 'wait', options.wait ?? this.defaults.wait);
+    const ttl = checkDuration('LockService.withLock', 'ttl', options.ttl ?? this.defaults.ttl);
+    const wait = checkDuration('LockService.withLock', 'wait', options.wait ?? this.defaults.wait);
     const autoExtend = options.autoExtend ?? true;
     if (autoExtend && ttl <= this.defaults.extendMargin) {
       throw new RangeError(
@@ -131,14 +197,24 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     const lock = (await this.acquireWaiting(resource, ttl, wait, options.signal)) as HeldLock;
     if (autoExtend) lock.autoExtend(this.defaults.extendMargin);
     let result: T;
+    // Decided when fn settles: lost before (or by then), the section was not exclusive.
+    let lostBySettle: Error | undefined;
     try {
       result = await fn(lock);
     } finally {
+      // Not `lock.signal.aborted`: reading `signal` would create the controller nobody needs.
+      lostBySettle = lock.lostReason;
       await lock.release();
     }
-    // Not `lock.signal.aborted`: reading `signal` would create the controller nobody needs.
-    const lost = lock.lostReason;
+    // A release that found the key gone while our TTL still ran: it vanished during fn.
+    const lost = lostBySettle ?? (lock.releaseOutcome === 'lost' ? lock.lostReason : undefined);
     if (lost && (options.throwOnLost ?? true)) throw lost;
+    if (!lost && lock.releaseOutcome === 'expired') {
+      this.logger.warn(
+        `lock "${resource}" (fencing token ${lock.fencingToken}) expired before its release ` +
+          'reached Redis; the critical section had finished in time',
+      );
+    }
     return result;
   }
 
@@ -146,6 +222,33 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
   async isLocked(resource: string): Promise<boolean> {
     checkResource('isLocked', resource);
     return (await this.connection.client.exists(lockKeys(resource)[0])) === 1;
+  }
+
+  /**
+   * Who holds the lock on `resource`: holder label, fencing token, remaining TTL, and how many
+   * callers are queued for it. One script call, read-only.
+   *
+   * @example
+   * ```ts
+   * const info = await locks.inspect('nightly-report');
+   * if (info.locked) console.log(`${info.holder} holds it for ${info.ttl} ms more`);
+   * ```
+   */
+  async inspect(resource: string): Promise<LockInfo> {
+    checkResource('inspect', resource);
+    const [held, pttl, fence, holder, waiting] = await INSPECT.run(
+      this.connection.client,
+      lockKeys(resource),
+    );
+    const locked = Number(held) === 1;
+    return {
+      resource,
+      locked,
+      holder: locked ? (holder ?? null) : null,
+      fencingToken: locked && fence != null ? Number(fence) : null,
+      ttl: locked ? Math.max(0, Number(pttl)) : 0,
+      waiting: Number(waiting),
+    };
   }
 
   /** Wraps the methods decorated with `@WithLock` (found through `DiscoveryService`). */
@@ -164,12 +267,14 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     );
   }
 
-  /** Stops waiting, stops every renewal and releases every lock this process holds. */
+  /**
+   * Stops waiting (queued callers leave their queues), stops every renewal and releases every
+   * lock this process holds.
+   */
   async beforeApplicationShutdown(): Promise<void> {
     this.abortWaits.abort();
-    // Waiters notice the aborted flag when woken; no listener per waiter on a shared signal
-    // (that tripped Node's MaxListenersExceededWarning with more than 10 waiters).
-    this.waiters.wakeEveryone();
+    for (const waiter of this.pending.values()) waiter.wake?.();
+    await Promise.allSettled([...this.active]);
     const held = [...this.held];
     const results = await Promise.allSettled(held.map((lock) => lock.release()));
     clearInterval(this.sweeper);
@@ -181,7 +286,27 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
 
   // ---------------------------------------------------------------------------------------
 
-  private async acquireWaiting(
+  private acquireWaiting(
+    resource: string,
+    ttl: number,
+    wait: number,
+    signal: AbortSignal | undefined,
+  ): Promise<Lock> {
+    const run = this.queueAndWait(resource, ttl, wait, signal);
+    this.active.add(run);
+    void run.then(
+      () => this.active.delete(run),
+      () => this.active.delete(run),
+    );
+    return run;
+  }
+
+  /**
+   * One attempt that queues us if the lock is taken; then wait for the grant message (or, as a
+   * fallback for a lost message or missing channel rights, poll every `retryInterval`, which
+   * also renews our queue entry) until granted, the wait runs out or we are aborted.
+   */
+  private async queueAndWait(
     resource: string,
     ttl: number,
     wait: number,
@@ -189,121 +314,215 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
   ): Promise<Lock> {
     const start = Date.now();
     const deadline = start + wait;
+    const token = this.tokens.next();
     const stop = (reason: string, cause?: unknown): LockNotAcquiredError =>
       new LockNotAcquiredError(resource, Date.now() - start, { reason, cause });
-    const checkAborted = (): void => {
-      if (signal?.aborted) throw stop('the wait was aborted', signal.reason);
-      if (this.abortWaits.signal.aborted) throw stop('the application is shutting down');
+    const aborted = (): LockNotAcquiredError | undefined => {
+      if (signal?.aborted) return stop('the wait was aborted', signal.reason);
+      if (this.abortWaits.signal.aborted) return stop('the application is shutting down');
+      return undefined;
     };
+    const early = aborted();
+    if (early) throw early;
     if (!this.subscribed) await this.ensureSubscribed();
-    const markTtl = this.waitMarkTtl;
-    // Callers of this process already waiting for the resource go first: without this a worker
-    // that just released re-acquires before the waiter it woke gets there, and others starve.
-    let queue = this.waiters.count(resource) > 0;
-    if (!queue) {
-      // Mostly the lock is free: try before registering as a waiter (that registration was a
-      // measurable part of an uncontended acquire). A release announced while this attempt was
-      // in flight finds nobody registered; the count of notifications tells us to retry at once.
-      checkAborted();
-      const seen = this.releasesSeen;
-      const attempt = await this.attempt(resource, ttl, markTtl);
-      if (attempt.lock) return attempt.lock;
-      const woken = this.waiters.register(resource);
-      try {
-        if (this.releasesSeen === seen) {
-          await this.pause(woken, attempt, deadline, signal, stop, checkAborted);
+    // Registered before the first attempt: the grant may arrive before that attempt's reply.
+    const pending: PendingGrant = {};
+    this.pending.set(token, pending);
+    let failures = 0;
+    let mode: '1' | '2' = '1';
+    // The grant happened after the latest attempt that found us still waiting: its TTL runs
+    // from no earlier than when that attempt was sent.
+    let grantedNoEarlierThan = start;
+    let holderLeft = Infinity;
+    let lastError: unknown;
+    try {
+      for (;;) {
+        if (pending.fence !== undefined) {
+          const fence = pending.fence;
+          pending.fence = undefined;
+          try {
+            return await this.granted(resource, token, ttl, [1, fence, -1, 0], 0, {
+              grantedNoEarlierThan,
+            });
+          } catch (err) {
+            if (!(err instanceof NotAcknowledged) && !isTransient(err)) throw err;
+            failures += 1;
+            lastError = err;
+            mode = '1';
+            continue;
+          }
         }
-      } finally {
-        woken.cancel();
-      }
-    }
-    for (;;) {
-      checkAborted();
-      // Register before trying, so that a release between our attempt and our wait still wakes us.
-      const woken = this.waiters.register(resource);
-      try {
-        if (queue) {
-          queue = false;
+        const stopped = aborted();
+        if (stopped) throw stopped;
+        if (mode === '2' || failures > 0) {
           const remaining = deadline - Date.now();
-          if (remaining <= 0) throw stop('it stayed locked');
-          await woken.until(Math.min(remaining, this.defaults.retryInterval), signal);
+          if (remaining <= 0) {
+            if (lastError instanceof NotAcknowledged) throw stop(lastError.message);
+            throw lastError
+              ? stop(`Redis did not answer: ${this.describe(lastError)}`, this.scrubbed(lastError))
+              : stop('it stayed locked');
+          }
+          const poll =
+            failures > 0
+              ? Math.min(this.defaults.retryInterval, 25 * 2 ** Math.min(failures, 4))
+              : this.defaults.retryInterval * (0.5 + Math.random() * 0.5);
+          await this.sleep(pending, Math.min(remaining, poll, holderLeft), signal);
+          if (pending.fence !== undefined) continue;
+          const again = aborted();
+          if (again) throw again;
+        }
+        const sentAt = Date.now();
+        let reply: AcquireReply;
+        try {
+          reply = await this.runAcquire(resource, token, ttl, mode);
+          if (reply[0] === 1) return await this.granted(resource, token, ttl, reply, sentAt);
+        } catch (err) {
+          if (!(err instanceof NotAcknowledged) && !isTransient(err)) {
+            throw stop(`Redis refused: ${this.describe(err)}`, this.scrubbed(err));
+          }
+          failures += 1;
+          lastError = err;
+          mode = '1';
           continue;
         }
-        const attempt = await this.attempt(resource, ttl, markTtl);
-        if (attempt.lock) return attempt.lock;
-        await this.pause(woken, attempt, deadline, signal, stop, checkAborted);
-      } finally {
-        woken.cancel();
+        failures = 0;
+        lastError = undefined;
+        mode = '2';
+        grantedNoEarlierThan = sentAt;
+        // The holder's TTL ends then at the latest: whoever polls first passes the lock on.
+        holderLeft = reply[1] >= 0 ? reply[1] + 1 : this.defaults.retryInterval;
       }
+    } catch (err) {
+      // Leave the queue; a grant that raced with giving up is passed on to the next waiter.
+      this.pending.delete(token);
+      this.abandon(resource, token);
+      if (err instanceof LockNotAcquiredError) throw err;
+      throw stop(`Redis refused: ${this.describe(err)}`, this.scrubbed(err));
+    } finally {
+      this.pending.delete(token);
     }
   }
 
-  /**
-   * After a failed attempt: wait until a release wakes us, or the jittered poll, or the
-   * holder's TTL ends, whichever comes first; throw when the wait has run out.
-   */
-  private async pause(
-    woken: Waiter,
-    attempt: Attempt,
-    deadline: number,
-    signal: AbortSignal | undefined,
-    stop: (reason: string) => LockNotAcquiredError,
-    checkAborted: () => void,
-  ): Promise<void> {
-    // Aborted while the attempt was in flight: an already aborted signal fires no listener.
-    checkAborted();
-    const remaining = deadline - Date.now();
-    if (remaining <= 0) throw stop(attempt.reason ?? 'it stayed locked');
-    const poll = this.defaults.retryInterval * (0.5 + Math.random() * 0.5);
-    const holderLeft =
-      attempt.pttl !== undefined && attempt.pttl >= 0 ? attempt.pttl + 1 : Infinity;
-    await woken.until(Math.min(remaining, poll, holderLeft), signal);
+  /** Waits `ms`, or until a grant message, `signal` or shutdown wakes us. */
+  private sleep(pending: PendingGrant, ms: number, signal: AbortSignal | undefined): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        pending.wake = undefined;
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, Math.max(0, ms));
+      pending.wake = done;
+      signal?.addEventListener('abort', done, { once: true });
+    });
   }
 
   /**
-   * How long a failed attempt's "someone waits" mark lives. A waiter retries (and marks again)
-   * at least every `retryInterval`; a crashed one's mark costs one needless PUBLISH at most.
+   * Builds the held lock of a successful attempt or grant. A grant by message is confirmed with
+   * an extension when its conservative expiry leaves less than half the TTL (we waited long
+   * without polling). With `lock.replicas`, the lock is re-asserted and `WAIT`ed for; not
+   * acknowledged in time, it is released and `NotAcknowledged` thrown (retried within `wait`).
    */
-  private get waitMarkTtl(): number {
+  private async granted(
+    resource: string,
+    token: string,
+    ttl: number,
+    reply: AcquireReply,
+    sentAt: number,
+    byMessage?: { grantedNoEarlierThan: number },
+  ): Promise<HeldLock> {
+    this.noteRefused(reply[3]);
+    let expiresAt = byMessage ? byMessage.grantedNoEarlierThan + ttl : sentAt + Number(reply[2]);
+    if (byMessage && expiresAt - Date.now() < ttl / 2) {
+      const confirmedAt = Date.now();
+      const [key, meta] = lockKeys(resource);
+      if ((await EXTEND.run(this.connection.client, [key, meta], [token, ttl])) !== 1) {
+        throw new NotAcknowledged('the lock granted to us expired before we could confirm it');
+      }
+      expiresAt = confirmedAt + ttl;
+    }
+    const lock = new HeldLock(
+      resource,
+      token,
+      Number(reply[1]),
+      ttl,
+      sentAt,
+      this.owner,
+      expiresAt,
+    );
+    this.track(lock);
+    const replicas = this.defaults.replicas;
+    if (replicas === 0) return lock;
+    const acked = await this.waitForReplicas(lock, ttl);
+    if (acked < replicas) {
+      await lock.release();
+      throw new NotAcknowledged(
+        `only ${acked} of ${replicas} replicas acknowledged within ${this.defaults.replicaTimeout} ms`,
+      );
+    }
+    return lock;
+  }
+
+  /**
+   * `WAIT` counts the writes of its own connection: re-assert the lock (an extension, which
+   * replicates after the acquisition) and `WAIT` on a dedicated connection (WAIT blocks).
+   */
+  private async waitForReplicas(lock: HeldLock, ttl: number): Promise<number> {
+    const keys = lockKeys(lock.resource);
+    const acked = await this.connection.withDedicated(async (c) => {
+      const out = (await c
+        .pipeline()
+        .eval(EXTEND.lua, 2, keys[0], keys[1], lock.token, ttl)
+        .wait(this.defaults.replicas, this.defaults.replicaTimeout)
+        .exec()) as Array<[Error | null, unknown]>;
+      for (const [err] of out) if (err) throw err;
+      return Number(out[0][1]) === 1 ? Number(out[1][1]) : -1;
+    });
+    if (acked < 0) {
+      lock.lose('the lock was gone before replicas acknowledged it');
+      return 0;
+    }
+    return acked;
+  }
+
+  private runAcquire(
+    resource: string,
+    token: string,
+    ttl: number,
+    mode: '0' | '1' | '2',
+  ): Promise<AcquireReply> {
+    return ACQUIRE.run(this.connection.client, lockKeys(resource), [
+      token,
+      ttl,
+      this.holderId,
+      mode,
+      this.entryLease,
+      this.subscribed ? this.processId : '',
+      this.grantChannelPrefix,
+    ]);
+  }
+
+  /**
+   * How long a queue entry lives without renewal (ms). A waiter polls (and renews it) at least
+   * every `retryInterval`; the entry of one that died is skipped once this has passed.
+   */
+  private get entryLease(): number {
     return Math.max(1_000, 4 * this.defaults.retryInterval);
   }
 
-  /** One acquisition attempt; a caller that will wait passes `markTtl` > 0 (see ACQUIRE). */
-  private async attempt(resource: string, ttl: number, markTtl: number): Promise<Attempt> {
-    const token = this.tokens.next();
-    const keys = lockKeys(resource);
-    const sentAt = Date.now();
-    const replicas = this.defaults.replicas;
-    let reply: [number, number];
-    let reason: string | undefined;
-    if (replicas > 0) {
-      // WAIT counts the writes of its own connection: run both on a dedicated one (WAIT blocks).
-      const { result, acked } = await this.connection.withDedicated(async (c) => {
-        const out = (await c
-          .pipeline()
-          .eval(ACQUIRE.lua, 3, ...keys, token, ttl, markTtl)
-          .wait(replicas, this.defaults.replicaTimeout)
-          .exec()) as Array<[Error | null, unknown]>;
-        for (const [err] of out) if (err) throw err;
-        return { result: out[0][1] as [number, number], acked: Number(out[1][1]) };
-      });
-      reply = result;
-      if (reply[0] === 1 && acked < replicas) {
-        await RELEASE.run(
-          this.connection.client,
-          [keys[0], keys[2]],
-          [token, this.channel, resource, this.waiters.count(resource) > 0 ? '1' : '0'],
-        );
-        reason = `only ${acked} of ${replicas} replicas acknowledged within ${this.defaults.replicaTimeout} ms`;
-        return { reason, pttl: 0 };
-      }
-    } else {
-      reply = await ACQUIRE.run(this.connection.client, keys, [token, ttl, markTtl]);
-    }
-    if (reply[0] !== 1) return { pttl: Number(reply[1]) };
-    const lock = new HeldLock(resource, token, Number(reply[1]), ttl, sentAt, this.owner);
-    this.track(lock);
-    return { lock };
+  private get holderId(): string {
+    return this.defaults.holderId ?? DEFAULT_HOLDER_ID;
+  }
+
+  /** Best effort: a waiter or taker whose outcome is unknown leaves (or passes the lock on). */
+  private abandon(resource: string, token: string): void {
+    LEAVE.run(this.connection.client, lockKeys(resource), [token, this.grantChannelPrefix]).then(
+      (passedOn) => {
+        if (Number(passedOn) === 1) this.logger.debug?.(`passed on "${resource}" granted late`);
+      },
+      () => undefined, // the entry's lease (or the lock's TTL) ends it anyway
+    );
   }
 
   /**
@@ -322,54 +541,84 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
   }
 
   private async runExtend(lock: HeldLock, ttl: number): Promise<boolean> {
-    const ok = await EXTEND.run(
-      this.connection.client,
-      [lockKeys(lock.resource)[0]],
-      [lock.token, ttl],
-    );
+    const [key, meta] = lockKeys(lock.resource);
+    const ok = await EXTEND.run(this.connection.client, [key, meta], [lock.token, ttl]);
     return ok === 1;
   }
 
-  private async runRelease(lock: HeldLock): Promise<boolean> {
-    try {
-      const [key, , waitingKey] = lockKeys(lock.resource);
-      // Callers of this process queued behind another do not mark: announce for them.
-      const announce = this.waiters.count(lock.resource) > 0 ? '1' : '0';
-      const ok = await RELEASE.run(
-        this.connection.client,
-        [key, waitingKey],
-        [lock.token, this.channel, lock.resource, announce],
-      );
-      return ok === 1;
-    } catch (err) {
-      // The lock expires on its own; a failed release must not fail the caller's work.
-      this.logger.warn(
-        `could not release lock "${lock.resource}" (it expires by itself at ${new Date(lock.expiresAt).toISOString()}): ${this.connection.scrub((err as Error).message)}`,
-      );
-      return false;
+  /**
+   * The release script is safe to run twice, so a Redis error (a reconnect, a failover) is
+   * retried until the lock would have expired anyway; then the outcome is `unknown`.
+   */
+  private async runRelease(lock: HeldLock): Promise<boolean | 'unknown'> {
+    let attempt = 0;
+    for (;;) {
+      try {
+        const [ok, refused] = await RELEASE.run(this.connection.client, lockKeys(lock.resource), [
+          lock.token,
+          this.grantChannelPrefix,
+        ]);
+        this.noteRefused(refused);
+        return Number(ok) === 1;
+      } catch (err) {
+        attempt += 1;
+        const pause = Math.min(250, 25 * 2 ** attempt);
+        if (
+          !isTransient(err) ||
+          Date.now() + pause >= lock.expiresAt ||
+          this.connection.isClosing
+        ) {
+          // The lock expires on its own; a failed release must not fail the caller's work.
+          this.logger.warn(
+            `could not release lock "${lock.resource}" (it expires by itself at ${new Date(lock.expiresAt).toISOString()}): ${this.describe(err)}`,
+          );
+          return 'unknown';
+        }
+        await new Promise((resolve) => setTimeout(resolve, pause));
+      }
     }
   }
 
-  private get channel(): string {
-    return `${this.connection.keyPrefix}${RELEASE_CHANNEL}`;
+  /** A grant notification was refused (no channel rights): say so once; waiters poll. */
+  private noteRefused(refused: number | undefined): void {
+    if (Number(refused) !== 1 || this.publishRefusedWarned) return;
+    this.publishRefusedWarned = true;
+    this.logger.warn(
+      'Redis refused PUBLISH of a lock hand-off notification (ACL channel rights?): locks are ' +
+        `still released and handed over, and waiters notice by polling every ~${this.defaults.retryInterval} ms. ` +
+        `Grant the user "&${this.grantChannelPrefix}*" for immediate hand-offs.`,
+    );
   }
 
-  /** Subscribes once to release notifications; without them, waiting falls back to polling. */
+  private get grantChannelPrefix(): string {
+    return `${this.connection.keyPrefix}${GRANT_CHANNEL}`;
+  }
+
+  /**
+   * Subscribes once to this process's grant channel; without it, queued callers notice their
+   * grant by polling. A failure is warned about once and retried at most once a minute.
+   */
   private ensureSubscribed(): Promise<boolean> {
+    if (!this.subscription && Date.now() - this.subscribeFailedAt < RESUBSCRIBE_AFTER_MS) {
+      return Promise.resolve(false);
+    }
     this.subscription ??= this.connection
-      .subscribe(this.channel, (resource) => {
-        // Wake one waiter of this process, the longest waiting: waking all of them sends N
-        // acquire attempts of which N-1 lose (measured: 3-4x less throughput under contention).
-        // The woken one wakes the next when it releases; a lost message is covered by the poll.
-        this.releasesSeen += 1;
-        this.waiters.wakeOne(resource);
+      .subscribe(`${this.grantChannelPrefix}${this.processId}`, (message) => {
+        const colon = message.indexOf(':');
+        const waiter = this.pending.get(message.slice(0, colon));
+        if (!waiter) return; // gave up meanwhile: its LEAVE passes the lock on
+        waiter.fence = Number(message.slice(colon + 1));
+        waiter.wake?.();
       })
       .then(
         () => (this.subscribed = true),
         (err: unknown) => {
-          this.logger.warn(
-            `release notifications unavailable, waiting locks poll every ~${this.defaults.retryInterval} ms: ${this.connection.scrub((err as Error).message)}`,
-          );
+          if (this.subscribeFailedAt === 0) {
+            this.logger.warn(
+              `lock hand-off notifications unavailable, waiting locks poll every ~${this.defaults.retryInterval} ms: ${this.describe(err)}`,
+            );
+          }
+          this.subscribeFailedAt = Date.now();
           this.subscription = undefined;
           this.subscribed = false;
           return false;
@@ -377,18 +626,96 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
       );
     return this.subscription;
   }
+
+  private describe(err: unknown): string {
+    return this.connection.scrub(err instanceof Error ? err.message : String(err));
+  }
+
+  /** A copy of a Redis error safe to attach as `cause`: no command arguments, no secrets. */
+  private scrubbed(err: unknown): Error {
+    const copy = new Error(this.describe(err));
+    copy.name = err instanceof Error ? err.name : 'Error';
+    return copy;
+  }
+
+  // --- Coordination: semaphores, read-write locks, leader election ------------------------
+
+  /**
+   * A counting semaphore: at most `limit` holders of `name` at once, across every process.
+   * Permits expire with their holder (a crashed one's frees after `ttl`) and are renewed while
+   * held. Throws on an invalid name, `limit` or `ttl`.
+   *
+   * @example
+   * ```ts
+   * const exports = this.locks.semaphore('pdf-export', { limit: 3, ttl: 10_000 });
+   * await exports.withPermit((permit) => this.render({ signal: permit.signal }));
+   * ```
+   */
+  semaphore(name: string, options: SemaphoreOptions): Semaphore {
+    return coordinatorFor(this.connection).semaphore(name, options);
+  }
+
+  /**
+   * A read-write lock: many readers or one writer of `name`, across every process; a waiting
+   * writer blocks new readers, and the write side carries a fencing token.
+   *
+   * @example
+   * ```ts
+   * const catalog = this.locks.readWrite('catalog');
+   * const page = await catalog.withRead(() => this.readCatalog());
+   * await catalog.withWrite((lock) => this.rebuildCatalog(lock.fencingToken));
+   * ```
+   */
+  readWrite(name: string, options: ReadWriteLockOptions = {}): ReadWriteLock {
+    return coordinatorFor(this.connection).readWrite(name, options);
+  }
+
+  /**
+   * Campaigns for the leadership of `name` until `stop()` or shutdown (then it resigns): at
+   * most one leader at a time across every process; when the leader dies, another takes over
+   * within `ttl` plus one round trip.
+   *
+   * @example
+   * ```ts
+   * const election = this.locks.leader('compactor', { ttl: 5_000 });
+   * election.on('change', ({ isLeader, term }) => this.logger.log({ isLeader, term }));
+   * ```
+   */
+  leader(name: string, options: LeaderOptions = {}): LeaderElection {
+    return coordinatorFor(this.connection).leader(name, options);
+  }
 }
 
-/** What one acquisition attempt found. */
-interface Attempt {
-  lock?: HeldLock;
-  /** The holder's remaining TTL (ms; negative: none), when the lock was taken. */
-  pttl?: number;
-  reason?: string;
+/** `{acquired, fencingToken | holder's pttl, pttl, publish refused}`, see ACQUIRE. */
+type AcquireReply = [number, number, number, number];
+
+/** Internal: an acquisition replicas did not acknowledge (undone; retried within `wait`). */
+class NotAcknowledged extends Error {}
+
+/** A caller of this process queued in Redis. */
+interface PendingGrant {
+  /** Set by the grant message. */
+  fence?: number;
+  /** Ends the current sleep. */
+  wake?: () => void;
 }
 
 /** How often held locks are checked for a TTL that passed unnoticed (ms). */
 const SWEEP_INTERVAL_MS = 1_000;
+const RESUBSCRIBE_AFTER_MS = 60_000;
+const DEFAULT_HOLDER_ID = `${hostname()}:${process.pid}`;
+
+/**
+ * Errors worth retrying within `wait`: the connection dropped or was reset (ioredis aborts or
+ * times out the command), or the server is between roles during a failover.
+ */
+function isTransient(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  if (err.name !== 'ReplyError') return true;
+  return /^(READONLY|LOADING|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|NOREPLICAS|UNBLOCKED)/.test(
+    err.message,
+  );
+}
 
 /**
  * Lock tokens: 128 random bits each, hex. Drawn from the CSPRNG 256 tokens at a time: one
@@ -415,13 +742,26 @@ function checkResource(method: string, resource: unknown): asserts resource is s
       `LockService.${method}: resource must be a non-empty string, got ${JSON.stringify(resource) ?? String(resource)}`,
     );
   }
+  const bytes = Buffer.byteLength(resource);
+  if (bytes > MAX_RESOURCE_BYTES) {
+    throw new RangeError(
+      `LockService.${method}: resource must be at most ${MAX_RESOURCE_BYTES} bytes (UTF-8), got ` +
+        `${bytes} bytes: ${JSON.stringify(resource.slice(0, 64))}… (hash long names yourself)`,
+    );
+  }
 }
 
+/** Positive, finite, at most 24 h; rounded up to a whole ms (Redis takes integers only). */
 function checkDuration(method: string, name: string, value: unknown): number {
   if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
     throw new RangeError(
-      `LockService.${method}: ${name} must be a positive finite number of milliseconds, got ${String(value)}`,
+      `${method}: ${name} must be a positive finite number of milliseconds, got ${String(value)}`,
     );
   }
-  return value;
+  if (value > MAX_LOCK_DURATION_MS) {
+    throw new RangeError(
+      `${method}: ${name} must be at most ${MAX_LOCK_DURATION_MS} ms (24 h), got ${String(value)}`,
+    );
+  }
+  return Math.ceil(value);
 }

@@ -10,7 +10,8 @@ export interface Lock {
   /** This owner's secret: 128 random bits, hex. Only the owner can extend or release. */
   readonly token: string;
   /**
-   * Strictly increasing per resource across every acquisition. Pass it to the resource you
+   * Strictly increasing per resource across every acquisition (also across a failover and
+   * after idle metadata expired: it is at least the Redis server's clock in µs). Pass it to the resource you
    * protect and have it reject writes carrying a smaller token than it has seen: that stops a
    * stale owner (paused, partitioned, expired) from overwriting a newer one's work.
    */
@@ -28,10 +29,11 @@ export interface Lock {
    */
   extend(ttl?: number): Promise<boolean>;
   /**
-   * Releases the lock and wakes waiters. Returns `false` when it was no longer ours (lost, or
-   * released before: a second call is harmless and returns `false`); never throws for that.
-   * Finding the key gone or someone else's marks the lock lost: `signal` aborts, and `withLock`
-   * rejects with `LockLostError`.
+   * Releases the lock and hands it to the longest waiting caller (of any process). Returns
+   * `false` when it was no longer ours (lost, expired, or released before: a second call is
+   * harmless and returns `false`), or Redis did not answer; never throws for that. Finding the
+   * key gone or someone else's while the TTL still ran marks the lock lost: `signal` aborts,
+   * and `withLock` rejects with `LockLostError`.
    */
   release(): Promise<boolean>;
 }
@@ -39,9 +41,23 @@ export interface Lock {
 /** What a lock needs from the service that issued it. */
 export interface LockOwner {
   extend(lock: HeldLock, ttl: number): Promise<boolean>;
-  release(lock: HeldLock): Promise<boolean>;
+  /**
+   * `true` released, `false` the key was gone or someone else's, `'unknown'` Redis did not
+   * answer (the lock expires by itself; not evidence of a loss).
+   */
+  release(lock: HeldLock): Promise<boolean | 'unknown'>;
   forget(lock: HeldLock): void;
+  /** Checks and rounds a TTL given to `extend` (throws a `RangeError` naming it). */
+  checkTtl?(ttl: number): number;
 }
+
+/**
+ * How a release ended: `released`; `lost` (the key was gone or someone else's while our TTL
+ * still ran: the section was not protected to the end); `expired` (the TTL had passed before
+ * the release reached Redis, e.g. Redis answered late; the key simply timed out); `unknown`
+ * (Redis did not answer).
+ */
+export type ReleaseOutcome = 'released' | 'lost' | 'expired' | 'unknown';
 
 /**
  * The `Lock` implementation. Most locks are released long before their TTL and nobody reads
@@ -59,6 +75,8 @@ export class HeldLock implements Lock {
   private released = false;
   private releasing?: Promise<boolean>;
   private currentExpiresAt: number;
+  /** Set once `release()` has an answer. */
+  releaseOutcome?: ReleaseOutcome;
 
   constructor(
     readonly resource: string,
@@ -69,8 +87,10 @@ export class HeldLock implements Lock {
     /** When the acquire request was sent: Redis started the TTL no earlier than this. */
     sentAt: number,
     private readonly owner: LockOwner,
+    /** When Redis drops the key at the earliest, if known better than `sentAt + ttl`. */
+    expiresAt?: number,
   ) {
-    this.currentExpiresAt = sentAt + ttl;
+    this.currentExpiresAt = expiresAt ?? sentAt + ttl;
   }
 
   get expiresAt(): number {
@@ -99,7 +119,8 @@ export class HeldLock implements Lock {
   }
 
   async extend(ttl: number = this.ttl): Promise<boolean> {
-    if (!Number.isFinite(ttl) || ttl <= 0) {
+    if (this.owner.checkTtl) ttl = this.owner.checkTtl(ttl);
+    else if (!Number.isFinite(ttl) || ttl <= 0) {
       throw new RangeError(
         `Lock.extend("${this.resource}"): ttl must be a positive number of ms, got ${String(ttl)}`,
       );
@@ -171,15 +192,30 @@ export class HeldLock implements Lock {
     this.stopTimers();
     this.released = true;
     this.owner.forget(this);
-    if (wasLost) return false;
-    const ours = await this.owner.release(this);
-    // The key vanished (eviction, a flush, a failover to a replica that missed it) or someone
-    // else holds it, and no renewal noticed: the section it guarded was not protected to the
-    // end. A loss (`withLock` rejects), not a second release.
-    if (!ours && !this.lostError) {
-      this.recordLoss('when released, the key was gone or owned by someone else');
+    if (wasLost) {
+      this.releaseOutcome = 'expired';
+      return false;
     }
-    return ours;
+    const ours = await this.owner.release(this);
+    if (ours === true) {
+      this.releaseOutcome = 'released';
+      return true;
+    }
+    if (ours === 'unknown') {
+      this.releaseOutcome = 'unknown';
+      return false;
+    }
+    // The key vanished (eviction, a flush, a failover to a replica that missed it) or someone
+    // else holds it while our TTL still ran, and no renewal noticed: the section it guarded was
+    // not protected to the end. A loss (`withLock` rejects), not a second release. Answered
+    // after the TTL, it may just have timed out after the work ended: not a loss by itself.
+    if (Date.now() < this.currentExpiresAt && !this.lostError) {
+      this.recordLoss('when released, the key was gone or owned by someone else');
+      this.releaseOutcome = 'lost';
+    } else {
+      this.releaseOutcome = this.lostError ? 'lost' : 'expired';
+    }
+    return false;
   }
 
   /** The loss itself: its reason, and `signal` (if anyone has it) aborts with it. */

@@ -1,3 +1,5 @@
+import { describeKey } from '../common/describe.js';
+
 /**
  * Session data as Redis stores it: one JSON text (the hash field `d`), exactly as
  * `JSON.stringify` writes it. Reads are a plain `HMGET`/`HGET` (one reply string, as cheap
@@ -139,11 +141,11 @@ function childPath(path: string, key: string): string {
   return /^[A-Za-z_$][\w$]*$/.test(key) ? `${path}.${key}` : `${path}[${JSON.stringify(key)}]`;
 }
 
-/** A value as an error message shows it. */
+/** A value as an error message shows it (a long string cut, see src/common/describe.ts). */
 export function describeValue(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
-  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'string') return describeKey(value);
   if (typeof value === 'number' || typeof value === 'boolean') return String(value);
   if (typeof value === 'object' || typeof value === 'function') return `a ${typeof value}`;
   return String(value);

@@ -3,6 +3,7 @@ import type { Request } from 'express';
 import { Logger } from '@nestjs/common';
 import { LRUCache } from 'lru-cache';
 import { describeValue } from './session-data.js';
+import { checkDuration, MAX_TTL_MS } from '../common/checks.js';
 import {
   checkUserId,
   sessionStoreBackend,
@@ -117,21 +118,21 @@ export class RedisSessionStore extends Store {
   constructor(sessions: SessionService, options: RedisSessionStoreOptions = {}) {
     super();
     this.backend = sessionStoreBackend(sessions);
-    for (const name of ['ttl', 'absoluteTtl'] as const) {
-      const value = options[name];
-      if (value !== undefined && !(typeof value === 'number' && value > 0 && value < Infinity)) {
-        throw new RangeError(
-          `RedisSessionStore: ${name} must be a positive number of milliseconds, got ${String(value)}`,
-        );
-      }
-    }
+    // Whole ms, as Redis takes them, and at most a year: an expiry Redis refuses would fail
+    // a script halfway.
+    const duration = (name: 'ttl' | 'absoluteTtl'): number | undefined =>
+      options[name] === undefined
+        ? undefined
+        : checkDuration('RedisSessionStore', name, options[name], { min: 1, max: MAX_TTL_MS });
+    const ttl = duration('ttl');
+    const absoluteTtl = duration('absoluteTtl');
     if (options.touchOnGet !== undefined && typeof options.touchOnGet !== 'boolean') {
       throw new TypeError(
         `RedisSessionStore: touchOnGet must be a boolean, got ${describeValue(options.touchOnGet)}`,
       );
     }
-    this.idleTtl = options.ttl;
-    this.absoluteTtl = options.absoluteTtl;
+    this.idleTtl = ttl;
+    this.absoluteTtl = absoluteTtl;
     this.touchOnGet = options.touchOnGet ?? true;
   }
 

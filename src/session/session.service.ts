@@ -3,6 +3,7 @@ import type { RedisClient } from '../connection/client-factory.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
 import { RedisService } from '../redis.service.js';
+import { checkDuration, MAX_TTL_MS } from '../common/checks.js';
 import {
   checkPlainObject,
   decodeData,
@@ -718,13 +719,12 @@ export function checkUserId(method: string, userId: unknown): asserts userId is 
   }
 }
 
+/**
+ * A session duration: more than 0 and at most a year, rounded up to a whole ms. Checked before
+ * anything is sent: an expiry Redis refuses would fail a script halfway, after its writes.
+ */
 function checkTtl(method: string, name: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-    throw new RangeError(
-      `${method}: ${name} must be a positive number of milliseconds, got ${describeValue(value)}`,
-    );
-  }
-  return Math.ceil(value);
+  return checkDuration(method, name, value, { min: 1, max: MAX_TTL_MS });
 }
 
 function idCollision(method: string): Error {

@@ -11,9 +11,11 @@ import {
   type RedisClient,
   type RedisModuleOptions,
 } from '../../src/index.js';
+import { MAX_TTL_MS } from '../../src/common/checks.js';
 import { CapturingLogger, startApp } from '../support/app.js';
 import {
   killConnection,
+  sendCommand,
   specDir,
   startStandalone,
   topologies,
@@ -144,22 +146,47 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
 
     it('rejects bad input with errors naming the key and value, writing nothing', async () => {
       const k = key('bad');
-      for (const ttl of [0, -1, Number.NaN, Number.POSITIVE_INFINITY]) {
+      for (const ttl of [0, -1, Number.NaN, Number.POSITIVE_INFINITY, 1e20, MAX_TTL_MS + 1]) {
         await expect(cacheA.set(k, 1, { ttl })).rejects.toThrow(
-          `CacheService.set("${k}"): ttl must be a positive finite number of ms, got ${String(ttl)}`,
+          new RangeError(
+            `CacheService.set("${k}"): ttl must be more than 0 and at most ${MAX_TTL_MS} milliseconds (1 year), got ${String(ttl)}`,
+          ),
         );
       }
+      await expect(cacheA.set(k, 1, { ttl: '10' as unknown as number })).rejects.toThrow(
+        new TypeError(`CacheService.set("${k}"): ttl must be a number of milliseconds, got "10"`),
+      );
+      await expect(cacheA.set(k, 1, { grace: 1e20 })).rejects.toThrow(
+        `CacheService.set("${k}"): grace must be from 0 to ${MAX_TTL_MS} milliseconds`,
+      );
+      await expect(cacheA.getOrSet(k, () => 1, { hardTimeout: 1e10 })).rejects.toThrow(
+        `CacheService.getOrSet("${k}"): hardTimeout must be more than 0 and at most 2147483647 milliseconds`,
+      );
+      await expect(cacheA.getOrSet(k, () => 1, { timeout: -5 })).rejects.toThrow(RangeError);
       await expect(cacheA.set(k, undefined)).rejects.toThrow(
-        `CacheService.set("${k}"): undefined cannot be cached`,
+        `CacheService.set("${k}"): value undefined cannot be cached`,
       );
       await expect(cacheA.set(k, { n: 10n })).rejects.toThrow(
-        `CacheService.set("${k}"): the value cannot be serialized: property "n" is a bigint, which JSON cannot represent`,
+        `CacheService.set("${k}"): value cannot be serialized: property "n" is a bigint, which JSON cannot represent`,
       );
       const circular: Record<string, unknown> = {};
       circular.self = circular;
       await expect(cacheA.set(k, circular)).rejects.toThrow(
-        /the value cannot be serialized: Converting circular structure to JSON/,
+        `CacheService.set("${k}"): value cannot be serialized: the value refers back to itself (a circular structure)`,
       );
+      // Keys that are not strings are described, never handed to JSON.stringify.
+      await expect(cacheA.get(10n as unknown as string)).rejects.toThrow(
+        new TypeError('CacheService.get: key must be a non-empty string, got 10n (a bigint)'),
+      );
+      await expect(cacheA.set(circular as unknown as string, 1)).rejects.toThrow(
+        new TypeError('CacheService.set: key must be a non-empty string, got an object'),
+      );
+      // A long key is cut in messages: a 1 MB key does not make a 1 MB message.
+      const long = 'k'.repeat(1 << 20);
+      const error = (await cacheA.set(long, 1, { ttl: -1 }).catch((e: unknown) => e)) as Error;
+      expect(error).toBeInstanceOf(RangeError);
+      expect(error.message.length).toBeLessThan(400);
+      expect(error.message).toContain(`"${'k'.repeat(100)}"… (1048576 characters)`);
       await expect(cacheA.set(k, new Map([[1, 2]]))).rejects.toThrow(
         'the value is a Map, which JSON turns into {}',
       );
@@ -170,6 +197,35 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         `CacheService.getOrSet("${k}"): the loader returned undefined`,
       );
       expect(await raw.exists(`cache:{${k}}`)).toBe(0);
+    });
+
+    it('rounds durations up to whole ms', async () => {
+      const k = key('round');
+      await cacheA.set(k, 1, { ttl: 0.2 });
+      // 0.2 ms is 1 ms: the entry may already be gone, but it never had a fractional PX.
+      await cacheA.set(k, 1, { ttl: 5_000.2, grace: 0.5 });
+      const pttl = await raw.pttl(`cache:{${k}}`);
+      expect(pttl).toBeGreaterThan(4_000);
+      expect(pttl).toBeLessThanOrEqual(5_002);
+    });
+
+    it('bounds values by cache.maxValueBytes', async () => {
+      const k = key('big');
+      const big = 'x'.repeat(1024 * 1024); // 1 MiB of text is 1 MiB + 2 bytes of JSON
+      await expect(cacheA.set(k, big)).rejects.toThrow(
+        new RangeError(
+          `CacheService.set("${k}"): value is 1048578 bytes serialized, more than cache.maxValueBytes (1048576); ` +
+            'nothing was written. Cache a smaller value, or raise cache.maxValueBytes.',
+        ),
+      );
+      expect(await raw.exists(`cache:{${k}}`)).toBe(0);
+      // A loaded value over the bound is returned, not cached, and the stampede lock is let go.
+      expect(await cacheA.getOrSet(k, () => big)).toBe(big);
+      expect(await raw.exists(`cache:{${k}}`)).toBe(0);
+      expect(await raw.exists(`cache:{${k}}:lock`)).toBe(0);
+      expect(logsA.matching(`CacheService.getOrSet("${k}"): value is 1048578 bytes`)).toHaveLength(
+        1,
+      );
     });
 
     it('treats a corrupted entry as a miss: logged and deleted', async () => {
@@ -245,16 +301,14 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         await delay(50);
         return 'loaded once';
       };
-      const started = performance.now();
       const results = await Promise.all(
         Array.from({ length: 1000 }, (_, i) =>
           (i % 2 ? cacheA : cacheB).getOrSet(k, loader, { ttl: 10_000 }),
         ),
       );
-      const wall = performance.now() - started;
       expect(loads).toBe(1);
       expect(new Set(results)).toEqual(new Set(['loaded once']));
-      expect(wall).toBeLessThan(50 + 100);
+      expect(await raw.exists(`cache:{${k}}:lock`)).toBe(0);
       expect(cacheA.stats().stampedeWaits + cacheB.stats().stampedeWaits).toBeGreaterThanOrEqual(
         999,
       );
@@ -264,11 +318,19 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       const k = key('orphan');
       // A leader that died mid-load leaves only its lock behind.
       await raw.set(`cache:{${k}}:lock`, 'dead-leader', 'PX', 300);
-      const started = Date.now();
-      const value = await cacheB.getOrSet(k, async () => 'taken over', { ttl: 10_000 });
+      let lockWhenLoading: string | null = 'not loaded';
+      const value = await cacheB.getOrSet(
+        k,
+        async () => {
+          lockWhenLoading = await raw.get(`cache:{${k}}:lock`);
+          return 'taken over';
+        },
+        { ttl: 10_000 },
+      );
       expect(value).toBe('taken over');
-      expect(Date.now() - started).toBeGreaterThanOrEqual(250);
-      expect(Date.now() - started).toBeLessThan(300 + 500);
+      // The loader ran only once the dead leader's lock had expired, under B's own lock.
+      expect(lockWhenLoading).not.toBe('dead-leader');
+      expect(lockWhenLoading).not.toBeNull();
     });
 
     it('a loader that hangs past the lock TTL does not block the other instance', async () => {
@@ -353,7 +415,6 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       // Another instance holds the key's stampede lock: it is loading right now.
       await raw.set(`cache:{${k}}:lock`, 'other-instance', 'PX', 5_000);
       let loads = 0;
-      const started = performance.now();
       const value = await cacheB.getOrSet(
         k,
         async () => {
@@ -364,7 +425,8 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       );
       expect(value).toBe('old');
       expect(loads).toBe(0);
-      expect(performance.now() - started).toBeLessThan(200);
+      // Answered while the other instance still holds the lock: it did not wait for it.
+      expect(await raw.get(`cache:{${k}}:lock`)).toBe('other-instance');
       await raw.del(`cache:{${k}}:lock`);
     });
 
@@ -374,17 +436,18 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       await waitFor(async () => (await cacheA.get(k)) === undefined, {
         what: 'the entry to go stale',
       });
-      const started = performance.now();
+      let finished = false;
       const value = await cacheA.getOrSet(
         k,
         async () => {
           await delay(300);
+          finished = true;
           return 'new';
         },
         { ttl: 10_000, grace: 10_000, timeout: 50 },
       );
       expect(value).toBe('old');
-      expect(performance.now() - started).toBeLessThan(250);
+      expect(finished).toBe(false); // answered before the loader finished
       await waitFor(async () => (await cacheB.get(k)) === 'new', {
         what: 'the background load to fill',
       });
@@ -478,7 +541,49 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       });
     });
 
+    it('invalidates after clear(): invalidate, clear, set, invalidate, get misses', async () => {
+      const tag = key('life');
+      const k = key('life-k');
+      await cacheA.set(k, 'v0', { tags: [tag] });
+      await cacheA.invalidateTags([tag]);
+      await cacheA.clear(); // unlinks the tag counters too
+      await cacheA.set(k, 'v1', { tags: [tag] });
+      expect(await cacheA.get(k)).toBe('v1');
+      expect(await cacheB.get(k)).toBe('v1');
+      await cacheA.invalidateTags([tag]);
+      expect(await cacheA.get(k)).toBeUndefined();
+      await waitFor(async () => (await cacheB.get(k)) === undefined, {
+        what: 'B to see the tag bump',
+      });
+      // Tag counters expire, never before the entries written under them.
+      const pttl = await raw.pttl(`cache:tag:{${tag}}`);
+      expect(pttl).toBeGreaterThan(0);
+      await cacheB.set(k, 'v2', { tags: [tag], ttl: 120_000 });
+      expect(await raw.pttl(`cache:tag:{${tag}}`)).toBeGreaterThan(100_000);
+    });
+
+    it('invalidates after a tag counter was evicted', async () => {
+      const tag = key('evicted');
+      const k = key('evicted-k');
+      await cacheA.set(k, 'v0', { tags: [tag] });
+      await cacheA.invalidateTags([tag]); // both instances remember the version
+      await cacheA.set(k, 'v1', { tags: [tag] });
+      expect(await cacheB.get(k)).toBe('v1');
+      await raw.del(`cache:tag:{${tag}}`); // as maxmemory eviction would, without a message
+      await cacheA.set(k, 'v2', { tags: [tag] });
+      expect(await cacheA.get(k)).toBe('v2');
+      await waitFor(async () => (await cacheB.get(k)) === 'v2', { what: 'B to read v2' });
+      await cacheB.invalidateTags([tag]);
+      expect(await cacheB.get(k)).toBeUndefined();
+      await waitFor(async () => (await cacheA.get(k)) === undefined, {
+        what: 'A to see the tag bump',
+      });
+    });
+
     it('reports stats per tier', async () => {
+      const k = key('stats'); // the clear() above emptied L1
+      await cacheA.set(k, 'x');
+      expect(await cacheA.get(k)).toBe('x');
       const s = cacheA.stats();
       expect(s.l1.enabled).toBe(true);
       expect(s.l1.hits).toBeGreaterThan(0);
@@ -519,13 +624,11 @@ describe('CacheService while Redis is down', () => {
       expect(await cache.get('k')).toBe('cached');
 
       await server.pause(); // slow: connected, but no answer
-      let started = performance.now();
       expect(await cache.get('never-read')).toBeUndefined(); // given up after cache.timeout
-      expect(performance.now() - started).toBeGreaterThanOrEqual(190);
-      expect(performance.now() - started).toBeLessThan(200 * 2 + 300);
-      started = performance.now();
       expect(await cache.getOrSet('slow', async () => 'from loader')).toBe('from loader');
-      expect(performance.now() - started).toBeLessThan(200 * 3 + 300);
+      // clear() is bounded by cache.timeout too: it returns while the server is still frozen.
+      await cache.clear();
+      await cache.clear('some:');
       await server.resume();
 
       // The pause was one outage (logged once, however many calls failed); now another.
@@ -536,14 +639,12 @@ describe('CacheService while Redis is down', () => {
       await waitFor(() => app.get<RedisClient>(getRedisToken()).status !== 'ready', {
         what: 'the outage to be noticed',
       });
-      started = performance.now();
       expect(await cache.get('k')).toBeUndefined();
       expect(await cache.getOrSet('k2', async () => 'loader value')).toBe('loader value');
       await cache.set('k3', 'dropped');
       await cache.del('k3');
       await cache.invalidateTags(['t']);
       await cache.clear();
-      expect(performance.now() - started).toBeLessThan(200);
       // At most one line for this outage, though every call above failed.
       expect(
         logs.matching('Redis unavailable').length + logs.matching('answers again').length,
@@ -563,5 +664,68 @@ describe('CacheService while Redis is down', () => {
       await server.stop();
     }
     expect(rejections).toEqual([]);
+  });
+});
+
+describe('CacheService under an ACL user without channel rights', () => {
+  it('every write succeeds; the refused PUBLISH is logged once and turns notifications off', async () => {
+    const server = await startStandalone({ baseDir: specDir('cache-acl') });
+    const target = { host: server.host, port: server.port };
+    // Redis 7 users get no channel rights unless given some: what a least-privilege user looks like.
+    await sendCommand(target, [
+      'ACL',
+      'SETUSER',
+      'cache-user',
+      'on',
+      '>cache-user-secret',
+      '~*',
+      '+@all',
+      'resetchannels',
+    ]);
+    const logs = new CapturingLogger();
+    const app = await startApp(
+      {
+        imports: [
+          RedisModule.forRoot({
+            url: `redis://cache-user:cache-user-secret@${server.host}:${server.port}`,
+            keyPrefix: 'acl:',
+          }),
+        ],
+      },
+      logs,
+    );
+    try {
+      const cache = app.get(CacheService);
+      await cache.set('k', 'stored', { tags: ['t'] });
+      expect(await sendCommand(target, ['EXISTS', 'acl:cache:{k}'])).toBe(1);
+      expect(await cache.get('k')).toBe('stored');
+      // A fill: the value is stored and the stampede lock given up, in one script.
+      expect(await cache.getOrSet('filled', () => 'loaded')).toBe('loaded');
+      expect(await sendCommand(target, ['EXISTS', 'acl:cache:{filled}'])).toBe(1);
+      expect(await sendCommand(target, ['EXISTS', 'acl:cache:{filled}:lock'])).toBe(0);
+      // A failed load gives the lock up too.
+      await expect(
+        cache.getOrSet('failing', () => {
+          throw new Error('loader failed');
+        }),
+      ).rejects.toThrow('loader failed');
+      expect(await sendCommand(target, ['EXISTS', 'acl:cache:{failing}:lock'])).toBe(0);
+      await cache.invalidateTags(['t']);
+      expect(await cache.get('k')).toBeUndefined();
+      await cache.set('gone', 1);
+      await cache.del('gone');
+      expect(await sendCommand(target, ['EXISTS', 'acl:cache:{gone}'])).toBe(0);
+      await cache.set('cleared', 1);
+      await cache.clear();
+      expect(await sendCommand(target, ['EXISTS', 'acl:cache:{cleared}'])).toBe(0);
+
+      expect(cache.stats().redisErrors).toBe(0);
+      expect(logs.matching('Redis unavailable')).toEqual([]);
+      expect(logs.matching('PUBLISH to "acl:cache:invalidate" is refused')).toHaveLength(1);
+      expect(logs.text).not.toContain('cache-user-secret');
+    } finally {
+      await app.close();
+      await server.stop();
+    }
   });
 });

@@ -314,6 +314,11 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         expect(() => new RedisSessionStore(sessions, { touchOnGet: 'yes' as never })).toThrow(
           'RedisSessionStore: touchOnGet must be a boolean, got "yes"',
         );
+        // An expiry Redis would refuse is refused here, before any script runs.
+        expect(() => new RedisSessionStore(sessions, { absoluteTtl: 1e20 })).toThrow(
+          'RedisSessionStore: absoluteTtl must be more than 0 and at most 31536000000 milliseconds (1 year), got 100000000000000000000',
+        );
+        expect(() => new RedisSessionStore(sessions, { ttl: 0 })).toThrow(RangeError);
       });
 
       it('never past the absolute expiry; a new idle timeout is recorded, and used by the next load', async () => {

@@ -432,15 +432,29 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
           ],
           [
             () => sessions.create(u, {}, { ttl: 0 }),
-            'SessionService.create: ttl must be a positive number of milliseconds, got 0',
+            'SessionService.create: ttl must be more than 0 and at most 31536000000 milliseconds (1 year), got 0',
           ],
           [
             () => sessions.create(u, {}, { absoluteTtl: -1 }),
-            'SessionService.create: absoluteTtl must be a positive number of milliseconds, got -1',
+            'SessionService.create: absoluteTtl must be more than 0 and at most 31536000000 milliseconds (1 year), got -1',
           ],
           [
             () => sessions.create(u, {}, { ttl: Number.NaN }),
-            'SessionService.create: ttl must be a positive number of milliseconds, got NaN',
+            'SessionService.create: ttl must be more than 0 and at most 31536000000 milliseconds (1 year), got NaN',
+          ],
+          [
+            // Redis refuses such an expiry: it must be refused before the script runs, not
+            // halfway through it (which left the user index without a TTL).
+            () => sessions.create(u, {}, { absoluteTtl: 1e20 }),
+            'SessionService.create: absoluteTtl must be more than 0 and at most 31536000000 milliseconds (1 year), got 100000000000000000000',
+          ],
+          [
+            () => sessions.create(u, {}, { ttl: 1e20 }),
+            'SessionService.create: ttl must be more than 0 and at most 31536000000 milliseconds (1 year), got 100000000000000000000',
+          ],
+          [
+            () => sessions.create(u, {}, { ttl: '60000' as unknown as number }),
+            'SessionService.create: ttl must be a number of milliseconds, got "60000"',
           ],
           [
             () => sessions.create(u, {}, { meta: { at: Number.POSITIVE_INFINITY } }),
@@ -454,6 +468,15 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         for (const [call, message] of cases) await expect(call()).rejects.toThrow(message);
         expect(await sessions.listByUser(u)).toEqual([]);
         expect(await redis.exists(sessionKeys.index(u))).toBe(0);
+      });
+
+      it('create: fractional TTLs are rounded up to whole ms, every key gets an expiry', async () => {
+        const u = user('fraction');
+        const s = await sessions.create(u, {}, { ttl: 60_000.4, absoluteTtl: 120_000.5 });
+        expect(Number.isInteger(s.expiresAt)).toBe(true);
+        expect(s.absoluteExpiresAt - s.createdAt).toBe(120_001);
+        expect(s.expiresAt - s.createdAt).toBe(60_001);
+        expect(await redis.pttl(sessionKeys.index(u))).toBeGreaterThan(0);
       });
 
       it('update: a patch that would make the session too large, or is not JSON, changes nothing', async () => {

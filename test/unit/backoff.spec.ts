@@ -1,7 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { backoffDelay } from '../../src/connection/backoff.js';
 
-const retry = { initialDelay: 100, maxDelay: 2000, jitter: 0.5, maxAttempts: null };
+const retry = { initialDelay: 100, factor: 2, maxDelay: 2000, jitter: 0.5, maxAttempts: null };
 
 describe('backoffDelay', () => {
   it('doubles from the initial delay up to the cap', () => {
@@ -15,6 +15,13 @@ describe('backoffDelay', () => {
     expect(backoffDelay(3, retry, () => 0)).toBe(200);
     expect(backoffDelay(3, retry, () => 0.999999)).toBe(400);
     expect(backoffDelay(10, { ...retry, jitter: 1 }, () => 0)).toBe(0);
+  });
+
+  it('grows by factor: the first attempts after a drop stay close together', () => {
+    const gentle = { ...retry, initialDelay: 50, factor: 1.5, jitter: 0 };
+    expect([1, 2, 3, 4, 5, 20].map((a) => backoffDelay(a, gentle))).toEqual([
+      50, 75, 113, 169, 253, 2000,
+    ]);
   });
 
   it('stops after maxAttempts', () => {

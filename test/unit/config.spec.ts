@@ -30,7 +30,13 @@ describe('resolveRedisOptions', () => {
       address: 'redis://127.0.0.1:6379',
     });
     expect(c.commandTimeout).toBeUndefined();
-    expect(c.retry).toEqual({ initialDelay: 100, maxDelay: 5000, jitter: 0.5, maxAttempts: null });
+    expect(c.retry).toEqual({
+      initialDelay: 50,
+      factor: 1.5,
+      maxDelay: 2000,
+      jitter: 0.5,
+      maxAttempts: null,
+    });
   });
 
   it('parses a URL with user, password, db and TLS, and redacts the address', () => {
@@ -231,6 +237,12 @@ describe('resolveRedisOptions', () => {
         { retry: { jitter: 2 } },
         {},
         'retry.jitter = 2; expected a number from 0 to 1',
+      ],
+      [
+        'retry factor below 1',
+        { retry: { factor: 0.5 } },
+        {},
+        'retry.factor = 0.5; expected a number from 1 to 10',
       ],
       [
         'retry cap below start',

@@ -1,0 +1,281 @@
+/**
+ * Pub/sub benchmark: `PubSubService.subscribe` against a raw ioredis subscriber, on the same
+ * server, in one process and one run.
+ *
+ * Contenders, each with its own subscriber connection and its own channel:
+ *  - `ours`: `PubSubService.subscribe(channel, handler)` from a Nest application context of
+ *    `RedisModule.forRoot({ url })` (logger off, defaults: JSON decoding, a 1000-message buffer
+ *    per subscription, handler timeout armed only for handlers that return a promise).
+ *  - `raw`: `new Redis(url)` + `subscribe(channel)` + `on('message')` with `JSON.parse`, what a
+ *    user would write by hand.
+ * Both handlers do the same work: count, and note the arrival time of marked messages.
+ * One publisher (a third plain ioredis connection) sends the same JSON payloads (~100 bytes,
+ * as `PubSubService.publish` encodes them) to either channel.
+ *
+ * Scenarios:
+ *  1. Throughput: `messages` messages published with `window` PUBLISH in flight; messages/s =
+ *     messages / (time from the first publish to the last delivery). Target: ours >= 0.95x raw.
+ *  2. Latency: `samples` messages published one at a time (each waits for its delivery);
+ *     latency = delivery time - publish call time; p50 and p99 per contender.
+ * Contenders alternate within every round, in a random order per round; `paired` = median over
+ * rounds of ours/raw within the round, with the medians of each contender beside it. With
+ * --expose-gc a full GC runs before every slice.
+ *
+ * Server: `REDIS_URL` if set, else a throwaway redis-server on a free loopback port, stopped at
+ * the end (also on error, SIGINT and SIGTERM). Channels: `bench:pubsub:<run>:*` (no keys).
+ *
+ * Usage: npm run bench -- pubsub [--rounds N] [--messages N] [--window N] [--samples N]
+ *          [--timeout-ms MS] [--check]
+ *   or env BENCH_ROUNDS, BENCH_MESSAGES, BENCH_WINDOW, BENCH_SAMPLES, BENCH_TIMEOUT_MS,
+ *   BENCH_CHECK=1. The last line of output is `BENCH_JSON {...}` with every figure.
+ */
+import 'reflect-metadata';
+import os from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { Module, type INestApplicationContext } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { Redis } from 'ioredis';
+import { PubSubService, RedisModule } from '../src/index.js';
+import {
+  cleanupSteps,
+  collectGarbage,
+  cpuPressure,
+  fmtLoad,
+  median,
+  packageVersion,
+  prng,
+  quantile,
+  readArgs,
+  redisUrlFor,
+  runBenchmark,
+  stopThrowawayServer,
+  table,
+  type ThrowawayServer,
+} from './harness.js';
+
+const TARGET_RATIO = 0.95;
+
+interface Settings {
+  rounds: number;
+  messages: number;
+  window: number;
+  samples: number;
+  timeoutMs: number;
+  check: boolean;
+}
+
+function readSettings(argv: string[]): Settings {
+  const args = readArgs(argv, ['rounds', 'messages', 'window', 'samples', 'timeout-ms'], ['check']);
+  return {
+    rounds: args.num('rounds', 8, 1, 1000),
+    messages: args.num('messages', 20_000, 100, 10_000_000),
+    window: args.num('window', 128, 1, 10_000),
+    samples: args.num('samples', 500, 10, 1_000_000),
+    timeoutMs: args.num('timeout-ms', 120_000, 1_000, 3_600_000),
+    check: args.on('check'),
+  };
+}
+
+interface State extends ThrowawayServer {
+  app?: INestApplicationContext;
+  clients: Redis[];
+}
+
+/** A subscriber under test: counts deliveries and wakes whoever waits for the n-th. */
+interface Contender {
+  name: 'ours' | 'raw';
+  channel: string;
+  received: number;
+  /** Resolves when `received` reaches `target`. */
+  until(target: number): Promise<number>;
+}
+
+function counter(name: Contender['name'], channel: string) {
+  let wake: { target: number; resolve: (at: number) => void } | undefined;
+  const contender: Contender & { onMessage: (message: { n: number }) => void } = {
+    name,
+    channel,
+    received: 0,
+    onMessage(message) {
+      contender.received += 1;
+      if (message.n < 0) return; // never: keeps the decoded value in use for both
+      if (wake && contender.received >= wake.target) {
+        const w = wake;
+        wake = undefined;
+        w.resolve(performance.now());
+      }
+    },
+    until(target) {
+      if (contender.received >= target) return Promise.resolve(performance.now());
+      return new Promise((resolve) => (wake = { target, resolve }));
+    },
+  };
+  return contender;
+}
+
+function payload(n: number): string {
+  return JSON.stringify({ n, kind: 'order.created', id: `order-${n}`, total: 42.5, items: 3 });
+}
+
+async function throughput(
+  publisher: Redis,
+  c: Contender,
+  messages: number,
+  window: number,
+): Promise<number> {
+  const start = c.received;
+  const t0 = performance.now();
+  let sent = 0;
+  const inFlight = new Set<Promise<unknown>>();
+  while (sent < messages) {
+    while (inFlight.size < window && sent < messages) {
+      const p: Promise<unknown> = publisher
+        .publish(c.channel, payload(sent))
+        .then(() => inFlight.delete(p));
+      inFlight.add(p);
+      sent += 1;
+    }
+    await Promise.race(inFlight);
+  }
+  const done = await c.until(start + messages);
+  return messages / ((done - t0) / 1000);
+}
+
+async function latencies(publisher: Redis, c: Contender, samples: number): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < samples; i += 1) {
+    const target = c.received + 1;
+    const t0 = performance.now();
+    const arrived = c.until(target);
+    await publisher.publish(c.channel, payload(i));
+    out.push((await arrived) - t0);
+  }
+  return out;
+}
+
+async function run(settings: Settings, state: State): Promise<number> {
+  const url = await redisUrlFor(state);
+  const base = `bench:pubsub:${process.pid}-${Date.now()}:`;
+  const publisher = new Redis(url);
+  const rawSub = new Redis(url);
+  state.clients.push(publisher, rawSub);
+
+  @Module({ imports: [RedisModule.forRoot({ url })] })
+  class BenchModule {}
+  state.app = await NestFactory.createApplicationContext(BenchModule, { logger: false });
+  const pubsub = state.app.get(PubSubService);
+
+  const ours = counter('ours', `${base}ours`);
+  const raw = counter('raw', `${base}raw`);
+  await pubsub.subscribe<{ n: number }>(ours.channel, (m) => ours.onMessage(m));
+  await rawSub.subscribe(raw.channel);
+  rawSub.on('message', (_channel: string, message: string) =>
+    raw.onMessage(JSON.parse(message) as { n: number }),
+  );
+
+  const random = prng(20261203);
+  const rates: Record<Contender['name'], number[]> = { ours: [], raw: [] };
+  const paired: number[] = [];
+  const lat: Record<Contender['name'], number[]> = { ours: [], raw: [] };
+  const contenders = [ours, raw];
+
+  // Warm-up: JIT and connections, not counted.
+  for (const c of contenders) {
+    await throughput(publisher, c, Math.min(settings.messages, 5_000), settings.window);
+    await latencies(publisher, c, 50);
+  }
+
+  for (let round = 0; round < settings.rounds; round += 1) {
+    const order = random() < 0.5 ? [ours, raw] : [raw, ours];
+    const roundRates: Partial<Record<Contender['name'], number>> = {};
+    for (const c of order) {
+      collectGarbage('major');
+      roundRates[c.name] = await throughput(publisher, c, settings.messages, settings.window);
+      rates[c.name].push(roundRates[c.name]!);
+    }
+    paired.push(roundRates.ours! / roundRates.raw!);
+    for (const c of order) {
+      collectGarbage('minor');
+      lat[c.name].push(...(await latencies(publisher, c, settings.samples)));
+    }
+  }
+
+  const load = os.loadavg();
+  const versions = {
+    ioredis: await packageVersion('ioredis'),
+    node: process.versions.node,
+  };
+  const pairedMedian = median(paired);
+  const figures = {
+    settings,
+    versions,
+    load,
+    cpuPressure: cpuPressure(),
+    throughput: {
+      ours: median(rates.ours),
+      raw: median(rates.raw),
+      ratio: median(rates.ours) / median(rates.raw),
+      paired: pairedMedian,
+      pairedMin: Math.min(...paired),
+      pairedMax: Math.max(...paired),
+    },
+    latencyMs: {
+      ours: { p50: quantile(lat.ours, 0.5), p99: quantile(lat.ours, 0.99) },
+      raw: { p50: quantile(lat.raw, 0.5), p99: quantile(lat.raw, 0.99) },
+    },
+    stats: pubsub.stats(),
+  };
+  const verdict = pairedMedian >= TARGET_RATIO ? 'MET' : 'MISSED';
+
+  const f0 = (n: number): string => Math.round(n).toLocaleString('en-US');
+  const f3 = (n: number): string => n.toFixed(3);
+  console.log(
+    `pub/sub: PubSubService vs raw ioredis subscriber — ioredis ${versions.ioredis}, node ${versions.node}, ` +
+      `${settings.rounds} rounds × ${settings.messages} messages (window ${settings.window}), ` +
+      `${settings.samples} latency samples per round; ${fmtLoad(load, figures.cpuPressure)}`,
+  );
+  console.log(
+    table(
+      ['contender', 'messages/s (median)', 'latency p50 ms', 'latency p99 ms'],
+      [
+        [
+          'ours',
+          f0(figures.throughput.ours),
+          f3(figures.latencyMs.ours.p50),
+          f3(figures.latencyMs.ours.p99),
+        ],
+        [
+          'raw',
+          f0(figures.throughput.raw),
+          f3(figures.latencyMs.raw.p50),
+          f3(figures.latencyMs.raw.p99),
+        ],
+      ],
+    ),
+  );
+  console.log(
+    `throughput ours/raw: paired ${pairedMedian.toFixed(3)} (rounds ${f3(figures.throughput.pairedMin)}..${f3(figures.throughput.pairedMax)}), ` +
+      `ratio of medians ${f3(figures.throughput.ratio)}; target >= ${TARGET_RATIO}: ${verdict}`,
+  );
+  console.log(`BENCH_JSON ${JSON.stringify({ verdict, ...figures })}`);
+  return settings.check && verdict === 'MISSED' ? 1 : 0;
+}
+
+async function cleanup(state: State): Promise<void> {
+  const steps = cleanupSteps();
+  if (state.app) {
+    const app = state.app;
+    state.app = undefined;
+    await steps.run(() => app.close());
+  }
+  for (const client of state.clients.splice(0)) await steps.run(async () => client.disconnect());
+  await stopThrowawayServer(state, steps);
+  steps.report();
+}
+
+await runBenchmark('pubsub', {
+  readSettings,
+  state: { clients: [] } as State,
+  run,
+  cleanup,
+});

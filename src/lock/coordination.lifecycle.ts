@@ -1,0 +1,44 @@
+import {
+  Inject,
+  Injectable,
+  type BeforeApplicationShutdown,
+  type OnModuleInit,
+} from '@nestjs/common';
+import { DiscoveryService, MetadataScanner } from '@nestjs/core';
+import type { RedisConnection } from '../connection/redis-connection.js';
+import { getRedisConnectionToken } from '../connection/tokens.js';
+import { wrapDecoratedMethods } from '../discovery/decorated-methods.js';
+import { coordinatorFor, existingCoordinator } from './coordination.js';
+import { LEADER_METADATA, type LeaderMetadata } from './leader.decorator.js';
+
+/**
+ * Startup and shutdown of semaphores, read-write locks and elections (which `LockService`
+ * hands out): wraps the methods decorated with `@Leader`, and at shutdown stops every wait,
+ * resigns every leadership and releases every permit and read-write lock of this process.
+ */
+@Injectable()
+export class CoordinationLifecycle implements OnModuleInit, BeforeApplicationShutdown {
+  constructor(
+    @Inject(getRedisConnectionToken()) private readonly connection: RedisConnection,
+    private readonly discovery: DiscoveryService,
+    private readonly scanner: MetadataScanner,
+  ) {}
+
+  onModuleInit(): void {
+    wrapDecoratedMethods<LeaderMetadata>(
+      this.discovery,
+      this.scanner,
+      LEADER_METADATA,
+      ({ meta, method }) => {
+        const election = coordinatorFor(this.connection).sharedElection(meta.name, meta.options);
+        return function leaderWrapper(this: unknown, ...args: unknown[]) {
+          return election.isLeader ? method.apply(this, args) : undefined;
+        };
+      },
+    );
+  }
+
+  async beforeApplicationShutdown(): Promise<void> {
+    await existingCoordinator(this.connection)?.shutdown();
+  }
+}

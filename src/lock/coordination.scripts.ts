@@ -1,0 +1,254 @@
+import { RedisScript } from '../connection/script.js';
+
+// Every script here may run twice: ioredis re-sends a command whose reply was lost when it
+// reconnects. So an acquisition that finds its own token succeeds again (same fencing token),
+// and a release leaves a tombstone for a while, so that its second run still reports success.
+//
+// Times come from the server (`TIME`, allowed since scripts replicate their effects), so holders
+// on hosts with skewed clocks agree on who expired.
+//
+// Sorted sets of holders use the score as a state: a positive score is a live holder's expiry,
+// a negative one `-(releasedAt + tombstone)` marks a released one. `ZREMRANGEBYSCORE -now now`
+// drops both the expired holders and the tombstones that have served their time.
+
+const NOW = `local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
+
+/** Keeps a key alive at least `ms` more (never shortens it). */
+const KEEP_ALIVE = `local function keep(key, ms)
+  local left = redis.call('PTTL', key)
+  if left < ms then redis.call('PEXPIRE', key, ms) end
+end`;
+
+/**
+ * A fencing token that never goes backwards while the counter key lives, and restarts above
+ * every earlier one after the key expired idle: it is at least the server's clock in ms, and
+ * tokens outrun the clock only while more than one is minted per millisecond.
+ */
+const NEXT_FENCE = `local function nextFence(key, idle, now)
+  local f = math.max(tonumber(redis.call('GET', key) or '0') + 1, now)
+  redis.call('SET', key, string.format('%.0f', f), 'PX', idle)
+  return f
+end`;
+
+/** Announce a release when somebody waits; a refused PUBLISH (ACL) must not fail the release. */
+const ANNOUNCE = `local function announce(mark, channel, message)
+  if redis.call('EXISTS', mark) == 1 then redis.pcall('PUBLISH', channel, message) end
+end`;
+
+/**
+ * Take a permit if fewer than `limit` live holders. KEYS: holders, waiting.
+ * ARGV: token, limit, ttl, waitMarkTtl (0: do not mark).
+ * Returns `{1, holders}` or `{0, ms until the first holder expires}`.
+ */
+export const SEMAPHORE_ACQUIRE = new RedisScript<[number, number]>(
+  'semaphore-acquire',
+  `${NOW}
+${KEEP_ALIVE}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], -now, now)
+local ttl = tonumber(ARGV[3])
+local mine = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if mine and tonumber(mine) > now then
+  return {1, redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')}
+end
+local held = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+if held < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+  keep(KEYS[1], ttl)
+  return {1, held + 1}
+end
+if ARGV[4] ~= '0' then redis.call('SET', KEYS[2], '1', 'PX', ARGV[4]) end
+local first = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+return {0, tonumber(first[2]) - now}`,
+);
+
+/**
+ * Renew a live holder (a permit or a reader). KEYS: holders. ARGV: token, ttl.
+ * Returns 1, or 0 when the holder expired, was released or never existed.
+ */
+export const HOLDER_EXTEND = new RedisScript<number>(
+  'holder-extend',
+  `${NOW}
+${KEEP_ALIVE}
+local mine = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not mine or tonumber(mine) <= now then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+keep(KEYS[1], tonumber(ARGV[2]))
+return 1`,
+);
+
+/**
+ * Release a holder (a permit or a reader), leaving a tombstone for `tombstone` ms.
+ * KEYS: holders, waiting. ARGV: token, channel, message, tombstone (ms).
+ * Returns 1 (released now, or by an earlier run of this release), 0 when it had expired.
+ */
+export const HOLDER_RELEASE = new RedisScript<number>(
+  'holder-release',
+  `${NOW}
+${KEEP_ALIVE}
+${ANNOUNCE}
+local mine = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not mine then return 0 end
+mine = tonumber(mine)
+if mine < 0 then return 1 end
+if mine <= now then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return 0
+end
+local tombstone = tonumber(ARGV[4])
+redis.call('ZADD', KEYS[1], -(now + tombstone), ARGV[1])
+keep(KEYS[1], tombstone)
+announce(KEYS[2], ARGV[2], ARGV[3])
+return 1`,
+);
+
+/**
+ * Take a read lock unless a writer holds the lock or waits for it (a waiting writer blocks new
+ * readers, so a stream of readers cannot starve it).
+ * KEYS: writer, readers, writersWaiting, waiting. ARGV: token, ttl, waitMarkTtl (0: no mark).
+ * Returns `{1, 0}` or `{0, ms worth waiting before trying again (-1: unknown)}`.
+ */
+export const READ_ACQUIRE = new RedisScript<[number, number]>(
+  'rw-read-acquire',
+  `${NOW}
+${KEEP_ALIVE}
+redis.call('ZREMRANGEBYSCORE', KEYS[2], -now, now)
+local mine = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if mine and tonumber(mine) > now then return {1, 0} end
+local blocked = nil
+local w = redis.call('GET', KEYS[1])
+if w and string.sub(w, 1, 1) ~= '-' then
+  blocked = redis.call('PTTL', KEYS[1])
+else
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  if first[1] then blocked = tonumber(first[2]) - now end
+end
+if not blocked then
+  local ttl = tonumber(ARGV[2])
+  redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
+  keep(KEYS[2], ttl)
+  return {1, 0}
+end
+if ARGV[3] ~= '0' then redis.call('SET', KEYS[4], '1', 'PX', ARGV[3]) end
+return {0, blocked}`,
+);
+
+/**
+ * Take the write lock when no writer holds it and no reader is live; otherwise, if the caller
+ * waits, record its intent (which blocks new readers) for `waitMarkTtl` ms.
+ * KEYS: writer, readers, writersWaiting, fence, waiting.
+ * ARGV: token, ttl, waitMarkTtl (0: no intent, no mark), fenceIdle (ms).
+ * Returns `{1, fencingToken}` or `{0, ms worth waiting (-1: unknown)}`.
+ */
+export const WRITE_ACQUIRE = new RedisScript<[number, number]>(
+  'rw-write-acquire',
+  `${NOW}
+${KEEP_ALIVE}
+${NEXT_FENCE}
+local token = ARGV[1]
+local function waitFor(pttl)
+  local mark = tonumber(ARGV[3])
+  if mark > 0 then
+    redis.call('ZADD', KEYS[3], now + mark, token)
+    keep(KEYS[3], mark)
+    redis.call('SET', KEYS[5], '1', 'PX', mark)
+  end
+  return {0, pttl}
+end
+local w = redis.call('GET', KEYS[1])
+if w and string.sub(w, 1, 1) ~= '-' then
+  if string.sub(w, 1, #token + 1) == token .. ':' then
+    return {1, tonumber(string.sub(w, #token + 2))}
+  end
+  return waitFor(redis.call('PTTL', KEYS[1]))
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], -now, now)
+if redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf') > 0 then return waitFor(-1) end
+redis.call('ZREM', KEYS[3], token)
+local fence = nextFence(KEYS[4], tonumber(ARGV[4]), now)
+redis.call('SET', KEYS[1], token .. ':' .. string.format('%.0f', fence), 'PX', ARGV[2])
+return {1, fence}`,
+);
+
+/** Renew the write lock if ours. KEYS: writer. ARGV: token, ttl. Returns 1 or 0. */
+export const WRITE_EXTEND = new RedisScript<number>(
+  'rw-write-extend',
+  `local w = redis.call('GET', KEYS[1])
+if w and string.sub(w, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0`,
+);
+
+/**
+ * Release the write lock if ours, leaving `-token` for `tombstone` ms (a later writer just
+ * overwrites it). KEYS: writer, waiting. ARGV: token, channel, message, tombstone (ms).
+ * Returns 1 (released now or by an earlier run of this release), 0 when it was not ours.
+ */
+export const WRITE_RELEASE = new RedisScript<number>(
+  'rw-write-release',
+  `${ANNOUNCE}
+local w = redis.call('GET', KEYS[1])
+if w == '-' .. ARGV[1] then return 1 end
+if w and string.sub(w, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then
+  redis.call('SET', KEYS[1], '-' .. ARGV[1], 'PX', ARGV[4])
+  announce(KEYS[2], ARGV[2], ARGV[3])
+  return 1
+end
+return 0`,
+);
+
+/**
+ * A writer that gave up withdraws its intent, so readers need not wait for it to expire.
+ * KEYS: writersWaiting, waiting. ARGV: token, channel, message.
+ */
+export const WRITE_WITHDRAW = new RedisScript<number>(
+  'rw-write-withdraw',
+  `${ANNOUNCE}
+local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+if removed == 1 then announce(KEYS[2], ARGV[2], ARGV[3]) end
+return removed`,
+);
+
+/**
+ * Become leader if nobody is; stay leader if we are (also a re-run of our own claim).
+ * KEYS: leader, term. ARGV: token, ttl, termIdle (ms).
+ * Returns `{1, term}` or `{0, the leader's remaining ms}`.
+ */
+export const LEADER_CLAIM = new RedisScript<[number, number]>(
+  'leader-claim',
+  `${NEXT_FENCE}
+local token = ARGV[1]
+local v = redis.call('GET', KEYS[1])
+if v then
+  if string.sub(v, 1, #token + 1) == token .. ':' then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return {1, tonumber(string.sub(v, #token + 2))}
+  end
+  return {0, redis.call('PTTL', KEYS[1])}
+end
+${NOW}
+local term = nextFence(KEYS[2], tonumber(ARGV[3]), now)
+redis.call('SET', KEYS[1], token .. ':' .. string.format('%.0f', term), 'PX', ARGV[2])
+return {1, term}`,
+);
+
+/** Renew our leadership. KEYS: leader. ARGV: token, ttl. Returns 1, or 0 when not leader. */
+export const LEADER_RENEW = WRITE_EXTEND;
+
+/**
+ * Step down if leader, and announce it so that a follower takes over at once.
+ * KEYS: leader. ARGV: token, channel, message. Returns 1, or 0 when not leader (also a re-run).
+ */
+export const LEADER_RESIGN = new RedisScript<number>(
+  'leader-resign',
+  `local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then
+  redis.call('DEL', KEYS[1])
+  redis.pcall('PUBLISH', ARGV[2], ARGV[3])
+  return 1
+end
+return 0`,
+);

@@ -1,0 +1,260 @@
+import { randomBytes } from 'node:crypto';
+import { Logger } from '@nestjs/common';
+import type { RedisConnection } from '../connection/redis-connection.js';
+import { Waiters } from '../connection/waiters.js';
+import { LockNotAcquiredError } from '../errors.js';
+import { checkMs, checkName, COORDINATION_CHANNEL } from './coordination.keys.js';
+import type { HeldLease, LeaseOps } from './lease.js';
+import { RedisLeaderElection, type LeaderElection, type LeaderOptions } from './leader.js';
+import {
+  RedisReadWriteLock,
+  type ReadWriteLock,
+  type ReadWriteLockOptions,
+} from './read-write-lock.js';
+import { RedisSemaphore, type Semaphore, type SemaphoreOptions } from './semaphore.js';
+
+/** What one acquisition attempt found: the prize, or how long it is worth waiting. */
+export interface AttemptResult<T> {
+  value?: T;
+  /** Ms until the current holder expires (a hint; negative or undefined: unknown). */
+  retryIn?: number;
+}
+
+/**
+ * The shared machinery of semaphores, read-write locks and elections of one connection:
+ * tokens, release notifications (one subscription, channel `coord:released`), the waiting loop,
+ * and everything held, so that shutdown releases it. One per connection, created on first use.
+ */
+export class Coordinator {
+  readonly logger = new Logger('Redis:LockService');
+  readonly waiters = new Waiters();
+  private readonly stopping = new AbortController();
+  private readonly leases = new Set<HeldLease>();
+  private readonly elections = new Set<LeaderElection>();
+  /** The candidacies of `@Leader`, one per name. */
+  private readonly shared = new Map<string, LeaderElection>();
+  private subscription?: Promise<boolean>;
+  private unsubscribe?: () => Promise<void>;
+
+  constructor(readonly connection: RedisConnection) {}
+
+  semaphore(name: string, options: SemaphoreOptions): Semaphore {
+    checkName('semaphore', name);
+    if (typeof options !== 'object' || options === null) {
+      throw new TypeError(
+        `LockService.semaphore("${name}"): options { limit } are required, got ${String(options)}`,
+      );
+    }
+    const { limit } = options;
+    if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1) {
+      throw new RangeError(
+        `LockService.semaphore("${name}"): limit must be an integer of at least 1, got ${String(limit)}`,
+      );
+    }
+    const ttl = checkMs('semaphore', 'ttl', options.ttl ?? this.defaults.ttl);
+    this.checkRenewable('semaphore', name, ttl);
+    return new RedisSemaphore(this, name, limit, ttl);
+  }
+
+  readWrite(name: string, options: ReadWriteLockOptions = {}): ReadWriteLock {
+    checkName('readWrite', name);
+    const ttl = checkMs('readWrite', 'ttl', options.ttl ?? this.defaults.ttl);
+    this.checkRenewable('readWrite', name, ttl);
+    return new RedisReadWriteLock(this, name, ttl);
+  }
+
+  leader(name: string, options: LeaderOptions = {}): LeaderElection {
+    checkName('leader', name);
+    const ttl = checkMs('leader', 'ttl', options.ttl ?? this.defaults.ttl);
+    if (this.stopping.signal.aborted) {
+      throw new Error(`LockService.leader("${name}"): the application is shutting down`);
+    }
+    return new RedisLeaderElection(this, name, ttl);
+  }
+
+  /** The one candidacy of this process for `@Leader(name)`, created on first use. */
+  sharedElection(name: string, options: LeaderOptions): LeaderElection {
+    let election = this.shared.get(name);
+    if (!election) {
+      election = this.leader(name, options);
+      this.shared.set(name, election);
+    }
+    return election;
+  }
+
+  /** Auto-extension renews a third of the TTL (at least `extendMargin`) before it ends. */
+  private checkRenewable(method: string, name: string, ttl: number): void {
+    if (ttl <= this.defaults.extendMargin) {
+      throw new RangeError(
+        `LockService.${method}("${name}"): ttl ${ttl} ms is not longer than lock.extendMargin ` +
+          `(${this.defaults.extendMargin} ms), so holds would expire before they could be renewed. ` +
+          'Raise ttl or lower lock.extendMargin.',
+      );
+    }
+  }
+
+  get defaults() {
+    return this.connection.config.lock;
+  }
+
+  get client() {
+    return this.connection.client;
+  }
+
+  get channel(): string {
+    return `${this.connection.keyPrefix}${COORDINATION_CHANNEL}`;
+  }
+
+  /** Aborted once the application shuts down. */
+  get shutdownSignal(): AbortSignal {
+    return this.stopping.signal;
+  }
+
+  /**
+   * How long a failed attempt's "someone waits" mark (and a waiting writer's intent) lives. A
+   * waiter tries again at least every `retryInterval`, renewing it; a dead one's lapses.
+   */
+  get waitMarkTtl(): number {
+    return Math.max(1_000, 4 * this.defaults.retryInterval);
+  }
+
+  token(): string {
+    return randomBytes(16).toString('hex');
+  }
+
+  /** The lease callbacks of one primitive, with failures of a release logged, not thrown. */
+  leaseOps(
+    what: string,
+    extend: (token: string, ttl: number) => Promise<boolean>,
+    release: (token: string) => Promise<boolean>,
+  ): LeaseOps {
+    return {
+      extend,
+      release: async (token) => {
+        try {
+          return await release(token);
+        } catch (err) {
+          // It expires by itself; a failed release must not fail the caller's work.
+          this.logger.warn(
+            `could not release ${what} (it expires by itself): ${this.connection.scrub((err as Error).message)}`,
+          );
+          return false;
+        }
+      },
+      settled: (lease) => this.leases.delete(lease),
+    };
+  }
+
+  track(lease: HeldLease): void {
+    this.leases.add(lease);
+  }
+
+  trackElection(election: LeaderElection): void {
+    this.elections.add(election);
+  }
+
+  forgetElection(election: LeaderElection): void {
+    this.elections.delete(election);
+  }
+
+  /**
+   * Tries `attempt` until it yields a value, waking on release notifications for `wakeKey`, on
+   * a jittered poll, or when the holder's TTL ends; rejects with `LockNotAcquiredError` when
+   * `wait` runs out, `signal` aborts or the application shuts down.
+   */
+  async acquireWaiting<T>(
+    name: string,
+    wakeKey: string,
+    wait: number,
+    signal: AbortSignal | undefined,
+    attempt: (markTtl: number) => Promise<AttemptResult<T>>,
+  ): Promise<T> {
+    const start = Date.now();
+    const deadline = start + wait;
+    const stop = (reason: string, cause?: unknown): LockNotAcquiredError =>
+      new LockNotAcquiredError(name, Date.now() - start, { reason, cause });
+    await this.ensureSubscribed();
+    for (;;) {
+      if (signal?.aborted) throw stop('the wait was aborted', signal.reason);
+      if (this.stopping.signal.aborted) throw stop('the application is shutting down');
+      // Register before trying, so that a release between the attempt and the wait wakes us.
+      const woken = this.waiters.register(wakeKey);
+      try {
+        const result = await attempt(this.waitMarkTtl);
+        if (result.value !== undefined) return result.value;
+        if (signal?.aborted) throw stop('the wait was aborted', signal.reason);
+        if (this.stopping.signal.aborted) throw stop('the application is shutting down');
+        const remaining = deadline - Date.now();
+        if (remaining <= 0) throw stop('it stayed taken');
+        const poll = this.defaults.retryInterval * (0.5 + Math.random() * 0.5);
+        const holderLeft =
+          result.retryIn !== undefined && result.retryIn >= 0 ? result.retryIn + 1 : Infinity;
+        await woken.until(Math.min(remaining, poll, holderLeft), signal);
+      } finally {
+        woken.cancel();
+      }
+    }
+  }
+
+  /** Subscribes once to release notifications; without them, waiting falls back to polling. */
+  ensureSubscribed(): Promise<boolean> {
+    this.subscription ??= this.connection
+      .subscribe(this.channel, (message) => {
+        // Messages are `<kind>:<name>`. A permit freed lets one waiter in; a writer or a leader
+        // gone may let several (readers, or a new leader among this process's candidates).
+        if (message.startsWith('s:')) this.waiters.wakeOne(message);
+        else this.waiters.wakeAll(message);
+      })
+      .then(
+        (unsubscribe) => {
+          this.unsubscribe = unsubscribe;
+          return true;
+        },
+        (err: unknown) => {
+          this.logger.warn(
+            `release notifications unavailable, waiting polls every ~${this.defaults.retryInterval} ms: ${this.connection.scrub((err as Error).message)}`,
+          );
+          this.subscription = undefined;
+          return false;
+        },
+      );
+    return this.subscription;
+  }
+
+  /** Stops every wait, resigns every leadership and releases every lease of this process. */
+  async shutdown(): Promise<void> {
+    this.stopping.abort();
+    this.waiters.wakeEveryone();
+    const elections = [...this.elections];
+    const leases = [...this.leases];
+    await Promise.allSettled([
+      ...elections.map((e) => e.stop()),
+      ...leases.map((l) => l.release()),
+    ]);
+    const unsubscribe = this.unsubscribe;
+    this.unsubscribe = undefined;
+    await unsubscribe?.().catch(() => undefined);
+    if (leases.length || elections.length) {
+      this.logger.log(
+        `released ${leases.length} permit(s)/read-write lock(s) and stopped ${elections.length} election(s) at shutdown`,
+      );
+    }
+  }
+}
+
+const coordinators = new WeakMap<RedisConnection, Coordinator>();
+
+/** The coordinator of a connection if it was ever used. */
+export function existingCoordinator(connection: RedisConnection): Coordinator | undefined {
+  return coordinators.get(connection);
+}
+
+/** The coordinator of a connection, created on first use. */
+export function coordinatorFor(connection: RedisConnection): Coordinator {
+  let coordinator = coordinators.get(connection);
+  if (!coordinator) {
+    coordinator = new Coordinator(connection);
+    coordinators.set(connection, coordinator);
+  }
+  return coordinator;
+}

@@ -1,0 +1,940 @@
+import {
+  Inject,
+  Injectable,
+  Logger,
+  type BeforeApplicationShutdown,
+  type OnApplicationBootstrap,
+} from '@nestjs/common';
+import { DiscoveryService, MetadataScanner } from '@nestjs/core';
+import type { Cluster, Redis } from 'ioredis';
+import { jsonSerializer } from '../cache/serializer.js';
+import { isCluster } from '../connection/client-factory.js';
+import { RedisConnection } from '../connection/redis-connection.js';
+import type { RedisSubscriber, SubscriptionKind } from '../connection/subscriber.js';
+import { getRedisConnectionToken } from '../connection/tokens.js';
+import { findDecoratedMethods } from '../discovery/decorated-methods.js';
+import { DeliveryQueue, type DeliverySink, type GapEntry } from './delivery-queue.js';
+import {
+  escapeGlob,
+  flagsFor,
+  KEY_EVENT_FLAGS,
+  mergeFlags,
+  missingFlags,
+  type KeyEventName,
+} from './keyspace.js';
+import type { OnRedisMessageMetadata } from './on-redis-message.decorator.js';
+import { MAX_CHANNEL_BYTES, ON_REDIS_MESSAGE_METADATA } from './pubsub.constants.js';
+import { hashSlot } from './slot.js';
+
+/** A channel name, or `{ pattern }` for every channel matching a glob pattern. */
+export type PubSubSource = string | { pattern: string };
+
+/** Where a message came from; names are given without the module's `keyPrefix`. */
+export interface PubSubMessageContext {
+  /** The channel it was published on. */
+  channel: string;
+  /** The pattern that matched, for pattern subscriptions. */
+  pattern?: string;
+}
+
+/** Handles one message. A promise makes the next message of this subscription wait for it. */
+export type PubSubHandler<T = unknown> = (
+  message: T,
+  context: PubSubMessageContext,
+) => void | Promise<void>;
+
+/**
+ * Messages were missed: the subscriber connection was down (`reconnect`: nothing published
+ * meanwhile reached us), or the handler fell behind and the oldest buffered messages were
+ * dropped (`overflow`). Resynchronise from the source of truth.
+ */
+export interface PubSubGap {
+  type: 'gap';
+  reason: 'reconnect' | 'overflow';
+  /** The subscription's channel (absent for pattern subscriptions). */
+  channel?: string;
+  /** The subscription's pattern (absent for channel subscriptions). */
+  pattern?: string;
+  /** How many messages were dropped, when known (overflow); `undefined` after a reconnect. */
+  dropped?: number;
+  /** When messages started being missed. */
+  since: Date;
+  /** When delivery resumed. */
+  until: Date;
+}
+
+/** One message, as `messages()` yields it. */
+export interface PubSubMessage<T = unknown> extends PubSubMessageContext {
+  type: 'message';
+  message: T;
+}
+
+/** What `messages()` yields: messages, and a gap notice wherever some were missed. */
+export type PubSubEvent<T = unknown> = PubSubMessage<T> | PubSubGap;
+
+/** Options of `subscribe`, `psubscribe` and `@OnRedisMessage`. */
+export interface SubscribeOptions {
+  /**
+   * Hand the handler the payload string as received, without JSON parsing.
+   * @defaultValue false
+   */
+  raw?: boolean;
+  /**
+   * Subscribe with `SSUBSCRIBE` (Redis 7 sharded pub/sub: on a cluster only the channel's
+   * shard carries it); pair with `publish(..., { sharded: true })`. Channels only.
+   * @defaultValue false
+   */
+  sharded?: boolean;
+  /**
+   * Messages buffered while the handler is busy; when full, the oldest is dropped.
+   * @defaultValue the module's `pubsub.bufferSize` (1000)
+   */
+  bufferSize?: number;
+  /** Called, in order with the messages, wherever messages were missed. */
+  onGap?: (gap: PubSubGap) => void | Promise<void>;
+  /**
+   * How long the handler's promise may stay pending before the next message is delivered
+   * anyway, in ms.
+   * @defaultValue the module's `pubsub.handlerTimeout` (30000)
+   */
+  handlerTimeout?: number;
+}
+
+/** Options of `messages()`. */
+export interface MessagesOptions extends Omit<SubscribeOptions, 'onGap' | 'handlerTimeout'> {
+  /** Aborting ends the iteration and unsubscribes. */
+  signal?: AbortSignal;
+}
+
+/** Options of `publish`. */
+export interface PublishOptions {
+  /**
+   * Send the message as it is: it must be a string or a `Buffer` (no JSON encoding).
+   * @defaultValue false
+   */
+  raw?: boolean;
+  /**
+   * Publish with `SPUBLISH` to subscribers that used `{ sharded: true }`.
+   * @defaultValue false
+   */
+  sharded?: boolean;
+}
+
+/** Removes a subscription; resolves once the server confirmed it (bounded, never throws). */
+export type Unsubscribe = () => Promise<void>;
+
+/** One keyspace notification: what happened to which key (without the module's `keyPrefix`). */
+export interface KeyEvent {
+  event: KeyEventName;
+  key: string;
+}
+
+/** Handles one keyspace notification. */
+export type KeyEventHandler = (event: KeyEvent) => void | Promise<void>;
+
+/** What `onKeyEvent` returns: whether notifications will arrive, and how to stop them. */
+export interface KeyEventSubscription {
+  /**
+   * `false` when the server does not publish these events (its `notify-keyspace-events`
+   * lacks `missingFlags`) and they could not be enabled: nothing was subscribed.
+   */
+  readonly active: boolean;
+  /** The `notify-keyspace-events` flags the server lacks ('' when active). */
+  readonly missingFlags: string;
+  /** Why the subscription is inactive, for logs and health pages. */
+  readonly reason?: string;
+  /** Stops the notifications (a no-op for an inactive handle). */
+  unsubscribe(): Promise<void>;
+}
+
+/** Counters since startup. */
+export interface PubSubStats {
+  /** Messages published through `publish`. */
+  published: number;
+  /** Messages received from Redis, summed over subscriptions. */
+  received: number;
+  /** Messages handed to a handler or an iterator. */
+  delivered: number;
+  /** Messages dropped because a subscription's buffer was full. */
+  dropped: number;
+  /** Gap notices (reconnect or overflow) raised, summed over subscriptions. */
+  gaps: number;
+  /** Times a subscriber connection came back after a drop. */
+  reconnects: number;
+  /** Handlers that threw or rejected. */
+  handlerErrors: number;
+  /** Handlers whose promise did not settle within `pubsub.handlerTimeout`. */
+  handlerTimeouts: number;
+  /** Subscriptions open right now (handlers, iterators, key events, decorated methods). */
+  subscriptions: number;
+}
+
+interface Subscription {
+  hub: RedisSubscriber;
+  queue: DeliveryQueue;
+  label: string;
+  close: () => Promise<void>;
+  /** Shard channels: the full channel name, to find its owner again after a move. */
+  shard?: { full: string; move: () => Promise<void> };
+}
+
+type Counters = Omit<PubSubStats, 'subscriptions'>;
+
+/**
+ * Publish/subscribe over the module's connections: JSON messages (strict, like the cache's
+ * serializer), channels under the module's `keyPrefix`, handlers multiplexed on the one
+ * subscriber connection (counted in `maxConnections`, closed at shutdown), each with its own
+ * bounded buffer so a slow or failing handler never holds up the others, and gap notices
+ * wherever messages were missed. Delivery is at most once.
+ *
+ * @example
+ * ```ts
+ * const unsubscribe = await this.pubsub.subscribe<Order>('orders', (order) => this.index(order), {
+ *   onGap: () => this.reindexAll(),
+ * });
+ * await this.pubsub.publish('orders', { id: 'o-1', total: 42 });
+ * await unsubscribe();
+ * ```
+ */
+@Injectable()
+export class PubSubService implements OnApplicationBootstrap, BeforeApplicationShutdown {
+  private readonly logger = new Logger('Redis:PubSubService');
+  private readonly subscriptions = new Set<Subscription>();
+  private readonly iterators = new Set<() => Promise<void>>();
+  private readonly watchedHubs = new Map<RedisSubscriber, () => void>();
+  private readonly counters: Counters = {
+    published: 0,
+    received: 0,
+    delivered: 0,
+    dropped: 0,
+    gaps: 0,
+    reconnects: 0,
+    handlerErrors: 0,
+    handlerTimeouts: 0,
+  };
+  /** `notify-keyspace-events` per master (`host:port`), read once. */
+  private readonly keyspaceFlags = new Map<string, Promise<string>>();
+  private readonly loggedKeyspace = new Set<string>();
+  private closing = false;
+
+  constructor(
+    @Inject(getRedisConnectionToken()) private readonly connection: RedisConnection,
+    private readonly discovery: DiscoveryService,
+    private readonly scanner: MetadataScanner,
+  ) {}
+
+  private get options() {
+    return this.connection.config.pubsub;
+  }
+
+  private get prefix(): string {
+    return this.connection.keyPrefix;
+  }
+
+  // ------------------------------------------------------------------------ public API
+
+  /**
+   * Publishes `message` on `channel` (under the module's `keyPrefix`): JSON-encoded (strict:
+   * values JSON would change or drop are refused), or as it is with `{ raw: true }`. Resolves
+   * with the number of subscribers that received it (on a cluster, those of the node that
+   * answered, for plain pub/sub).
+   */
+  async publish(channel: string, message: unknown, options: PublishOptions = {}): Promise<number> {
+    this.checkName('publish', 'channel', channel);
+    let payload: string | Buffer;
+    if (options.raw) {
+      if (typeof message !== 'string' && !Buffer.isBuffer(message)) {
+        throw new TypeError(
+          `PubSubService.publish("${channel}"): with raw: true, message must be a string or a Buffer, got ${describe(message)}`,
+        );
+      }
+      payload = message;
+    } else {
+      try {
+        payload = jsonSerializer.serialize(message) as string;
+      } catch (err) {
+        throw new TypeError(
+          `PubSubService.publish("${channel}"): message cannot be sent as JSON: ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
+    }
+    const client = this.connection.client;
+    // SPUBLISH names its channel as a key, so ioredis adds the key prefix itself.
+    const receivers = options.sharded
+      ? await client.spublish(channel, payload)
+      : await this.publisherFor(this.prefix + channel).publish(this.prefix + channel, payload);
+    this.counters.published += 1;
+    return Number(receivers);
+  }
+
+  /**
+   * Calls `handler` with every message published on `channel` (a literal name: `*` or `?` in
+   * it match only themselves). Resolves once the server confirmed the subscription, with a
+   * function that unsubscribes.
+   */
+  async subscribe<T = unknown>(
+    channel: string,
+    handler: PubSubHandler<T>,
+    options: SubscribeOptions = {},
+  ): Promise<Unsubscribe> {
+    this.checkName('subscribe', 'channel', channel);
+    this.checkHandler('subscribe', handler);
+    return this.open(options.sharded ? 'shard' : 'channel', channel, options, {
+      message: (message, context) => handler(message as T, context),
+      gap: options.onGap,
+    });
+  }
+
+  /**
+   * Calls `handler` with every message published on a channel matching the glob `pattern`
+   * (`*`, `?`, `[abc]`, `\` escapes, as Redis's `PSUBSCRIBE`; the key prefix is matched
+   * literally). Resolves with a function that unsubscribes.
+   */
+  async psubscribe<T = unknown>(
+    pattern: string,
+    handler: PubSubHandler<T>,
+    options: Omit<SubscribeOptions, 'sharded'> = {},
+  ): Promise<Unsubscribe> {
+    this.checkName('psubscribe', 'pattern', pattern);
+    this.checkHandler('psubscribe', handler);
+    if ((options as SubscribeOptions).sharded) {
+      throw new TypeError(
+        `PubSubService.psubscribe("${pattern}"): sharded pub/sub has no patterns`,
+      );
+    }
+    return this.open('pattern', pattern, options, {
+      message: (message, context) => handler(message as T, context),
+      gap: options.onGap,
+    });
+  }
+
+  /**
+   * The messages of a channel (or `{ pattern }`) as an async iterator, with gap notices in
+   * order. Subscribes at once (so nothing published after this call is missed); ends and
+   * unsubscribes when the loop breaks, `signal` aborts, or the application shuts down.
+   * Buffers up to `bufferSize` messages the loop has not taken yet, dropping the oldest.
+   *
+   * @example
+   * ```ts
+   * for await (const event of this.pubsub.messages<Order>('orders', { signal })) {
+   *   if (event.type === 'gap') await this.resync();
+   *   else await this.apply(event.message);
+   * }
+   * ```
+   */
+  messages<T = unknown>(
+    source: PubSubSource,
+    options: MessagesOptions = {},
+  ): AsyncIterableIterator<PubSubEvent<T>> {
+    const pattern = typeof source === 'object' && source !== null ? source.pattern : undefined;
+    const name = pattern ?? source;
+    if (pattern !== undefined) this.checkName('messages', 'source.pattern', pattern);
+    else this.checkName('messages', 'source', name);
+    if (pattern !== undefined && options.sharded) {
+      throw new TypeError(`PubSubService.messages: sharded pub/sub has no patterns`);
+    }
+    const signal = options.signal;
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+      throw new TypeError(`PubSubService.messages: options.signal must be an AbortSignal`);
+    }
+
+    type Result = IteratorResult<PubSubEvent<T>>;
+    let waiting: ((result: Result) => void) | undefined;
+    let offered: { event: PubSubEvent<T>; take: () => void } | undefined;
+    let done = false;
+    let failure: unknown;
+    const offer = (event: PubSubEvent<T>): Promise<void> | undefined => {
+      if (done) return undefined;
+      if (waiting) {
+        const resolve = waiting;
+        waiting = undefined;
+        resolve({ value: event, done: false });
+        return undefined;
+      }
+      return new Promise<void>((take) => (offered = { event, take }));
+    };
+    let unsubscribe: Unsubscribe | undefined;
+    const finish = async (): Promise<void> => {
+      if (done) return;
+      done = true;
+      this.iterators.delete(finish);
+      signal?.removeEventListener('abort', onAbort);
+      offered?.take();
+      offered = undefined;
+      waiting?.({ value: undefined, done: true });
+      waiting = undefined;
+      await (
+        await subscribed.catch(() => undefined)
+      )?.();
+    };
+    const onAbort = (): void => void finish();
+    const subscribed = this.open(
+      pattern !== undefined ? 'pattern' : options.sharded ? 'shard' : 'channel',
+      name as string,
+      { ...options, iterator: true },
+      {
+        message: (message, context) =>
+          offer({ type: 'message', message: message as T, ...context }),
+        gap: (gap) => offer(gap),
+      },
+    ).then(
+      (off) => (unsubscribe = off),
+      (err: unknown) => {
+        failure = err;
+        void finish();
+        return undefined;
+      },
+    );
+    this.iterators.add(finish);
+    if (signal?.aborted) void finish();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+
+    const iterator: AsyncIterableIterator<PubSubEvent<T>> = {
+      next: async (): Promise<Result> => {
+        await subscribed;
+        if (failure !== undefined) {
+          const err = failure;
+          failure = undefined;
+          throw err;
+        }
+        if (offered) {
+          const { event, take } = offered;
+          offered = undefined;
+          take();
+          return { value: event, done: false };
+        }
+        if (done) return { value: undefined, done: true };
+        return new Promise<Result>((resolve) => (waiting = resolve));
+      },
+      return: async (): Promise<Result> => {
+        await finish();
+        void unsubscribe;
+        return { value: undefined, done: true };
+      },
+      [Symbol.asyncIterator]() {
+        return iterator;
+      },
+    };
+    return iterator;
+  }
+
+  /**
+   * Calls `handler` for keyspace notifications of `events` (`'expired'`, `'evicted'`, `'del'`,
+   * `'set'`, ...) on keys under the module's `keyPrefix` matching the glob `keyPattern`,
+   * received from every master of a cluster. The first call checks the server's
+   * `notify-keyspace-events` once: when it lacks flags (and `pubsub.keyspaceEvents` is not
+   * `'configure'`, or `CONFIG` is renamed or denied) one message names the flags to set, and
+   * the handle comes back with `active: false` instead of staying silent.
+   *
+   * @example
+   * ```ts
+   * const sub = await this.pubsub.onKeyEvent('expired', 'session:*', ({ key }) => this.ended(key));
+   * if (!sub.active) this.logger.warn(`session expiry not tracked: ${sub.reason}`);
+   * ```
+   */
+  async onKeyEvent(
+    events: KeyEventName | readonly KeyEventName[],
+    keyPattern: string,
+    handler: KeyEventHandler,
+  ): Promise<KeyEventSubscription> {
+    const list = (Array.isArray(events) ? events : [events]) as KeyEventName[];
+    if (list.length === 0 || list.some((e) => !Object.hasOwn(KEY_EVENT_FLAGS, e))) {
+      throw new TypeError(
+        `PubSubService.onKeyEvent: events must be one or more of ${Object.keys(KEY_EVENT_FLAGS).join(', ')}; got ${JSON.stringify(events)}`,
+      );
+    }
+    this.checkName('onKeyEvent', 'keyPattern', keyPattern);
+    this.checkHandler('onKeyEvent', handler);
+    const needed = flagsFor(list);
+    const state = await this.checkKeyspace(needed);
+    if (!state.active) {
+      return {
+        active: false,
+        missingFlags: state.missing,
+        reason: state.reason,
+        unsubscribe: () => Promise.resolve(),
+      };
+    }
+    const channelPrefix = `__keyspace@${this.db()}__:`;
+    const wanted = new Set<string>(list);
+    const pattern = channelPrefix + escapeGlob(this.prefix) + keyPattern;
+    const keyStart = channelPrefix.length + this.prefix.length;
+    const queue = this.queue(`key events ${list.join(',')} on "${keyPattern}"`, {
+      bufferSize: this.options.bufferSize,
+      timeout: this.options.handlerTimeout,
+      message: (event, channel) =>
+        handler({ event: event as KeyEventName, key: channel.slice(keyStart) }),
+    });
+    const hubs = this.masterHubs();
+    const subs: Subscription[] = [];
+    try {
+      for (const hub of hubs) {
+        subs.push(
+          await this.attach(hub, 'pattern', pattern, queue, `key events on "${keyPattern}"`, (m) =>
+            wanted.has(m),
+          ),
+        );
+      }
+    } catch (err) {
+      queue.close();
+      await Promise.all(subs.map((s) => s.close()));
+      throw err;
+    }
+    return {
+      active: true,
+      missingFlags: '',
+      unsubscribe: async () => {
+        queue.close();
+        await Promise.all(subs.map((s) => s.close()));
+      },
+    };
+  }
+
+  /** Counters since startup. */
+  stats(): PubSubStats {
+    return { ...this.counters, subscriptions: this.subscriptions.size };
+  }
+
+  // ------------------------------------------------------------------------ lifecycle
+
+  /** Subscribes the methods decorated with `@OnRedisMessage`; the boot fails if one cannot. */
+  async onApplicationBootstrap(): Promise<void> {
+    const found = findDecoratedMethods<OnRedisMessageMetadata>(
+      this.discovery,
+      this.scanner,
+      ON_REDIS_MESSAGE_METADATA,
+    );
+    await Promise.all(
+      found.map(async ({ meta, method, instance, label }) => {
+        const handler: PubSubHandler = (message, context) =>
+          method.call(instance, message, context) as void | Promise<void>;
+        try {
+          if (typeof meta.source === 'string') {
+            await this.subscribe(meta.source, handler, meta.options);
+          } else {
+            await this.psubscribe(meta.source.pattern, handler, meta.options);
+          }
+        } catch (err) {
+          throw new Error(
+            `@OnRedisMessage(${JSON.stringify(meta.source)}) on ${label}: ${this.connection.scrub((err as Error).message)}`,
+            { cause: err },
+          );
+        }
+      }),
+    );
+    if (found.length) this.logger.log(`${found.length} @OnRedisMessage handler(s) subscribed`);
+  }
+
+  /** Ends iterators and subscriptions before the connections close. */
+  async beforeApplicationShutdown(): Promise<void> {
+    this.closing = true;
+    await Promise.allSettled([
+      ...[...this.iterators].map((finish) => finish()),
+      ...[...this.subscriptions].map((s) => s.close()),
+    ]);
+    for (const detach of this.watchedHubs.values()) detach();
+    this.watchedHubs.clear();
+  }
+
+  // ------------------------------------------------------------------------ internals
+
+  private async open(
+    kind: SubscriptionKind,
+    name: string,
+    options: SubscribeOptions & { iterator?: boolean },
+    handlers: {
+      message: (message: unknown, context: PubSubMessageContext) => unknown;
+      gap?: (gap: PubSubGap) => unknown;
+    },
+  ): Promise<Unsubscribe> {
+    const bufferSize = options.bufferSize ?? this.options.bufferSize;
+    if (!Number.isInteger(bufferSize) || bufferSize < 1 || bufferSize > 1_000_000) {
+      throw new RangeError(
+        `PubSubService: options.bufferSize must be an integer from 1 to 1000000, got ${String(options.bufferSize)}`,
+      );
+    }
+    const handlerTimeout = options.handlerTimeout ?? this.options.handlerTimeout;
+    if (
+      typeof handlerTimeout !== 'number' ||
+      !(handlerTimeout > 0) ||
+      !Number.isFinite(handlerTimeout)
+    ) {
+      throw new RangeError(
+        `PubSubService: options.handlerTimeout must be a positive number of milliseconds, got ${String(options.handlerTimeout)}`,
+      );
+    }
+    if (options.onGap !== undefined && typeof options.onGap !== 'function') {
+      throw new TypeError(`PubSubService: options.onGap must be a function`);
+    }
+    if (this.closing) throw new Error('PubSubService: the application is shutting down');
+    const raw = options.raw === true;
+    const prefix = this.prefix;
+    const full = kind === 'pattern' ? escapeGlob(prefix) + name : prefix + name;
+    const what = kind === 'pattern' ? { pattern: name } : { channel: name };
+    const label = kind === 'pattern' ? `pattern "${name}"` : `channel "${name}"`;
+    // A channel subscription's context never changes: one frozen object for every message.
+    const fixed: PubSubMessageContext | undefined =
+      kind === 'pattern' ? undefined : Object.freeze({ channel: name });
+    const queue = this.queue(label, {
+      bufferSize,
+      // An iterator waits for its loop, however long that takes.
+      timeout: options.iterator ? 0 : handlerTimeout,
+      message: (message, channel) =>
+        handlers.message(
+          raw ? message : decode(message),
+          fixed ?? { channel: channel.slice(prefix.length), pattern: name },
+        ),
+      gap: (gap) => {
+        const notice: PubSubGap = {
+          type: 'gap',
+          reason: gap.reason,
+          ...what,
+          ...(gap.dropped !== undefined ? { dropped: gap.dropped } : {}),
+          since: new Date(gap.since),
+          until: new Date(gap.until),
+        };
+        if (handlers.gap) return handlers.gap(notice);
+        if (gap.reason === 'overflow') {
+          this.logger.warn(
+            `${label}: the handler fell behind, ${gap.dropped ?? 0} message(s) dropped (bufferSize ${bufferSize})`,
+          );
+        }
+        return undefined;
+      },
+    });
+    try {
+      const hub = kind === 'shard' ? this.shardHub(full) : this.connection.subscriberFor();
+      const sub = await this.attach(hub, kind, full, queue, label);
+      return () => sub.close();
+    } catch (err) {
+      queue.close();
+      throw err;
+    }
+  }
+
+  /** A delivery queue whose handler errors, timeouts and drops are counted and logged. */
+  private queue(
+    label: string,
+    spec: {
+      bufferSize: number;
+      timeout: number;
+      message: (message: string, channel: string) => unknown;
+      gap?: (gap: GapEntry) => unknown;
+    },
+  ): DeliveryQueue {
+    let lastErrorLog = 0;
+    let suppressed = 0;
+    const sink: DeliverySink = {
+      deliver: (message, channel) => {
+        this.counters.delivered += 1;
+        return spec.message(message, channel);
+      },
+      gap: (gap) => {
+        this.counters.gaps += 1;
+        return spec.gap?.(gap);
+      },
+      failed: (err) => {
+        this.counters.handlerErrors += 1;
+        // A handler failing on every message must not flood the log.
+        const now = Date.now();
+        if (now - lastErrorLog < 10_000) {
+          suppressed += 1;
+          return;
+        }
+        lastErrorLog = now;
+        const more = suppressed ? ` (and ${suppressed} more since the last report)` : '';
+        suppressed = 0;
+        this.logger.error(
+          `the handler of ${label} failed: ${this.connection.scrub(String((err as Error)?.message ?? err))}${more}`,
+        );
+      },
+      timedOut: () => {
+        this.counters.handlerTimeouts += 1;
+        this.logger.warn(
+          `the handler of ${label} did not settle within its handlerTimeout (${spec.timeout} ms); delivering the next message`,
+        );
+      },
+      overflowed: () => {
+        this.counters.dropped += 1;
+      },
+    };
+    return new DeliveryQueue(sink, spec.bufferSize, spec.timeout);
+  }
+
+  /** Subscribes `queue` on `hub`; the subscription gets reconnect gaps and is closed at shutdown. */
+  private async attach(
+    hub: RedisSubscriber,
+    kind: SubscriptionKind,
+    full: string,
+    queue: DeliveryQueue,
+    label: string,
+    accept?: (message: string) => boolean,
+  ): Promise<Subscription> {
+    this.watchHub(hub);
+    const listener = (message: string, channel: string): void => {
+      if (accept && !accept(message)) return;
+      this.counters.received += 1;
+      queue.push(message, channel);
+    };
+    const subscribe = (h: RedisSubscriber) =>
+      kind === 'pattern'
+        ? h.psubscribe(full, listener)
+        : kind === 'shard'
+          ? h.ssubscribe(full, listener)
+          : h.subscribe(full, listener);
+    let off = await subscribe(hub);
+    let closed = false;
+    const sub: Subscription = {
+      hub,
+      queue,
+      label,
+      close: async () => {
+        if (closed) return;
+        closed = true;
+        this.subscriptions.delete(sub);
+        queue.close();
+        await off();
+      },
+    };
+    if (kind === 'shard' && isCluster(this.connection.client)) {
+      sub.shard = {
+        full,
+        // After a resharding or failover the channel's slot has a new owner: follow it.
+        move: async () => {
+          if (closed) return;
+          const next = this.shardHub(full);
+          if (next === sub.hub) return;
+          const since = Date.now();
+          await off();
+          this.watchHub(next);
+          off = await subscribe(next);
+          sub.hub = next;
+          this.counters.reconnects += 1;
+          queue.pushGap({ reason: 'reconnect', since, until: Date.now() });
+        },
+      };
+    }
+    this.subscriptions.add(sub);
+    return sub;
+  }
+
+  /** Reports drops of `hub` to its subscriptions as gaps, once it is subscribed again. */
+  private watchHub(hub: RedisSubscriber): void {
+    if (this.watchedHubs.has(hub)) return;
+    let droppedAt: number | undefined;
+    const offDrop = hub.onDrop(() => (droppedAt ??= Date.now()));
+    const offBack = hub.onResubscribe(() => {
+      const since = droppedAt ?? Date.now();
+      droppedAt = undefined;
+      const until = Date.now();
+      this.counters.reconnects += 1;
+      let affected = 0;
+      for (const sub of this.subscriptions) {
+        if (sub.hub !== hub) continue;
+        affected += 1;
+        sub.queue.pushGap({ reason: 'reconnect', since, until });
+      }
+      if (affected) {
+        this.logger.warn(
+          `subscriber connection back after ${until - since} ms: messages published meanwhile on ${affected} subscription(s) were missed (gap notices sent)`,
+        );
+      }
+      void this.followShards(hub);
+    });
+    const offMoved = hub.onMoved(() => void this.followShards(hub));
+    this.watchedHubs.set(hub, () => {
+      offDrop();
+      offBack();
+      offMoved();
+    });
+  }
+
+  /** Moves the shard channels of `hub` whose slot now lives elsewhere. */
+  private async followShards(hub: RedisSubscriber): Promise<void> {
+    const subs = [...this.subscriptions].filter((s) => s.hub === hub && s.shard);
+    if (subs.length === 0 || this.closing) return;
+    const cluster = this.connection.client as Cluster;
+    await new Promise<void>((resolve) => cluster.refreshSlotsCache(() => resolve()));
+    for (const sub of subs) {
+      await sub
+        .shard!.move()
+        .catch((err: unknown) =>
+          this.logger.warn(
+            `${sub.label}: could not follow its shard: ${this.connection.scrub((err as Error).message)}`,
+          ),
+        );
+    }
+  }
+
+  /**
+   * Where to send a plain `PUBLISH`. A cluster sends keyless commands to any node, and
+   * messages published on different nodes reach a subscriber in no particular order: always
+   * publishing a channel on its slot's owner keeps one publisher's messages in order.
+   */
+  private publisherFor(full: string): Redis | Cluster {
+    const client = this.connection.client;
+    if (!isCluster(client)) return client;
+    const owner = client.slots[hashSlot(full)]?.[0];
+    const node =
+      owner === undefined ? undefined : client.nodes('master').find((n) => addressOf(n) === owner);
+    return node ?? client;
+  }
+
+  /** The subscriber that hears shard channel `full`: on a cluster, its slot owner's own. */
+  private shardHub(full: string): RedisSubscriber {
+    const client = this.connection.client;
+    if (!isCluster(client)) return this.connection.subscriberFor();
+    const owner = client.slots[hashSlot(full)]?.[0];
+    if (!owner) {
+      throw new Error(
+        `PubSubService: no cluster node owns the slot of "${full}" yet (is the cluster ready?)`,
+      );
+    }
+    const at = owner.lastIndexOf(':');
+    return this.connection.subscriberFor({
+      host: owner.slice(0, at),
+      port: Number(owner.slice(at + 1)),
+    });
+  }
+
+  /** The subscriber of every master (keyspace notifications are published per node). */
+  private masterHubs(): RedisSubscriber[] {
+    if (!this.connection.isCluster) return [this.connection.subscriberFor()];
+    return this.connection
+      .masters()
+      .map((node) => this.connection.subscriberFor(nodeAddress(node)));
+  }
+
+  private db(): number {
+    const target = this.connection.config.target;
+    if (target.kind === 'standalone' || target.kind === 'sentinel') return target.db;
+    if (target.kind === 'client' && !isCluster(target.client)) return target.client.options.db ?? 0;
+    return 0;
+  }
+
+  /**
+   * Whether every master publishes the events `needed` stands for, enabling them with
+   * `CONFIG SET` when allowed. Each master's flags are read once; what is missing is logged
+   * once per distinct message.
+   */
+  private async checkKeyspace(
+    needed: string,
+  ): Promise<{ active: boolean; missing: string; reason?: string }> {
+    const mode = this.options.keyspaceEvents;
+    const nodes = this.connection.masters();
+    if (nodes.length === 0) {
+      return { active: false, missing: needed, reason: 'no master is connected' };
+    }
+    const problems: string[] = [];
+    let missingAll = '';
+    for (const node of nodes) {
+      const where = this.connection.isCluster ? addressOf(node) : this.connection.address;
+      let flags = this.keyspaceFlags.get(where);
+      if (!flags) {
+        flags = readFlags(node);
+        this.keyspaceFlags.set(where, flags);
+      }
+      let current: string;
+      try {
+        current = await flags;
+      } catch (err) {
+        // Not cached as a failure forever: the next onKeyEvent may find CONFIG allowed.
+        this.keyspaceFlags.delete(where);
+        problems.push(`${where}: CONFIG GET failed (${(err as Error).message})`);
+        missingAll = union(missingAll, needed);
+        continue;
+      }
+      const missing = missingFlags(current, needed);
+      if (!missing) continue;
+      if (mode === 'configure') {
+        const merged = mergeFlags(current, needed);
+        try {
+          await node.config('SET', 'notify-keyspace-events', merged);
+          this.keyspaceFlags.set(where, Promise.resolve(merged));
+          this.logger.log(
+            `${where}: notify-keyspace-events set to "${merged}" (pubsub.keyspaceEvents: 'configure')`,
+          );
+          continue;
+        } catch (err) {
+          problems.push(`${where}: CONFIG SET failed (${(err as Error).message})`);
+        }
+      } else {
+        problems.push(`${where} has "${current}"`);
+      }
+      missingAll = union(missingAll, missing);
+    }
+    if (problems.length === 0) return { active: true, missing: '' };
+    const reason =
+      `keyspace notifications are off: notify-keyspace-events must include "${missingAll}" ` +
+      `(${problems.join('; ')}). Add these flags on every master (redis.conf, or CONFIG SET ` +
+      `notify-keyspace-events keeping the flags already there)` +
+      (mode === 'configure' ? '' : `, or set the module option pubsub.keyspaceEvents: 'configure'`);
+    const scrubbed = this.connection.scrub(reason);
+    if (!this.loggedKeyspace.has(scrubbed)) {
+      this.loggedKeyspace.add(scrubbed);
+      this.logger.warn(scrubbed);
+    }
+    return { active: false, missing: missingAll, reason: scrubbed };
+  }
+
+  private checkName(method: string, argument: string, name: unknown): void {
+    if (typeof name !== 'string' || name === '') {
+      throw new TypeError(
+        `PubSubService.${method}: ${argument} must be a non-empty string, got ${describe(name)}`,
+      );
+    }
+    const bytes = Buffer.byteLength(this.prefix + name);
+    if (bytes > MAX_CHANNEL_BYTES) {
+      throw new RangeError(
+        `PubSubService.${method}: ${argument} "${name.slice(0, 40)}..." is ${bytes} bytes with the key prefix; at most ${MAX_CHANNEL_BYTES} are accepted`,
+      );
+    }
+  }
+
+  private checkHandler(method: string, handler: unknown): void {
+    if (typeof handler !== 'function') {
+      throw new TypeError(
+        `PubSubService.${method}: handler must be a function, got ${describe(handler)}`,
+      );
+    }
+  }
+}
+
+/** JSON when it parses, the string itself otherwise (messages from other publishers). */
+function decode(payload: string): unknown {
+  try {
+    return JSON.parse(payload);
+  } catch {
+    return payload;
+  }
+}
+
+async function readFlags(node: Redis): Promise<string> {
+  const reply = (await node.config('GET', 'notify-keyspace-events')) as unknown;
+  // RESP2: ['notify-keyspace-events', 'flags']; RESP3: a map, which ioredis gives as an object.
+  if (Array.isArray(reply)) return String(reply[1] ?? '');
+  if (reply && typeof reply === 'object') {
+    return String((reply as Record<string, unknown>)['notify-keyspace-events'] ?? '');
+  }
+  throw new Error(`unexpected reply ${JSON.stringify(reply)}`);
+}
+
+function nodeAddress(node: Redis): { host: string; port: number } {
+  return { host: node.options.host ?? '127.0.0.1', port: node.options.port ?? 6379 };
+}
+
+function addressOf(node: Redis): string {
+  const { host, port } = nodeAddress(node);
+  return `${host}:${port}`;
+}
+
+function union(a: string, b: string): string {
+  return a + [...b].filter((f) => !a.includes(f)).join('');
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (typeof value === 'string') return JSON.stringify(value.slice(0, 40));
+  return typeof value;
+}

@@ -1,0 +1,293 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import type { INestApplication } from '@nestjs/common';
+import {
+  getRedisToken,
+  LockLostError,
+  LockService,
+  RedisModule,
+  type Lock,
+  type RedisClient,
+} from '../../src/index.js';
+import { lockKeys } from '../../src/lock/lock.scripts.js';
+import { CapturingLogger, startApp } from '../support/app.js';
+import { FaultProxy } from '../support/fault-proxy.js';
+import {
+  recordCommands,
+  sendCommand,
+  specDir,
+  standaloneUrl,
+  startStandalone,
+  uniqueConnectionName,
+  uniquePrefix,
+  waitFor,
+  type StandaloneServer,
+} from '../support/redis.js';
+
+/** Lock faults injected with the shared fault proxy, on the standalone server. */
+describe('LockService under injected faults (fault proxy)', () => {
+  let proxy: FaultProxy;
+  let app: INestApplication;
+  let locks: LockService;
+  let direct: INestApplication;
+  let redis: RedisClient;
+  const logger = new CapturingLogger();
+  const prefix = uniquePrefix('lock-faults');
+
+  beforeAll(async () => {
+    const server = new URL(standaloneUrl());
+    proxy = await FaultProxy.start({ host: server.hostname, port: Number(server.port) });
+    app = await startApp(
+      {
+        imports: [
+          RedisModule.forRoot({
+            url: proxy.url,
+            keyPrefix: prefix,
+            connectionName: uniqueConnectionName('lock-faults'),
+            lock: { retryInterval: 100 },
+          }),
+        ],
+      },
+      logger,
+    );
+    locks = app.get(LockService);
+    // Warm up: the scripts are loaded, so the next EVALSHA is the one we mean.
+    await locks.withLock('warm-up', () => undefined);
+    await locks.inspect('warm-up');
+    // Nest's Logger is process-wide: the last app's logger gets every line, so share it.
+    direct = await startApp(
+      { imports: [RedisModule.forRoot({ url: standaloneUrl(), keyPrefix: prefix })] },
+      logger,
+    );
+    redis = direct.get<RedisClient>(getRedisToken());
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    await direct?.close();
+    await proxy?.close();
+  });
+
+  it('a lost acquire reply (re-sent after the reset) still gives the lock, and no ownerless key', async () => {
+    const r = 'lost-acquire-reply';
+    const dropped = proxy.dropReply({ match: 'EVALSHA', then: 'reset' });
+    const lock = await locks.tryAcquire(r, { ttl: 10_000 });
+    await dropped;
+    expect(lock).not.toBeNull();
+    expect(await redis.get(lockKeys(r)[0])).toBe(lock!.token);
+    expect(await lock!.release()).toBe(true);
+    expect(await redis.exists(lockKeys(r)[0])).toBe(0);
+    // The next one gets a higher token: the re-run minted nothing twice.
+    const next = (await locks.tryAcquire(r))!;
+    expect(next.fencingToken).toBeGreaterThan(lock!.fencingToken);
+    await next.release();
+  });
+
+  it('a lost release reply (re-sent after the reset) is a success: withLock resolves', async () => {
+    const r = 'lost-release-reply';
+    let dropped: Promise<void> | undefined;
+    const result = await locks.withLock(r, () => {
+      dropped = proxy.dropReply({ match: 'EVALSHA', then: 'reset' });
+      return 'done';
+    });
+    await dropped;
+    expect(result).toBe('done');
+    expect(await redis.exists(lockKeys(r)[0])).toBe(0);
+    expect((await locks.inspect(r)).locked).toBe(false);
+  });
+
+  it('a lost reply to a queued acquire queues the waiter once; it is granted in turn', async () => {
+    const r = 'lost-queue-reply';
+    const holder = (await locks.tryAcquire(r, { ttl: 10_000 }))!;
+    const dropped = proxy.dropReply({ match: 'EVALSHA', then: 'reset' });
+    const waiting = locks.acquire(r, { ttl: 10_000, wait: 10_000 });
+    await dropped;
+    await waitFor(async () => (await redis.llen(lockKeys(r)[2])) === 1, {
+      what: 'the waiter in the queue',
+    });
+    // Re-run, it did not queue twice.
+    expect(await redis.llen(lockKeys(r)[2])).toBe(1);
+    await holder.release();
+    const lock = await waiting;
+    expect(await redis.get(lockKeys(r)[0])).toBe(lock.token);
+    await lock.release();
+    expect(await redis.exists(lockKeys(r)[2])).toBe(0);
+  });
+
+  it('a release answered after the TTL, following an exclusive section, is not a LockLostError', async () => {
+    const r = 'late-release';
+    const before = logger.matching('expired before its release reached Redis').length;
+    const result = await locks
+      .withLock(
+        r,
+        () => {
+          // Redis stalls after fn returned: the release arrives after the 300 ms TTL.
+          proxy.setLatency(400);
+          return 'exclusive';
+        },
+        { ttl: 300, autoExtend: false },
+      )
+      .finally(() => proxy.setLatency(0));
+    expect(result).toBe('exclusive');
+    expect(logger.matching('expired before its release reached Redis').length).toBe(before + 1);
+    expect(await redis.exists(lockKeys(r)[0])).toBe(0);
+    // The key vanishing while fn still runs stays a loss.
+    await expect(
+      locks.withLock(r, async () => {
+        await redis.del(lockKeys(r)[0]);
+      }),
+    ).rejects.toThrow(LockLostError);
+  });
+});
+
+/** Bounds and hostile names: rejected before anything is sent; braces keep one slot. */
+describe('LockService input bounds', () => {
+  let app: INestApplication;
+  let locks: LockService;
+  let redis: RedisClient;
+
+  beforeAll(async () => {
+    app = await startApp({
+      imports: [
+        RedisModule.forRoot({
+          url: standaloneUrl(),
+          keyPrefix: uniquePrefix('lock-bounds'),
+          lock: { holderId: 'bounds-test' },
+        }),
+      ],
+    });
+    locks = app.get(LockService);
+    redis = app.get<RedisClient>(getRedisToken());
+  });
+
+  afterAll(async () => {
+    await app?.close();
+  });
+
+  it('rounds fractional TTLs up, and refuses huge ones and long names before sending anything', async () => {
+    const lock = (await locks.tryAcquire('fractional', { ttl: 1_500.2 }))!;
+    const pttl = await redis.pttl(lockKeys('fractional')[0]);
+    expect(pttl).toBeGreaterThan(1_000);
+    expect(pttl).toBeLessThanOrEqual(1_501);
+    await lock.release();
+    const sent = await recordCommands(redis, async () => {
+      await expect(locks.tryAcquire('huge', { ttl: 1e20 })).rejects.toThrow(
+        'LockService.tryAcquire: ttl must be at most 86400000 ms (24 h), got 100000000000000000000',
+      );
+      await expect(locks.acquire('huge', { wait: 1e20 })).rejects.toThrow(RangeError);
+      await expect(locks.withLock('x'.repeat(2_000), () => 1)).rejects.toThrow(
+        /^LockService\.withLock: resource must be at most 1024 bytes \(UTF-8\), got 2000 bytes/,
+      );
+    });
+    expect(sent).toEqual([]);
+    const held = (await locks.tryAcquire('extend-bounds'))!;
+    await expect(held.extend(1e20)).rejects.toThrow('Lock.extend: ttl must be at most');
+    await held.release();
+  });
+
+  it('inspect reports holder label, fencing token, remaining TTL and waiters', async () => {
+    const r = 'inspected';
+    expect(await locks.inspect(r)).toEqual({
+      resource: r,
+      locked: false,
+      holder: null,
+      fencingToken: null,
+      ttl: 0,
+      waiting: 0,
+    });
+    const lock = (await locks.tryAcquire(r, { ttl: 10_000 }))!;
+    const waiters = [locks.acquire(r, { wait: 10_000 }), locks.acquire(r, { wait: 10_000 })];
+    await waitFor(async () => (await locks.inspect(r)).waiting === 2, { what: 'two waiters' });
+    const info = await locks.inspect(r);
+    expect(info).toMatchObject({ locked: true, holder: 'bounds-test', waiting: 2 });
+    expect(info.fencingToken).toBe(lock.fencingToken);
+    expect(info.ttl).toBeGreaterThan(8_000);
+    expect(info.ttl).toBeLessThanOrEqual(10_000);
+    await lock.release();
+    const first = await waiters[0];
+    expect((await locks.inspect(r)).fencingToken).toBe(first.fencingToken);
+    await first.release();
+    await (await waiters[1]).release();
+    // Metadata lives on (monotonic tokens) but with a TTL; the queue keys are gone.
+    const [, meta, queue, entries] = lockKeys(r);
+    expect(await redis.pttl(meta)).toBeGreaterThan(0);
+    expect(await redis.exists(queue, entries)).toBe(0);
+  });
+});
+
+/** A user without channel rights: releases succeed, hand-offs fall back to polling. */
+describe('LockService with an ACL user without channel rights', () => {
+  let server: StandaloneServer;
+
+  beforeAll(async () => {
+    server = await startStandalone({ baseDir: specDir('lock-acl') });
+    await sendCommand(server, [
+      'ACL',
+      'SETUSER',
+      'nochannels',
+      'on',
+      '>secret-pw',
+      '~*',
+      '+@all',
+      'resetchannels',
+    ]);
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it('a refused notification never fails a release; waiters poll; one warning', async () => {
+    const prefix = uniquePrefix('acl');
+    const restrictedLog = new CapturingLogger();
+    const restricted = await startApp(
+      {
+        imports: [
+          RedisModule.forRoot({
+            url: `redis://nochannels:secret-pw@127.0.0.1:${server.port}`,
+            keyPrefix: prefix,
+            lock: { retryInterval: 50 },
+          }),
+        ],
+      },
+      restrictedLog,
+    );
+    // The other process may subscribe: its grants are the ones the restricted user cannot send.
+    // Nest's Logger is process-wide: the last app's logger gets every line, so share it.
+    const other = await startApp(
+      {
+        imports: [
+          RedisModule.forRoot({ url: server.url, keyPrefix: prefix, lock: { retryInterval: 50 } }),
+        ],
+      },
+      restrictedLog,
+    );
+    try {
+      const mine = restricted.get(LockService);
+      const theirs = other.get(LockService);
+      for (let i = 0; i < 3; i++) {
+        let waiting: Promise<Lock> | undefined;
+        const result = await mine.withLock('acl', async () => {
+          waiting = theirs.acquire('acl', { wait: 5_000 });
+          await waitFor(async () => (await mine.inspect('acl')).waiting === 1, {
+            what: 'the other process in the queue',
+          });
+          return i;
+        });
+        expect(result).toBe(i);
+        const lock = await waiting!; // granted by our release, noticed by polling
+        // And the restricted user waits by polling too (it cannot subscribe).
+        const back = mine.acquire('acl', { wait: 5_000 });
+        await waitFor(async () => (await mine.inspect('acl')).waiting === 1, {
+          what: 'the restricted process in the queue',
+        });
+        await lock.release();
+        await (await back).release();
+      }
+      expect(restrictedLog.matching('refused PUBLISH')).toHaveLength(1);
+      expect(restrictedLog.text).not.toContain('secret-pw');
+    } finally {
+      await restricted.close();
+      await other.close();
+    }
+  }, 30_000);
+});

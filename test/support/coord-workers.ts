@@ -1,0 +1,72 @@
+import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+
+function newestMtime(dir: string): number {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = `${dir}/${entry.name}`;
+    newest = Math.max(newest, entry.isDirectory() ? newestMtime(path) : statSync(path).mtimeMs);
+  }
+  return newest;
+}
+
+/** The workers import dist/: build it when missing or older than any file of src/. */
+export function ensureBuilt(): void {
+  const dist = `${root}dist/index.js`;
+  if (existsSync(dist) && statSync(dist).mtimeMs >= newestMtime(`${root}src`)) return;
+  const result = spawnSync('npx', ['tsc', '-p', 'tsconfig.build.json'], {
+    cwd: root,
+    stdio: 'inherit',
+  });
+  if (result.status !== 0) throw new Error('npm run build failed');
+}
+
+/** A running `coord-worker.mjs`. */
+export interface CoordWorker<R> {
+  /** Resolves once the worker is connected and waits for its start line. */
+  started: Promise<void>;
+  /** Sends a line on its stdin (the first one starts it). */
+  send(line?: string): void;
+  /** Its last output line, parsed, once it exited by itself. */
+  finished: Promise<R>;
+  /** Everything it printed so far. */
+  output(): string;
+  child: ChildProcessByStdio<Writable, Readable, null>;
+}
+
+/** Starts `test/support/coord-worker.mjs` with `spec` in a process of its own. */
+export function startCoordWorker<R = { done: number }>(spec: object): CoordWorker<R> {
+  const child = spawn(
+    process.execPath,
+    [`${root}test/support/coord-worker.mjs`, JSON.stringify(spec)],
+    { stdio: ['pipe', 'pipe', 'inherit'] },
+  );
+  let out = '';
+  let onReady: () => void = () => undefined;
+  const started = new Promise<void>((resolve) => (onReady = resolve));
+  child.stdout.on('data', (chunk: Buffer) => {
+    out += chunk.toString();
+    if (out.startsWith('ready\n')) onReady();
+  });
+  const finished = new Promise<R>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      const last = out.trim().split('\n').pop() ?? '';
+      if (code === 0) resolve(JSON.parse(last) as R);
+      else reject(new Error(`coord worker exited with ${code ?? signal}: ${out}`));
+    });
+  });
+  // Nobody may be awaiting `finished` for a worker that is killed on purpose.
+  finished.catch(() => undefined);
+  return {
+    started,
+    send: (line = 'go') => child.stdin.write(`${line}\n`),
+    finished,
+    output: () => out,
+    child,
+  };
+}

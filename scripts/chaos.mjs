@@ -73,6 +73,20 @@ const COUNTER_KEY = 'chaos:counter';
 
 /** What the lock route counted: sections whose write Redis acknowledged. */
 const sections = { completed: 0 };
+/** Why the routes failed, as `name: message`, counted (the HTTP body only says 500). */
+const routeErrors = new Map();
+
+/** Runs a route, keeping the reason of a failure before Nest turns it into a 500. */
+async function recorded(route, fn) {
+  try {
+    return await fn();
+  } catch (error) {
+    const text = `${route}: ${error?.name}: ${String(error?.message).split('\n')[0].slice(0, 160)}`;
+    routeErrors.set(text, (routeErrors.get(text) ?? 0) + 1);
+    throw error;
+  }
+}
+
 /** Sessions created, then not found by the very next read. */
 const sessionsLost = { count: 0 };
 
@@ -85,7 +99,11 @@ class ChaosController {
     this.round = 0;
   }
 
-  async cacheRoute() {
+  cacheRoute() {
+    return recorded('cache', () => this.cacheRouteImpl());
+  }
+
+  async cacheRouteImpl() {
     this.round += 1;
     const key = `item:${this.round % 40}`;
     if (this.round % 25 === 0) await this.cache.invalidateTags([`group:${this.round % 4}`]);
@@ -101,7 +119,11 @@ class ChaosController {
     });
   }
 
-  async sessionRoute() {
+  sessionRoute() {
+    return recorded('session', () => this.sessionRouteImpl());
+  }
+
+  async sessionRouteImpl() {
     const user = `user-${this.round % 5}`;
     const session = await this.sessions.create(user, { n: this.round });
     const read = await this.sessions.get(session.id);
@@ -114,7 +136,11 @@ class ChaosController {
     return { ok: true };
   }
 
-  async lockRoute() {
+  lockRoute() {
+    return recorded('lock', () => this.lockRouteImpl());
+  }
+
+  async lockRouteImpl() {
     // A plain read-modify-write: exact only if the sections never overlap.
     await this.locks.withLock(
       'chaos:counter',
@@ -338,6 +364,10 @@ async function main() {
         `chaos: ${stats.requests} requests in ${elapsed.toFixed(1)} s (${Math.round(stats.requests / elapsed)}/s), ` +
           `${stats.ok} ok, ${stats.failed} failed (non-2xx or no answer)`,
         ...[...stats.failures]
+          .sort((a, b) => b[1] - a[1])
+          .slice(0, 10)
+          .map(([t, n]) => `  ${n}× ${t}`),
+        ...[...routeErrors]
           .sort((a, b) => b[1] - a[1])
           .slice(0, 10)
           .map(([t, n]) => `  ${n}× ${t}`),

@@ -54,6 +54,9 @@ export function createClient(
 ): RedisClient {
   const client = newClient(config, role, node);
   redactClientErrors(client, clientSecrets(config));
+  if (config.target.kind === 'sentinel' && !node && role !== 'dedicated') {
+    reconnectAfterSwitchRace(client as Redis);
+  }
   // Not on the subscriber (it hardly writes), nor on copies of a client the application owns.
   if (config.coalesceWrites && role !== 'subscriber' && config.target.kind !== 'client') {
     coalesceWrites(client);
@@ -171,12 +174,41 @@ function newClient(
   }
 }
 
+/** Clients being closed by us: their `end` is wanted. */
+const closingOnPurpose = new WeakSet<RedisClient>();
+
+/**
+ * ioredis ends a Sentinel client for good, without a retry, when its failover detector hears
+ * `+switch-master` while the client is asking the sentinels where the master is: the detector
+ * aborts the connect in flight, and an aborted connect ends the client. That happens when the
+ * master dies (the client retries in a loop) and the switch is announced during a retry: after
+ * a failover every command would then fail with "Connection is closed". A client that was ready
+ * once and ends straight from `connecting` without us closing it is connected again; the
+ * dedicated connections, which the pool closes itself at any time, are left out (a broken one
+ * is replaced on next use).
+ */
+function reconnectAfterSwitchRace(client: Redis): void {
+  let wasReady = false;
+  let last = '';
+  for (const status of ['connecting', 'connect', 'ready', 'close', 'reconnecting'] as const) {
+    client.on(status, () => {
+      last = status;
+      if (status === 'ready') wasReady = true;
+    });
+  }
+  client.on('end', () => {
+    if (!wasReady || last !== 'connecting' || closingOnPurpose.has(client)) return;
+    client.connect().catch(() => undefined);
+  });
+}
+
 /**
  * `disconnect()`, then wait (bounded) for the socket to be gone so nothing lingers. A client
  * between reconnect attempts has no socket: ioredis then emits no `end`, so there is nothing
  * to wait for.
  */
 export async function disconnectAndWait(client: RedisClient, bound: number): Promise<void> {
+  closingOnPurpose.add(client);
   const status = client.status;
   if (status === 'end') return;
   if (status !== 'connect' && status !== 'ready' && status !== 'connecting') {

@@ -182,16 +182,16 @@ export class ServiceLoop {
     const cache = this.app.get(CacheService);
     const sessions = this.app.get(SessionService);
     const locks = this.app.get(LockService);
+    // Without its braces, the module puts the tag's text in braces itself: same slot.
+    const bare = this.tag.replace(/^\{|\}$/g, '');
     for (let i = 0; this.running; i += 1) {
-      await this.step('cache.getOrSet', () =>
-        cache.getOrSet(`${this.tag}:c${i % 5}`, () => i, { ttl: 10_000 }),
-      );
+      await this.step('cache.getOrSet', () => cache.getOrSet(bare, () => i, { ttl: 10_000 }));
       await this.step('sessions.create+get', async () => {
         const session = await sessions.create('failover-user', { i });
         if ((await sessions.get(session.id)) === null) this.sessionsMissing += 1;
       });
       await this.step('locks.withLock', () =>
-        locks.withLock(this.tag, async () => i, { ttl: 2_000, wait: 4_000 }),
+        locks.withLock(bare, async () => i, { ttl: 2_000, wait: 4_000 }),
       );
     }
   }

@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { INestApplication } from '@nestjs/common';
 import type { Redis } from 'ioredis';
-import type { RedisClient } from '../../src/index.js';
+import type { RedisClient, RedisNodeAddress } from '../../src/index.js';
 import type { CapturingLogger } from '../support/app.js';
+import { FaultProxy } from '../support/fault-proxy.js';
 import {
   sendCommand,
   specDir,
@@ -27,6 +28,8 @@ import {
 interface SentinelCase {
   label: string;
   fault: (topology: SentinelTopology) => Promise<unknown>;
+  /** Added latency on the way to the sentinels (the client reaches them through a proxy). */
+  sentinelLatencyMs?: number;
 }
 
 const CASES: SentinelCase[] = [
@@ -35,6 +38,14 @@ const CASES: SentinelCase[] = [
     fault: (t) => sendCommand(t.sentinels[0], ['SENTINEL', 'FAILOVER', t.name]),
   },
   { label: 'SIGKILL of the master', fault: (t) => sigkill(t.master) },
+  {
+    // While the master is gone the client keeps asking the sentinels where it is; with slow
+    // sentinels the switch announcement lands in the middle of such a question, which made
+    // ioredis end the client for good.
+    label: 'SIGKILL of the master, sentinels 600 ms away',
+    fault: (t) => sigkill(t.master),
+    sentinelLatencyMs: 600,
+  },
 ];
 
 /**
@@ -42,8 +53,9 @@ const CASES: SentinelCase[] = [
  * over twice within 2 × failover-timeout), data nodes behind a password, the module's client
  * found through the sentinels.
  */
-describe.each(CASES)('Sentinel: $label', ({ label, fault }) => {
+describe.each(CASES)('Sentinel: $label', ({ label, fault, sentinelLatencyMs }) => {
   let topology: SentinelTopology;
+  const proxies: FaultProxy[] = [];
   let app: INestApplication | undefined;
   let client: RedisClient;
   let logger: CapturingLogger;
@@ -58,9 +70,21 @@ describe.each(CASES)('Sentinel: $label', ({ label, fault }) => {
       await sendCommand(s, ['SENTINEL', 'SET', topology.name, 'auth-pass', PASSWORD]);
     }
     await requirePassword([topology.master, topology.replica], PASSWORD);
+    let sentinels: RedisNodeAddress[] = topology.sentinels.map((s) => ({
+      host: s.host,
+      port: s.port,
+    }));
+    if (sentinelLatencyMs !== undefined) {
+      for (const s of sentinels) {
+        const proxy = await FaultProxy.start(s);
+        proxy.setLatency(sentinelLatencyMs);
+        proxies.push(proxy);
+      }
+      sentinels = proxies.map((p) => ({ host: p.host, port: p.port }));
+    }
     ({ app, client, logger } = await startFailoverApp({
       sentinel: {
-        sentinels: topology.sentinels.map((s) => ({ host: s.host, port: s.port })),
+        sentinels,
         name: topology.name,
       },
       password: PASSWORD,
@@ -69,6 +93,7 @@ describe.each(CASES)('Sentinel: $label', ({ label, fault }) => {
 
   afterAll(async () => {
     await app?.close();
+    await Promise.all(proxies.map((p) => p.close()));
     await topology?.stop();
   });
 
@@ -80,6 +105,7 @@ describe.each(CASES)('Sentinel: $label', ({ label, fault }) => {
 
     const promoted = topology.replica;
     const faultAt = performance.now();
+
     // When the sentinels name the new master (Redis's part of the gap; the rest is the client's).
     const switchedAt = waitFor(
       async () => {
@@ -93,21 +119,29 @@ describe.each(CASES)('Sentinel: $label', ({ label, fault }) => {
       { timeoutMs: 30_000, intervalMs: 10, what: 'the sentinels to switch' },
     );
     await fault(topology);
+    let state = '';
     await waitFor(
       async () => {
+        const named: number[] = [];
         for (const s of topology.sentinels) {
           const addr = (await sendCommand(s, [
             'SENTINEL',
             'GET-MASTER-ADDR-BY-NAME',
             topology.name,
           ])) as string[];
-          if (Number(addr[1]) !== promoted.port) return false;
+          named.push(Number(addr[1]));
         }
-        const role = (await sendCommand({ ...promoted, password: PASSWORD }, ['ROLE'])) as [string];
-        return role[0] === 'master' && (client as Redis).stream?.remotePort === promoted.port;
+        const [role] = (await sendCommand({ ...promoted, password: PASSWORD }, ['ROLE'])) as [
+          string,
+        ];
+        const on = (client as Redis).stream?.remotePort;
+        state = `sentinels name ${named.join(',')}; ${promoted.port} is ${role}; client ${client.status} on ${on}`;
+        return named.every((p) => p === promoted.port) && role === 'master' && on === promoted.port;
       },
       { timeoutMs: 30_000, what: `the client on the promoted master ${promoted.port}` },
-    );
+    ).catch((error: Error) => {
+      throw new Error(`${error.message} (${state})`);
+    });
     const switched = performance.now();
     const sentinelSwitchMs = Math.round((await switchedAt) - faultAt);
     await waitFor(

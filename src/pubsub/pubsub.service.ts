@@ -25,7 +25,7 @@ import {
 } from './keyspace.js';
 import type { OnRedisMessageMetadata } from './on-redis-message.decorator.js';
 import { MAX_CHANNEL_BYTES, ON_REDIS_MESSAGE_METADATA } from './pubsub.constants.js';
-import { hashSlot } from './slot.js';
+import { keySlot as hashSlot } from '../toolkit/slots.js';
 
 /** A channel name, or `{ pattern }` for every channel matching a glob pattern. */
 export type PubSubSource = string | { pattern: string };

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { INestApplication } from '@nestjs/common';
 import type { Cluster } from 'ioredis';
 import { getRedisToken, PubSubService, RedisModule } from '../../src/index.js';
-import { hashSlot } from '../../src/pubsub/slot.js';
+import { keySlot as hashSlot } from '../../src/toolkit/slots.js';
 import { CapturingLogger, startApp } from '../support/app.js';
 import {
   sendCommand,

@@ -5,7 +5,7 @@ import {
   type GapEntry,
 } from '../../src/pubsub/delivery-queue.js';
 import { escapeGlob, flagsFor, mergeFlags, missingFlags } from '../../src/pubsub/keyspace.js';
-import { hashSlot } from '../../src/pubsub/slot.js';
+import { keySlot as hashSlot } from '../../src/toolkit/slots.js';
 
 function sink(deliver: (message: string) => unknown = () => undefined) {
   const log: string[] = [];

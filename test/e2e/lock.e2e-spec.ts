@@ -340,8 +340,14 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         announced.push(message);
       });
       await subscriber.psubscribe(`${prefix}lock:grant:*`);
+      // The waiter polls only every 20 s: getting the lock within waitFor's bound (10 s) can only
+      // come from the grant message.
       const worker = startWorker({
-        options: { ...options, connectionName: uniqueConnectionName('lock-waiter') },
+        options: {
+          ...options,
+          lock: { retryInterval: 20_000 },
+          connectionName: uniqueConnectionName('lock-waiter'),
+        },
         resource: r,
         mode: 'wait',
         rounds: 10,
@@ -357,7 +363,6 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         expect(announced).toEqual([]);
 
         await worker.started;
-        const latencies: number[] = [];
         for (let round = 0; round < 10; round++) {
           const held = (await locks.tryAcquire(r, { ttl: 5_000 }))!;
           expect(held).not.toBeNull();
@@ -369,22 +374,17 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
             what: 'the worker in the queue',
           });
           expect((await locks.inspect(r)).waiting).toBe(1);
-          const releasedAt = performance.now();
           await held.release();
           await waitFor(() => worker.output().includes(`held ${round}\n`), {
             intervalMs: 1,
             what: `the worker to get the lock (round ${round})`,
           });
-          latencies.push(performance.now() - releasedAt);
           await waitFor(() => worker.output().includes(`released ${round}\n`), {
             intervalMs: 1,
             what: 'the worker to release',
           });
         }
         expect(await worker.finished).toEqual({ done: 10 });
-        latencies.sort((a, b) => a - b);
-        // retryInterval is 200 ms (polls of 100-200 ms): only the grant message explains this.
-        expect(latencies[5]).toBeLessThan(50);
         // One message per hand-off, to the granted waiter's process only.
         await subscriber.ping();
         expect(announced.length).toBe(10);
@@ -414,25 +414,35 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       expect(await locks.isLocked(r)).toBe(false);
     });
 
-    it('hands off to a waiter within about one round trip (median of 200), not a polling interval', async () => {
-      const r = resource('handoff');
-      const latencies: number[] = [];
-      let holder = (await locks.acquire(r, { ttl: 5_000 }))!;
-      for (let i = 0; i < 200; i++) {
-        const waiting = locks.acquire(r, { ttl: 5_000, wait: 5_000 });
-        // Let the waiter make its first attempt and go to sleep on the notification.
-        await new Promise((resolve) => setImmediate(resolve));
-        await redis.ping();
-        const releasedAt = performance.now();
+    it('hands off to a waiter by notification, not by polling (200 hand-offs)', async () => {
+      // Waiters of this app poll only every 60 s: 200 hand-offs within the test's 30 s bound
+      // can only be notifications.
+      const slow = await startApp({
+        imports: [
+          RedisModule.forRoot({
+            ...options,
+            lock: { retryInterval: 60_000 },
+            connectionName: uniqueConnectionName('lock-handoff'),
+          }),
+        ],
+      });
+      try {
+        const slowLocks = slow.get(LockService);
+        const r = resource('handoff');
+        let holder = (await slowLocks.acquire(r, { ttl: 5_000 }))!;
+        for (let i = 0; i < 200; i++) {
+          const waiting = slowLocks.acquire(r, { ttl: 5_000, wait: 60_000 });
+          // Let the waiter make its first attempt and go to sleep on the notification.
+          await new Promise((resolve) => setImmediate(resolve));
+          await redis.ping();
+          await holder.release();
+          holder = await waiting;
+        }
         await holder.release();
-        holder = await waiting;
-        latencies.push(performance.now() - releasedAt);
+        expect(await slowLocks.isLocked(r)).toBe(false);
+      } finally {
+        await slow.close();
       }
-      await holder.release();
-      latencies.sort((a, b) => a - b);
-      const median = latencies[100];
-      // retryInterval is 200 ms: only a notification explains a median this low.
-      expect(median).toBeLessThan(20);
     });
 
     it('serves 25 waiters of one process one at a time (one woken per release)', async () => {
@@ -466,14 +476,12 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         new RegExp(`^Lock on "${r}" not acquired after waiting \\d+ ms`),
       );
       expect(Date.now() - started).toBeGreaterThanOrEqual(290);
-      expect(Date.now() - started).toBeLessThan(1_000);
 
+      // A wait of 60 s that the abort must end: past the test's 30 s bound otherwise.
       const controller = new AbortController();
-      const waiting = locks.acquire(r, { wait: 10_000, signal: controller.signal });
-      const abortedAt = Date.now();
+      const waiting = locks.acquire(r, { wait: 60_000, signal: controller.signal });
       controller.abort(new Error('user went away'));
       await expect(waiting).rejects.toThrow('the wait was aborted');
-      expect(Date.now() - abortedAt).toBeLessThan(100);
       await held.release();
     });
 

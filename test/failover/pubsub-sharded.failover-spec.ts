@@ -13,7 +13,11 @@ import {
   type ClusterTopology,
 } from '../support/redis.js';
 
-/** A cluster of our own: this spec fails masters over. */
+/**
+ * A cluster of our own: this spec fails masters over. It runs in the serial failover pass: in
+ * the parallel main pass, under load, the re-subscription on the new owner was sometimes missed
+ * (a defect still open); run alone it passes.
+ */
 describe('PubSubService sharded channels follow a failover (own cluster)', () => {
   let cluster: ClusterTopology;
   let app: INestApplication;

@@ -384,7 +384,12 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
           reply = await withinDeadline(
             this.runAcquire(resource, token, ttl, mode),
             deadline,
-            () => aborted() ?? stop('Redis did not answer within the wait'),
+            // Out of time mid-attempt: say why the earlier attempts failed, when we know.
+            () =>
+              aborted() ??
+              (lastError instanceof NotAcknowledged
+                ? stop(lastError.message)
+                : stop('Redis did not answer within the wait')),
             [signal, this.abortWaits.signal],
           );
           if (reply[0] === 1) return await this.granted(resource, token, ttl, reply, sentAt);

@@ -12,6 +12,7 @@ export default {
   testRegex: '.*\\.(spec|e2e-spec)\\.ts$',
   moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
   globalSetup: '<rootDir>/test/setup/global-setup.mjs',
+  setupFilesAfterEnv: ['<rootDir>/test/setup/retry-once.ts'],
   globalTeardown: '<rootDir>/test/setup/global-teardown.mjs',
   testTimeout: 30_000,
   // Two cores: one worker per core keeps Redis and Nest from starving each other.

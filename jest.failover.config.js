@@ -14,6 +14,8 @@ export default {
   moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
   globalSetup: '<rootDir>/test/failover/global-setup.mjs',
   globalTeardown: '<rootDir>/test/failover/global-teardown.mjs',
+  // A failed test runs once more, its first failure printed: see test/setup/retry-once.ts.
+  setupFilesAfterEnv: ['<rootDir>/test/setup/retry-once.ts'],
   testTimeout: 90_000,
   maxWorkers: 1,
   // `npm test -- <pattern>` hands the pattern to every pass: one naming no failover spec must

@@ -89,6 +89,41 @@ export class RedisSubscriber {
     return this.add('shard', channel, listener);
   }
 
+  /**
+   * Sends the subscribe command for `name` again although it is registered: the server may
+   * have dropped it on its own (an unsolicited `SUNSUBSCRIBE` when its slot moved). Redis
+   * treats a repeated subscribe as a no-op; `MOVED` rejects (and signals `onMoved`).
+   */
+  async resubscribe(kind: SubscriptionKind, name: string): Promise<void> {
+    const { listeners, subscribed } = this.registries[kind];
+    if (!listeners.has(name)) return;
+    const client = await this.ensureOpen();
+    const ack = this.send(client, COMMANDS[kind].on, [name]);
+    subscribed.set(name, ack);
+    try {
+      await ack;
+    } catch (err) {
+      if (subscribed.get(name) === ack) subscribed.delete(name);
+      throw err;
+    }
+  }
+
+  /**
+   * Whether the server's replies leave `name` subscribed on this connection, as ioredis
+   * tracks them (it also drops a name on an unsolicited `SUNSUBSCRIBE`); `undefined` when
+   * the client keeps no such record.
+   */
+  isSubscribed(kind: SubscriptionKind, name: string): boolean | undefined {
+    const condition = (
+      this.client as unknown as {
+        condition?: { subscriber?: false | { channels(set: string): string[] } };
+      }
+    )?.condition;
+    if (!condition || this.client?.status !== 'ready') return undefined;
+    if (!condition.subscriber) return false;
+    return condition.subscriber.channels(COMMANDS[kind].on).includes(name);
+  }
+
   /** The names subscribed with `kind`, e.g. to move shard channels after a resharding. */
   names(kind: SubscriptionKind): string[] {
     return [...this.registries[kind].listeners.keys()];

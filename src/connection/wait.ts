@@ -20,3 +20,8 @@ export function withTimeout<T>(
 export function elapsedMs(start: number): number {
   return Math.round((performance.now() - start) * 1000) / 1000;
 }
+
+/** Resolves after `ms`; the timer does not keep the process alive (a shutdown may come first). */
+export function pause(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}

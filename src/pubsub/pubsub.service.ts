@@ -12,7 +12,7 @@ import { isCluster } from '../connection/client-factory.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import type { RedisSubscriber, SubscriptionKind } from '../connection/subscriber.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
-import { withTimeout } from '../connection/wait.js';
+import { pause, withTimeout } from '../connection/wait.js';
 import { findDecoratedMethods } from '../discovery/decorated-methods.js';
 import { DeliveryQueue, type DeliverySink, type GapEntry } from './delivery-queue.js';
 import {
@@ -175,8 +175,20 @@ interface Subscription {
   queue: DeliveryQueue;
   label: string;
   close: () => Promise<void>;
-  /** Shard channels: the full channel name, to find its owner again after a move. */
-  shard?: { full: string; move: () => Promise<void> };
+  /** From `since` on, messages may be missed: a gap notice is owed (kept if one is owed already). */
+  openGap: (since: number) => void;
+  /**
+   * Sends the owed gap notice, if any; returns whether one was owed. Called when the
+   * subscription is active again and, at the latest, before the next message is queued, so
+   * the notice always precedes the first message after the gap.
+   */
+  flushGap: () => boolean;
+  /**
+   * Shard channels: the full channel name, to find its owner again after a move. `move(true)`
+   * also re-subscribes where the channel already is: the server dropped it (an unsolicited
+   * `SUNSUBSCRIBE`) while the slot map read right after may still name the same node.
+   */
+  shard?: { full: string; move: (force?: boolean) => Promise<void> };
 }
 
 type Counters = Omit<PubSubStats, 'subscriptions'>;
@@ -204,6 +216,11 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
   private readonly iterators = new Set<() => Promise<void>>();
   private readonly watchedHubs = new Map<RedisSubscriber, () => void>();
   private readonly ownerWatches = new Map<RedisSubscriber, NodeJS.Timeout>();
+  /** The follow running per hub, and whether another was asked for meanwhile. */
+  private readonly follows = new Map<
+    RedisSubscriber,
+    { again: boolean; moved: boolean; done: Promise<void> }
+  >();
   private readonly counters: Counters = {
     published: 0,
     received: 0,
@@ -674,9 +691,19 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
     accept?: (message: string) => boolean,
   ): Promise<Subscription> {
     this.watchHub(hub);
+    let gapSince: number | undefined;
+    const flushGap = (): boolean => {
+      if (gapSince === undefined) return false;
+      queue.pushGap({ reason: 'reconnect', since: gapSince, until: Date.now() });
+      gapSince = undefined;
+      return true;
+    };
     const listener = (message: string, channel: string): void => {
       if (accept && !accept(message)) return;
       this.counters.received += 1;
+      // The subscribe acknowledgement resolves a promise; a message right behind it on the
+      // socket is emitted before that promise's continuation runs.
+      flushGap();
       queue.push(message, channel);
     };
     const subscribe = (h: RedisSubscriber) =>
@@ -698,22 +725,30 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
         queue.close();
         await off();
       },
+      openGap: (since) => void (gapSince ??= since),
+      flushGap,
     };
     if (kind === 'shard' && isCluster(this.connection.client)) {
       sub.shard = {
         full,
         // After a resharding or failover the channel's slot has a new owner: follow it.
-        move: async () => {
+        move: async (force = false) => {
           if (closed) return;
           const next = this.shardHub(full);
-          if (next === sub.hub) return;
-          const since = Date.now();
-          await off();
-          this.watchHub(next);
-          off = await subscribe(next);
-          sub.hub = next;
+          // Another channel of the same node moved: this one is still subscribed there.
+          if (next === sub.hub && (!force || next.isSubscribed('shard', full) === true)) return;
+          sub.openGap(Date.now());
+          if (next === sub.hub) {
+            // A MOVED answer signals the hub again, and the next attempt reads a newer map.
+            await next.resubscribe('shard', full);
+          } else {
+            await off();
+            this.watchHub(next);
+            off = await subscribe(next);
+            sub.hub = next;
+          }
           this.counters.reconnects += 1;
-          queue.pushGap({ reason: 'reconnect', since, until: Date.now() });
+          flushGap();
         },
       };
     }
@@ -727,27 +762,28 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
     let droppedAt: number | undefined;
     const offDrop = hub.onDrop(() => {
       droppedAt ??= Date.now();
+      for (const sub of this.subscriptions) if (sub.hub === hub) sub.openGap(droppedAt);
       this.watchShardOwners(hub);
     });
     const offBack = hub.onResubscribe(() => {
       const since = droppedAt ?? Date.now();
       droppedAt = undefined;
-      const until = Date.now();
       this.counters.reconnects += 1;
       let affected = 0;
       for (const sub of this.subscriptions) {
         if (sub.hub !== hub) continue;
+        // Already sent when a message came first; the subscription still missed messages.
+        sub.flushGap();
         affected += 1;
-        sub.queue.pushGap({ reason: 'reconnect', since, until });
       }
       if (affected) {
         this.logger.warn(
-          `subscriber connection back after ${until - since} ms: messages published meanwhile on ${affected} subscription(s) were missed (gap notices sent)`,
+          `subscriber connection back after ${Date.now() - since} ms: messages published meanwhile on ${affected} subscription(s) were missed (gap notices sent)`,
         );
       }
       void this.followShards(hub);
     });
-    const offMoved = hub.onMoved(() => void this.followShards(hub));
+    const offMoved = hub.onMoved(() => void this.followShards(hub, true));
     this.watchedHubs.set(hub, () => {
       offDrop();
       offBack();
@@ -778,8 +814,42 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
     this.ownerWatches.set(hub, timer);
   }
 
-  /** Moves the shard channels of `hub` whose slot now lives elsewhere. */
-  private async followShards(hub: RedisSubscriber): Promise<void> {
+  /**
+   * Moves the shard channels of `hub` whose slot now lives elsewhere; `moved` (the server
+   * dropped channels of `hub`) re-subscribes the others where they are. One follow per hub
+   * runs at a time: a signal meanwhile runs one more after it, at most every 100 ms, so a
+   * slot map that stays stale for a while (each retry answered `MOVED`) costs no busy loop.
+   */
+  private followShards(hub: RedisSubscriber, moved = false): Promise<void> {
+    const state = this.follows.get(hub);
+    if (state) {
+      state.again = true;
+      state.moved ||= moved;
+      return state.done;
+    }
+    const next: { again: boolean; moved: boolean; done: Promise<void> } = {
+      again: false,
+      moved,
+      done: Promise.resolve(),
+    };
+    next.done = (async () => {
+      try {
+        do {
+          const force = next.moved;
+          next.again = false;
+          next.moved = false;
+          await this.followOnce(hub, force);
+          if (next.again && !this.closing) await pause(100);
+        } while (next.again && !this.closing);
+      } finally {
+        this.follows.delete(hub);
+      }
+    })();
+    this.follows.set(hub, next);
+    return next.done;
+  }
+
+  private async followOnce(hub: RedisSubscriber, force: boolean): Promise<void> {
     const subs = [...this.subscriptions].filter((s) => s.hub === hub && s.shard);
     if (subs.length === 0 || this.closing) return;
     const cluster = this.connection.client as Cluster;
@@ -790,7 +860,7 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
     ).catch(() => undefined);
     for (const sub of subs) {
       await sub
-        .shard!.move()
+        .shard!.move(force)
         .catch((err: unknown) =>
           this.logger.warn(
             `${sub.label}: could not follow its shard: ${this.connection.scrub((err as Error).message)}`,

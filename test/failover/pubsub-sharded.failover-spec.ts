@@ -14,9 +14,11 @@ import {
 } from '../support/redis.js';
 
 /**
- * A cluster of our own: this spec fails masters over. It runs in the serial failover pass: in
- * the parallel main pass, under load, the re-subscription on the new owner was sometimes missed
- * (a defect still open); run alone it passes.
+ * A cluster of our own: this spec fails masters over, so it runs in the serial failover pass.
+ * Two races it caught, both fixed: the slot map read right after the old owner's unsolicited
+ * `SUNSUBSCRIBE` could still name the old owner (the channel was then never subscribed again),
+ * and a message right behind the new subscription's acknowledgement could overtake the gap
+ * notice.
  */
 describe('PubSubService sharded channels follow a failover (own cluster)', () => {
   let cluster: ClusterTopology;

@@ -28,9 +28,9 @@ import { coordinatorFor } from './coordination.js';
 import type { LeaderElection, LeaderOptions } from './leader.js';
 import type { ReadWriteLock, ReadWriteLockOptions } from './read-write-lock.js';
 import type { Semaphore, SemaphoreOptions } from './semaphore.js';
+import { MAX_LOCK_DURATION_MS } from './lock.options.js';
 
-/** Longest lock TTL (and `wait`) accepted, in ms: 24 hours. */
-export const MAX_LOCK_DURATION_MS = 24 * 60 * 60_000;
+export { MAX_LOCK_DURATION_MS };
 
 /** Options of `LockService.tryAcquire`. */
 export interface TryAcquireLockOptions {

@@ -2,6 +2,9 @@ import type { RedisHealthThresholds } from '../health/thresholds.js';
 import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
 import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
 import type { CacheSerializer } from '../cache/serializer.js';
+import type { RedisLockModuleOptions } from '../lock/lock.options.js';
+
+export type { RedisLockModuleOptions };
 
 /** A `host:port` pair, as `sentinel.sentinels` and `cluster.nodes` take them. */
 export interface RedisNodeAddress {
@@ -184,50 +187,6 @@ export interface RedisPubSubModuleOptions {
    * @defaultValue 5000
    */
   pingInterval?: number;
-}
-
-/** Defaults for `LockService`. */
-export interface RedisLockModuleOptions {
-  /**
-   * Lock time to live when a call gives none, in ms.
-   * @defaultValue 30000
-   */
-  ttl?: number;
-  /**
-   * How long `acquire` and `withLock` wait for a taken lock when a call gives no `wait`, in ms.
-   * @defaultValue 10000
-   */
-  wait?: number;
-  /**
-   * While waiting, a release wakes waiters at once (pub/sub); this jittered poll is only the
-   * fallback for a lost notification or a holder that died, in ms.
-   * @defaultValue 250
-   */
-  retryInterval?: number;
-  /**
-   * Auto-extension renews a lock when this much of its TTL is left (or a third of it, if more).
-   * A `withLock` TTL must be longer, or the lock would expire before it could be renewed.
-   * @defaultValue 200
-   */
-  extendMargin?: number;
-  /**
-   * After acquiring, wait until this many replicas have the lock (`WAIT`), so a failover right
-   * after acquisition does not hand the lock to a second owner. Costs a replication round trip
-   * per acquisition; an acquisition that is not acknowledged in time is undone and retried.
-   * @defaultValue 0
-   */
-  replicas?: number;
-  /**
-   * How long `WAIT` may take for `replicas` acknowledgements, in ms.
-   * @defaultValue 500
-   */
-  replicaTimeout?: number;
-  /**
-   * This process's label as a lock holder, shown by `LockService.inspect` (1-256 characters).
-   * @defaultValue `<hostname>:<pid>`
-   * @example 'billing-worker-3'
-   */
-  holderId?: string;
 }
 
 /**

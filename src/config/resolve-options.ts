@@ -6,6 +6,7 @@ import { DEFAULTS, DEFAULT_CONNECTION_NAME } from './defaults.js';
 import { redactUrl, REDACTED } from './redact.js';
 import { jsonSerializer, type CacheSerializer } from '../cache/serializer.js';
 import { MAX_TIMER_MS, MAX_TTL_MS } from '../common/checks.js';
+import { validateLockOptions, type ResolvedLockOptions } from '../lock/lock.options.js';
 import { validatePubSubOptions, type ResolvedPubSubOptions } from '../pubsub/pubsub.options.js';
 import type {
   RedisClusterOptions,
@@ -74,16 +75,7 @@ export interface ResolvedRedisConfig {
     maxBytes: number;
     maxSessionsPerUser: number | null;
   };
-  lock: {
-    ttl: number;
-    wait: number;
-    retryInterval: number;
-    extendMargin: number;
-    replicas: number;
-    replicaTimeout: number;
-    /** Label of this process's lock holders (`LockService.inspect`); undefined: host:pid. */
-    holderId?: string;
-  };
+  lock: ResolvedLockOptions;
   pubsub: ResolvedPubSubOptions;
   /** Human-readable address for logs and errors, password redacted. */
   address: string;
@@ -437,7 +429,7 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
     redisOptions: o.redisOptions ?? {},
     cache: validateCache(o.cache, commandTimeout),
     session: validateSession(o.session),
-    lock: validateLock(o.lock),
+    lock: validateLockOptions(o.lock),
     pubsub: validatePubSubOptions(o.pubsub),
     ...validateHealthModuleOptions(o.healthCheckInterval, o.alerts),
     address,
@@ -603,46 +595,6 @@ function validateRetry(value: RedisRetryOptions | undefined): Required<RedisRetr
     );
   }
   return { initialDelay, factor, maxDelay, jitter, maxAttempts };
-}
-
-function validateLock(value: RedisModuleOptions['lock']): ResolvedRedisConfig['lock'] {
-  if (value !== undefined && (value === null || typeof value !== 'object')) {
-    throw new RedisConfigError(
-      'lock',
-      value,
-      '{ ttl?, wait?, retryInterval?, extendMargin?, replicas?, replicaTimeout?, holderId? }',
-    );
-  }
-  const l = value ?? {};
-  const ttl = positiveInt(l.ttl, 'lock.ttl', DEFAULTS.lock.ttl);
-  const extendMargin = positiveInt(l.extendMargin, 'lock.extendMargin', DEFAULTS.lock.extendMargin);
-  if (ttl <= extendMargin) {
-    throw new RedisConfigError('lock.ttl', ttl, `more than lock.extendMargin (${extendMargin} ms)`);
-  }
-  const wait = positiveInt(l.wait, 'lock.wait', DEFAULTS.lock.wait);
-  const replicas = l.replicas ?? DEFAULTS.lock.replicas;
-  if (!Number.isInteger(replicas) || replicas < 0) {
-    throw new RedisConfigError('lock.replicas', replicas, 'a non-negative integer');
-  }
-  if (
-    l.holderId !== undefined &&
-    (typeof l.holderId !== 'string' || l.holderId.length === 0 || l.holderId.length > 256)
-  ) {
-    throw new RedisConfigError('lock.holderId', l.holderId, 'a string of 1-256 characters');
-  }
-  return {
-    ...(l.holderId !== undefined ? { holderId: l.holderId } : {}),
-    ttl,
-    wait,
-    retryInterval: positiveInt(l.retryInterval, 'lock.retryInterval', DEFAULTS.lock.retryInterval),
-    extendMargin,
-    replicas,
-    replicaTimeout: positiveInt(
-      l.replicaTimeout,
-      'lock.replicaTimeout',
-      DEFAULTS.lock.replicaTimeout,
-    ),
-  };
 }
 
 function validateCache(

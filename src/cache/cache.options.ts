@@ -137,20 +137,22 @@ function validateL1(value: unknown): ResolvedCacheOptions['l1'] {
 }
 
 function validateSerializer(value: unknown): CacheSerializer {
-  const serializer = (
-    value === undefined ? jsonSerializer : value
-  );
+  if (value === undefined) return jsonSerializer;
   if (
-    typeof serializer?.serialize !== 'function' ||
-    typeof serializer?.deserialize !== 'function'
+    typeof value === 'object' &&
+    value !== null &&
+    'serialize' in value &&
+    typeof value.serialize === 'function' &&
+    'deserialize' in value &&
+    typeof value.deserialize === 'function'
   ) {
-    throw new RedisConfigError(
-      'cache.serializer',
-      Object.prototype.toString.call(value),
-      '{ serialize(value), deserialize(buffer) }',
-    );
+    return value as CacheSerializer;
   }
-  return serializer as CacheSerializer;
+  throw new RedisConfigError(
+    'cache.serializer',
+    Object.prototype.toString.call(value),
+    '{ serialize(value), deserialize(buffer) }',
+  );
 }
 
 /** A duration: positive, rounded up to a whole ms (never shorter than asked), bounded. */

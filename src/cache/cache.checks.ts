@@ -3,8 +3,8 @@ import { describeKey, describeValue } from '../common/describe.js';
 
 import type { ResolvedCacheOptions } from './cache.options.js';
 import { MAX_REPLICAS } from './cache.scripts.js';
-import { jsonSerializer } from './serializer.js';
 import type { CacheSetOptions } from './cache.types.js';
+import { jsonSerializer } from './serializer.js';
 
 /*
  * Argument checks of CacheService: each throws before anything is sent, naming the method,
@@ -66,7 +66,7 @@ export function checkTags(
       `CacheService.${method}${where}: tags must be an array of non-empty strings, got ${bad}`,
     );
   }
-  return tags;
+  return tags as string[];
 }
 
 /** An entry's TTL and grace: the call's, else the module's, checked and rounded up. */

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+
 import { keySlot } from '../toolkit/slots.js';
 
 /** Characters of the digest that names the slot of a key containing `}`. */

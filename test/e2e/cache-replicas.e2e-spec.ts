@@ -2,7 +2,6 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { INestApplication } from '@nestjs/common';
 
 import { cacheKeys, MAX_REPLICAS, replicaNames } from '../../src/cache/cache.scripts.js';
-import { keySlot } from '../../src/toolkit/slots.js';
 import {
   CacheService,
   getRedisToken,
@@ -10,6 +9,7 @@ import {
   type RedisClient,
   type RedisModuleOptions,
 } from '../../src/index.js';
+import { keySlot } from '../../src/toolkit/slots.js';
 import { startApp } from '../support/app.js';
 import { topologies, uniquePrefix, type TopologyCase } from '../support/redis.js';
 

@@ -19,15 +19,6 @@ export const DEFAULTS = {
     maxAttempts: null as number | null,
   },
   sentinelFailoverDetector: true,
-  cache: {
-    ttl: 60_000,
-    grace: 0,
-    l1MaxEntries: 10_000,
-    l1MaxBytes: 64 * 1024 * 1024,
-    lockTtl: 10_000,
-    timeout: 1_000,
-    maxValueBytes: 1024 * 1024,
-  },
   session: {
     ttl: 30 * 60_000,
     absoluteTtl: 24 * 60 * 60_000,

@@ -1,10 +1,11 @@
 import type { RedisHealthThresholds } from '../health/thresholds.js';
 import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
 import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
-import type { CacheSerializer } from '../cache/serializer.js';
+import type { RedisCacheModuleOptions } from '../cache/cache.options.js';
 import type { RedisLockModuleOptions } from '../lock/lock.options.js';
 
 export type { RedisLockModuleOptions };
+export type { RedisCacheModuleOptions, RedisCacheL1Options } from '../cache/cache.options.js';
 
 /** A `host:port` pair, as `sentinel.sentinels` and `cluster.nodes` take them. */
 export interface RedisNodeAddress {
@@ -89,46 +90,6 @@ export interface RedisClusterOptions {
   scaleReads?: 'master' | 'slave' | 'all';
   /** Passed through to ioredis's `Cluster` (our own settings win where both are set). */
   clusterOptions?: Omit<ClusterOptions, 'redisOptions' | 'lazyConnect' | 'keyPrefix'>;
-}
-
-/** Defaults for `CacheService`. */
-export interface RedisCacheModuleOptions {
-  /**
-   * Time to live of an entry when a call gives none, in ms.
-   * @defaultValue 60000
-   */
-  ttl?: number;
-  /**
-   * How long an entry outlives its TTL as a stale fallback (stale-if-error, soft timeouts),
-   * when a call gives none, in ms. The Redis TTL is `ttl + grace`.
-   * @defaultValue 0
-   */
-  grace?: number;
-  /**
-   * The in-process tier in front of Redis, kept coherent across instances by pub/sub.
-   * `false` turns it off.
-   * @defaultValue { maxEntries: 10000, maxBytes: 67108864 }
-   */
-  l1?: false | { maxEntries?: number; maxBytes?: number };
-  /**
-   * How long the cross-instance stampede lock is held at most: if the instance loading a key
-   * dies, another takes over after this, in ms.
-   * @defaultValue 10000
-   */
-  lockTtl?: number;
-  /**
-   * Bound on every Redis call of the cache, in ms: past it the call counts as a miss (reads)
-   * or is dropped (writes). Defaults to the module's `commandTimeout`, else 1000.
-   */
-  timeout?: number;
-  /** How values become bytes. @defaultValue strict JSON */
-  serializer?: CacheSerializer;
-  /**
-   * Largest value the cache stores, in bytes once serialized: `set` throws a `RangeError` for
-   * a bigger one (writing nothing); `getOrSet` returns a bigger loaded value without caching it.
-   * @defaultValue 1048576 (1 MiB)
-   */
-  maxValueBytes?: number;
 }
 
 /** Defaults for `SessionService`. */

@@ -4,7 +4,7 @@ import type { Cluster, Redis, RedisOptions } from 'ioredis';
 import { RedisConfigError } from '../errors.js';
 import { DEFAULTS, DEFAULT_CONNECTION_NAME } from './defaults.js';
 import { redactUrl, REDACTED } from './redact.js';
-import { jsonSerializer, type CacheSerializer } from '../cache/serializer.js';
+import { validateCacheOptions, type ResolvedCacheOptions } from '../cache/cache.options.js';
 import { MAX_TIMER_MS, MAX_TTL_MS } from '../common/checks.js';
 import { validateLockOptions, type ResolvedLockOptions } from '../lock/lock.options.js';
 import { validatePubSubOptions, type ResolvedPubSubOptions } from '../pubsub/pubsub.options.js';
@@ -60,15 +60,7 @@ export interface ResolvedRedisConfig {
   coalesceWrites: boolean;
   protocol: 2 | 3;
   redisOptions: RedisOptions;
-  cache: {
-    ttl: number;
-    grace: number;
-    l1: false | { maxEntries: number; maxBytes: number };
-    lockTtl: number;
-    timeout: number;
-    serializer: CacheSerializer;
-    maxValueBytes: number;
-  };
+  cache: ResolvedCacheOptions;
   session: {
     ttl: number;
     absoluteTtl: number;
@@ -427,7 +419,7 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
     coalesceWrites,
     protocol,
     redisOptions: o.redisOptions ?? {},
-    cache: validateCache(o.cache, commandTimeout),
+    cache: validateCacheOptions(o.cache, commandTimeout),
     session: validateSession(o.session),
     lock: validateLockOptions(o.lock),
     pubsub: validatePubSubOptions(o.pubsub),
@@ -595,68 +587,6 @@ function validateRetry(value: RedisRetryOptions | undefined): Required<RedisRetr
     );
   }
   return { initialDelay, factor, maxDelay, jitter, maxAttempts };
-}
-
-function validateCache(
-  value: RedisModuleOptions['cache'],
-  commandTimeout: number | undefined,
-): ResolvedRedisConfig['cache'] {
-  if (value !== undefined && (value === null || typeof value !== 'object')) {
-    throw new RedisConfigError(
-      'cache',
-      value,
-      '{ ttl?, grace?, l1?, lockTtl?, timeout?, serializer?, maxValueBytes? }',
-    );
-  }
-  const c = value ?? {};
-  const grace = c.grace === 0 ? 0 : positiveInt(c.grace, 'cache.grace', DEFAULTS.cache.grace);
-  let l1: ResolvedRedisConfig['cache']['l1'];
-  if (c.l1 === false) {
-    l1 = false;
-  } else if (c.l1 === undefined || (c.l1 !== null && typeof c.l1 === 'object')) {
-    l1 = {
-      maxEntries: positiveInt(c.l1?.maxEntries, 'cache.l1.maxEntries', DEFAULTS.cache.l1MaxEntries),
-      maxBytes: positiveInt(c.l1?.maxBytes, 'cache.l1.maxBytes', DEFAULTS.cache.l1MaxBytes),
-    };
-  } else {
-    throw new RedisConfigError('cache.l1', c.l1, 'false or { maxEntries?, maxBytes? }');
-  }
-  const serializer = c.serializer ?? jsonSerializer;
-  if (
-    typeof serializer?.serialize !== 'function' ||
-    typeof serializer?.deserialize !== 'function'
-  ) {
-    throw new RedisConfigError(
-      'cache.serializer',
-      Object.prototype.toString.call(serializer),
-      '{ serialize(value), deserialize(buffer) }',
-    );
-  }
-  const maxValueBytes = c.maxValueBytes ?? DEFAULTS.cache.maxValueBytes;
-  if (
-    typeof maxValueBytes !== 'number' ||
-    !Number.isSafeInteger(maxValueBytes) ||
-    maxValueBytes <= 0
-  ) {
-    throw new RedisConfigError('cache.maxValueBytes', maxValueBytes, 'a positive integer (bytes)');
-  }
-  return {
-    ttl: atMost(positiveInt(c.ttl, 'cache.ttl', DEFAULTS.cache.ttl), 'cache.ttl', MAX_TTL_MS),
-    grace: atMost(grace, 'cache.grace', MAX_TTL_MS),
-    l1,
-    lockTtl: atMost(
-      positiveInt(c.lockTtl, 'cache.lockTtl', DEFAULTS.cache.lockTtl),
-      'cache.lockTtl',
-      MAX_TIMER_MS,
-    ),
-    timeout: atMost(
-      positiveInt(c.timeout, 'cache.timeout', commandTimeout ?? DEFAULTS.cache.timeout),
-      'cache.timeout',
-      MAX_TIMER_MS,
-    ),
-    serializer,
-    maxValueBytes,
-  };
 }
 
 function validateSession(value: RedisModuleOptions['session']): ResolvedRedisConfig['session'] {

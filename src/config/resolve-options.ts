@@ -7,6 +7,7 @@ import { redactUrl, REDACTED } from './redact.js';
 import { jsonSerializer, type CacheSerializer } from '../cache/serializer.js';
 import { MAX_TIMER_MS, MAX_TTL_MS } from '../common/checks.js';
 import { validatePubSubOptions, type ResolvedPubSubOptions } from '../pubsub/pubsub.options.js';
+import { validateSessionOptions, type ResolvedSessionOptions } from '../session/session.options.js';
 import type {
   RedisClusterOptions,
   RedisModuleOptions,
@@ -68,12 +69,7 @@ export interface ResolvedRedisConfig {
     serializer: CacheSerializer;
     maxValueBytes: number;
   };
-  session: {
-    ttl: number;
-    absoluteTtl: number;
-    maxBytes: number;
-    maxSessionsPerUser: number | null;
-  };
+  session: ResolvedSessionOptions;
   lock: {
     ttl: number;
     wait: number;
@@ -436,7 +432,7 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
     protocol,
     redisOptions: o.redisOptions ?? {},
     cache: validateCache(o.cache, commandTimeout),
-    session: validateSession(o.session),
+    session: validateSessionOptions(o.session),
     lock: validateLock(o.lock),
     pubsub: validatePubSubOptions(o.pubsub),
     ...validateHealthModuleOptions(o.healthCheckInterval, o.alerts),
@@ -704,45 +700,6 @@ function validateCache(
     ),
     serializer,
     maxValueBytes,
-  };
-}
-
-function validateSession(value: RedisModuleOptions['session']): ResolvedRedisConfig['session'] {
-  if (value !== undefined && (value === null || typeof value !== 'object')) {
-    throw new RedisConfigError(
-      'session',
-      value,
-      '{ ttl?, absoluteTtl?, maxBytes?, maxSessionsPerUser? }',
-    );
-  }
-  const s = value ?? {};
-  const maxBytes = s.maxBytes ?? DEFAULTS.session.maxBytes;
-  if (typeof maxBytes !== 'number' || !Number.isSafeInteger(maxBytes) || maxBytes <= 0) {
-    throw new RedisConfigError('session.maxBytes', maxBytes, 'a positive integer (bytes)');
-  }
-  const maxSessionsPerUser =
-    s.maxSessionsPerUser === undefined ? DEFAULTS.session.maxSessionsPerUser : s.maxSessionsPerUser;
-  if (
-    maxSessionsPerUser !== null &&
-    (typeof maxSessionsPerUser !== 'number' ||
-      !Number.isSafeInteger(maxSessionsPerUser) ||
-      maxSessionsPerUser < 1)
-  ) {
-    throw new RedisConfigError(
-      'session.maxSessionsPerUser',
-      maxSessionsPerUser,
-      'a positive integer, or null for no limit',
-    );
-  }
-  return {
-    ttl: atMost(positiveInt(s.ttl, 'session.ttl', DEFAULTS.session.ttl), 'session.ttl', MAX_TTL_MS),
-    absoluteTtl: atMost(
-      positiveInt(s.absoluteTtl, 'session.absoluteTtl', DEFAULTS.session.absoluteTtl),
-      'session.absoluteTtl',
-      MAX_TTL_MS,
-    ),
-    maxBytes,
-    maxSessionsPerUser,
   };
 }
 

@@ -5,7 +5,7 @@ import type { KeyEventSubscription, PubSubService } from '../pubsub/pubsub.servi
 
 import { describeValue } from './session-data.js';
 import { handleOf, type SessionAddress } from './session-id.js';
-import { EXPIRED_OWNER, RECORD_KEY_PATTERN, sessionKeys } from './session.scripts.js';
+import { RECORD_KEY_PATTERN, sessionKeys, type SessionScripts } from './session.scripts.js';
 import type { SessionExpiredHandler } from './session.types.js';
 
 /**
@@ -15,6 +15,7 @@ import type { SessionExpiredHandler } from './session.types.js';
  */
 export async function watchExpiredSessions(
   connection: RedisConnection,
+  scripts: SessionScripts,
   pubsub: PubSubService | undefined,
   handler: SessionExpiredHandler,
   logger: Logger,
@@ -35,7 +36,7 @@ export async function watchExpiredSessions(
     const address: SessionAddress = { tag: match[1], digest: match[2] };
     let userId: string | null = null;
     try {
-      userId = await EXPIRED_OWNER.run(connection.client, [sessionKeys.owner(address)]);
+      userId = await scripts.expiredOwner.run([sessionKeys.owner(address)]);
     } catch (err) {
       // The handler still hears of the expiry; only the user is unknown.
       logger.warn(

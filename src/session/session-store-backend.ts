@@ -7,15 +7,11 @@ import { addressOfStoreId, isSessionId, mintId, randomTag, userTag } from './ses
 import { checkSize } from './session-row.js';
 import type { ResolvedSessionOptions } from './session.options.js';
 import {
-  DESTROY,
-  LOAD_AND_TOUCH,
   RECORD_KEY_PATTERN,
   REPLY,
-  RESAVE,
-  SAVE,
   sessionKeys,
   STORE_FIELDS,
-  TOUCH,
+  type SessionScripts,
 } from './session.scripts.js';
 import type { SessionData } from './session.types.js';
 
@@ -60,6 +56,7 @@ export class SessionStoreBackend {
   constructor(
     private readonly connection: RedisConnection,
     private readonly redis: RedisService,
+    private readonly scripts: SessionScripts,
   ) {}
 
   private get client(): RedisClient {
@@ -98,7 +95,7 @@ export class SessionStoreBackend {
    * `resolution` ms (or half the idle timeout). One script.
    */
   async loadAndTouch(key: string, now: number, resolution: number): Promise<LoadedSession | null> {
-    const row = await LOAD_AND_TOUCH.run(this.client, [key], [now, resolution]);
+    const row = await this.scripts.loadAndTouch.run([key], [now, resolution]);
     return row && loaded(row, row[4]);
   }
 
@@ -122,7 +119,7 @@ export class SessionStoreBackend {
     const user = options.userId;
     // A session joins its user's index only if its id is in the user's slot (store.login).
     const bind = user !== undefined && this.belongsTo(sid, user);
-    const reply = await SAVE.run(this.client, bind ? [key, sessionKeys.index(user)] : [key], [
+    const reply = await this.scripts.save.run(bind ? [key, sessionKeys.index(user)] : [key, key], [
       options.create ? '1' : '0',
       bind ? user : '',
       wholeMs(options.idle),
@@ -147,7 +144,7 @@ export class SessionStoreBackend {
   ): Promise<boolean> {
     const json = this.storeJson(data);
     const args = [Math.ceil(expiresAt), json, wholeMs(idleTimeout)];
-    return (await RESAVE.run(this.client, [key], args)) === REPLY.OK;
+    return (await this.scripts.resave.run([key], args)) === REPLY.OK;
   }
 
   /**
@@ -156,7 +153,7 @@ export class SessionStoreBackend {
    */
   async touch(key: string, idle: number, idleTimeout: number): Promise<boolean> {
     const args = [wholeMs(idle), '0', wholeMs(idleTimeout)];
-    return (await TOUCH.run(this.client, [key], args))[0] === REPLY.OK;
+    return (await this.scripts.touch.run([key], args))[0] === REPLY.OK;
   }
 
   /**
@@ -171,7 +168,7 @@ export class SessionStoreBackend {
 
   /** Ends the session (and takes it out of its user's index). */
   async destroy(key: string): Promise<boolean> {
-    return (await DESTROY.run(this.client, [key], [''])) === REPLY.OK;
+    return (await this.scripts.destroy.run([key], [''])) === REPLY.OK;
   }
 
   /** Every session's data, read in batches. */

@@ -1,4 +1,6 @@
+import type { RedisConnection } from '../connection/redis-connection.js';
 import { RedisScript } from '../connection/script.js';
+import { defineScript, type DefinedScript } from '../toolkit/script.js';
 
 import {
   BASE64URL_CLASS,
@@ -560,3 +562,31 @@ if user and redis.call('PTTL', KEYS[1]) > ${OWNER_GRACE} then
 end
 return user`,
 );
+
+/**
+ * The session scripts, defined on one connection through the module's `defineScript`: run by
+ * `EVALSHA` with the `NOSCRIPT` fallback, keys checked (and, on a cluster, checked to share a
+ * slot) before anything is sent, a failure on the server a `RedisScriptError`. The constants
+ * above are their sources (name, Lua, SHA).
+ */
+export function sessionScripts(connection: RedisConnection) {
+  const define = <T>(source: RedisScript<T>, keys: number): DefinedScript<T> =>
+    defineScript<T>(connection, source.name, source.lua, { keys });
+  return {
+    create: define(CREATE, 2),
+    touch: define(TOUCH, 1),
+    update: define(UPDATE, 1),
+    rotate: define(ROTATE, 2),
+    destroy: define(DESTROY, 1),
+    list: define(LIST, 1),
+    destroyAll: define(DESTROY_ALL, 1),
+    resave: define(RESAVE, 1),
+    loadAndTouch: define(LOAD_AND_TOUCH, 1),
+    /** KEYS[2] is the user's index, or the record again for a session without a user. */
+    save: define(SAVE, 2),
+    expiredOwner: define(EXPIRED_OWNER, 1),
+  };
+}
+
+/** The session scripts of one connection. */
+export type SessionScripts = ReturnType<typeof sessionScripts>;

@@ -28,17 +28,12 @@ import {
 import { SessionStoreBackend, STORE_BACKEND } from './session-store-backend.js';
 import type { ResolvedSessionOptions } from './session.options.js';
 import {
-  CREATE,
-  DESTROY,
-  DESTROY_ALL,
-  LIST,
   REPLY,
-  ROTATE,
   ROW_FIELDS,
   sessionKeys,
-  TOUCH,
-  UPDATE,
+  sessionScripts,
   type SessionRow,
+  type SessionScripts,
 } from './session.scripts.js';
 import type {
   CreateSessionOptions,
@@ -92,6 +87,7 @@ export class SessionService {
   /** Function updates in flight, per session digest: run one at a time in this process. */
   private readonly updating = new Map<string, Promise<void>>();
   private readonly logger: Logger;
+  private readonly scripts: SessionScripts;
   private backend?: SessionStoreBackend;
 
   constructor(
@@ -102,6 +98,7 @@ export class SessionService {
     @Optional() private readonly pubsub?: PubSubService,
   ) {
     this.logger = new Logger(`Redis:${connection.name}:SessionService`);
+    this.scripts = sessionScripts(connection);
   }
 
   private get client(): RedisClient {
@@ -142,8 +139,7 @@ export class SessionService {
     for (let attempt = 1; ; attempt += 1) {
       const id = mintId(tag);
       const address = addressOfId(id);
-      const reply = await CREATE.run(
-        this.client,
+      const reply = await this.scripts.create.run(
         [sessionKeys.record(address), sessionKeys.index(userId)],
         [userId, ttl, absoluteTtl, this.defaults.maxSessionsPerUser ?? 0, json, meta],
       );
@@ -172,7 +168,7 @@ export class SessionService {
   async touch<T extends object = SessionData>(id: string): Promise<Session<T> | null> {
     if (!isSessionId(id)) return null;
     const address = addressOfId(id);
-    const reply = await TOUCH.run(this.client, [sessionKeys.record(address)], ['', '1']);
+    const reply = await this.scripts.touch.run([sessionKeys.record(address)], ['', '1']);
     if (reply[0] !== REPLY.OK) return null;
     return toSession<T>(id, address, reply[3]);
   }
@@ -221,7 +217,7 @@ export class SessionService {
     for (let attempt = 1; ; attempt += 1) {
       const nextId = mintId(address.tag);
       const next = addressOfId(nextId);
-      const reply = await ROTATE.run(this.client, [
+      const reply = await this.scripts.rotate.run([
         sessionKeys.record(address),
         sessionKeys.record(next),
       ]);
@@ -241,8 +237,7 @@ export class SessionService {
     if (options.userId !== undefined) checkUserId(method, options.userId);
     const address = parseReference(idOrHandle);
     if (!address) return false;
-    const deleted = await DESTROY.run(
-      this.client,
+    const deleted = await this.scripts.destroy.run(
       [sessionKeys.record(address)],
       [options.userId ?? ''],
     );
@@ -256,7 +251,7 @@ export class SessionService {
   async listByUser(userId: string): Promise<SessionSummary[]> {
     checkUserId('SessionService.listByUser', userId);
     const tag = userTag(userId);
-    const rows = await LIST.run(this.client, [sessionKeys.index(userId)], [userId]);
+    const rows = await this.scripts.list.run([sessionKeys.index(userId)], [userId]);
     return rows
       .map(([digest, created, lastSeen, idle, absolute, meta]) =>
         toSummary({ tag, digest }, { userId, created, lastSeen, idle, absolute, meta }),
@@ -285,7 +280,7 @@ export class SessionService {
       }
       keep = address.digest;
     }
-    return DESTROY_ALL.run(this.client, [sessionKeys.index(userId)], [userId, keep]);
+    return this.scripts.destroyAll.run([sessionKeys.index(userId)], [userId, keep]);
   }
 
   /**
@@ -306,7 +301,7 @@ export class SessionService {
    * ```
    */
   onExpired(handler: SessionExpiredHandler): Promise<KeyEventSubscription> {
-    return watchExpiredSessions(this.connection, this.pubsub, handler, this.logger);
+    return watchExpiredSessions(this.connection, this.scripts, this.pubsub, handler, this.logger);
   }
 
   /**
@@ -314,7 +309,7 @@ export class SessionService {
    * on first use. Keyed by a symbol so that it is no part of the public API.
    */
   [STORE_BACKEND](): SessionStoreBackend {
-    this.backend ??= new SessionStoreBackend(this.connection, this.redis);
+    this.backend ??= new SessionStoreBackend(this.connection, this.redis, this.scripts);
     return this.backend;
   }
 
@@ -361,8 +356,7 @@ export class SessionService {
     version: string,
     change: string[],
   ): Promise<Session<T> | null | typeof CONFLICT> {
-    const reply = await UPDATE.run(
-      this.client,
+    const reply = await this.scripts.update.run(
       [sessionKeys.record(address)],
       [this.defaults.maxBytes, version, ...change],
     );

@@ -5,9 +5,9 @@ import { RedisConfigError } from '../errors.js';
 import { DEFAULTS, DEFAULT_CONNECTION_NAME } from './defaults.js';
 import { redactUrl, REDACTED } from './redact.js';
 import { validateCacheOptions, type ResolvedCacheOptions } from '../cache/cache.options.js';
-import { MAX_TIMER_MS, MAX_TTL_MS } from '../common/checks.js';
 import { validateLockOptions, type ResolvedLockOptions } from '../lock/lock.options.js';
 import { validatePubSubOptions, type ResolvedPubSubOptions } from '../pubsub/pubsub.options.js';
+import { validateSessionOptions, type ResolvedSessionOptions } from '../session/session.options.js';
 import type {
   RedisClusterOptions,
   RedisModuleOptions,
@@ -61,12 +61,7 @@ export interface ResolvedRedisConfig {
   protocol: 2 | 3;
   redisOptions: RedisOptions;
   cache: ResolvedCacheOptions;
-  session: {
-    ttl: number;
-    absoluteTtl: number;
-    maxBytes: number;
-    maxSessionsPerUser: number | null;
-  };
+  session: ResolvedSessionOptions;
   lock: ResolvedLockOptions;
   pubsub: ResolvedPubSubOptions;
   /** Human-readable address for logs and errors, password redacted. */
@@ -420,7 +415,7 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
     protocol,
     redisOptions: o.redisOptions ?? {},
     cache: validateCacheOptions(o.cache, commandTimeout),
-    session: validateSession(o.session),
+    session: validateSessionOptions(o.session),
     lock: validateLockOptions(o.lock),
     pubsub: validatePubSubOptions(o.pubsub),
     ...validateHealthModuleOptions(o.healthCheckInterval, o.alerts),
@@ -587,49 +582,4 @@ function validateRetry(value: RedisRetryOptions | undefined): Required<RedisRetr
     );
   }
   return { initialDelay, factor, maxDelay, jitter, maxAttempts };
-}
-
-function validateSession(value: RedisModuleOptions['session']): ResolvedRedisConfig['session'] {
-  if (value !== undefined && (value === null || typeof value !== 'object')) {
-    throw new RedisConfigError(
-      'session',
-      value,
-      '{ ttl?, absoluteTtl?, maxBytes?, maxSessionsPerUser? }',
-    );
-  }
-  const s = value ?? {};
-  const maxBytes = s.maxBytes ?? DEFAULTS.session.maxBytes;
-  if (typeof maxBytes !== 'number' || !Number.isSafeInteger(maxBytes) || maxBytes <= 0) {
-    throw new RedisConfigError('session.maxBytes', maxBytes, 'a positive integer (bytes)');
-  }
-  const maxSessionsPerUser =
-    s.maxSessionsPerUser === undefined ? DEFAULTS.session.maxSessionsPerUser : s.maxSessionsPerUser;
-  if (
-    maxSessionsPerUser !== null &&
-    (typeof maxSessionsPerUser !== 'number' ||
-      !Number.isSafeInteger(maxSessionsPerUser) ||
-      maxSessionsPerUser < 1)
-  ) {
-    throw new RedisConfigError(
-      'session.maxSessionsPerUser',
-      maxSessionsPerUser,
-      'a positive integer, or null for no limit',
-    );
-  }
-  return {
-    ttl: atMost(positiveInt(s.ttl, 'session.ttl', DEFAULTS.session.ttl), 'session.ttl', MAX_TTL_MS),
-    absoluteTtl: atMost(
-      positiveInt(s.absoluteTtl, 'session.absoluteTtl', DEFAULTS.session.absoluteTtl),
-      'session.absoluteTtl',
-      MAX_TTL_MS,
-    ),
-    maxBytes,
-    maxSessionsPerUser,
-  };
-}
-
-/** Upper bound of a cache or session duration (src/common/checks.ts says why each). */
-function atMost(ms: number, label: string, max: number): number {
-  if (ms > max) throw new RedisConfigError(label, ms, `at most ${max} milliseconds`);
-  return ms;
 }

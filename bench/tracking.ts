@@ -34,10 +34,13 @@
 import 'reflect-metadata';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
+
 import { Redis } from 'ioredis';
+
 import { CacheTracking, type CacheTrackingMode } from '../src/cache/tracking.js';
 import { resolveRedisOptions } from '../src/config/resolve-options.js';
 import { RedisConnection } from '../src/connection/redis-connection.js';
+
 import {
   cleanupSteps,
   collectGarbage,
@@ -207,7 +210,7 @@ async function mixed(
     while (performance.now() < end) {
       result.ops += 1;
       if (random() * 100 < settings.writeRatio) {
-        const key = keys[Math.floor(random() * keys.length)]!;
+        const key = keys[Math.floor(random() * keys.length)];
         version += 1;
         const v = version;
         await writer.set(key, String(v));
@@ -215,7 +218,7 @@ async function mixed(
         if (!prev || prev.version < v) acked.set(key, { version: v, at: performance.now() });
         continue;
       }
-      const key = keys[Math.floor(random() * readable)]!;
+      const key = keys[Math.floor(random() * readable)];
       result.reads += 1;
       const now = performance.now();
       if (!t) {
@@ -291,7 +294,7 @@ async function run(settings: Settings, state: State): Promise<void> {
             waitInvalidation(dflt, delayKey),
           ),
       ],
-      ['raw', () => delays(writer, delayKey, settings.samples, async () => undefined, raw)],
+      ['raw', () => delays(writer, delayKey, settings.samples, () => Promise.resolve(), raw)],
     ] as const;
     const order = [...contenders].sort(() => random() - 0.5);
     for (const [name, measure] of order) {
@@ -405,6 +408,7 @@ async function run(settings: Settings, state: State): Promise<void> {
     table(
       [
         'variant',
+        'hits',
         'hit rate',
         'ops/s (median)',
         'stale serves',
@@ -413,9 +417,10 @@ async function run(settings: Settings, state: State): Promise<void> {
         'writes',
       ],
       variants.map(([name]) => {
-        const m = mix[name]!;
+        const m = mix[name];
         return [
           name,
+          String(m.hits),
           pct(m.hitRate),
           Math.round(m.opsPerSecond).toLocaleString('en-US'),
           String(m.stale),
@@ -437,14 +442,15 @@ async function cleanup(state: State): Promise<void> {
     await steps.run(() => unlinkMatching(writer, `${state.base}*`));
   }
   for (const connection of state.connections.splice(0)) await steps.run(() => connection.close());
-  for (const client of state.clients.splice(0)) await steps.run(async () => client.disconnect());
+  for (const client of state.clients.splice(0))
+    await steps.run(() => Promise.resolve(client.disconnect()));
   await stopThrowawayServer(state, steps);
   steps.report();
 }
 
 await runBenchmark('tracking', {
   readSettings,
-  state: { clients: [], trackings: [], connections: [] } as State,
+  state: { clients: [], trackings: [], connections: [] },
   run,
   cleanup,
 });

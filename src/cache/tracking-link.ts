@@ -1,5 +1,6 @@
 import type { LoggerService } from '@nestjs/common';
 import type { Redis } from 'ioredis';
+
 import { disconnectAndWait } from '../connection/client-factory.js';
 
 /** The channel a RESP2 redirect target hears invalidations on. */

@@ -1,11 +1,13 @@
 import { Logger, type LoggerService } from '@nestjs/common';
 import type { Redis, RedisOptions } from 'ioredis';
+
+import { describeValue } from '../common/describe.js';
 import { backoffDelay } from '../connection/backoff.js';
 import { clientSecrets, isCluster } from '../connection/client-factory.js';
 import { redactClientErrors } from '../connection/redact-errors.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
-import { describeValue } from '../common/describe.js';
 import { RedisConfigError } from '../errors.js';
+
 import { TrackingReadGuard, UNTRACKED_READ, type ReadTicket } from './tracking-guard.js';
 import { TrackingLink } from './tracking-link.js';
 
@@ -55,7 +57,7 @@ export function validateTrackingOption(value: unknown): ResolvedCacheTracking {
     if (extra.length > 0) {
       throw new RedisConfigError(
         `cache.l1.tracking.${extra[0]}`,
-        (value as Record<string, unknown>)[extra[0]!],
+        (value as Record<string, unknown>)[extra[0]],
         "no such option (cache.l1.tracking takes only { mode: 'bcast' | 'default' })",
       );
     }

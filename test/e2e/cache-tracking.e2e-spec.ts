@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import { Cluster, Redis } from 'ioredis';
-import type { RedisModuleOptions } from '../../src/index.js';
+
 import {
   CacheTracking,
   validateTrackingOption,
@@ -9,6 +9,7 @@ import {
 import { resolveRedisOptions } from '../../src/config/resolve-options.js';
 import { RedisConnection } from '../../src/connection/redis-connection.js';
 import { RedisConfigError } from '../../src/errors.js';
+import type { RedisModuleOptions } from '../../src/index.js';
 import { FaultProxy } from '../support/fault-proxy.js';
 import {
   killConnection,
@@ -217,7 +218,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       expect(await h.get(key)).toBe('v1');
       expect(h.l1.has(key)).toBe(true);
 
-      const target = addressOf(h.tracking.connections()[0]!.tracked);
+      const target = addressOf(h.tracking.connections()[0].tracked);
       expect(await killConnection(target, `${h.name}:command`)).toBeGreaterThan(0);
       await waitFor(() => h.flushes.length > 0, { timeoutMs: 5_000, what: 'flushAll' });
       expect(h.l1.size).toBe(0);
@@ -244,7 +245,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       const key = `${h.prefix}{redirect}`;
       await external.set(key, 'v1');
       expect(await h.get(key)).toBe('v1');
-      const redirect = h.tracking.connections()[0]!.redirect!;
+      const redirect = h.tracking.connections()[0].redirect!;
       expect(await killConnection(addressOf(redirect), `${h.name}:tracking`)).toBe(1);
       await waitFor(() => h.flushes.length > 0, { timeoutMs: 5_000, what: 'flushAll' });
       expect(h.l1.size).toBe(0);

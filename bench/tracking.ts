@@ -347,6 +347,7 @@ async function run(settings: Settings, state: State): Promise<void> {
       return [
         name,
         {
+          hits: sum((r) => r.hits),
           hitRate:
             sum((r) => r.hits) /
             Math.max(

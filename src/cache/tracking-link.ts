@@ -235,9 +235,12 @@ export class TrackingLink {
         return;
       }
       if (Date.now() - this.aliveAt >= 2 * interval) {
-        // Half-open (no FIN, no RST): invalidations would just stop. Reconnecting reports
-        // the drop and re-enables tracking on the fresh connection.
+        // Half-open (no FIN, no RST): invalidations would just stop. L1 stops serving now,
+        // not once the socket has closed (that waits for a FIN that may never come); the
+        // reconnect re-enables tracking on the fresh connection.
         this.aliveAt = Date.now();
+        this.redirectInfo = undefined;
+        this.lose('the invalidation connection stopped answering PING');
         redirect.disconnect(true);
         return;
       }

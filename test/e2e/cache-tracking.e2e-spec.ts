@@ -326,6 +326,23 @@ describe('cache tracking faults (own standalone server)', () => {
     },
   );
 
+  it('a silent invalidation connection is found by its PING: flushAll, then a new one', async () => {
+    const h = await harness({ url: server.url, pubsub: { pingInterval: 100 } }, 'bcast', 'faults');
+    open.push(h);
+    const key = `${h.prefix}silent`;
+    await external.set(key, 'v1');
+    expect(await h.get(key)).toBe('v1');
+    const before = h.tracking.connections()[0].redirect!;
+    // Nothing reaches the client any more, and nothing tells it so (a half-open connection).
+    before.stream.pause();
+    await waitFor(() => h.flushes.length > 0, { timeoutMs: 5_000, what: 'flushAll' });
+    expect(h.l1.size).toBe(0);
+    await waitFor(() => trackingIsOn(h), { timeoutMs: 5_000, what: 'tracking re-enabled' });
+    await external.set(key, 'v2');
+    expect(await h.get(key)).toBe('v2');
+    expect(h.l1.get(key)).toBe('v2');
+  });
+
   it('a server flush (null invalidation) calls flushAll; L1 keeps serving afterwards', async () => {
     const h = await start('default');
     const key = `${h.prefix}flush`;

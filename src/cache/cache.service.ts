@@ -6,7 +6,6 @@ import {
   type BeforeApplicationShutdown,
   type OnModuleInit,
 } from '@nestjs/common';
-import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import { Cluster, Command } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import { RedisConnection } from '../connection/redis-connection.js';
@@ -14,7 +13,8 @@ import { getRedisConnectionToken } from '../connection/tokens.js';
 import { Waiters } from '../connection/waiters.js';
 import { DeadlineGroup } from '../connection/deadlines.js';
 import { withTimeout } from '../connection/wait.js';
-import { resolveTemplate, wrapDecoratedMethods } from '../discovery/decorated-methods.js';
+import { resolveTemplate, type ArgumentTemplate } from '../discovery/decorated-methods.js';
+import type { DecoratorExplorer } from '../discovery/explorer.js';
 import { CacheLoaderTimeoutError } from '../errors.js';
 import { escapeGlob, RedisService } from '../redis.service.js';
 import { checkDuration, checkOptionsObject, MAX_TIMER_MS, MAX_TTL_MS } from '../common/checks.js';
@@ -26,12 +26,7 @@ import {
   estimateSize,
   type CacheEntry,
 } from './cache-entry.js';
-import {
-  CACHEABLE_METADATA,
-  CACHE_EVICT_METADATA,
-  type CacheableMetadata,
-  type CacheEvictMetadata,
-} from './cache.decorators.js';
+import { CACHEABLE_METADATA, CACHE_EVICT_METADATA, type CacheTags } from './cache.constants.js';
 import {
   ABANDON,
   cacheKeys,
@@ -206,8 +201,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
   constructor(
     @Inject(getRedisConnectionToken()) private readonly connection: RedisConnection,
     private readonly redis: RedisService,
-    private readonly discovery: DiscoveryService,
-    private readonly scanner: MetadataScanner,
+    private readonly explorer: DecoratorExplorer,
   ) {
     this.readsText = this.options.serializer === jsonSerializer;
     const l1 = this.options.l1;
@@ -1155,9 +1149,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
 
   private wrapDecorated(): void {
     const cache = this;
-    wrapDecoratedMethods<CacheableMetadata>(
-      this.discovery,
-      this.scanner,
+    this.explorer.wrap<CacheableMetadata>(
       CACHEABLE_METADATA,
       ({ meta, method, label }) =>
         function cacheableWrapper(this: unknown, ...args: unknown[]) {
@@ -1172,9 +1164,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
           });
         },
     );
-    wrapDecoratedMethods<CacheEvictMetadata>(
-      this.discovery,
-      this.scanner,
+    this.explorer.wrap<CacheEvictMetadata>(
       CACHE_EVICT_METADATA,
       ({ meta, method, label }) =>
         async function cacheEvictWrapper(this: unknown, ...args: unknown[]) {
@@ -1192,6 +1182,19 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown {
         },
     );
   }
+}
+
+/** What `@Cacheable` records on a method. */
+export interface CacheableMetadata {
+  key: ArgumentTemplate;
+  tags?: CacheTags;
+  options: Omit<CacheGetOrSetOptions, 'tags'>;
+}
+
+/** What `@CacheEvict` records on a method. */
+export interface CacheEvictMetadata {
+  keys: ArgumentTemplate[];
+  tags?: CacheTags;
 }
 
 /** Keys removed per batch by `clear(prefix)`. */

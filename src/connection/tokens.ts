@@ -163,9 +163,7 @@ export function getRedisHealthIndicatorToken(name: string = DEFAULT_CONNECTION_N
  * constructor(@InjectRedisHealthIndicator('analytics') private readonly analytics: RedisHealthIndicator) {}
  * ```
  */
-export function InjectRedisHealthIndicator(
-  name?: string,
-): ParameterDecorator & PropertyDecorator {
+export function InjectRedisHealthIndicator(name?: string): ParameterDecorator & PropertyDecorator {
   return Inject(getRedisHealthIndicatorToken(name));
 }
 

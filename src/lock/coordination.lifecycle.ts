@@ -24,15 +24,12 @@ export class CoordinationLifecycle implements OnModuleInit, BeforeApplicationShu
   ) {}
 
   onModuleInit(): void {
-    this.explorer.wrap<LeaderMetadata>(
-      LEADER_METADATA,
-      ({ meta, method }) => {
-        const election = coordinatorFor(this.connection).sharedElection(meta.name, meta.options);
-        return function leaderWrapper(this: unknown, ...args: unknown[]) {
-          return election.isLeader ? method.apply(this, args) : undefined;
-        };
-      },
-    );
+    this.explorer.wrap<LeaderMetadata>(LEADER_METADATA, ({ meta, method }) => {
+      const election = coordinatorFor(this.connection).sharedElection(meta.name, meta.options);
+      return function leaderWrapper(this: unknown, ...args: unknown[]) {
+        return election.isLeader ? method.apply(this, args) : undefined;
+      };
+    });
   }
 
   async beforeApplicationShutdown(): Promise<void> {

@@ -264,16 +264,13 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
 
   /** Wraps the methods decorated with `@WithLock` (found by the module's decorator explorer). */
   onModuleInit(): void {
-    this.explorer.wrap<WithLockMetadata>(
-      WITH_LOCK_METADATA,
-      ({ meta, method, label }) => {
-        const locks = this;
-        return function withLockWrapper(this: unknown, ...args: unknown[]) {
-          const resource = resolveTemplate(meta.resource, args, `@WithLock on ${label}`);
-          return locks.withLock(resource, () => method.apply(this, args), meta.options);
-        };
-      },
-    );
+    this.explorer.wrap<WithLockMetadata>(WITH_LOCK_METADATA, ({ meta, method, label }) => {
+      const locks = this;
+      return function withLockWrapper(this: unknown, ...args: unknown[]) {
+        const resource = resolveTemplate(meta.resource, args, `@WithLock on ${label}`);
+        return locks.withLock(resource, () => method.apply(this, args), meta.options);
+      };
+    });
   }
 
   /**

@@ -24,7 +24,6 @@ import { streamKeys } from './streams.keys.js';
 /** The largest message `add` accepts, serialized: far below Redis's 512 MB bulk limit. */
 export const MAX_STREAM_MESSAGE_BYTES = 16 * 1024 * 1024;
 
-
 interface OnStreamMessageMetadata {
   stream: string;
   group: string;

@@ -7,6 +7,9 @@ import {
   type Type,
 } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
+
+import { RedisBullMq } from './bullmq/redis-bullmq.js';
+import { CacheService } from './cache/cache.service.js';
 import { DEFAULT_CONNECTION_NAME } from './config/defaults.js';
 import type { RedisModuleExtras, RedisModuleOptions } from './config/redis-options.interface.js';
 import { resolveRedisOptions } from './config/resolve-options.js';
@@ -29,18 +32,16 @@ import {
   RedisDiscoveryModule,
   type DecoratorExplorer,
 } from './discovery/explorer.js';
-import { RedisHealthIndicator } from './health/redis-health.indicator.js';
 import { RedisHealthMonitor } from './health/health-monitor.js';
 import { RedisAlerts } from './health/redis-alerts.js';
-import { LockService } from './lock/lock.service.js';
+import { RedisHealthIndicator } from './health/redis-health.indicator.js';
 import { CoordinationLifecycle } from './lock/coordination.lifecycle.js';
-import { CacheService } from './cache/cache.service.js';
+import { LockService } from './lock/lock.service.js';
+import { PresenceService } from './presence/presence.service.js';
+import { PubSubService } from './pubsub/pubsub.service.js';
 import { RedisService } from './redis.service.js';
 import { SessionService } from './session/session.service.js';
-import { PubSubService } from './pubsub/pubsub.service.js';
 import { StreamsService } from './streams/streams.service.js';
-import { PresenceService } from './presence/presence.service.js';
-import { RedisBullMq } from './bullmq/redis-bullmq.js';
 
 const builder = new ConfigurableModuleBuilder<RedisModuleOptions>({ moduleName: 'Redis' })
   .setClassMethodName('forRoot')

@@ -1,4 +1,5 @@
 import { Inject } from '@nestjs/common';
+
 import { DEFAULT_CONNECTION_NAME } from '../config/defaults.js';
 
 /**

@@ -30,7 +30,9 @@ export function resolveTemplate(
         `${where}: "{${index}${path}}" in "${template}" is ${String(value)} for this call`,
       );
     }
-    return typeof value === 'object' ? JSON.stringify(value) : String(value);
+    if (typeof value === 'object') return JSON.stringify(value);
+    const scalar = value as string | number | boolean | bigint | symbol;
+    return String(scalar);
   });
 }
 

@@ -1,5 +1,6 @@
 import { Injectable, Module } from '@nestjs/common';
 import { DiscoveryModule, DiscoveryService, MetadataScanner } from '@nestjs/core';
+
 import { DEFAULT_CONNECTION_NAME } from '../config/defaults.js';
 
 /** A method found carrying one of our decorators' metadata. */

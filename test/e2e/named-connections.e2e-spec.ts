@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import { Injectable, type INestApplication } from '@nestjs/common';
 import { DiscoveryService } from '@nestjs/core';
+import { Test } from '@nestjs/testing';
 
 import {
   Cacheable,
@@ -25,7 +26,7 @@ import {
   SessionService,
   WithLock,
 } from '../../src/index.js';
-import { startApp } from '../support/app.js';
+import { CapturingLogger, startApp } from '../support/app.js';
 import {
   ourConnections,
   sendCommand,
@@ -231,6 +232,21 @@ describe('named connections: every service per connection', () => {
     await waitFor(async () => (await b.health.isHealthy('analytics')).analytics.status === 'up', {
       what: 'the analytics connection to answer again',
     });
+  });
+
+  it('a service of a connection nobody registered is a DI error naming it', async () => {
+    @Injectable()
+    class NeedsMissing {
+      constructor(@InjectCacheService('missing') readonly cache: CacheService) {}
+    }
+    await expect(
+      Test.createTestingModule({
+        imports: [RedisModule.forRoot({ url: standaloneUrl(), lazyConnect: true })],
+        providers: [NeedsMissing],
+      })
+        .setLogger(new CapturingLogger())
+        .compile(),
+    ).rejects.toThrow(/nestjs-redis-infra:CacheService:missing/);
   });
 
   it('app.close() closes every connection of both registrations', async () => {

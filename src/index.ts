@@ -16,7 +16,28 @@ export type {
   RedisSentinelOptions,
   RedisSessionModuleOptions,
 } from './config/redis-options.interface.js';
-export { getRedisToken, InjectRedis } from './connection/tokens.js';
+export {
+  getCacheServiceToken,
+  getLockServiceToken,
+  getPresenceServiceToken,
+  getPubSubServiceToken,
+  getRedisBullMqToken,
+  getRedisHealthIndicatorToken,
+  getRedisServiceToken,
+  getRedisToken,
+  getSessionServiceToken,
+  getStreamsServiceToken,
+  InjectCacheService,
+  InjectLockService,
+  InjectPresenceService,
+  InjectPubSubService,
+  InjectRedis,
+  InjectRedisBullMq,
+  InjectRedisHealthIndicator,
+  InjectRedisService,
+  InjectSessionService,
+  InjectStreamsService,
+} from './connection/tokens.js';
 export type { RedisClient } from './connection/client-factory.js';
 export { RedisService } from './redis.service.js';
 export type { RedisScanOptions, RedisStats } from './redis.service.js';

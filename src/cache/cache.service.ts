@@ -5,14 +5,14 @@ import {
   type BeforeApplicationShutdown,
   type OnModuleInit,
 } from '@nestjs/common';
-import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 
 import { checkOptionsObject } from '../common/checks.js';
 import { describeKey, describeValue } from '../common/describe.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
 import { Waiters } from '../connection/waiters.js';
-import { resolveTemplate, wrapDecoratedMethods } from '../discovery/decorated-methods.js';
+import { resolveTemplate } from '../discovery/decorated-methods.js';
+import type { DecoratorExplorer } from '../discovery/explorer.js';
 import type { KeyEventSubscription } from '../pubsub/pubsub.service.js';
 import { PubSubService } from '../pubsub/pubsub.service.js';
 import { escapeGlob, RedisService } from '../redis.service.js';
@@ -28,15 +28,12 @@ import {
   readsText,
   serialize,
 } from './cache.checks.js';
-import {
-  CACHEABLE_METADATA,
-  CACHE_EVICT_METADATA,
-  type CacheableMetadata,
-  type CacheEvictMetadata,
-} from './cache.decorators.js';
+import { CACHEABLE_METADATA, CACHE_EVICT_METADATA } from './cache.constants.js';
 import { DegradingCaller } from './cache.degrade.js';
 import { cacheKeys, entryKeyOf, replicaNames, userKeyOf } from './cache.scripts.js';
 import type {
+  CacheableMetadata,
+  CacheEvictMetadata,
   CacheEvictedHandler,
   CacheEvictedOptions,
   CacheGetOrSetOptions,
@@ -118,8 +115,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
   constructor(
     @Inject(getRedisConnectionToken()) private readonly connection: RedisConnection,
     private readonly redis: RedisService,
-    private readonly discovery: DiscoveryService,
-    private readonly scanner: MetadataScanner,
+    private readonly explorer: DecoratorExplorer,
     private readonly pubsub: PubSubService,
   ) {
     const options = this.options;
@@ -546,9 +542,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
 
   private wrapDecorated(): void {
     const cache = this;
-    wrapDecoratedMethods<CacheableMetadata>(
-      this.discovery,
-      this.scanner,
+    this.explorer.wrap<CacheableMetadata>(
       CACHEABLE_METADATA,
       ({ meta, method, label }) =>
         function cacheableWrapper(this: unknown, ...args: unknown[]) {
@@ -563,9 +557,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
           });
         },
     );
-    wrapDecoratedMethods<CacheEvictMetadata>(
-      this.discovery,
-      this.scanner,
+    this.explorer.wrap<CacheEvictMetadata>(
       CACHE_EVICT_METADATA,
       ({ meta, method, label }) =>
         async function cacheEvictWrapper(this: unknown, ...args: unknown[]) {

@@ -7,7 +7,6 @@ import {
   type BeforeApplicationShutdown,
   type OnModuleInit,
 } from '@nestjs/common';
-import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
 import { LockNotAcquiredError } from '../errors.js';
@@ -22,8 +21,9 @@ import {
   MAX_RESOURCE_BYTES,
   RELEASE,
 } from './lock.scripts.js';
-import { WITH_LOCK_METADATA, type WithLockMetadata } from './with-lock.decorator.js';
-import { resolveTemplate, wrapDecoratedMethods } from '../discovery/decorated-methods.js';
+import { WITH_LOCK_METADATA } from './lock.constants.js';
+import { resolveTemplate, type ArgumentTemplate } from '../discovery/decorated-methods.js';
+import type { DecoratorExplorer } from '../discovery/explorer.js';
 import { coordinatorFor } from './coordination.js';
 import type { LeaderElection, LeaderOptions } from './leader.js';
 import type { ReadWriteLock, ReadWriteLockOptions } from './read-write-lock.js';
@@ -66,6 +66,12 @@ export interface WithLockOptions extends AcquireLockOptions {
    * @defaultValue true
    */
   throwOnLost?: boolean;
+}
+
+/** What `@WithLock` records on a method. */
+export interface WithLockMetadata {
+  resource: ArgumentTemplate;
+  options: WithLockOptions;
 }
 
 /** What `LockService.inspect` reports about a resource. */
@@ -119,8 +125,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
 
   constructor(
     @Inject(getRedisConnectionToken()) private readonly connection: RedisConnection,
-    private readonly discovery: DiscoveryService,
-    private readonly scanner: MetadataScanner,
+    private readonly explorer: DecoratorExplorer,
   ) {
     this.owner = {
       extend: (lock, ttl) => this.runExtend(lock, ttl),
@@ -257,20 +262,15 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     };
   }
 
-  /** Wraps the methods decorated with `@WithLock` (found through `DiscoveryService`). */
+  /** Wraps the methods decorated with `@WithLock` (found by the module's decorator explorer). */
   onModuleInit(): void {
-    wrapDecoratedMethods<WithLockMetadata>(
-      this.discovery,
-      this.scanner,
-      WITH_LOCK_METADATA,
-      ({ meta, method, label }) => {
-        const locks = this;
-        return function withLockWrapper(this: unknown, ...args: unknown[]) {
-          const resource = resolveTemplate(meta.resource, args, `@WithLock on ${label}`);
-          return locks.withLock(resource, () => method.apply(this, args), meta.options);
-        };
-      },
-    );
+    this.explorer.wrap<WithLockMetadata>(WITH_LOCK_METADATA, ({ meta, method, label }) => {
+      const locks = this;
+      return function withLockWrapper(this: unknown, ...args: unknown[]) {
+        const resource = resolveTemplate(meta.resource, args, `@WithLock on ${label}`);
+        return locks.withLock(resource, () => method.apply(this, args), meta.options);
+      };
+    });
   }
 
   /**

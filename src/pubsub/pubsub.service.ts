@@ -5,7 +5,6 @@ import {
   type BeforeApplicationShutdown,
   type OnApplicationBootstrap,
 } from '@nestjs/common';
-import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import type { Cluster, Redis } from 'ioredis';
 import { jsonSerializer } from '../cache/serializer.js';
 import { isCluster } from '../connection/client-factory.js';
@@ -13,7 +12,7 @@ import { RedisConnection } from '../connection/redis-connection.js';
 import type { RedisSubscriber, SubscriptionKind } from '../connection/subscriber.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
 import { pause, withTimeout } from '../connection/wait.js';
-import { findDecoratedMethods } from '../discovery/decorated-methods.js';
+import type { DecoratorExplorer } from '../discovery/explorer.js';
 import { DeliveryQueue, type DeliverySink, type GapEntry } from './delivery-queue.js';
 import {
   escapeGlob,
@@ -23,7 +22,6 @@ import {
   missingFlags,
   type KeyEventName,
 } from './keyspace.js';
-import type { OnRedisMessageMetadata } from './on-redis-message.decorator.js';
 import { MAX_CHANNEL_BYTES, ON_REDIS_MESSAGE_METADATA } from './pubsub.constants.js';
 import { keySlot as hashSlot } from '../toolkit/slots.js';
 
@@ -99,6 +97,15 @@ export interface SubscribeOptions {
    * @defaultValue the module's `pubsub.handlerTimeout` (30000)
    */
   handlerTimeout?: number;
+}
+
+/** Options of `@OnRedisMessage`: those of `subscribe`, except the gap callback. */
+export type OnRedisMessageOptions = Omit<SubscribeOptions, 'onGap'>;
+
+/** What `@OnRedisMessage` records on the method, read once at startup by `PubSubService`. */
+export interface OnRedisMessageMetadata {
+  source: PubSubSource;
+  options: OnRedisMessageOptions;
 }
 
 /** Options of `messages()`. */
@@ -238,8 +245,7 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
 
   constructor(
     @Inject(getRedisConnectionToken()) private readonly connection: RedisConnection,
-    private readonly discovery: DiscoveryService,
-    private readonly scanner: MetadataScanner,
+    private readonly explorer: DecoratorExplorer,
   ) {}
 
   private get options() {
@@ -517,11 +523,7 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
 
   /** Subscribes the methods decorated with `@OnRedisMessage`; the boot fails if one cannot. */
   async onApplicationBootstrap(): Promise<void> {
-    const found = findDecoratedMethods<OnRedisMessageMetadata>(
-      this.discovery,
-      this.scanner,
-      ON_REDIS_MESSAGE_METADATA,
-    );
+    const found = this.explorer.find<OnRedisMessageMetadata>(ON_REDIS_MESSAGE_METADATA);
     await Promise.all(
       found.map(async ({ meta, method, instance, label }) => {
         const handler: PubSubHandler = (message, context) =>

@@ -140,6 +140,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
       this.local,
       this.tags,
       this.logger,
+      (key, token) => void this.loader.abandon(key, token),
     );
     this.writer = new EntryWriter(
       connection,

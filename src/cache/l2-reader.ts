@@ -57,6 +57,8 @@ export class L2Reader {
     private readonly local: LocalTier,
     private readonly tags: TagVersions,
     private readonly logger: Logger,
+    /** Gives up a stampede lock that a read took after it was given up. */
+    private readonly releaseLate: (key: string, token: string) => void,
   ) {}
 
   /** The entry of `key` (a `GET`, joined by concurrent callers), or of one of its copies. */
@@ -130,8 +132,9 @@ export class L2Reader {
   private send(read: L2Read, command: string, args: Array<string | number>): void {
     const cmd = new Command(command, args, { replyEncoding: this.text ? 'utf8' : null });
     const reply = this.connection.client.sendCommand(cmd) as Promise<string | Buffer | number>;
+    const token = command === 'get' ? undefined : String(args[5]);
     reply.then(
-      (raw) => this.onReply(read, raw),
+      (raw) => this.onReply(read, raw, token),
       (err: unknown) => {
         if (!read.settle) return; // given up already
         if (command === 'evalsha' && /^NOSCRIPT/.test((err as Error)?.message ?? '')) {
@@ -144,8 +147,13 @@ export class L2Reader {
     );
   }
 
-  private onReply(read: L2Read, raw: string | Buffer | number | null): void {
-    if (!read.settle) return; // past its deadline: the caller had a miss, and that was logged
+  private onReply(read: L2Read, raw: string | Buffer | number | null, token?: string): void {
+    if (!read.settle) {
+      // Past its deadline: the caller had a miss, and that was logged. A lock the late answer
+      // took is nobody's: give it up, or other callers would wait out its lifetime.
+      if (raw === 0 && token !== undefined) this.releaseLate(read.key, token);
+      return;
+    }
     // Answered: what follows (UNLINK, tag versions) goes through the caller and its own bound.
     read.deadline = Infinity;
     this.redis.answered();

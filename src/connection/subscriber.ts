@@ -103,6 +103,13 @@ export class RedisSubscriber {
     this.client = undefined;
     this.dropped = false;
     for (const kind of KINDS) this.registries[kind].subscribed.clear();
+    // The connection set's state logger listens on this client too and would report a
+    // deliberate close as a lost connection, then as an error ("ended"). The client is
+    // discarded: its state listeners go with it; errors keep a listener (no crash on one).
+    for (const event of ['ready', 'close', 'reconnecting', 'end'] as const) {
+      client.removeAllListeners(event);
+    }
+    client.on('error', () => undefined);
     await disconnectAndWait(client, this.deps.closeBound);
     return true;
   }

@@ -795,6 +795,8 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
       /** Messages may have been missed since then already: a gap notice precedes the first. */
       gapSince?: number;
       afterResubscribe?: (sub: Subscription) => Promise<void>;
+      /** The queue serves other subscriptions too (key events on every master): keep it open. */
+      sharedQueue?: boolean;
     } = {},
   ): Promise<Subscription> {
     this.watchHub(hub);
@@ -830,7 +832,7 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
         if (closed) return;
         closed = true;
         this.subscriptions.delete(sub);
-        queue.close();
+        if (!extra.sharedQueue) queue.close();
         await off();
       },
       openGap: (since) => void (gapSince ??= since),
@@ -999,6 +1001,7 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
     const sub = await this.attach(hub, 'pattern', group.pattern, group.queue, group.label, {
       accept: group.accept,
       gapSince,
+      sharedQueue: true,
       afterResubscribe: (s) => this.recheckKeyNode(group, where, s),
     });
     if (group.closed) {

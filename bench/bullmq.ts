@@ -14,10 +14,13 @@
  */
 import 'reflect-metadata';
 import os from 'node:os';
+
 import { Module, type INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { Redis } from 'ioredis';
+
 import { RedisBullMq, RedisModule } from '../src/index.js';
+
 import {
   cleanupSteps,
   cpuPressure,

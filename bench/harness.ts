@@ -11,7 +11,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+
 import type { Redis } from 'ioredis';
+
+import type * as ServersLib from '../scripts/redis/servers.mjs';
 import type { StandaloneServer } from '../scripts/redis/servers.mjs';
 
 /**
@@ -92,7 +95,7 @@ export async function pairedRounds<N extends string>(spec: {
       const random = spec.random;
       for (let i = order.length - 1; i > 0; i -= 1) {
         const j = Math.floor(random() * (i + 1));
-        [order[i], order[j]] = [order[j]!, order[i]!];
+        [order[i], order[j]] = [order[j], order[i]];
       }
     } else {
       for (let r = 0; r < round % order.length; r += 1) order.push(order.shift()!);
@@ -104,7 +107,7 @@ export async function pairedRounds<N extends string>(spec: {
   }
   return {
     samples,
-    ratios: (a, b) => samples[a].map((value, i) => value / samples[b][i]!),
+    ratios: (a, b) => samples[a].map((value, i) => value / samples[b][i]),
     median: (name) => median(samples[name]),
   };
 }
@@ -163,7 +166,7 @@ export function quantile(values: number[], q: number): number {
   const pos = (s.length - 1) * q;
   const lo = Math.floor(pos);
   const hi = Math.ceil(pos);
-  return s[lo]! + (s[hi]! - s[lo]!) * (pos - lo);
+  return s[lo] + (s[hi] - s[lo]) * (pos - lo);
 }
 
 export const median = (values: number[]): number => quantile(values, 0.5);
@@ -191,7 +194,7 @@ export function sampler(seed: number) {
     shuffle<T>(items: T[]): T[] {
       for (let i = items.length - 1; i > 0; i -= 1) {
         const j = Math.floor(random() * (i + 1));
-        [items[i], items[j]] = [items[j]!, items[i]!];
+        [items[i], items[j]] = [items[j], items[i]];
       }
       return items;
     },
@@ -199,7 +202,7 @@ export function sampler(seed: number) {
     medianInterval(values: number[]): [number, number] {
       const medians: number[] = [];
       for (let b = 0; b < BOOTSTRAP_RESAMPLES; b += 1) {
-        medians.push(median(values.map(() => values[Math.floor(random() * values.length)]!)));
+        medians.push(median(values.map(() => values[Math.floor(random() * values.length)])));
       }
       return [quantile(medians, 0.05), quantile(medians, 0.95)];
     },
@@ -238,9 +241,7 @@ export interface ThrowawayServer {
 export async function redisUrlFor(holder: ThrowawayServer): Promise<string> {
   const url = process.env.REDIS_URL;
   if (url) return url;
-  const servers = (await import(
-    pathToFileURL(locateServersLib()).href
-  )) as typeof import('../scripts/redis/servers.mjs');
+  const servers = (await import(pathToFileURL(locateServersLib()).href)) as typeof ServersLib;
   holder.baseDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'redis-bench-'));
   holder.server = await servers.startStandalone({ baseDir: holder.baseDir });
   return holder.server.url;
@@ -287,9 +288,9 @@ export async function unlinkMatching(client: Redis, pattern: string): Promise<vo
 
 /** A plain-text table: first column left-aligned, the others right-aligned. */
 export function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]): string =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 

@@ -37,10 +37,13 @@
 import 'reflect-metadata';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
+
 import { Module, type INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { Redis } from 'ioredis';
+
 import { PubSubService, RedisModule } from '../src/index.js';
+
 import {
   cleanupSteps,
   collectGarbage,
@@ -373,14 +376,15 @@ async function cleanup(state: State): Promise<void> {
     state.app = undefined;
     await steps.run(() => app.close());
   }
-  for (const client of state.clients.splice(0)) await steps.run(async () => client.disconnect());
+  for (const client of state.clients.splice(0))
+    await steps.run(() => Promise.resolve(client.disconnect()));
   await stopThrowawayServer(state, steps);
   steps.report();
 }
 
 await runBenchmark('pubsub', {
   readSettings,
-  state: { clients: [] } as State,
+  state: { clients: [] },
   run,
   cleanup,
 });

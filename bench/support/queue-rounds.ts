@@ -3,6 +3,7 @@
  * messages with a fixed number in flight, and one BullMQ round of a trivial job.
  */
 import { performance } from 'node:perf_hooks';
+
 import { Queue, Worker, type ConnectionOptions } from 'bullmq';
 
 /** Calls `add(0..count-1)` with `inFlight` calls outstanding at any time. */

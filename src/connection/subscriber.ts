@@ -1,4 +1,5 @@
 import type { LoggerService } from '@nestjs/common';
+
 import { disconnectAndWait, type RedisClient } from './client-factory.js';
 import { withTimeout } from './wait.js';
 
@@ -259,7 +260,7 @@ export class RedisSubscriber {
   }
 
   private send(client: RedisClient, command: string, args: string[]): Promise<unknown> {
-    return (client as unknown as Record<string, (...a: string[]) => Promise<unknown>>)[command]!(
+    return (client as unknown as Record<string, (...a: string[]) => Promise<unknown>>)[command](
       ...args,
     );
   }

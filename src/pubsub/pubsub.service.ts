@@ -7,6 +7,7 @@ import {
 } from '@nestjs/common';
 import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import type { Cluster, Redis } from 'ioredis';
+
 import { jsonSerializer } from '../cache/serializer.js';
 import { isCluster } from '../connection/client-factory.js';
 import { RedisConnection } from '../connection/redis-connection.js';
@@ -14,6 +15,8 @@ import type { RedisSubscriber, SubscriptionKind } from '../connection/subscriber
 import { getRedisConnectionToken } from '../connection/tokens.js';
 import { pause, withTimeout } from '../connection/wait.js';
 import { findDecoratedMethods } from '../discovery/decorated-methods.js';
+import { keySlot as hashSlot } from '../toolkit/slots.js';
+
 import { DeliveryQueue, type DeliverySink, type GapEntry } from './delivery-queue.js';
 import {
   escapeGlob,
@@ -25,7 +28,6 @@ import {
 } from './keyspace.js';
 import type { OnRedisMessageMetadata } from './on-redis-message.decorator.js';
 import { MAX_CHANNEL_BYTES, ON_REDIS_MESSAGE_METADATA } from './pubsub.constants.js';
-import { keySlot as hashSlot } from '../toolkit/slots.js';
 
 /** A channel name, or `{ pattern }` for every channel matching a glob pattern. */
 export type PubSubSource = string | { pattern: string };
@@ -311,7 +313,7 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
       payload = message;
     } else {
       try {
-        payload = jsonSerializer.serialize(message) as string;
+        payload = jsonSerializer.serialize(message);
       } catch (err) {
         throw new TypeError(
           `PubSubService.publish("${channel}"): message cannot be sent as JSON: ${(err as Error).message}`,
@@ -925,7 +927,7 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
       if (running) return;
       running = true;
       // A dead master's slots go to a replica: its shard channels and key events follow.
-      Promise.all([this.followShards(hub), this.followMasters(true)]).finally(
+      void Promise.all([this.followShards(hub), this.followMasters(true)]).finally(
         () => (running = false),
       );
     }, 500);

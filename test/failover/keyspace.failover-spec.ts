@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { INestApplication } from '@nestjs/common';
 import type { Cluster } from 'ioredis';
+
 import { getRedisToken, PubSubService, RedisModule, type PubSubGap } from '../../src/index.js';
 import { keySlot } from '../../src/toolkit/slots.js';
 import { CapturingLogger, startApp } from '../support/app.js';
@@ -97,7 +98,7 @@ describe('PubSubService.onKeyEvent follows a CLUSTER FAILOVER (own cluster)', ()
 
     const client = app.get<Cluster>(getRedisToken());
     const base = 'ks:{kf}';
-    const owner = client.slots[keySlot(PREFIX + base)]![0]!;
+    const owner = client.slots[keySlot(PREFIX + base)][0];
     const master = cluster.masters.find((m) => `${m.host}:${m.port}` === owner)!;
     const replica = cluster.replicas.find((r) => r.masterId === master.id)!;
     expect(await flags(replica)).toBe('');
@@ -174,7 +175,7 @@ describe('PubSubService.onKeyEvent follows a SENTINEL FAILOVER (own topology)', 
     expect(await flags(topology.replica)).toBe('');
 
     await expireUntilHeard(topology.master, 'ks:before', heard);
-    await sendCommand(topology.sentinels[0]!, ['SENTINEL', 'FAILOVER', topology.name]);
+    await sendCommand(topology.sentinels[0], ['SENTINEL', 'FAILOVER', topology.name]);
     await waitFor(
       async () => String(await sendCommand(topology.replica, ['ROLE'])).startsWith('master'),
       { what: 'the replica to take over', timeoutMs: 30_000 },

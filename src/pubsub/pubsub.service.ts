@@ -227,7 +227,10 @@ interface KeyEventGroup {
   problems: Map<string, { missing: string; text: string }>;
   /** When the set of masters was last confirmed: a newly found master's gap starts here. */
   confirmedAt: number;
+  /** Subscribed on the masters known at the start: from then on, follow passes may add more. */
+  ready: boolean;
   closed: boolean;
+  close: () => Promise<void>;
 }
 
 type Counters = Omit<PubSubStats, 'subscriptions'>;
@@ -562,7 +565,9 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
       nodes: new Map(),
       problems: new Map(),
       confirmedAt: Date.now(),
+      ready: false,
       closed: false,
+      close: () => close(),
     };
     const close = async (): Promise<void> => {
       if (group.closed) return;
@@ -580,7 +585,10 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
         for (const node of this.connection.masters()) {
           await this.attachKeyNode(group, addressOf(node));
         }
+        group.ready = true;
         this.watchMasters();
+        // A master may have changed while subscribing.
+        void this.followMasters(false);
       } else {
         await this.attachKeyNode(group, '');
       }
@@ -650,6 +658,7 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
     this.closing = true;
     await Promise.allSettled([
       ...[...this.iterators].map((finish) => finish()),
+      ...[...this.keyGroups].map((g) => g.close()),
       ...[...this.subscriptions].map((s) => s.close()),
     ]);
     for (const detach of this.watchedHubs.values()) detach();
@@ -1174,6 +1183,7 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
     if (masters.size === 0) return;
     const gone = new Set<RedisSubscriber>();
     for (const group of [...this.keyGroups]) {
+      if (!group.ready) continue;
       let complete = true;
       for (const [where, node] of masters) {
         if (group.closed || group.nodes.has(where)) continue;

@@ -118,6 +118,7 @@ export { PubSubService } from './pubsub/pubsub.service.js';
 export type {
   KeyEvent,
   KeyEventHandler,
+  KeyEventOptions,
   KeyEventSubscription,
   MessagesOptions,
   PublishOptions,

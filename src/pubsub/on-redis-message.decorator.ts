@@ -1,4 +1,5 @@
 import { SetMetadata } from '@nestjs/common';
+
 import { ON_REDIS_MESSAGE_METADATA } from './pubsub.constants.js';
 import type {
   OnRedisMessageMetadata,

@@ -160,3 +160,6 @@ export {
   RedisTransactionConflictError,
 } from './errors.js';
 export type { RedisInfraErrorCode } from './errors.js';
+export { RedisDashboardModule } from './dashboard/redis-dashboard.module.js';
+export type { RedisDashboardOptions } from './dashboard/redis-dashboard.module.js';
+export type { RedisTraceContext, RedisTraceName } from './telemetry/tracing.js';

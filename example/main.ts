@@ -22,7 +22,11 @@ function tryIt(base: string): string {
   const json = `-H 'Content-Type: application/json'`;
   return [
     '',
-    `Example app listening on ${base}. Try:`,
+    `Example app listening on ${base}.`,
+    '',
+    `  Live Redis page: ${base}/admin/redis   (open it in a browser)`,
+    '',
+    'Try:',
     '',
     `  curl ${base}/health`,
     `  curl -X PUT ${base}/kv/greeting ${json} -d '{"value":"hello","ttlMs":60000}'`,

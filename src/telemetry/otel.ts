@@ -130,6 +130,8 @@ export function instrumentConnection(meter: Meter, src: MetricSources): () => vo
     unit: 's',
     advice: { explicitBucketBoundaries: DURATION_BUCKETS },
   });
+  // Only the semantic conventions' attributes here: the SDK hashes every attribute of every
+  // recording, and this runs once per command.
   const attrsCache = new Map<string, Attributes>();
   const namespace = String(src.database);
   undo.push(
@@ -141,7 +143,6 @@ export function instrumentConnection(meter: Meter, src: MetricSources): () => vo
           'db.system.name': 'redis',
           'db.operation.name': operation,
           'db.namespace': namespace,
-          ...pool,
           ...(errorType !== undefined ? { 'error.type': errorType } : {}),
         };
         if (attrsCache.size < 2000) attrsCache.set(id, attrs);

@@ -28,6 +28,7 @@
 import 'reflect-metadata';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
+
 import { Module, type INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { context, metrics, trace as otelTrace } from '@opentelemetry/api';
@@ -45,6 +46,8 @@ import {
 } from '@opentelemetry/sdk-trace';
 import type { Redis } from 'ioredis';
 import type { Subscription } from 'rxjs';
+
+import { RedisDashboardSampler } from '../src/dashboard/dashboard.sampler.js';
 import {
   CacheService,
   RedisDashboardModule,
@@ -52,9 +55,9 @@ import {
   getRedisToken,
   type RedisModuleOptions,
 } from '../src/index.js';
-import { RedisDashboardSampler } from '../src/dashboard/dashboard.sampler.js';
 import { createSpanFactory, instrumentConnection } from '../src/telemetry/otel.js';
 import { setSpanFactory, trace } from '../src/telemetry/tracing.js';
+
 import {
   cleanupSteps,
   median,
@@ -105,19 +108,19 @@ async function section(name: string, variants: Variant[]): Promise<Record<string
     const order = variants.map((_, i) => i).sort(() => rand() - 0.5);
     const totals = variants.map(() => ({ calls: 0, ms: 0 }));
     for (const i of [...order, ...[...order].reverse()]) {
-      const r = await measure(variants[i]!, sliceMs / 2);
-      totals[i]!.calls += r.calls;
-      totals[i]!.ms += r.ms;
+      const r = await measure(variants[i], sliceMs / 2);
+      totals[i].calls += r.calls;
+      totals[i].ms += r.ms;
     }
     if (round < 0) continue; // warm-up
-    totals.forEach((t, i) => perRound[i]!.push((t.calls / t.ms) * 1000));
+    totals.forEach((t, i) => perRound[i].push((t.calls / t.ms) * 1000));
   }
-  const base = perRound[0]!;
+  const base = perRound[0];
   const rows = variants.map((v, i) => {
-    const ratios = perRound[i]!.map((x, r) => x / base[r]!);
+    const ratios = perRound[i].map((x, r) => x / base[r]);
     return {
       label: v.label,
-      perSec: median(perRound[i]!),
+      perSec: median(perRound[i]),
       ratio: median(ratios),
       min: Math.min(...ratios),
       max: Math.max(...ratios),
@@ -176,7 +179,7 @@ async function main(): Promise<void> {
     const cache = app.get(CacheService);
     const value = JSON.stringify({ payload: 'x'.repeat(1000) });
     await client.set('v', value);
-    await cache.getOrSet('hot', async () => ({ id: 1 }), { ttl: 600_000 });
+    await cache.getOrSet('hot', () => Promise.resolve({ id: 1 }), { ttl: 600_000 });
     console.log(
       `telemetry bench: node ${process.version}, ${os.cpus().length} cpus, load ${os
         .loadavg()
@@ -201,7 +204,7 @@ async function main(): Promise<void> {
     });
     const none = (): (() => void) => () => undefined;
     const hot = (): Promise<unknown> =>
-      cache.getOrSet('hot', async () => ({ id: 1 }), { ttl: 600_000 });
+      cache.getOrSet('hot', () => Promise.resolve({ id: 1 }), { ttl: 600_000 });
     const connection = {
       name: 'default',
       database: 0,

@@ -1,6 +1,7 @@
 import { Inject, Injectable, type OnModuleDestroy } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import { Observable, share } from 'rxjs';
+
 import { CacheService, type CacheStats } from '../cache/cache.service.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';

@@ -12,7 +12,9 @@ import {
   type Type,
 } from '@nestjs/common';
 import { map, type Observable } from 'rxjs';
+
 import { RedisConfigError } from '../errors.js';
+
 import { renderDashboardPage } from './dashboard.page.js';
 import {
   DASHBOARD_OPTIONS,
@@ -86,8 +88,11 @@ function resolve(options: RedisDashboardOptions): ResolvedDashboardOptions {
   if (!Array.isArray(streams)) {
     throw new RedisConfigError('dashboard.streams', streams, 'an array of stream names');
   }
-  const list = streams.map((s, i) => {
-    const entry = typeof s === 'string' ? { stream: s } : s;
+  const list = (streams as readonly unknown[]).map((s, i) => {
+    const entry = (typeof s === 'string' ? { stream: s } : s) as {
+      stream?: unknown;
+      group?: unknown;
+    } | null;
     if (
       !entry ||
       typeof entry.stream !== 'string' ||
@@ -100,9 +105,8 @@ function resolve(options: RedisDashboardOptions): ResolvedDashboardOptions {
         'a stream name or { stream, group? }',
       );
     }
-    return entry.group === undefined
-      ? { stream: entry.stream }
-      : { stream: entry.stream, group: entry.group };
+    const stream = entry.stream;
+    return typeof entry.group === 'string' ? { stream, group: entry.group } : { stream };
   });
   return { path: path.replace(/^\/+|\/+$/g, ''), interval, streams: list, slowlogEntries };
 }

@@ -9,7 +9,7 @@ export type CommandListener = (operation: string, seconds: number, errorType?: s
 
 interface CommandLike {
   name: string;
-  promise: Promise<unknown>;
+  promise?: Promise<unknown>;
   [RECORDED]?: true;
 }
 
@@ -50,7 +50,7 @@ export function recordCommands(client: RedisClient, listener: CommandListener): 
       ...rest: unknown[]
     ): unknown {
       const result = original.call(this, command, ...rest);
-      if (command && !command[RECORDED] && command.promise) {
+      if (command && !command[RECORDED] && command.promise !== undefined) {
         command[RECORDED] = true;
         const start = performance.now();
         const name = operationName(command.name);

@@ -1,5 +1,6 @@
 import type * as OpenTelemetryApi from '@opentelemetry/api';
 import type { Attributes, Meter, ObservableResult } from '@opentelemetry/api';
+
 import { recordCommands } from './command-recorder.js';
 import {
   traceChannel,

@@ -6,11 +6,13 @@ import {
   type OnModuleInit,
 } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
+
 import { CacheService } from '../cache/cache.service.js';
 import { isCluster } from '../connection/client-factory.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
 import { PubSubService } from '../pubsub/pubsub.service.js';
+
 import {
   createSpanFactory,
   instrumentConnection,

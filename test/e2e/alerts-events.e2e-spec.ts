@@ -1,13 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Injectable, type INestApplication } from '@nestjs/common';
 import { EventEmitterModule, OnEvent } from '@nestjs/event-emitter';
+
+import type { RedisHealthMonitor } from '../../src/health/health-monitor.js';
 import {
   REDIS_ALERT_RAISED,
   REDIS_ALERT_RESOLVED,
   RedisModule,
   type RedisAlert,
 } from '../../src/index.js';
-import type { RedisHealthMonitor } from '../../src/health/health-monitor.js';
 import { startApp } from '../support/app.js';
 import {
   sendCommand,
@@ -84,9 +85,9 @@ describe('alerts through @nestjs/event-emitter', () => {
       threshold: 250,
       message: expect.stringMatching(/latency/i),
     });
-    expect(raised!.value as number).toBeGreaterThan(250);
+    expect(raised.value as number).toBeGreaterThan(250);
     expect(resolved).toMatchObject({ type: 'resolved', connection: 'default' });
-    expect(resolved!.value as number).toBeLessThanOrEqual(250);
+    expect(resolved.value as number).toBeLessThanOrEqual(250);
     // Only the latency check changed.
     expect(pager.received.map((a) => a.check)).toEqual(['latency', 'latency']);
   });

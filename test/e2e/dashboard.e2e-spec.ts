@@ -1,6 +1,9 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import {
   Injectable,
@@ -9,6 +12,7 @@ import {
   type INestApplication,
 } from '@nestjs/common';
 import { chromium, type Browser } from 'playwright-core';
+
 import {
   CacheService,
   RedisDashboardModule,
@@ -72,7 +76,7 @@ describe('RedisDashboardModule', () => {
       ],
     });
     await app.listen(0, '127.0.0.1');
-    const address = app.getHttpServer().address() as { port: number };
+    const address = (app.getHttpServer() as Server).address() as AddressInfo;
     base = `http://127.0.0.1:${address.port}/admin/redis`;
   });
 
@@ -111,7 +115,7 @@ describe('RedisDashboardModule', () => {
       let working = true;
       const traffic = (async () => {
         for (let i = 0; working && i < 5000; i++) {
-          await cache.getOrSet(`p:${i % 20}`, async () => ({ i }), { ttl: 60_000 });
+          await cache.getOrSet(`p:${i % 20}`, () => Promise.resolve({ i }), { ttl: 60_000 });
           await client.incr('counter');
         }
       })();
@@ -135,7 +139,14 @@ describe('RedisDashboardModule', () => {
         await page.waitForFunction('Number(document.body.dataset.samples) >= 4', null, {
           timeout: 10_000,
         });
-        const state = (await page.evaluate(`(() => {
+        const state = await page.evaluate<{
+          points: Record<string, number>;
+          drawn: number[];
+          connections?: string;
+          streams?: string;
+          hits?: string;
+          status?: string;
+        }>(`(() => {
           const canvases = [...document.querySelectorAll('canvas[data-chart]')];
           const text = (id) => document.getElementById(id)?.textContent;
           return {
@@ -152,14 +163,7 @@ describe('RedisDashboardModule', () => {
             hits: text('v-hits'),
             status: text('status'),
           };
-        })()`)) as {
-          points: Record<string, number>;
-          drawn: number[];
-          connections?: string;
-          streams?: string;
-          hits?: string;
-          status?: string;
-        };
+        })()`);
         expect(Object.keys(state.points).sort()).toEqual(
           [
             'connections',

@@ -1,4 +1,5 @@
 import diagnosticsChannel from 'node:diagnostics_channel';
+
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { INestApplication } from '@nestjs/common';
 import { context, metrics, trace as otelTrace } from '@opentelemetry/api';
@@ -15,6 +16,7 @@ import {
   SimpleSpanProcessor,
   TracerProvider,
 } from '@opentelemetry/sdk-trace';
+
 import { CacheService, RedisModule, getRedisToken, type RedisClient } from '../../src/index.js';
 import { RedisTelemetry } from '../../src/telemetry/redis-telemetry.js';
 import { trace, type RedisTraceContext } from '../../src/telemetry/tracing.js';
@@ -48,7 +50,9 @@ class TestReader extends MetricReader {
 }
 
 type Point = { attributes: Record<string, unknown>; value: unknown };
-const points = (m: MetricData | undefined): Point[] => (m?.dataPoints ?? []) as unknown as Point[];
+const points = (m: MetricData | undefined): Point[] => m?.dataPoints ?? [];
+
+const text = (v: unknown): string => (typeof v === 'string' ? v : '');
 
 /** Every attribute value of every data point and span, to prove no key leaked into one. */
 function attributeValues(all: Map<string, MetricData>, spans: InMemorySpanExporter): string[] {
@@ -140,7 +144,10 @@ describe('telemetry with the OpenTelemetry SDK', () => {
         expect(duration?.dataPointType).toBe(DataPointType.HISTOGRAM);
         const byOp = new Map<string, Point>();
         for (const p of points(duration))
-          byOp.set(`${p.attributes['db.operation.name']}/${p.attributes['error.type'] ?? ''}`, p);
+          byOp.set(
+            `${text(p.attributes['db.operation.name'])}/${text(p.attributes['error.type'])}`,
+            p,
+          );
         const set = byOp.get('SET/');
         expect(set?.attributes).toEqual({
           'db.system.name': 'redis',
@@ -177,7 +184,7 @@ describe('telemetry with the OpenTelemetry SDK', () => {
         // L1 keeps values once the cache listens for invalidations: read until one hits there.
         await waitFor(
           async () => {
-            await cache.getOrSet('{c}x', async () => 1, { ttl: 60_000 });
+            await cache.getOrSet('{c}x', () => Promise.resolve(1), { ttl: 60_000 });
             return cache.stats().l1.hits > 0;
           },
           { what: 'an L1 hit' },
@@ -238,9 +245,9 @@ describe('telemetry with the OpenTelemetry SDK', () => {
               return client.get('{k}a');
             });
             await expect(
-              trace('lock.acquire', { connection: 'default' }, async () => {
-                throw new Error(`could not lock ${prefix}resource`);
-              }),
+              trace('lock.acquire', { connection: 'default' }, () =>
+                Promise.reject(new Error(`could not lock ${prefix}resource`)),
+              ),
             ).rejects.toThrow();
             parent.end();
           });
@@ -266,10 +273,10 @@ describe('telemetry with the OpenTelemetry SDK', () => {
       });
 
       it('turns lock, loader and session operations into metrics', async () => {
-        await trace('lock.acquire', { connection: 'default' }, async () => 'lock');
-        await trace('cache.load', { connection: 'default' }, async () => 1);
-        await trace('session.create', { connection: 'default' }, async () => 's');
-        await trace('session.destroy', { connection: 'default' }, async () => true);
+        await trace('lock.acquire', { connection: 'default' }, () => Promise.resolve('lock'));
+        await trace('cache.load', { connection: 'default' }, () => Promise.resolve(1));
+        await trace('session.create', { connection: 'default' }, () => Promise.resolve('s'));
+        await trace('session.destroy', { connection: 'default' }, () => Promise.resolve(true));
 
         const all = await reader.metrics();
         const acquire = all.get('nestjs_redis.lock.acquire.duration');

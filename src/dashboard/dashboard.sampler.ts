@@ -1,6 +1,6 @@
 import { Inject, Injectable, type OnModuleDestroy } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
-import { Observable, share } from 'rxjs';
+import { Observable, Subject, share, takeUntil } from 'rxjs';
 
 import { CacheService, type CacheStats } from '../cache/cache.service.js';
 import { RedisConnection } from '../connection/redis-connection.js';
@@ -63,6 +63,8 @@ export class RedisDashboardSampler implements OnModuleDestroy {
   private slowlog: DashboardSample['slowlog'] = [];
   private tick = 0;
   private readonly stops = new Set<() => void>();
+  /** Ends every open page's stream at shutdown: an open response would hold the HTTP server. */
+  private readonly closing = new Subject<void>();
 
   constructor(
     @Inject(getRedisConnectionToken()) private readonly connection: RedisConnection,
@@ -85,10 +87,12 @@ export class RedisDashboardSampler implements OnModuleDestroy {
         clearTimeout(timer);
         stop();
       };
-    }).pipe(share());
+    }).pipe(takeUntil(this.closing), share());
   }
 
   onModuleDestroy(): void {
+    this.closing.next();
+    this.closing.complete();
     for (const stop of [...this.stops]) stop();
   }
 

@@ -94,6 +94,28 @@ describe('RedisDashboardModule', () => {
     expect(html).not.toMatch(/<script[^>]+src=|<link[^>]+href=|https?:\/\//);
   });
 
+  it('ends open event streams when the application shuts down', async () => {
+    const own = await startApp({
+      imports: [
+        RedisModule.forRoot({ url: standaloneUrl(), connectionName: uniqueConnectionName('dash') }),
+        RedisDashboardModule.register({ path: 'redis', interval: 100 }),
+      ],
+    });
+    await own.listen(0, '127.0.0.1');
+    const { port } = (own.getHttpServer() as Server).address() as AddressInfo;
+    const res = await fetch(`http://127.0.0.1:${port}/redis/events`);
+    expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    const reader = res.body!.getReader();
+    const first = await reader.read();
+    expect(new TextDecoder().decode(first.value)).toMatch(/data: \{"at":/);
+    // The page is still open: closing must end its stream instead of waiting for it.
+    await own.close();
+    for (;;) {
+      const next = await reader.read();
+      if (next.done) break;
+    }
+  });
+
   it('rejects bad options naming them', () => {
     expect(() => RedisDashboardModule.register({ path: 'a b' })).toThrow(/dashboard\.path/);
     expect(() => RedisDashboardModule.register({ path: 'x', interval: 5 })).toThrow(

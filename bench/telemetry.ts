@@ -2,7 +2,7 @@
  * Telemetry benchmark: what observability costs on the two paths that matter, in one process
  * and one run, against the same server.
  *
- * Sections (`--only l1,l2,dashboard`, default all):
+ * Sections (`--only l1,l2,hook,dashboard`, default all):
  *  1. `l1`: `getOrSet` of one hot key already in L1, one call at a time, as the cache will run
  *     once it calls `trace('cache.getOrSet', ...)`: plain (no trace call at all), traced with no
  *     API/SDK (no span factory, no subscriber), traced with the OpenTelemetry SDK and no parent
@@ -11,6 +11,9 @@
  *  2. `l2`: a `GET` of a 1 KB value through the module's client, one call at a time: no SDK
  *     (the command path untouched), the SDK's MeterProvider with no reader (what an SDK without
  *     an exporter costs), and with an in-memory exporter collecting every second.
+ *  2b. `hook`: the command hook alone, on a client that answers at once: the nanoseconds it
+ *     adds per command, and that as a share of the `GET` measured in `l2` (load-independent
+ *     where the `GET` ratio drowns in a loaded machine's noise).
  *  3. `dashboard`: the same `GET`, with and without one dashboard page open (its sampler
  *     subscribed, sampling every second: INFO, PING, command timing).
  *
@@ -81,7 +84,7 @@ interface Variant {
 const args = readArgs(process.argv.slice(2), ['rounds', 'slice-ms', 'only']);
 const rounds = args.num('rounds', 6, 1, 100);
 const sliceMs = args.num('slice-ms', 400, 50, 10_000);
-const only = new Set((args.text('only') ?? 'l1,l2,dashboard').split(',').map((s) => s.trim()));
+const only = new Set((args.text('only') ?? 'l1,l2,hook,dashboard').split(',').map((s) => s.trim()));
 const run = Math.random().toString(36).slice(2, 8);
 const rand = prng(42);
 
@@ -269,6 +272,45 @@ async function main(): Promise<void> {
           call: get,
         },
       ]);
+    }
+
+    if (only.has('hook')) {
+      // A client whose commands are answered at once: what is left is the hook's own cost.
+      const fake = {
+        sendCommand(command: { name: string; promise?: Promise<unknown> }): Promise<unknown> {
+          command.promise = Promise.resolve('OK');
+          return command.promise;
+        },
+      };
+      const fakeSources = { ...connection, client: fake as unknown as typeof client };
+      const send = (): Promise<unknown> => fake.sendCommand({ name: 'get' });
+      const hook = await section('Hook alone: per command, with an instant reply', [
+        { label: 'no hook', enter: none, call: send },
+        {
+          label: 'hook + SDK, no reader',
+          enter: () => instrumentConnection(noReader.getMeter('nestjs-redis-infra'), fakeSources),
+          call: send,
+        },
+        {
+          label: 'hook + SDK + exporter',
+          enter: () => instrumentConnection(withReader.getMeter('nestjs-redis-infra'), fakeSources),
+          call: send,
+        },
+      ]);
+      const rows = (hook as { rows: Array<{ label: string; perSec: number }> }).rows;
+      const baseNs = 1e9 / rows[0]!.perSec;
+      const l2 = results.l2 as { rows: Array<{ perSec: number }> } | undefined;
+      const getNs = l2 ? 1e9 / l2.rows[0]!.perSec : undefined;
+      for (const r of rows.slice(1)) {
+        const added = 1e9 / r.perSec - baseNs;
+        console.log(
+          `${r.label}: +${added.toFixed(0)} ns per command` +
+            (getNs
+              ? ` = ${((100 * added) / getNs).toFixed(2)} % of this run's GET (${(getNs / 1000).toFixed(0)} us)`
+              : ''),
+        );
+      }
+      results.hook = hook;
     }
 
     if (only.has('dashboard')) {

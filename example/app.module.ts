@@ -1,14 +1,16 @@
 import { Module } from '@nestjs/common';
 import { ConfigModule, ConfigService } from '@nestjs/config';
 import { TerminusModule } from '@nestjs/terminus';
+
 import { RedisDashboardModule, RedisModule, type RedisModuleOptions } from '../src/index.js';
-import { HealthController } from './health.controller.js';
-import { KvController } from './kv.controller.js';
-import { RedisInfoController } from './redis-info.controller.js';
+
 import { CatalogController } from './catalog.controller.js';
+import { HealthController } from './health.controller.js';
 import { JobsController } from './jobs.controller.js';
-import { SessionController } from './session.controller.js';
+import { KvController } from './kv.controller.js';
 import { LoopbackOnlyGuard } from './loopback.guard.js';
+import { RedisInfoController } from './redis-info.controller.js';
+import { SessionController } from './session.controller.js';
 
 /**
  * The example application: one controller per feature, all sharing the one Redis connection

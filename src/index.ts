@@ -188,3 +188,6 @@ export {
 export type { RedisInfraErrorCode } from './errors.js';
 export { RedisSessionError } from './errors.js';
 export type { RedisSessionErrorCode } from './errors.js';
+export { RedisDashboardModule } from './dashboard/redis-dashboard.module.js';
+export type { RedisDashboardOptions } from './dashboard/redis-dashboard.module.js';
+export type { RedisTraceContext, RedisTraceName } from './telemetry/tracing.js';

@@ -20,6 +20,7 @@ describe('package root', () => {
         'RedisBullMq',
         'RedisConfigError',
         'RedisConnectionError',
+        'RedisDashboardModule',
         'RedisCrossSlotError',
         'RedisAlerts',
         'REDIS_ALERT_RAISED',

@@ -40,6 +40,7 @@ import { LockService } from './lock/lock.service.js';
 import { PresenceService } from './presence/presence.service.js';
 import { PubSubService } from './pubsub/pubsub.service.js';
 import { RedisService } from './redis.service.js';
+import { RedisTelemetry } from './telemetry/redis-telemetry.js';
 import { SessionService } from './session/session.service.js';
 import { StreamsService } from './streams/streams.service.js';
 
@@ -237,7 +238,8 @@ function withConnection(definition: DynamicModule, extras: RedisModuleExtras): D
   const exported: InjectionToken[] = [getRedisToken(name), connectionToken, ...services.exported];
   if (name === DEFAULT_CONNECTION_NAME) {
     // Alerts are one stream for the application; a named connection's probe finds this one.
-    providers.push(RedisAlerts);
+    // Metrics read the services' counters by class, so they describe the default connection.
+    providers.push(RedisAlerts, RedisTelemetry);
     exported.push(RedisAlerts);
   }
   return {

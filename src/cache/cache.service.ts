@@ -49,6 +49,7 @@ import { L2Reader, type PendingRead } from './l2-reader.js';
 import { LocalTier, type LocalInvalidation } from './local-tier.js';
 import { StampedeLoader } from './stampede-loader.js';
 import { TagVersions } from './tag-versions.js';
+import { CacheTracking, type ReadTicket } from './tracking.js';
 
 export type {
   CacheEvictedEvent,
@@ -109,6 +110,9 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
   private readonly loader: StampedeLoader;
   private readonly evictionSubscriptions: KeyEventSubscription[] = [];
   private readonly scripts: CacheScripts;
+  /** Server-assisted invalidation of L1 (`cache.l1.tracking`), when on. */
+  private readonly tracking?: CacheTracking;
+  private trackingStarted = false;
   /** Moving share of `getOrSet` reads past L1 that missed (see `readForLoad`). */
   private missRate = 0;
 
@@ -163,6 +167,40 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
       this.logger,
     );
     this.scripts = scripts;
+    const l1 = options.l1;
+    if (l1 && l1.tracking) {
+      const keyPrefix = connection.keyPrefix;
+      const tracking = new CacheTracking({
+        connection,
+        prefix: `${keyPrefix}cache:{`,
+        mode: l1.tracking.mode,
+        logger: this.logger,
+        invalidate: (full) => {
+          const name = full.slice(keyPrefix.length);
+          const key = userKeyOf(name);
+          // Lock and wait keys share the prefix: only an entry's own name drops it.
+          if (key !== undefined && cacheKeys.entry(key) === name) this.invalidateLocal(key);
+        },
+        flushAll: () => this.flushLocal(),
+      });
+      this.tracking = tracking;
+      this.local.guard = {
+        trusted: () => tracking.active,
+        begin: () => tracking.beginRead(),
+        mayStore: (key, ticket) =>
+          tracking.mayStore(keyPrefix + cacheKeys.entry(key), ticket as ReadTicket),
+      };
+    }
+  }
+
+  /** Opens what the cache listens on (invalidations; tracking), on first use. */
+  private kick(): void {
+    this.bus.kick();
+    if (this.tracking && !this.trackingStarted) {
+      this.trackingStarted = true;
+      // Until tracking is confirmed L1 serves nothing (the guard); start() logs its failures.
+      void this.tracking.start();
+    }
   }
 
   private get options() {
@@ -174,7 +212,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
   /** The fresh value of `key`, or `undefined` (a miss, also while Redis is unavailable). */
   async get<T>(key: string): Promise<T | undefined> {
     checkKey('get', key);
-    this.bus.kick();
+    this.kick();
     const now = Date.now();
     const local = this.local.get(key, now);
     const counters = this.state.counters;
@@ -200,7 +238,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
   async set<T>(key: string, value: T, options: CacheSetOptions = {}): Promise<void> {
     checkKey('set', key);
     checkOptionsObject(() => `CacheService.set(${describeKey(key)})`, 'options', options);
-    this.bus.kick();
+    this.kick();
     const { ttl, grace } = durations(this.options, 'set', key, options);
     const tags = checkTags('set', key, options.tags);
     const copies = checkReplicas('set', key, options.replicas);
@@ -242,7 +280,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
     options: CacheGetOrSetOptions = {},
   ): Promise<T> {
     this.checkGetOrSet(key, loader, options);
-    this.bus.kick();
+    this.kick();
     const counters = this.state.counters;
     const now = Date.now();
     const local = this.local.get(key, now) as CacheEntry<T> | undefined;
@@ -447,6 +485,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
     this.waiters.wakeEveryone();
     await Promise.allSettled([
       this.bus.close(),
+      this.tracking?.close(),
       ...this.evictionSubscriptions.splice(0).map((s) => s.unsubscribe()),
     ]);
   }

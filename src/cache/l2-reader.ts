@@ -8,7 +8,7 @@ import { decodeEntry, decodeTextEntry, type CacheEntry } from './cache-entry.js'
 import { RedisUnavailable, type DegradingCaller } from './cache.degrade.js';
 import type { ResolvedCacheOptions } from './cache.options.js';
 import { cacheKeys, READ_OR_LOCK } from './cache.scripts.js';
-import type { LocalTier } from './local-tier.js';
+import type { LocalTicket, LocalTier } from './local-tier.js';
 import type { TagVersions } from './tag-versions.js';
 
 /** What `READ_OR_LOCK` said besides the entry: 0, the lock is ours; -1, another holds it. */
@@ -24,6 +24,8 @@ interface L2Read {
   deadline: number;
   /** An invalidation for this key arrived while the read was in flight: L1 must not keep it. */
   dirty: boolean;
+  /** Taken before the read was sent (see `LocalTier.begin`). */
+  ticket: LocalTicket;
   /** Set by a `READ_OR_LOCK` read that found no entry, before `promise` settles. */
   claim?: LockClaim;
 }
@@ -118,6 +120,7 @@ export class L2Reader {
       settle,
       deadline: timeout > 0 ? Date.now() + timeout : Infinity,
       dirty: false,
+      ticket: this.local.begin(),
     };
     this.reads.set(key, read);
     if (timeout > 0) this.sweepReadsEvery(timeout);
@@ -195,7 +198,7 @@ export class L2Reader {
     read.settle = undefined;
     read.promise = NO_ENTRY;
     if (this.reads.get(read.key) === read) this.reads.delete(read.key);
-    if (entry && !read.dirty) this.local.set(read.key, entry);
+    if (entry && !read.dirty) this.local.set(read.key, entry, read.ticket);
     settle(entry);
   }
 

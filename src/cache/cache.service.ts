@@ -50,6 +50,7 @@ import { LocalTier, type LocalInvalidation } from './local-tier.js';
 import { StampedeLoader } from './stampede-loader.js';
 import { TagVersions } from './tag-versions.js';
 import { CacheTracking, type ReadTicket } from './tracking.js';
+import { trace, type RedisTraceContext } from '../telemetry/tracing.js';
 
 export type {
   CacheEvictedEvent,
@@ -290,14 +291,35 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
       return local.value;
     }
     if (this.local.enabled) counters.l1Misses += 1;
-    if (this.loader.running(key)) return this.loader.load(key, loader, options, local);
+    // L1 hits are counted, not traced: a trace would cost more than the hit itself.
+    const ctx: RedisTraceContext = { connection: this.connection.name };
+    return trace('cache.getOrSet', ctx, () =>
+      this.getOrSetPastL1(key, loader, options, local, ctx),
+    );
+  }
+
+  private async getOrSetPastL1<T>(
+    key: string,
+    loader: CacheLoader<T>,
+    options: CacheGetOrSetOptions,
+    local: CacheEntry<T> | undefined,
+    ctx: RedisTraceContext,
+  ): Promise<T> {
+    const counters = this.state.counters;
+    const traced: CacheLoader<T> = (context) =>
+      trace('cache.load', { connection: this.connection.name }, async () => loader(context));
+    if (this.loader.running(key)) {
+      ctx.outcome = 'loaded';
+      return this.loader.load(key, traced, options, local);
+    }
     const read = this.readForLoad(key, options.replicas);
     const entry = ((await read.promise) as CacheEntry<T> | undefined) ?? local;
     const after = Date.now();
     if (entry && entry.freshUntil > after) {
       counters.l2Hits += 1;
       this.missRate *= 1 - MISS_RATE_WEIGHT;
-      this.loader.maybeRefreshEarly(key, entry, loader, options, after);
+      this.loader.maybeRefreshEarly(key, entry, traced, options, after);
+      ctx.outcome = 'hit';
       return entry.value;
     }
     counters.l2Misses += 1;
@@ -305,7 +327,9 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
     const stale = entry && entry.staleUntil > after ? entry : undefined;
     const claim = read.pending?.claim;
     const claimed = claim !== undefined ? { token: read.token, claim } : undefined;
-    return this.loader.load(key, loader, options, stale, claimed);
+    const value = await this.loader.load(key, traced, options, stale, claimed);
+    ctx.outcome = stale !== undefined && value === stale.value ? 'stale' : 'loaded';
+    return value;
   }
 
   /** `get` for many keys at once (one round trip's worth; keys may live on any cluster node). */

@@ -168,7 +168,8 @@ function readSettings(argv: string[]): Settings {
     holdMs: args.num('hold-ms', 2, 0, 10_000),
     tpMs: args.num('tp-ms', 1_500, 100, 60_000),
     tpRounds: args.num('tp-rounds', 3, 1, 100),
-    timeoutMs: args.num('timeout-ms', 300_000, 10_000, 3_600_000),
+    // Three process sessions may each take PROC_READY_MS to start plus their run.
+    timeoutMs: args.num('timeout-ms', args.on('processes') ? 900_000 : 300_000, 10_000, 3_600_000),
     check: args.on('check'),
     uncontendedOnly: args.on('uncontended-only'),
     processes: args.on('processes'),

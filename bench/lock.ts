@@ -573,6 +573,8 @@ interface ProcResult {
   fifoShare: number;
   jain: number;
   violations: number;
+  /** The largest overlap counted as a violation, in ms (timestamps of two processes). */
+  worstOverlapMs: number;
 }
 
 /** The contending processes of one session and what they report. */
@@ -691,12 +693,16 @@ function analyseSections(
   const first = ordered.slice(0, settings.sections);
   const handoffs: number[] = [];
   let violations = 0;
+  let worstOverlapMs = 0;
   let fifo = 0;
   let decisions = 0;
   for (let i = 1; i < first.length; i++) {
     const prev = first[i - 1]!;
     const cur = first[i]!;
-    if (cur.acquiredAt < prev.releaseAt) violations += 1;
+    if (cur.acquiredAt < prev.releaseAt) {
+      violations += 1;
+      worstOverlapMs = Math.max(worstOverlapMs, prev.releaseAt - cur.acquiredAt);
+    }
     handoffs.push(cur.acquiredAt - prev.releaseAt);
     // Who was waiting when the previous holder released: the next owner should be the one
     // that has waited longest.
@@ -719,6 +725,7 @@ function analyseSections(
     fifoShare: decisions ? fifo / decisions : 1,
     jain: jain(perProc),
     violations,
+    worstOverlapMs,
   };
 }
 
@@ -856,7 +863,7 @@ async function runProcesses(
         fmtMs(r.rttMedianMs),
         r.fifoShare.toFixed(3),
         r.jain.toFixed(3),
-        String(r.violations),
+        r.violations ? `${r.violations} (max ${fmtMs(r.worstOverlapMs)} ms)` : '0',
       ]),
     ),
   );

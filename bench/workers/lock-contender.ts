@@ -13,6 +13,7 @@
  */
 import 'reflect-metadata';
 import { performance } from 'node:perf_hooks';
+
 import { Redis } from 'ioredis';
 
 /** What the parent passes as the one argument (JSON). */
@@ -152,5 +153,5 @@ async function main(spec: ContenderSpec): Promise<void> {
   process.stdin.destroy();
 }
 
-await main(JSON.parse(process.argv[2]!) as ContenderSpec);
+await main(JSON.parse(process.argv[2]) as ContenderSpec);
 process.exit(0);

@@ -30,6 +30,7 @@ import type { ReadWriteLock, ReadWriteLockOptions } from './read-write-lock.js';
 import type { Semaphore, SemaphoreOptions } from './semaphore.js';
 import { MAX_LOCK_DURATION_MS } from './lock.options.js';
 import { replyBehind } from './module-script.js';
+import { trace, type RedisTraceContext } from '../telemetry/tracing.js';
 
 export { MAX_LOCK_DURATION_MS };
 
@@ -182,7 +183,27 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     checkOptions('acquire', options);
     const ttl = checkDuration('LockService.acquire', 'ttl', options.ttl ?? this.defaults.ttl);
     const wait = checkDuration('LockService.acquire', 'wait', options.wait ?? this.defaults.wait);
-    return this.acquireWaiting(resource, ttl, wait, options.signal);
+    return this.tracedAcquire(resource, ttl, wait, options.signal);
+  }
+
+  /** `acquireWaiting`, published as `lock.acquire` (outcome `acquired` or `timeout`). */
+  private tracedAcquire(
+    resource: string,
+    ttl: number,
+    wait: number,
+    signal: AbortSignal | undefined,
+  ): Promise<Lock> {
+    const ctx: RedisTraceContext = { connection: this.connection.name };
+    return trace('lock.acquire', ctx, async () => {
+      try {
+        const lock = await this.acquireWaiting(resource, ttl, wait, signal);
+        ctx.outcome = 'acquired';
+        return lock;
+      } catch (err) {
+        ctx.outcome = err instanceof LockNotAcquiredError ? 'timeout' : 'error';
+        throw err;
+      }
+    });
   }
 
   /**
@@ -212,7 +233,20 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
           'Raise ttl, lower lock.extendMargin, or pass autoExtend: false.',
       );
     }
-    const lock = (await this.acquireWaiting(resource, ttl, wait, options.signal)) as HeldLock;
+    return trace('lock.withLock', { connection: this.connection.name }, () =>
+      this.runLocked(resource, fn, options, ttl, wait, autoExtend),
+    );
+  }
+
+  private async runLocked<T>(
+    resource: string,
+    fn: (lock: Lock) => Promise<T> | T,
+    options: WithLockOptions,
+    ttl: number,
+    wait: number,
+    autoExtend: boolean,
+  ): Promise<T> {
+    const lock = (await this.tracedAcquire(resource, ttl, wait, options.signal)) as HeldLock;
     if (autoExtend) lock.autoExtend(this.defaults.extendMargin);
     let result: T;
     // Decided when fn settles: lost before (or by then), the section was not exclusive.

@@ -96,6 +96,17 @@ export function trace<T>(
   const channel = traceChannel(name);
   const published = channel.hasSubscribers;
   if (!published && spanFactory === undefined) return fn();
-  const run = published ? () => channel.tracePromise(fn, ctx) : fn;
+  // The channel sets `ctx.result` to what the traced promise resolves with: a Lock, a Session
+  // or a cached value would hand its key, resource or id to every subscriber. The traced
+  // promise resolves with nothing; the caller still gets the value.
+  const run = published
+    ? async () => {
+        let value!: T;
+        await channel.tracePromise(async () => {
+          value = await fn();
+        }, ctx);
+        return value;
+      }
+    : fn;
   return spanFactory?.(name, ctx, run) ?? run();
 }

@@ -19,7 +19,7 @@ describe('validateCacheOptions', () => {
     expect(validateCacheOptions(undefined, undefined)).toEqual({
       ttl: CACHE_DEFAULTS.ttl,
       grace: 0,
-      l1: { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024 },
+      l1: { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024, tracking: false },
       lockTtl: 10_000,
       timeout: 1_000,
       serializer: jsonSerializer,
@@ -37,13 +37,17 @@ describe('validateCacheOptions', () => {
     [{ ttl: 366 * 24 * 3600 * 1000 }, 'expected at most 31536000000 milliseconds'],
     [{ lockTtl: 2 ** 31 }, 'cache.lockTtl = 2147483648; expected at most 2147483647 milliseconds'],
     [{ timeout: '5' }, 'cache.timeout = "5"; expected a positive number of milliseconds'],
-    [{ l1: 1 }, 'cache.l1 = 1; expected false or { maxEntries?, maxBytes? }'],
+    [{ l1: 1 }, 'cache.l1 = 1; expected false or { maxEntries?, maxBytes?, tracking? }'],
     [{ l1: { maxEntries: 0 } }, 'cache.l1.maxEntries = 0; expected a positive integer (entries)'],
     [
       { l1: { maxEntries: 1.5 } },
       'cache.l1.maxEntries = 1.5; expected a positive integer (entries)',
     ],
     [{ l1: { maxBytes: -1 } }, 'cache.l1.maxBytes = -1; expected a positive integer (bytes)'],
+    [
+      { l1: { tracking: { mode: 'all' } } },
+      "cache.l1.tracking.mode = \"all\"; expected 'bcast' or 'default'",
+    ],
     [{ maxValueBytes: 0 }, 'cache.maxValueBytes = 0; expected a positive integer (bytes)'],
     [{ serializer: null }, 'cache.serializer = "[object Null]"'],
     [{ serializer: { serialize: () => '' } }, 'expected { serialize(value), deserialize(buffer) }'],

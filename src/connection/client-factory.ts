@@ -1,9 +1,11 @@
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+
+import { withTimeout } from '../common/async.js';
 import type { ResolvedRedisConfig } from '../config/resolve-options.js';
+
 import { backoffDelay } from './backoff.js';
 import { coalesceWrites } from './coalesce-writes.js';
 import { redactClientErrors } from './redact-errors.js';
-import { withTimeout } from './wait.js';
 
 /** The ioredis client we hand out: a standalone/Sentinel `Redis` or a `Cluster`. */
 export type RedisClient = Redis | Cluster;

@@ -29,7 +29,7 @@ export function coalesceWrites(client: Redis | Cluster): void {
   }
   // Every (re)connect makes a new socket; ioredis emits `connect` before it flushes the
   // commands queued meanwhile.
-  client.on('connect', () => coalesce(client.stream as Corkable | undefined));
+  client.on('connect', () => coalesce(client.stream));
 }
 
 function coalesce(stream: Corkable | undefined): void {
@@ -54,5 +54,5 @@ function coalesce(stream: Corkable | undefined): void {
       stream.cork();
     }
     return (write as (...a: unknown[]) => boolean).apply(stream, args);
-  } as Corkable['write'];
+  };
 }

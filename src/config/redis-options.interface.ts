@@ -2,48 +2,20 @@ import type { RedisHealthThresholds } from '../health/thresholds.js';
 import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
 import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
 import type { CacheSerializer } from '../cache/serializer.js';
+import type {
+  RedisRetryOnTimeoutOptions,
+  RedisRetryOptions,
+} from '../connection/connection.options.js';
+
+export type {
+  RedisRetryOnTimeoutOptions,
+  RedisRetryOptions,
+} from '../connection/connection.options.js';
 
 /** A `host:port` pair, as `sentinel.sentinels` and `cluster.nodes` take them. */
 export interface RedisNodeAddress {
   host: string;
   port: number;
-}
-
-/**
- * Reconnect backoff: `min(maxDelay, initialDelay * factor^(attempt-1))`, then jittered. The
- * attempt count restarts whenever the connection is ready again, so the first attempts after a
- * healthy connection drops are the fast ones: with the defaults a restart that keeps Redis
- * away for 0.4 s is noticed within about 0.1 s of its end.
- */
-export interface RedisRetryOptions {
-  /**
-   * Delay before the first reconnect attempt, in ms.
-   * @defaultValue 50
-   */
-  initialDelay?: number;
-  /**
-   * Each delay is this many times the previous one (1 to 10). Gentler than doubling, so that
-   * the gap between Redis coming back and the next attempt stays a fraction of the outage.
-   * @defaultValue 1.5
-   */
-  factor?: number;
-  /**
-   * Upper bound of any single delay, in ms: how long, at most, a long outage keeps an instance
-   * away after Redis is back.
-   * @defaultValue 2000
-   */
-  maxDelay?: number;
-  /**
-   * Fraction of each delay that is randomised (0 = none, 1 = anywhere between 0 and the
-   * delay), so that many instances do not reconnect in lock-step after an outage.
-   * @defaultValue 0.5
-   */
-  jitter?: number;
-  /**
-   * Give up reconnecting after this many attempts in a row (`null`: never give up).
-   * @defaultValue null
-   */
-  maxAttempts?: number | null;
 }
 
 /** Connecting through Redis Sentinel. */
@@ -293,6 +265,19 @@ export interface RedisModuleOptions {
    * @defaultValue undefined
    */
   commandTimeout?: number;
+  /**
+   * Retry the command connection's idempotent commands (reads such as `GET`, `HGETALL`,
+   * `MGET`; writes that give the same reply when repeated, such as plain `SET`, `PEXPIRE`)
+   * that timed out (`commandTimeout`) or met a transient error (`LOADING`, `TRYAGAIN`,
+   * `CLUSTERDOWN`, `MASTERDOWN`, a reset), with bounded attempts and jittered backoff. Other
+   * commands (`INCR`, `LPUSH`, `EVAL`, `SET ... NX`) are never sent twice: with this on,
+   * ioredis's own resend of unanswered commands after a reconnect is turned off too, so an
+   * unanswered non-idempotent command fails with "Command timed out" instead of running again.
+   * Needs `commandTimeout`. `true` means `{ attempts: 3, initialDelay: 50, maxDelay: 1000 }`.
+   * @defaultValue false
+   * @example { attempts: 4 }
+   */
+  retryOnTimeout?: boolean | RedisRetryOnTimeoutOptions;
   /**
    * `false`: startup waits for Redis and fails with a `RedisConnectionError` when it cannot
    * connect. `true`: the app boots at once and connects in the background.

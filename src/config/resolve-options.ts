@@ -11,8 +11,17 @@ import type {
   RedisClusterOptions,
   RedisModuleOptions,
   RedisNodeAddress,
-  RedisRetryOptions,
 } from './redis-options.interface.js';
+import { readEnvironment, type Sources } from './environment.js';
+import {
+  integerOption,
+  validateRetry,
+  validateRetryOnTimeout,
+  type RedisRetryOptions,
+  type ResolvedRetryOnTimeout,
+} from '../connection/connection.options.js';
+
+export { readEnvironment } from './environment.js';
 
 /** Where the connection goes, after validation. */
 export type ResolvedTarget =
@@ -47,6 +56,8 @@ export interface ResolvedRedisConfig {
   connectionName: string;
   connectTimeout: number;
   commandTimeout?: number;
+  /** Retrying idempotent commands of the command connection; `false`: off. */
+  retryOnTimeout: ResolvedRetryOnTimeout;
   lazyConnect: boolean;
   retry: Required<RedisRetryOptions>;
   maxConnections: number;
@@ -89,9 +100,6 @@ export interface ResolvedRedisConfig {
   address: string;
 }
 
-/** Maps an option path to the environment variable it was read from, for error messages. */
-type Sources = Partial<Record<string, string>>;
-
 const TARGET_KEYS = ['url', 'host', 'port', 'sentinel', 'cluster', 'client'] as const;
 
 /**
@@ -120,136 +128,6 @@ export function resolveRedisOptions(
     sources = fromEnv.sources;
   }
   return validate(opts, sources, name);
-}
-
-/**
- * Reads the `REDIS_*` variables documented in the README. Values are parsed here so that a
- * bad one is reported under the variable's own name.
- */
-export function readEnvironment(env: NodeJS.ProcessEnv): {
-  options: RedisModuleOptions;
-  sources: Sources;
-} {
-  const options: RedisModuleOptions = {};
-  const sources: Sources = {};
-  const text = (key: string): string | undefined => {
-    const v = env[key];
-    return v === undefined || v.trim() === '' ? undefined : v.trim();
-  };
-  const int = (key: string, min: number, max: number, expected: string): number | undefined => {
-    const v = text(key);
-    if (v === undefined) return undefined;
-    if (!/^-?\d+$/.test(v) || Number(v) < min || Number(v) > max) {
-      throw new RedisConfigError(key, v, expected);
-    }
-    return Number(v);
-  };
-
-  const url = text('REDIS_URL');
-  if (url !== undefined) {
-    options.url = url;
-    sources.url = 'REDIS_URL';
-  }
-  const host = text('REDIS_HOST');
-  if (host !== undefined) {
-    options.host = host;
-    sources.host = 'REDIS_HOST';
-  }
-  const port = int('REDIS_PORT', 1, 65535, 'an integer from 1 to 65535');
-  if (port !== undefined) {
-    options.port = port;
-    sources.port = 'REDIS_PORT';
-  }
-  const db = int('REDIS_DB', 0, Number.MAX_SAFE_INTEGER, 'a non-negative integer');
-  if (db !== undefined) {
-    options.db = db;
-    sources.db = 'REDIS_DB';
-  }
-  const username = text('REDIS_USERNAME');
-  if (username !== undefined) options.username = username;
-  // A password may legitimately have surrounding spaces: take it verbatim.
-  if (env.REDIS_PASSWORD !== undefined && env.REDIS_PASSWORD !== '') {
-    options.password = env.REDIS_PASSWORD;
-  }
-  const tls = text('REDIS_TLS');
-  if (tls !== undefined) {
-    const lower = tls.toLowerCase();
-    if (['1', 'true', 'yes', 'on'].includes(lower)) options.tls = true;
-    else if (['0', 'false', 'no', 'off'].includes(lower)) options.tls = false;
-    else throw new RedisConfigError('REDIS_TLS', tls, 'one of true, false, 1, 0, yes, no, on, off');
-  }
-  const sentinels = text('REDIS_SENTINELS');
-  const sentinelName = text('REDIS_SENTINEL_NAME');
-  if (sentinels !== undefined || sentinelName !== undefined) {
-    if (sentinels === undefined) {
-      throw new RedisConfigError(
-        'REDIS_SENTINELS',
-        undefined,
-        'a comma-separated list of host:port (REDIS_SENTINEL_NAME is set)',
-      );
-    }
-    if (sentinelName === undefined) {
-      throw new RedisConfigError(
-        'REDIS_SENTINEL_NAME',
-        undefined,
-        'the monitored master name (REDIS_SENTINELS is set)',
-      );
-    }
-    options.sentinel = {
-      sentinels: parseNodeList('REDIS_SENTINELS', sentinels),
-      name: sentinelName,
-    };
-    sources.sentinel = 'REDIS_SENTINELS';
-  }
-  const clusterNodes = text('REDIS_CLUSTER_NODES');
-  if (clusterNodes !== undefined) {
-    options.cluster = { nodes: parseNodeList('REDIS_CLUSTER_NODES', clusterNodes) };
-    sources.cluster = 'REDIS_CLUSTER_NODES';
-  }
-  const keyPrefix = env.REDIS_KEY_PREFIX;
-  if (keyPrefix !== undefined && keyPrefix !== '') options.keyPrefix = keyPrefix;
-  const maxConnections = int('REDIS_MAX_CONNECTIONS', 1, 10_000, 'an integer from 1 to 10000');
-  if (maxConnections !== undefined) {
-    options.maxConnections = maxConnections;
-    sources.maxConnections = 'REDIS_MAX_CONNECTIONS';
-  }
-  const connectTimeout = int(
-    'REDIS_CONNECT_TIMEOUT_MS',
-    1,
-    Number.MAX_SAFE_INTEGER,
-    'a positive integer (milliseconds)',
-  );
-  if (connectTimeout !== undefined) {
-    options.connectTimeout = connectTimeout;
-    sources.connectTimeout = 'REDIS_CONNECT_TIMEOUT_MS';
-  }
-  const commandTimeout = int(
-    'REDIS_COMMAND_TIMEOUT_MS',
-    1,
-    Number.MAX_SAFE_INTEGER,
-    'a positive integer (milliseconds)',
-  );
-  if (commandTimeout !== undefined) {
-    options.commandTimeout = commandTimeout;
-    sources.commandTimeout = 'REDIS_COMMAND_TIMEOUT_MS';
-  }
-  return { options, sources };
-}
-
-function parseNodeList(variable: string, value: string): RedisNodeAddress[] {
-  return value.split(',').map((entry) => {
-    const trimmed = entry.trim();
-    const m = /^(\[[^\]]+\]|[^:\s]+):(\d+)$/.exec(trimmed);
-    const port = m ? Number(m[2]) : NaN;
-    if (!m || port < 1 || port > 65535) {
-      throw new RedisConfigError(
-        variable,
-        value,
-        `a comma-separated list of host:port, not "${trimmed}"`,
-      );
-    }
-    return { host: m[1].replace(/^\[|\]$/g, ''), port };
-  });
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
@@ -307,10 +185,19 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
     label('shutdownTimeout'),
     DEFAULTS.shutdownTimeout,
   );
-  const maxConnections = positiveInt(
+  const maxConnections = integerOption(
     o.maxConnections,
     label('maxConnections'),
     DEFAULTS.maxConnections,
+    [1, 10_000],
+    'connections',
+  );
+  const retryOnTimeout = validateRetryOnTimeout(
+    o.retryOnTimeout,
+    label('retryOnTimeout'),
+    commandTimeout,
+    // Set from the environment: the variable to add is the command timeout's.
+    sources.retryOnTimeout ? 'REDIS_COMMAND_TIMEOUT_MS' : label('commandTimeout'),
   );
   const lazyConnect = bool(o.lazyConnect, 'lazyConnect', DEFAULTS.lazyConnect);
   const autoPipelining = bool(o.autoPipelining, 'autoPipelining', DEFAULTS.autoPipelining);
@@ -427,6 +314,7 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
     connectionName,
     connectTimeout,
     commandTimeout,
+    retryOnTimeout,
     lazyConnect,
     retry,
     maxConnections,
@@ -522,7 +410,7 @@ function validateNodes(nodes: unknown, label: string): RedisNodeAddress[] {
 function portNumber(value: unknown, label: string): number {
   const n = typeof value === 'string' && /^\d+$/.test(value.trim()) ? Number(value) : value;
   if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 65535) {
-    throw new RedisConfigError(label, value, 'an integer from 1 to 65535');
+    throw new RedisConfigError(label, value, 'an integer from 1 to 65535 (a TCP port)');
   }
   return n;
 }
@@ -530,7 +418,7 @@ function portNumber(value: unknown, label: string): number {
 function dbIndex(value: unknown, label: string): number {
   if (value === undefined) return DEFAULTS.db;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
-    throw new RedisConfigError(label, value, 'a non-negative integer');
+    throw new RedisConfigError(label, value, 'a non-negative integer (a database index)');
   }
   return value;
 }
@@ -562,47 +450,6 @@ function validateTls(value: unknown, label: string): TlsConnectionOptions | unde
   if (value === true) return {};
   if (value !== null && typeof value === 'object') return value as TlsConnectionOptions;
   throw new RedisConfigError(label, value, 'true, false or Node TLS options');
-}
-
-function validateRetry(value: RedisRetryOptions | undefined): Required<RedisRetryOptions> {
-  if (value !== undefined && (value === null || typeof value !== 'object')) {
-    throw new RedisConfigError(
-      'retry',
-      value,
-      '{ initialDelay?, factor?, maxDelay?, jitter?, maxAttempts? }',
-    );
-  }
-  const r = value ?? {};
-  const initialDelay = positiveInt(
-    r.initialDelay,
-    'retry.initialDelay',
-    DEFAULTS.retry.initialDelay,
-  );
-  const maxDelay = positiveInt(r.maxDelay, 'retry.maxDelay', DEFAULTS.retry.maxDelay);
-  if (maxDelay < initialDelay) {
-    throw new RedisConfigError(
-      'retry.maxDelay',
-      maxDelay,
-      `at least retry.initialDelay (${initialDelay})`,
-    );
-  }
-  const factor = r.factor ?? DEFAULTS.retry.factor;
-  if (typeof factor !== 'number' || !(factor >= 1 && factor <= 10)) {
-    throw new RedisConfigError('retry.factor', factor, 'a number from 1 to 10');
-  }
-  const jitter = r.jitter ?? DEFAULTS.retry.jitter;
-  if (typeof jitter !== 'number' || !(jitter >= 0 && jitter <= 1)) {
-    throw new RedisConfigError('retry.jitter', jitter, 'a number from 0 to 1');
-  }
-  const maxAttempts = r.maxAttempts === undefined ? DEFAULTS.retry.maxAttempts : r.maxAttempts;
-  if (maxAttempts !== null && (!Number.isInteger(maxAttempts) || maxAttempts < 1)) {
-    throw new RedisConfigError(
-      'retry.maxAttempts',
-      maxAttempts,
-      'a positive integer, or null for no limit',
-    );
-  }
-  return { initialDelay, factor, maxDelay, jitter, maxAttempts };
 }
 
 function validateLock(value: RedisModuleOptions['lock']): ResolvedRedisConfig['lock'] {

@@ -102,6 +102,12 @@ function newClient(
     lazyConnect: true,
     // The subscriber re-subscribes itself after a reconnect, with a handler (subscriber.ts).
     ...(role === 'subscriber' ? { autoResubscribe: false } : {}),
+    // With retryOnTimeout, what is sent again is decided command by command (idempotent ones
+    // only): ioredis's blind resend of unanswered commands after a reconnect would run an
+    // INCR whose reply was lost a second time. Such a command fails at commandTimeout instead.
+    ...(role === 'command' && config.retryOnTimeout
+      ? { autoResendUnfulfilledCommands: false }
+      : {}),
   };
 
   if (node) {

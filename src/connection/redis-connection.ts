@@ -21,6 +21,7 @@ import {
   type RedisClient,
 } from './client-factory.js';
 import { DedicatedPool, poolExhausted } from './dedicated-pool.js';
+import { retryOnTimeout, type RetryCounter } from './retry-on-timeout.js';
 import { watchConnectionState } from './state-logger.js';
 import { RedisSubscriber, type MessageListener } from './subscriber.js';
 
@@ -37,6 +38,8 @@ export class RedisConnection
   readonly client: RedisClient;
   /** Key prefix that ioredis adds to every key of `client`. */
   readonly keyPrefix: string;
+  /** Commands of `client` sent again by `retryOnTimeout` since startup. */
+  readonly commandRetries: RetryCounter = { retries: 0 };
 
   private readonly logger: Logger;
   private readonly owned: boolean;
@@ -63,6 +66,14 @@ export class RedisConnection
       this.client = createClient(config, 'command');
       this.owned = true;
       this.keyPrefix = config.keyPrefix;
+      if (config.retryOnTimeout) {
+        retryOnTimeout(
+          this.client,
+          config.retryOnTimeout,
+          this.commandRetries,
+          () => this.closing !== undefined,
+        );
+      }
     }
     this.detachers.push(this.watch(this.client, 'command'));
     this.detachers.push(this.rememberLastError(this.client));

@@ -248,7 +248,7 @@ describe('resolveRedisOptions', () => {
         'retry cap below start',
         { retry: { initialDelay: 500, maxDelay: 100 } },
         {},
-        'retry.maxDelay = 100; expected at least retry.initialDelay (500)',
+        'retry.maxDelay = 100; expected at least retry.initialDelay (500 milliseconds)',
       ],
       ['maxConnections zero', { maxConnections: 0 }, {}, 'maxConnections = 0'],
       ['cache ttl NaN', { cache: { ttl: Number.NaN } }, {}, 'cache.ttl = NaN'],

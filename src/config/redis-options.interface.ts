@@ -2,12 +2,10 @@ import type { RedisHealthThresholds } from '../health/thresholds.js';
 import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
 import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
 import type { CacheSerializer } from '../cache/serializer.js';
-import type {
-  RedisRetryOnTimeoutOptions,
-  RedisRetryOptions,
-} from '../connection/connection.options.js';
+import type { RedisConnectionOptions } from '../connection/connection.options.js';
 
 export type {
+  RedisConnectionOptions,
   RedisRetryOnTimeoutOptions,
   RedisRetryOptions,
 } from '../connection/connection.options.js';
@@ -213,7 +211,7 @@ export interface RedisLockModuleOptions {
  * RedisModule.forRoot({ url: 'redis://:secret@cache.internal:6379/0', keyPrefix: 'shop:' })
  * ```
  */
-export interface RedisModuleOptions {
+export interface RedisModuleOptions extends RedisConnectionOptions {
   /**
    * `redis://[[user]:password@]host[:port][/db]`, or `rediss://` for TLS.
    * @example 'redis://localhost:6379/0'
@@ -241,84 +239,11 @@ export interface RedisModuleOptions {
    */
   client?: Redis | Cluster;
   /**
-   * Name our connections give themselves (`CLIENT SETNAME`), followed by `:command`,
-   * `:subscriber` or `:dedicated`, so they can be told apart in `CLIENT LIST`.
-   * @defaultValue 'nestjs-redis-infra:<name>'
-   * @example 'checkout-api'
-   */
-  connectionName?: string;
-  /**
    * Prepended to every key, by ioredis on the injected client and by our services.
    * @example 'shop:'
    * @defaultValue ''
    */
   keyPrefix?: string;
-  /**
-   * How long startup waits for the connection to be ready, in ms. Also the TCP connect
-   * timeout of each attempt.
-   * @defaultValue 5000
-   */
-  connectTimeout?: number;
-  /**
-   * Rejects a command that has no reply after this long, in ms (unset: wait).
-   * Our services bound their own calls regardless.
-   * @defaultValue undefined
-   */
-  commandTimeout?: number;
-  /**
-   * Retry the command connection's idempotent commands (reads such as `GET`, `HGETALL`,
-   * `MGET`; writes that give the same reply when repeated, such as plain `SET`, `PEXPIRE`)
-   * that timed out (`commandTimeout`) or met a transient error (`LOADING`, `TRYAGAIN`,
-   * `CLUSTERDOWN`, `MASTERDOWN`, a reset), with bounded attempts and jittered backoff. Other
-   * commands (`INCR`, `LPUSH`, `EVAL`, `SET ... NX`) are never sent twice: with this on,
-   * ioredis's own resend of unanswered commands after a reconnect is turned off too, so an
-   * unanswered non-idempotent command fails with "Command timed out" instead of running again.
-   * Needs `commandTimeout`. `true` means `{ attempts: 3, initialDelay: 50, maxDelay: 1000 }`.
-   * @defaultValue false
-   * @example { attempts: 4 }
-   */
-  retryOnTimeout?: boolean | RedisRetryOnTimeoutOptions;
-  /**
-   * `false`: startup waits for Redis and fails with a `RedisConnectionError` when it cannot
-   * connect. `true`: the app boots at once and connects in the background.
-   * @defaultValue false
-   */
-  lazyConnect?: boolean;
-  /** Reconnect backoff with jitter and a cap. */
-  retry?: RedisRetryOptions;
-  /**
-   * Upper bound on the connections this registration opens: the command connection, the
-   * subscriber connection (opened on first subscribe) and dedicated connections for
-   * blocking commands.
-   * @defaultValue 10
-   */
-  maxConnections?: number;
-  /**
-   * How long shutdown waits for in-flight commands before closing sockets anyway, in ms.
-   * @defaultValue 2000
-   */
-  shutdownTimeout?: number;
-  /**
-   * Batch commands issued in the same tick into one write. Off by default: measured on
-   * loopback it is 1.4-1.7x faster at 64 commands in flight but 18-25% slower for awaited,
-   * sequential commands, and pays off only from about 8 in flight (see bench/).
-   * @defaultValue false
-   */
-  autoPipelining?: boolean;
-  /**
-   * Send the commands written in one tick in one system call (cork the socket, uncork on
-   * `process.nextTick`). Unlike `autoPipelining` it costs sequential commands nothing
-   * measurable, and with many commands in flight it is the larger gain (see bench/).
-   * @defaultValue true
-   */
-  coalesceWrites?: boolean;
-  /**
-   * RESP protocol version (3 needs Redis 6+; use 2 behind proxies that do not speak it).
-   * @defaultValue 3 (ioredis 6's own default; measured no faster or slower than 2, see bench/)
-   */
-  protocol?: 2 | 3;
-  /** Passed through to ioredis; our settings above win where both are set. */
-  redisOptions?: RedisOptions;
   /** `CacheService` defaults. */
   cache?: RedisCacheModuleOptions;
   /** `SessionService` defaults. */

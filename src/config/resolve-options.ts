@@ -1,6 +1,6 @@
 import { validateHealthModuleOptions, type RedisHealthThresholds } from '../health/thresholds.js';
 import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
-import type { Cluster, Redis, RedisOptions } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { RedisConfigError } from '../errors.js';
 import { DEFAULTS, DEFAULT_CONNECTION_NAME } from './defaults.js';
 import { redactUrl, REDACTED } from './redact.js';
@@ -14,11 +14,9 @@ import type {
 } from './redis-options.interface.js';
 import { readEnvironment, type Sources } from './environment.js';
 import {
-  integerOption,
-  validateRetry,
-  validateRetryOnTimeout,
-  type RedisRetryOptions,
-  type ResolvedRetryOnTimeout,
+  booleanOption,
+  validateConnectionOptions,
+  type ResolvedConnectionOptions,
 } from '../connection/connection.options.js';
 
 export { readEnvironment } from './environment.js';
@@ -45,31 +43,17 @@ export type ResolvedTarget =
   | { kind: 'client'; client: Redis | Cluster };
 
 /** Options after defaults, environment and validation: everything the connection layer needs. */
-export interface ResolvedRedisConfig {
+export interface ResolvedRedisConfig extends ResolvedConnectionOptions {
   name: string;
   target: ResolvedTarget;
   username?: string;
   password?: string;
   tls?: TlsConnectionOptions;
   keyPrefix: string;
-  /** `CLIENT SETNAME` prefix of our connections. */
-  connectionName: string;
-  connectTimeout: number;
-  commandTimeout?: number;
-  /** Retrying idempotent commands of the command connection; `false`: off. */
-  retryOnTimeout: ResolvedRetryOnTimeout;
-  lazyConnect: boolean;
-  retry: Required<RedisRetryOptions>;
-  maxConnections: number;
-  shutdownTimeout: number;
   /** Periodic health probe interval in ms; 0: off. */
   healthCheckInterval: number;
   /** The periodic probe's alert thresholds. */
   alerts?: RedisHealthThresholds & { timeout?: number };
-  autoPipelining: boolean;
-  coalesceWrites: boolean;
-  protocol: 2 | 3;
-  redisOptions: RedisOptions;
   cache: {
     ttl: number;
     grace: number;
@@ -163,56 +147,14 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
   if (typeof keyPrefix !== 'string') {
     throw new RedisConfigError(label('keyPrefix'), keyPrefix, 'a string such as "app:"');
   }
-  const connectionName = o.connectionName ?? `nestjs-redis-infra:${name}`;
-  if (typeof connectionName !== 'string' || !/^\S+$/.test(connectionName)) {
-    throw new RedisConfigError(
-      label('connectionName'),
-      connectionName,
-      'a non-empty string without spaces',
-    );
-  }
-  const connectTimeout = positiveInt(
-    o.connectTimeout,
-    label('connectTimeout'),
-    DEFAULTS.connectTimeout,
-  );
-  const commandTimeout =
-    o.commandTimeout === undefined
-      ? undefined
-      : positiveInt(o.commandTimeout, label('commandTimeout'), 0);
-  const shutdownTimeout = positiveInt(
-    o.shutdownTimeout,
-    label('shutdownTimeout'),
-    DEFAULTS.shutdownTimeout,
-  );
-  const maxConnections = integerOption(
-    o.maxConnections,
-    label('maxConnections'),
-    DEFAULTS.maxConnections,
-    [1, 10_000],
-    'connections',
-  );
-  const retryOnTimeout = validateRetryOnTimeout(
-    o.retryOnTimeout,
-    label('retryOnTimeout'),
-    commandTimeout,
+  const connection = validateConnectionOptions(
+    o,
+    name,
+    label,
     // Set from the environment: the variable to add is the command timeout's.
-    sources.retryOnTimeout ? 'REDIS_COMMAND_TIMEOUT_MS' : label('commandTimeout'),
+    sources.retryOnTimeout ? 'REDIS_COMMAND_TIMEOUT_MS' : undefined,
   );
-  const lazyConnect = bool(o.lazyConnect, 'lazyConnect', DEFAULTS.lazyConnect);
-  const autoPipelining = bool(o.autoPipelining, 'autoPipelining', DEFAULTS.autoPipelining);
-  const coalesceWrites = bool(o.coalesceWrites, 'coalesceWrites', DEFAULTS.coalesceWrites);
-  const protocol = o.protocol ?? DEFAULTS.protocol;
-  if (protocol !== 2 && protocol !== 3) {
-    throw new RedisConfigError('protocol', protocol, '2 or 3');
-  }
-  const retry = validateRetry(o.retry);
-  if (
-    o.redisOptions !== undefined &&
-    (o.redisOptions === null || typeof o.redisOptions !== 'object')
-  ) {
-    throw new RedisConfigError('redisOptions', o.redisOptions, 'an ioredis options object');
-  }
+  const commandTimeout = connection.commandTimeout;
 
   let username = optionalString(o.username, 'username');
   let password = optionalString(o.password, 'password', true);
@@ -275,7 +217,7 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
       db: dbIndex(o.db, label('db')),
       sentinelUsername: optionalString(s.sentinelUsername, 'sentinel.sentinelUsername'),
       sentinelPassword: optionalString(s.sentinelPassword, 'sentinel.sentinelPassword', true),
-      failoverDetector: bool(
+      failoverDetector: booleanOption(
         s.failoverDetector,
         'sentinel.failoverDetector',
         DEFAULTS.sentinelFailoverDetector,
@@ -311,18 +253,7 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
     password,
     tls,
     keyPrefix,
-    connectionName,
-    connectTimeout,
-    commandTimeout,
-    retryOnTimeout,
-    lazyConnect,
-    retry,
-    maxConnections,
-    shutdownTimeout,
-    autoPipelining,
-    coalesceWrites,
-    protocol,
-    redisOptions: o.redisOptions ?? {},
+    ...connection,
     cache: validateCache(o.cache, commandTimeout),
     session: validateSession(o.session),
     lock: validateLock(o.lock),
@@ -429,12 +360,6 @@ function positiveInt(value: unknown, label: string, fallback: number): number {
     throw new RedisConfigError(label, value, 'a positive number of milliseconds');
   }
   return Math.ceil(value);
-}
-
-function bool(value: unknown, label: string, fallback: boolean): boolean {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'boolean') throw new RedisConfigError(label, value, 'true or false');
-  return value;
 }
 
 function optionalString(value: unknown, label: string, secret = false): string | undefined {

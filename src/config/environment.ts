@@ -102,7 +102,8 @@ export const ENVIRONMENT_VARIABLES: readonly EnvironmentVariable[] = [
 
 /**
  * Reads the `REDIS_*` variables documented in docs/configuration.md. Values are parsed here so
- * that a bad one is reported under the variable's own name. An empty variable counts as unset.
+ * that a bad one is reported under the variable's own name. An empty variable counts as unset
+ * (blank too, except for the ones taken verbatim).
  */
 export function readEnvironment(env: NodeJS.ProcessEnv): {
   options: RedisModuleOptions;
@@ -112,8 +113,9 @@ export function readEnvironment(env: NodeJS.ProcessEnv): {
   const sources: Sources = {};
   const text = (name: string, verbatim = false): string | undefined => {
     const raw = env[name];
-    if (raw === undefined || raw.trim() === '') return undefined;
-    return verbatim ? raw : raw.trim();
+    if (raw === undefined || raw === '') return undefined;
+    if (verbatim) return raw;
+    return raw.trim() === '' ? undefined : raw.trim();
   };
   for (const variable of ENVIRONMENT_VARIABLES) {
     const value = text(variable.name, variable.verbatim);

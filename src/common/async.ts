@@ -169,13 +169,23 @@ export class DeadlineGroup {
 
   private check(): void {
     const now = Date.now();
-    for (const entry of this.pending) {
-      if (entry.deadline <= now) {
-        this.pending.delete(entry);
-        entry.expire();
-      }
+    const expired = [...this.pending].filter((entry) => entry.deadline <= now);
+    if (expired.length > 0) {
+      // After a stalled event loop, the timer that settles a promise in time may be due in the
+      // same round as this check: expire after the round (setImmediate), so that a promise
+      // settled by then is not reported late.
+      setImmediate(() => {
+        for (const entry of expired) {
+          if (this.pending.delete(entry)) entry.expire();
+        }
+        this.stopWhenIdle();
+      });
     }
-    if (this.pending.size === 0) {
+    this.stopWhenIdle();
+  }
+
+  private stopWhenIdle(): void {
+    if (this.pending.size === 0 && this.timer) {
       clearInterval(this.timer);
       this.timer = undefined;
       this.tickMs = Infinity;

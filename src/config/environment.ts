@@ -28,10 +28,19 @@ const BOOLEAN_WORDS = 'one of true, false, 1, 0, yes, no, on, off';
 
 const asText = (text: string): string => text;
 
-function asInteger(min: number, max: number, unit: string): (text: string, name: string) => number {
+/** An integer row; `unit` is left out where the range says it all (a port). */
+function asInteger(
+  min: number,
+  max: number,
+  unit?: string,
+): (text: string, name: string) => number {
   return (text, name) => {
     if (!/^-?\d+$/.test(text) || Number(text) < min || Number(text) > max) {
-      throw new RedisConfigError(name, text, `${integerRange(min, max)} (${unit})`);
+      throw new RedisConfigError(
+        name,
+        text,
+        `${integerRange(min, max)}${unit ? ` (${unit})` : ''}`,
+      );
     }
     return Number(text);
   };
@@ -62,7 +71,7 @@ function asBoolean(text: string, name: string): boolean {
 export const ENVIRONMENT_VARIABLES: readonly EnvironmentVariable[] = [
   { name: 'REDIS_URL', option: 'url', parse: asText, isSource: true },
   { name: 'REDIS_HOST', option: 'host', parse: asText, isSource: true },
-  { name: 'REDIS_PORT', option: 'port', parse: asInteger(1, 65535, 'a TCP port'), isSource: true },
+  { name: 'REDIS_PORT', option: 'port', parse: asInteger(1, 65535), isSource: true },
   {
     name: 'REDIS_DB',
     option: 'db',

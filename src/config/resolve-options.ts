@@ -341,7 +341,7 @@ function validateNodes(nodes: unknown, label: string): RedisNodeAddress[] {
 function portNumber(value: unknown, label: string): number {
   const n = typeof value === 'string' && /^\d+$/.test(value.trim()) ? Number(value) : value;
   if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 65535) {
-    throw new RedisConfigError(label, value, 'an integer from 1 to 65535 (a TCP port)');
+    throw new RedisConfigError(label, value, 'an integer from 1 to 65535');
   }
   return n;
 }

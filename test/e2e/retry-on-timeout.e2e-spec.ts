@@ -138,7 +138,8 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         expect(await c.client.getBuffer('a')).toEqual(Buffer.from('1'));
         expect(await c.client.hgetall('missing')).toEqual({});
         expect(c.commandRetries.retries).toBe(0);
-        await c.client.del('a', 'n');
+        await c.client.unlink('a');
+        await c.client.unlink('n');
       } finally {
         await c.close();
       }

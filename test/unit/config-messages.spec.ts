@@ -40,7 +40,7 @@ describe('configuration messages say the right unit', () => {
       'REDIS_PORT',
       undefined,
       { REDIS_PORT: '99999' },
-      'REDIS_PORT = "99999"; expected an integer from 1 to 65535 (a TCP port)',
+      'REDIS_PORT = "99999"; expected an integer from 1 to 65535. Fix',
     ],
     [
       'REDIS_DB',

@@ -6,8 +6,15 @@
 // connections named `<connectionName>:command`) and the subscriber every 7 s (CLIENT KILL TYPE
 // pubsub). It prints the failed requests (non-2xx or no answer), whether a counter updated
 // under `withLock` with a plain GET + SET equals the number of sections that completed, the
-// longest stall, the reconnects and heap growth; exits 1 on any failed request, lost session
-// or inexact counter, and stops its server by pid in every case.
+// longest stall, the reconnects and heap growth, and stops its server by pid in every case.
+//
+// Every failed request is classified. Honest outcomes: a typed module error (`RedisInfraError`)
+// that tells the truth, e.g. a `LockLostError` whose lock Redis no longer held for us (checked
+// on the server right away: the key gone or another token in it, and our token not among the
+// recently released ones). Defects: an untyped error, a request without an answer, a *false*
+// loss (Redis still held our token, or had released it for us), an inexact counter, a session
+// lost right after create, heap growth over LEAK_MB. Exits 0 when there is no defect, 1
+// otherwise (2 when the run itself could not be done).
 //
 // Options: --seconds N (default 60, 5..600), --kill-every MS (5000), --pubsub-kill-every MS (7000).
 
@@ -29,9 +36,15 @@ if (!fs.existsSync(dist)) {
   console.error('chaos: dist/index.js is missing: run `npm run build` first (npm run chaos does)');
   process.exit(2);
 }
-const { CacheService, LockService, RedisModule, SessionService, getRedisToken } = await import(
-  dist
-);
+const {
+  CacheService,
+  LockLostError,
+  LockService,
+  RedisInfraError,
+  RedisModule,
+  SessionService,
+  getRedisToken,
+} = await import(dist);
 
 // ---------------------------------------------------------------------------------------------
 // Settings
@@ -66,6 +79,13 @@ const LOOPS = { cache: 3, session: 2, lock: 2 };
 const WATCHDOG_GRACE_MS = 30_000;
 const CONNECTION_NAME = `chaos-${randomUUID().slice(0, 8)}`;
 const COUNTER_KEY = 'chaos:counter';
+const KEY_PREFIX = 'chaos:';
+/** The lock's keys on the server (the module's layout: `lock:{resource}`, `:fence`). */
+const LOCK_KEY = `${KEY_PREFIX}lock:{chaos:counter}`;
+/** Heap growth over the run counted as a leak, in MB (a 60 s run grows 5-10 MB). */
+const LEAK_MB = 64;
+/** The server, for the routes' evidence checks. */
+const shared = { server: undefined };
 
 // ---------------------------------------------------------------------------------------------
 // The application: one controller over the module's services
@@ -73,18 +93,61 @@ const COUNTER_KEY = 'chaos:counter';
 
 /** What the lock route counted: sections whose write Redis acknowledged. */
 const sections = { completed: 0 };
-/** Why the routes failed, as `name: message`, counted (the HTTP body only says 500). */
+/** Why the routes failed, as `verdict route: name: message`, counted (HTTP only says 500). */
 const routeErrors = new Map();
+/** Route failures by verdict: `honest` (typed and true) or `defect`. */
+const verdicts = { honest: 0, defect: 0 };
 
-/** Runs a route, keeping the reason of a failure before Nest turns it into a 500. */
-async function recorded(route, fn) {
+function count(map, text) {
+  map.set(text, (map.get(text) ?? 0) + 1);
+}
+
+/**
+ * Runs a route, classifying a failure before Nest turns it into a 500: a typed module error
+ * is honest unless `judge` (given the error) finds it false; anything else is a defect.
+ */
+async function recorded(route, fn, judge = async () => null) {
   try {
     return await fn();
   } catch (error) {
-    const text = `${route}: ${error?.name}: ${String(error?.message).split('\n')[0].slice(0, 160)}`;
-    routeErrors.set(text, (routeErrors.get(text) ?? 0) + 1);
+    let verdict = error instanceof RedisInfraError ? 'honest' : 'defect';
+    let evidence = '';
+    if (verdict === 'honest') {
+      const found = await judge(error).catch((e) => ({ false: false, why: `unchecked: ${e}` }));
+      if (found) {
+        if (found.false) verdict = 'defect';
+        evidence = ` [${found.why}]`;
+      }
+    }
+    verdicts[verdict] += 1;
+    const message = String(error?.message).split('\n')[0];
+    // A lock loss's reason is at the end of its message: keep it.
+    const shown =
+      message.length > 160 ? `${message.slice(0, 60)} … ${message.slice(-100)}` : message;
+    count(routeErrors, `${verdict} ${route}: ${error?.name}: ${shown}${evidence}`);
     throw error;
   }
+}
+
+/**
+ * A `LockLostError` is true when Redis no longer holds the lock for us: the key is gone or
+ * carries another token, and our token is not among the recently released ones (a release
+ * that ran but whose reply was lost). Read on the server right away.
+ */
+async function judgeLockLoss(error, token) {
+  if (!(error instanceof LockLostError) || token === undefined) return null;
+  const [current, released] = await Promise.all([
+    sendCommand(shared.server, ['GET', LOCK_KEY]),
+    sendCommand(shared.server, ['HGET', `${LOCK_KEY}:fence`, 'r']),
+  ]);
+  if (current === token) return { false: true, why: 'FALSE loss: the key still holds our token' };
+  if (String(released ?? '').includes(token)) {
+    return { false: true, why: 'FALSE loss: Redis released it for us' };
+  }
+  return {
+    false: false,
+    why: current ? 'true loss: another token holds the key' : 'true loss: the key is gone',
+  };
 }
 
 /** Sessions created, then not found by the very next read. */
@@ -137,14 +200,20 @@ class ChaosController {
   }
 
   lockRoute() {
-    return recorded('lock', () => this.lockRouteImpl());
+    const held = { token: undefined };
+    return recorded(
+      'lock',
+      () => this.lockRouteImpl(held),
+      (error) => judgeLockLoss(error, held.token),
+    );
   }
 
-  async lockRouteImpl() {
+  async lockRouteImpl(held) {
     // A plain read-modify-write: exact only if the sections never overlap.
     await this.locks.withLock(
       'chaos:counter',
-      async () => {
+      async (lock) => {
+        held.token = lock.token;
         const current = Number((await this.redis.get(COUNTER_KEY)) ?? 0);
         await this.redis.set(COUNTER_KEY, String(current + 1));
         sections.completed += 1;
@@ -212,6 +281,7 @@ const stats = {
   requests: 0,
   ok: 0,
   failed: 0,
+  noAnswer: 0,
   failures: new Map(), // `route status: body` -> count
   maxLatencyMs: 0,
   lastOkAt: 0,
@@ -243,6 +313,7 @@ async function requestLoop(baseUrl, route, until) {
         recordFailure(route, `${response.status}: ${body.slice(0, 120)}`);
       }
     } catch (error) {
+      stats.noAnswer += 1;
       recordFailure(route, `no answer: ${error.message}`);
     }
     stats.maxLatencyMs = Math.max(stats.maxLatencyMs, performance.now() - started);
@@ -296,6 +367,7 @@ async function main() {
   watchdog.unref();
   try {
     server = await startStandalone({ baseDir });
+    shared.server = server;
     const logger = new CountingLogger();
     class ChaosModule {}
     Module({
@@ -303,7 +375,7 @@ async function main() {
         RedisModule.forRoot({
           url: server.url,
           connectionName: CONNECTION_NAME,
-          keyPrefix: 'chaos:',
+          keyPrefix: KEY_PREFIX,
         }),
       ],
       controllers: [ChaosController],
@@ -359,6 +431,21 @@ async function main() {
     app = undefined;
 
     const exact = counter === completed;
+    const heapGrowthMb = (heapAfter - heapBefore) / 1024 / 1024;
+    // Failed requests the routes did not classify (an error outside them, a hang, a crash).
+    const unexplained = Math.max(
+      0,
+      stats.failed - stats.noAnswer - verdicts.honest - verdicts.defect,
+    );
+    const defects = {
+      'untyped or false errors': verdicts.defect,
+      'requests without an answer': stats.noAnswer,
+      'failures outside the routes': unexplained,
+      'inexact counter': exact ? 0 : 1,
+      'sessions lost right after create': sessionsLost.count,
+      [`heap growth over ${LEAK_MB} MB`]: heapGrowthMb > LEAK_MB ? 1 : 0,
+    };
+    const defectCount = Object.values(defects).reduce((a, b) => a + b, 0);
     console.log(
       [
         `chaos: ${stats.requests} requests in ${elapsed.toFixed(1)} s (${Math.round(stats.requests / elapsed)}/s), ` +
@@ -378,12 +465,17 @@ async function main() {
         `heap: ${mb(heapBefore)} MB -> ${mb(heapAfter)} MB (${heapAfter >= heapBefore ? '+' : ''}${mb(heapAfter - heapBefore)} MB)` +
           (globalThis.gc ? '' : ' (no --expose-gc: indicative only)'),
         `app log lines by level: ${JSON.stringify(logger.counts)}`,
+        `classification: ${verdicts.honest} honest typed outcomes, ${defectCount} defects ` +
+          JSON.stringify(defects),
         ...logger.samples.map((s) => `  ${s}`),
       ].join('\n'),
     );
-    const lost = stats.failed > 0 || !exact || sessionsLost.count > 0 || stats.kills.command === 0;
-    console.log(`chaos: ${lost ? 'FAILED' : 'passed'}`);
-    return lost ? 1 : 0;
+    if (stats.kills.command === 0) {
+      console.log('chaos: no command connection was killed: the run proved nothing');
+      return 2;
+    }
+    console.log(`chaos: ${defectCount > 0 ? 'FAILED' : 'passed'}`);
+    return defectCount > 0 ? 1 : 0;
   } finally {
     clearTimeout(watchdog);
     if (app) await app.close().catch(() => {});

@@ -42,6 +42,9 @@ export type {
 } from './health/thresholds.js';
 export { CacheService } from './cache/cache.service.js';
 export type {
+  CacheEvictedEvent,
+  CacheEvictedHandler,
+  CacheEvictedOptions,
   CacheGetOrSetOptions,
   CacheLoader,
   CacheLoaderContext,

@@ -1,10 +1,13 @@
 import type { RedisHealthThresholds } from '../health/thresholds.js';
 import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
-import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
-import type { CacheSerializer } from '../cache/serializer.js';
+import type { Cluster, ClusterOptions, Redis } from 'ioredis';
+import type { RedisCacheModuleOptions } from '../cache/cache.options.js';
+import type { RedisLockModuleOptions } from '../lock/lock.options.js';
 import type { RedisConnectionOptions } from '../connection/connection.options.js';
 import type { RedisPubSubModuleOptions } from '../pubsub/pubsub.options.js';
 
+export type { RedisLockModuleOptions };
+export type { RedisCacheModuleOptions, RedisCacheL1Options } from '../cache/cache.options.js';
 export type { RedisPubSubModuleOptions } from '../pubsub/pubsub.options.js';
 export type {
   RedisConnectionOptions,
@@ -60,46 +63,6 @@ export interface RedisClusterOptions {
   clusterOptions?: Omit<ClusterOptions, 'redisOptions' | 'lazyConnect' | 'keyPrefix'>;
 }
 
-/** Defaults for `CacheService`. */
-export interface RedisCacheModuleOptions {
-  /**
-   * Time to live of an entry when a call gives none, in ms.
-   * @defaultValue 60000
-   */
-  ttl?: number;
-  /**
-   * How long an entry outlives its TTL as a stale fallback (stale-if-error, soft timeouts),
-   * when a call gives none, in ms. The Redis TTL is `ttl + grace`.
-   * @defaultValue 0
-   */
-  grace?: number;
-  /**
-   * The in-process tier in front of Redis, kept coherent across instances by pub/sub.
-   * `false` turns it off.
-   * @defaultValue { maxEntries: 10000, maxBytes: 67108864 }
-   */
-  l1?: false | { maxEntries?: number; maxBytes?: number };
-  /**
-   * How long the cross-instance stampede lock is held at most: if the instance loading a key
-   * dies, another takes over after this, in ms.
-   * @defaultValue 10000
-   */
-  lockTtl?: number;
-  /**
-   * Bound on every Redis call of the cache, in ms: past it the call counts as a miss (reads)
-   * or is dropped (writes). Defaults to the module's `commandTimeout`, else 1000.
-   */
-  timeout?: number;
-  /** How values become bytes. @defaultValue strict JSON */
-  serializer?: CacheSerializer;
-  /**
-   * Largest value the cache stores, in bytes once serialized: `set` throws a `RangeError` for
-   * a bigger one (writing nothing); `getOrSet` returns a bigger loaded value without caching it.
-   * @defaultValue 1048576 (1 MiB)
-   */
-  maxValueBytes?: number;
-}
-
 /** Defaults for `SessionService`. */
 export interface RedisSessionModuleOptions {
   /**
@@ -125,50 +88,6 @@ export interface RedisSessionModuleOptions {
    * @example 5
    */
   maxSessionsPerUser?: number | null;
-}
-
-/** Defaults for `LockService`. */
-export interface RedisLockModuleOptions {
-  /**
-   * Lock time to live when a call gives none, in ms.
-   * @defaultValue 30000
-   */
-  ttl?: number;
-  /**
-   * How long `acquire` and `withLock` wait for a taken lock when a call gives no `wait`, in ms.
-   * @defaultValue 10000
-   */
-  wait?: number;
-  /**
-   * While waiting, a release wakes waiters at once (pub/sub); this jittered poll is only the
-   * fallback for a lost notification or a holder that died, in ms.
-   * @defaultValue 250
-   */
-  retryInterval?: number;
-  /**
-   * Auto-extension renews a lock when this much of its TTL is left (or a third of it, if more).
-   * A `withLock` TTL must be longer, or the lock would expire before it could be renewed.
-   * @defaultValue 200
-   */
-  extendMargin?: number;
-  /**
-   * After acquiring, wait until this many replicas have the lock (`WAIT`), so a failover right
-   * after acquisition does not hand the lock to a second owner. Costs a replication round trip
-   * per acquisition; an acquisition that is not acknowledged in time is undone and retried.
-   * @defaultValue 0
-   */
-  replicas?: number;
-  /**
-   * How long `WAIT` may take for `replicas` acknowledgements, in ms.
-   * @defaultValue 500
-   */
-  replicaTimeout?: number;
-  /**
-   * This process's label as a lock holder, shown by `LockService.inspect` (1-256 characters).
-   * @defaultValue `<hostname>:<pid>`
-   * @example 'billing-worker-3'
-   */
-  holderId?: string;
 }
 
 /**

@@ -4,8 +4,9 @@ import type { Cluster, Redis } from 'ioredis';
 import { RedisConfigError } from '../errors.js';
 import { DEFAULTS, DEFAULT_CONNECTION_NAME } from './defaults.js';
 import { redactUrl, REDACTED } from './redact.js';
-import { jsonSerializer, type CacheSerializer } from '../cache/serializer.js';
-import { MAX_TIMER_MS, MAX_TTL_MS } from '../common/checks.js';
+import { validateCacheOptions, type ResolvedCacheOptions } from '../cache/cache.options.js';
+import { MAX_TTL_MS } from '../common/checks.js';
+import { validateLockOptions, type ResolvedLockOptions } from '../lock/lock.options.js';
 import { validatePubSubOptions, type ResolvedPubSubOptions } from '../pubsub/pubsub.options.js';
 import type {
   RedisClusterOptions,
@@ -54,31 +55,14 @@ export interface ResolvedRedisConfig extends ResolvedConnectionOptions {
   healthCheckInterval: number;
   /** The periodic probe's alert thresholds. */
   alerts?: RedisHealthThresholds & { timeout?: number };
-  cache: {
-    ttl: number;
-    grace: number;
-    l1: false | { maxEntries: number; maxBytes: number };
-    lockTtl: number;
-    timeout: number;
-    serializer: CacheSerializer;
-    maxValueBytes: number;
-  };
+  cache: ResolvedCacheOptions;
   session: {
     ttl: number;
     absoluteTtl: number;
     maxBytes: number;
     maxSessionsPerUser: number | null;
   };
-  lock: {
-    ttl: number;
-    wait: number;
-    retryInterval: number;
-    extendMargin: number;
-    replicas: number;
-    replicaTimeout: number;
-    /** Label of this process's lock holders (`LockService.inspect`); undefined: host:pid. */
-    holderId?: string;
-  };
+  lock: ResolvedLockOptions;
   pubsub: ResolvedPubSubOptions;
   /** Human-readable address for logs and errors, password redacted. */
   address: string;
@@ -254,9 +238,9 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
     tls,
     keyPrefix,
     ...connection,
-    cache: validateCache(o.cache, commandTimeout),
+    cache: validateCacheOptions(o.cache, commandTimeout),
     session: validateSession(o.session),
-    lock: validateLock(o.lock),
+    lock: validateLockOptions(o.lock),
     pubsub: validatePubSubOptions(o.pubsub),
     ...validateHealthModuleOptions(o.healthCheckInterval, o.alerts),
     address,
@@ -375,108 +359,6 @@ function validateTls(value: unknown, label: string): TlsConnectionOptions | unde
   if (value === true) return {};
   if (value !== null && typeof value === 'object') return value as TlsConnectionOptions;
   throw new RedisConfigError(label, value, 'true, false or Node TLS options');
-}
-
-function validateLock(value: RedisModuleOptions['lock']): ResolvedRedisConfig['lock'] {
-  if (value !== undefined && (value === null || typeof value !== 'object')) {
-    throw new RedisConfigError(
-      'lock',
-      value,
-      '{ ttl?, wait?, retryInterval?, extendMargin?, replicas?, replicaTimeout?, holderId? }',
-    );
-  }
-  const l = value ?? {};
-  const ttl = positiveInt(l.ttl, 'lock.ttl', DEFAULTS.lock.ttl);
-  const extendMargin = positiveInt(l.extendMargin, 'lock.extendMargin', DEFAULTS.lock.extendMargin);
-  if (ttl <= extendMargin) {
-    throw new RedisConfigError('lock.ttl', ttl, `more than lock.extendMargin (${extendMargin} ms)`);
-  }
-  const wait = positiveInt(l.wait, 'lock.wait', DEFAULTS.lock.wait);
-  const replicas = l.replicas ?? DEFAULTS.lock.replicas;
-  if (!Number.isInteger(replicas) || replicas < 0) {
-    throw new RedisConfigError('lock.replicas', replicas, 'a non-negative integer');
-  }
-  if (
-    l.holderId !== undefined &&
-    (typeof l.holderId !== 'string' || l.holderId.length === 0 || l.holderId.length > 256)
-  ) {
-    throw new RedisConfigError('lock.holderId', l.holderId, 'a string of 1-256 characters');
-  }
-  return {
-    ...(l.holderId !== undefined ? { holderId: l.holderId } : {}),
-    ttl,
-    wait,
-    retryInterval: positiveInt(l.retryInterval, 'lock.retryInterval', DEFAULTS.lock.retryInterval),
-    extendMargin,
-    replicas,
-    replicaTimeout: positiveInt(
-      l.replicaTimeout,
-      'lock.replicaTimeout',
-      DEFAULTS.lock.replicaTimeout,
-    ),
-  };
-}
-
-function validateCache(
-  value: RedisModuleOptions['cache'],
-  commandTimeout: number | undefined,
-): ResolvedRedisConfig['cache'] {
-  if (value !== undefined && (value === null || typeof value !== 'object')) {
-    throw new RedisConfigError(
-      'cache',
-      value,
-      '{ ttl?, grace?, l1?, lockTtl?, timeout?, serializer?, maxValueBytes? }',
-    );
-  }
-  const c = value ?? {};
-  const grace = c.grace === 0 ? 0 : positiveInt(c.grace, 'cache.grace', DEFAULTS.cache.grace);
-  let l1: ResolvedRedisConfig['cache']['l1'];
-  if (c.l1 === false) {
-    l1 = false;
-  } else if (c.l1 === undefined || (c.l1 !== null && typeof c.l1 === 'object')) {
-    l1 = {
-      maxEntries: positiveInt(c.l1?.maxEntries, 'cache.l1.maxEntries', DEFAULTS.cache.l1MaxEntries),
-      maxBytes: positiveInt(c.l1?.maxBytes, 'cache.l1.maxBytes', DEFAULTS.cache.l1MaxBytes),
-    };
-  } else {
-    throw new RedisConfigError('cache.l1', c.l1, 'false or { maxEntries?, maxBytes? }');
-  }
-  const serializer = c.serializer ?? jsonSerializer;
-  if (
-    typeof serializer?.serialize !== 'function' ||
-    typeof serializer?.deserialize !== 'function'
-  ) {
-    throw new RedisConfigError(
-      'cache.serializer',
-      Object.prototype.toString.call(serializer),
-      '{ serialize(value), deserialize(buffer) }',
-    );
-  }
-  const maxValueBytes = c.maxValueBytes ?? DEFAULTS.cache.maxValueBytes;
-  if (
-    typeof maxValueBytes !== 'number' ||
-    !Number.isSafeInteger(maxValueBytes) ||
-    maxValueBytes <= 0
-  ) {
-    throw new RedisConfigError('cache.maxValueBytes', maxValueBytes, 'a positive integer (bytes)');
-  }
-  return {
-    ttl: atMost(positiveInt(c.ttl, 'cache.ttl', DEFAULTS.cache.ttl), 'cache.ttl', MAX_TTL_MS),
-    grace: atMost(grace, 'cache.grace', MAX_TTL_MS),
-    l1,
-    lockTtl: atMost(
-      positiveInt(c.lockTtl, 'cache.lockTtl', DEFAULTS.cache.lockTtl),
-      'cache.lockTtl',
-      MAX_TIMER_MS,
-    ),
-    timeout: atMost(
-      positiveInt(c.timeout, 'cache.timeout', commandTimeout ?? DEFAULTS.cache.timeout),
-      'cache.timeout',
-      MAX_TIMER_MS,
-    ),
-    serializer,
-    maxValueBytes,
-  };
 }
 
 function validateSession(value: RedisModuleOptions['session']): ResolvedRedisConfig['session'] {

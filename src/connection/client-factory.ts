@@ -204,8 +204,30 @@ function reconnectAfterSwitchRace(client: Redis): void {
       if (status === 'ready') wasReady = true;
     });
   }
+  const switchRace = (): boolean =>
+    wasReady && last === 'connecting' && !closingOnPurpose.has(client);
+  // The aborted connect also rejects, with a raw "Connection is closed.", every command queued
+  // meanwhile and every command that was awaiting a reply when the old master went away (which
+  // ioredis keeps to re-send once ready). Keep both for the reconnect below, as after any other
+  // reconnect: unsent commands go out once ready, unanswered ones are re-sent.
+  const holder = client as unknown as QueueHolder & {
+    commandQueue?: unknown;
+    prevCommandQueue?: unknown;
+  };
+  const flush = holder.flushQueue;
+  if (typeof flush === 'function') {
+    holder.flushQueue = (error, options) => {
+      if (!switchRace() || error?.message !== 'Connection is closed.') {
+        return flush.call(client, error, options);
+      }
+      flush.call(client, error, {
+        offlineQueue: false,
+        commandQueue: holder.commandQueue !== holder.prevCommandQueue,
+      });
+    };
+  }
   client.on('end', () => {
-    if (!wasReady || last !== 'connecting' || closingOnPurpose.has(client)) return;
+    if (!switchRace()) return;
     client.connect().catch(() => undefined);
   });
 }

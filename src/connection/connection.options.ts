@@ -1,5 +1,4 @@
 import type { RedisOptions } from 'ioredis';
-import { DEFAULTS } from '../config/defaults.js';
 import { RedisConfigError } from '../errors.js';
 
 /**
@@ -141,8 +140,17 @@ export interface RedisConnectionOptions {
   redisOptions?: RedisOptions;
 }
 
-/** Every default of the reconnect and retry options; the option docs repeat them. */
-export const CONNECTION_RETRY_DEFAULTS = {
+/** Every default of the connection options; the option docs repeat them as `@defaultValue`. */
+export const CONNECTION_DEFAULTS = {
+  connectTimeout: 5_000,
+  lazyConnect: false,
+  maxConnections: 10,
+  shutdownTimeout: 2_000,
+  autoPipelining: false,
+  coalesceWrites: true,
+  protocol: 3 as 2 | 3,
+  /** How long a dedicated connection may sit idle before it is closed, in ms. */
+  dedicatedIdleMs: 30_000,
   retry: {
     initialDelay: 50,
     factor: 1.5,
@@ -204,7 +212,7 @@ export function validateRetry(value: RedisRetryOptions | undefined): Required<Re
       '{ initialDelay?, factor?, maxDelay?, jitter?, maxAttempts? }',
     );
   }
-  const d = CONNECTION_RETRY_DEFAULTS.retry;
+  const d = CONNECTION_DEFAULTS.retry;
   const r = value ?? {};
   const initialDelay = durationOption(r.initialDelay, 'retry.initialDelay', d.initialDelay);
   const maxDelay = durationOption(r.maxDelay, 'retry.maxDelay', d.maxDelay);
@@ -263,7 +271,7 @@ export function validateRetryOnTimeout(
       `a positive number of milliseconds: ${label} retries commands that time out, and needs a bound`,
     );
   }
-  const d = CONNECTION_RETRY_DEFAULTS.retryOnTimeout;
+  const d = CONNECTION_DEFAULTS.retryOnTimeout;
   const o = (value === true ? {} : value) as RedisRetryOnTimeoutOptions;
   const path = (key: string): string => (label.startsWith('REDIS_') ? key : `${label}.${key}`);
   const initialDelay = durationOption(
@@ -334,7 +342,7 @@ export function validateConnectionOptions(
   ) {
     throw new RedisConfigError('redisOptions', o.redisOptions, 'an ioredis options object');
   }
-  const protocol = o.protocol ?? DEFAULTS.protocol;
+  const protocol = o.protocol ?? CONNECTION_DEFAULTS.protocol;
   if (protocol !== 2 && protocol !== 3) {
     throw new RedisConfigError('protocol', protocol, '2 or 3 (the RESP protocol version)');
   }
@@ -343,7 +351,7 @@ export function validateConnectionOptions(
     connectTimeout: durationOption(
       o.connectTimeout,
       label('connectTimeout'),
-      DEFAULTS.connectTimeout,
+      CONNECTION_DEFAULTS.connectTimeout,
     ),
     commandTimeout,
     retryOnTimeout: validateRetryOnTimeout(
@@ -352,22 +360,30 @@ export function validateConnectionOptions(
       commandTimeout,
       commandTimeoutVariable ?? label('commandTimeout'),
     ),
-    lazyConnect: booleanOption(o.lazyConnect, 'lazyConnect', DEFAULTS.lazyConnect),
+    lazyConnect: booleanOption(o.lazyConnect, 'lazyConnect', CONNECTION_DEFAULTS.lazyConnect),
     retry: validateRetry(o.retry),
     maxConnections: integerOption(
       o.maxConnections,
       label('maxConnections'),
-      DEFAULTS.maxConnections,
+      CONNECTION_DEFAULTS.maxConnections,
       [1, 10_000],
       'connections',
     ),
     shutdownTimeout: durationOption(
       o.shutdownTimeout,
       label('shutdownTimeout'),
-      DEFAULTS.shutdownTimeout,
+      CONNECTION_DEFAULTS.shutdownTimeout,
     ),
-    autoPipelining: booleanOption(o.autoPipelining, 'autoPipelining', DEFAULTS.autoPipelining),
-    coalesceWrites: booleanOption(o.coalesceWrites, 'coalesceWrites', DEFAULTS.coalesceWrites),
+    autoPipelining: booleanOption(
+      o.autoPipelining,
+      'autoPipelining',
+      CONNECTION_DEFAULTS.autoPipelining,
+    ),
+    coalesceWrites: booleanOption(
+      o.coalesceWrites,
+      'coalesceWrites',
+      CONNECTION_DEFAULTS.coalesceWrites,
+    ),
     protocol,
     redisOptions: o.redisOptions ?? {},
   };

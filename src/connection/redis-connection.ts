@@ -7,7 +7,6 @@ import {
 import type { Redis } from 'ioredis';
 
 import { elapsedMs, withTimeout } from '../common/async.js';
-import { DEFAULTS } from '../config/defaults.js';
 import { scrubSecrets } from '../config/redact.js';
 import type { ResolvedRedisConfig } from '../config/resolve-options.js';
 import { RedisConnectionError } from '../errors.js';
@@ -20,6 +19,7 @@ import {
   type ConnectionRole,
   type RedisClient,
 } from './client-factory.js';
+import { CONNECTION_DEFAULTS } from './connection.options.js';
 import { DedicatedPool, poolExhausted } from './dedicated-pool.js';
 import { retryOnTimeout, type RetryCounter } from './retry-on-timeout.js';
 import { watchConnectionState } from './state-logger.js';
@@ -84,7 +84,7 @@ export class RedisConnection
       shuttingDown: () => this.shuttingDown(),
       exhausted: (waitMs) => poolExhausted(this.name, this.address, waitMs, config.maxConnections),
       waitMs: config.connectTimeout,
-      idleMs: DEFAULTS.dedicatedIdleMs,
+      idleMs: CONNECTION_DEFAULTS.dedicatedIdleMs,
     });
   }
 

@@ -1,4 +1,4 @@
-import { RedisScript } from '../connection/script.js';
+import { LockScript } from './module-script.js';
 
 // Every script here may run twice: ioredis re-sends a command whose reply was lost when it
 // reconnects. So an acquisition that finds its own token succeeds again (same fencing token),
@@ -44,7 +44,7 @@ end`;
  * ARGV: token, limit, ttl, waitMarkTtl (0: do not mark).
  * Returns `{1, holders}` or `{0, ms until the first holder expires}`.
  */
-export const SEMAPHORE_ACQUIRE = new RedisScript<[number, number]>(
+export const SEMAPHORE_ACQUIRE = new LockScript<[number, number]>(
   'semaphore-acquire',
   `${NOW}
 ${KEEP_ALIVE}
@@ -63,13 +63,14 @@ end
 if ARGV[4] ~= '0' then redis.call('SET', KEYS[2], '1', 'PX', ARGV[4]) end
 local first = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
 return {0, tonumber(first[2]) - now}`,
+  2,
 );
 
 /**
  * Renew a live holder (a permit or a reader). KEYS: holders. ARGV: token, ttl.
  * Returns 1, or 0 when the holder expired, was released or never existed.
  */
-export const HOLDER_EXTEND = new RedisScript<number>(
+export const HOLDER_EXTEND = new LockScript<number>(
   'holder-extend',
   `${NOW}
 ${KEEP_ALIVE}
@@ -78,6 +79,7 @@ if not mine or tonumber(mine) <= now then return 0 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 keep(KEYS[1], tonumber(ARGV[2]))
 return 1`,
+  1,
 );
 
 /**
@@ -85,7 +87,7 @@ return 1`,
  * KEYS: holders, waiting. ARGV: token, channel, message, tombstone (ms), announce ('1' | '0').
  * Returns 1 (released now, or by an earlier run of this release), 0 when it had expired.
  */
-export const HOLDER_RELEASE = new RedisScript<number>(
+export const HOLDER_RELEASE = new LockScript<number>(
   'holder-release',
   `${NOW}
 ${KEEP_ALIVE}
@@ -103,6 +105,7 @@ redis.call('ZADD', KEYS[1], -(now + tombstone), ARGV[1])
 keep(KEYS[1], tombstone)
 announce(KEYS[2], ARGV[2], ARGV[3], ARGV[5])
 return 1`,
+  2,
 );
 
 /**
@@ -111,7 +114,7 @@ return 1`,
  * KEYS: writer, readers, writersWaiting, waiting. ARGV: token, ttl, waitMarkTtl (0: no mark).
  * Returns `{1, 0}` or `{0, ms worth waiting before trying again (-1: unknown)}`.
  */
-export const READ_ACQUIRE = new RedisScript<[number, number]>(
+export const READ_ACQUIRE = new LockScript<[number, number]>(
   'rw-read-acquire',
   `${NOW}
 ${KEEP_ALIVE}
@@ -135,6 +138,7 @@ if not blocked then
 end
 if ARGV[3] ~= '0' then redis.call('SET', KEYS[4], '1', 'PX', ARGV[3]) end
 return {0, blocked}`,
+  4,
 );
 
 /**
@@ -144,7 +148,7 @@ return {0, blocked}`,
  * ARGV: token, ttl, waitMarkTtl (0: no intent, no mark), fenceIdle (ms).
  * Returns `{1, fencingToken}` or `{0, ms worth waiting (-1: unknown)}`.
  */
-export const WRITE_ACQUIRE = new RedisScript<[number, number]>(
+export const WRITE_ACQUIRE = new LockScript<[number, number]>(
   'rw-write-acquire',
   `${NOW}
 ${KEEP_ALIVE}
@@ -172,10 +176,11 @@ redis.call('ZREM', KEYS[3], token)
 local fence = nextFence(KEYS[4], tonumber(ARGV[4]), now)
 redis.call('SET', KEYS[1], token .. ':' .. string.format('%.0f', fence), 'PX', ARGV[2])
 return {1, fence}`,
+  5,
 );
 
 /** Renew the write lock if ours. KEYS: writer. ARGV: token, ttl. Returns 1 or 0. */
-export const WRITE_EXTEND = new RedisScript<number>(
+export const WRITE_EXTEND = new LockScript<number>(
   'rw-write-extend',
   `local w = redis.call('GET', KEYS[1])
 if w and string.sub(w, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then
@@ -183,6 +188,7 @@ if w and string.sub(w, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then
   return 1
 end
 return 0`,
+  1,
 );
 
 /**
@@ -191,7 +197,7 @@ return 0`,
  * ARGV: token, channel, message, tombstone (ms), announce ('1' | '0').
  * Returns 1 (released now or by an earlier run of this release), 0 when it was not ours.
  */
-export const WRITE_RELEASE = new RedisScript<number>(
+export const WRITE_RELEASE = new LockScript<number>(
   'rw-write-release',
   `${ANNOUNCE}
 local w = redis.call('GET', KEYS[1])
@@ -202,18 +208,20 @@ if w and string.sub(w, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then
   return 1
 end
 return 0`,
+  2,
 );
 
 /**
  * A writer that gave up withdraws its intent, so readers need not wait for it to expire.
  * KEYS: writersWaiting, waiting. ARGV: token, channel, message.
  */
-export const WRITE_WITHDRAW = new RedisScript<number>(
+export const WRITE_WITHDRAW = new LockScript<number>(
   'rw-write-withdraw',
   `${ANNOUNCE}
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
 if removed == 1 then announce(KEYS[2], ARGV[2], ARGV[3], '0') end
 return removed`,
+  2,
 );
 
 /**
@@ -221,7 +229,7 @@ return removed`,
  * KEYS: leader, term. ARGV: token, ttl, termIdle (ms).
  * Returns `{1, term}` or `{0, the leader's remaining ms}`.
  */
-export const LEADER_CLAIM = new RedisScript<[number, number]>(
+export const LEADER_CLAIM = new LockScript<[number, number]>(
   'leader-claim',
   `${NEXT_FENCE}
 local token = ARGV[1]
@@ -237,6 +245,7 @@ ${NOW}
 local term = nextFence(KEYS[2], tonumber(ARGV[3]), now)
 redis.call('SET', KEYS[1], token .. ':' .. string.format('%.0f', term), 'PX', ARGV[2])
 return {1, term}`,
+  2,
 );
 
 /** Renew our leadership. KEYS: leader. ARGV: token, ttl. Returns 1, or 0 when not leader. */
@@ -246,7 +255,7 @@ export const LEADER_RENEW = WRITE_EXTEND;
  * Step down if leader, and announce it so that a follower takes over at once.
  * KEYS: leader. ARGV: token, channel, message. Returns 1, or 0 when not leader (also a re-run).
  */
-export const LEADER_RESIGN = new RedisScript<number>(
+export const LEADER_RESIGN = new LockScript<number>(
   'leader-resign',
   `local v = redis.call('GET', KEYS[1])
 if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then
@@ -255,4 +264,5 @@ if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then
   return 1
 end
 return 0`,
+  1,
 );

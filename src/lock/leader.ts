@@ -179,8 +179,7 @@ export class RedisLeaderElection implements LeaderElection {
     await withTimeout(this.running, bound, () => new Error('timeout')).catch(() => undefined);
     const [leader] = this.keys;
     await withTimeout(
-      LEADER_RESIGN.run(
-        this.coordinator.client,
+      LEADER_RESIGN.on(this.coordinator.connection).run(
         [leader],
         [this.token, this.coordinator.channel, this.wakeKey],
       ),
@@ -196,7 +195,7 @@ export class RedisLeaderElection implements LeaderElection {
     const stopped = this.stopController.signal;
     // Without notifications a follower still takes over when the leader's TTL ends.
     await this.coordinator.ensureSubscribed().catch(() => false);
-    const client = this.coordinator.client;
+    const connection = this.coordinator.connection;
     const retry = Math.max(10, Math.min(this.coordinator.defaults.retryInterval, this.ttl / 4));
     while (!stopped.aborted) {
       // Registered before the round trip: a resignation announced meanwhile still wakes us.
@@ -205,7 +204,7 @@ export class RedisLeaderElection implements LeaderElection {
       try {
         if (!this.isLeader) {
           const sentAt = Date.now();
-          const [ok, n] = await LEADER_CLAIM.run(client, this.keys, [
+          const [ok, n] = await LEADER_CLAIM.on(connection).run(this.keys, [
             this.token,
             this.ttl,
             FENCE_IDLE_MS,
@@ -219,7 +218,7 @@ export class RedisLeaderElection implements LeaderElection {
           }
         } else {
           const sentAt = Date.now();
-          const ok = await LEADER_RENEW.run(client, [this.keys[0]], [this.token, this.ttl]);
+          const ok = await LEADER_RENEW.on(connection).run([this.keys[0]], [this.token, this.ttl]);
           if (!this.leading) {
             delay = 0; // demoted by the clock meanwhile: claim again (ours if Redis kept it)
           } else if (ok === 1) {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { RedisScript } from '../connection/script.js';
+import { LockScript } from './module-script.js';
 
 /** Longest resource name accepted, in UTF-8 bytes: it is part of four key names. */
 export const MAX_RESOURCE_BYTES = 1_024;
@@ -94,7 +94,7 @@ end
  * Returns `{1, fencingToken, pttl, refused}` or `{0, pttl of the holder, 0, refused}`
  * (`refused`: a PUBLISH to a granted waiter was denied, e.g. by ACL).
  */
-export const ACQUIRE = new RedisScript<[number, number, number, number]>(
+export const ACQUIRE = new LockScript<[number, number, number, number]>(
   'lock-acquire',
   `${PRELUDE}
 local token, ttl, holder, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -119,6 +119,7 @@ if mode ~= '0' then
   redis.call('PEXPIRE', entriesKey, lease * 2)
 end
 return {0, redis.call('PTTL', lockKey), 0, refused}`,
+  4,
 );
 
 /**
@@ -126,7 +127,7 @@ return {0, redis.call('PTTL', lockKey), 0, refused}`,
  * twice. KEYS: lock, meta (optional). ARGV: token, ttl (ms). Returns 1, or 0 when gone or
  * owned by someone else.
  */
-export const EXTEND = new RedisScript<number>(
+export const EXTEND = new LockScript<number>(
   'lock-extend',
   `if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -134,6 +135,7 @@ export const EXTEND = new RedisScript<number>(
   return 1
 end
 return 0`,
+  2,
 );
 
 /**
@@ -144,7 +146,7 @@ return 0`,
  * KEYS: lock, meta, queue, entries. ARGV: token, channel prefix.
  * Returns `{1 released | 0 not ours, refused}`.
  */
-export const RELEASE = new RedisScript<[number, number]>(
+export const RELEASE = new LockScript<[number, number]>(
   'lock-release',
   `${PRELUDE}
 local token = ARGV[1]
@@ -159,6 +161,7 @@ end
 local r = redis.call('HGET', metaKey, 'r')
 if r and string.find(r, token, 1, true) then return {1, 0} end
 return {0, 0}`,
+  4,
 );
 
 /**
@@ -167,7 +170,7 @@ return {0, 0}`,
  * KEYS: lock, meta, queue, entries. ARGV: token, channel prefix. Returns 1 when it had been
  * granted (and was passed on), else 0.
  */
-export const LEAVE = new RedisScript<number>(
+export const LEAVE = new LockScript<number>(
   'lock-leave',
   `${PRELUDE}
 if redis.call('GET', lockKey) == ARGV[1] then
@@ -180,13 +183,14 @@ if redis.call('HDEL', entriesKey, ARGV[1]) == 1 then
   redis.call('LREM', queueKey, 1, ARGV[1])
 end
 return 0`,
+  4,
 );
 
 /**
  * Who holds the lock: KEYS: lock, meta, queue, entries. Returns `{held (1|0), pttl,
  * fencingToken (string|nil), holder (string|nil), live waiters}`.
  */
-export const INSPECT = new RedisScript<[number, number, string | null, string | null, number]>(
+export const INSPECT = new LockScript<[number, number, string | null, string | null, number]>(
   'lock-inspect',
   `local lockKey, metaKey, entriesKey = KEYS[1], KEYS[2], KEYS[4]
 local t = redis.call('TIME')
@@ -200,4 +204,5 @@ end
 if not redis.call('GET', lockKey) then return {0, 0, false, false, waiting} end
 local m = redis.call('HMGET', metaKey, 'f', 'h')
 return {1, redis.call('PTTL', lockKey), m[1], m[2], waiting}`,
+  4,
 );

@@ -28,9 +28,10 @@ import { coordinatorFor } from './coordination.js';
 import type { LeaderElection, LeaderOptions } from './leader.js';
 import type { ReadWriteLock, ReadWriteLockOptions } from './read-write-lock.js';
 import type { Semaphore, SemaphoreOptions } from './semaphore.js';
+import { MAX_LOCK_DURATION_MS } from './lock.options.js';
+import { replyBehind } from './module-script.js';
 
-/** Longest lock TTL (and `wait`) accepted, in ms: 24 hours. */
-export const MAX_LOCK_DURATION_MS = 24 * 60 * 60_000;
+export { MAX_LOCK_DURATION_MS };
 
 /** Options of `LockService.tryAcquire`. */
 export interface TryAcquireLockOptions {
@@ -242,8 +243,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
    */
   async inspect(resource: string): Promise<LockInfo> {
     checkResource('inspect', resource);
-    const [held, pttl, fence, holder, waiting] = await INSPECT.run(
-      this.connection.client,
+    const [held, pttl, fence, holder, waiting] = await INSPECT.on(this.connection).run(
       lockKeys(resource),
     );
     const locked = Number(held) === 1;
@@ -455,7 +455,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     if (byMessage && expiresAt - Date.now() < ttl / 2) {
       const confirmedAt = Date.now();
       const [key, meta] = lockKeys(resource);
-      if ((await EXTEND.run(this.connection.client, [key, meta], [token, ttl])) !== 1) {
+      if ((await EXTEND.on(this.connection).run([key, meta], [token, ttl])) !== 1) {
         throw new NotAcknowledged('the lock granted to us expired before we could confirm it');
       }
       expiresAt = confirmedAt + ttl;
@@ -488,14 +488,25 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
    */
   private async waitForReplicas(lock: HeldLock, ttl: number): Promise<number> {
     const keys = lockKeys(lock.resource);
+    const extend = EXTEND.on(this.connection);
     const acked = await this.connection.withDedicated(async (c) => {
-      const out = (await c
-        .pipeline()
-        .eval(EXTEND.lua, 2, keys[0], keys[1], lock.token, ttl)
-        .wait(this.defaults.replicas, this.defaults.replicaTimeout)
-        .exec()) as Array<[Error | null, unknown]>;
-      for (const [err] of out) if (err) throw err;
-      return Number(out[0][1]) === 1 ? Number(out[1][1]) : -1;
+      // One round trip: the script by SHA and WAIT in one pipeline. A server that does not
+      // know the script (restart, failover) gets it loaded, then the pipeline once more; the
+      // WAIT of a pipeline whose script failed counted no write of ours and is ignored.
+      for (let attempt = 0; ; attempt += 1) {
+        const out = (await c
+          .pipeline()
+          .evalsha(extend.sha, 2, keys[0], keys[1], lock.token, ttl)
+          .wait(this.defaults.replicas, this.defaults.replicaTimeout)
+          .exec()) as Array<[Error | null, unknown]>;
+        const [scriptError] = out[0];
+        if (scriptError?.message.startsWith('NOSCRIPT') && attempt === 0) {
+          await extend.load();
+          continue;
+        }
+        for (const [err] of out) if (err) throw err;
+        return Number(out[0][1]) === 1 ? Number(out[1][1]) : -1;
+      }
     });
     if (acked < 0) {
       lock.lose('the lock was gone before replicas acknowledged it');
@@ -510,7 +521,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     ttl: number,
     mode: '0' | '1' | '2',
   ): Promise<AcquireReply> {
-    return ACQUIRE.run(this.connection.client, lockKeys(resource), [
+    return ACQUIRE.on(this.connection).run(lockKeys(resource), [
       token,
       ttl,
       this.holderId,
@@ -535,12 +546,14 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
 
   /** Best effort: a waiter or taker whose outcome is unknown leaves (or passes the lock on). */
   private abandon(resource: string, token: string): void {
-    LEAVE.run(this.connection.client, lockKeys(resource), [token, this.grantChannelPrefix]).then(
-      (passedOn) => {
-        if (Number(passedOn) === 1) this.logger.debug?.(`passed on "${resource}" granted late`);
-      },
-      () => undefined, // the entry's lease (or the lock's TTL) ends it anyway
-    );
+    LEAVE.on(this.connection)
+      .run(lockKeys(resource), [token, this.grantChannelPrefix])
+      .then(
+        (passedOn) => {
+          if (Number(passedOn) === 1) this.logger.debug?.(`passed on "${resource}" granted late`);
+        },
+        () => undefined, // the entry's lease (or the lock's TTL) ends it anyway
+      );
   }
 
   /**
@@ -560,7 +573,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
 
   private async runExtend(lock: HeldLock, ttl: number): Promise<boolean> {
     const [key, meta] = lockKeys(lock.resource);
-    const ok = await EXTEND.run(this.connection.client, [key, meta], [lock.token, ttl]);
+    const ok = await EXTEND.on(this.connection).run([key, meta], [lock.token, ttl]);
     return ok === 1;
   }
 
@@ -572,7 +585,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     let attempt = 0;
     for (;;) {
       try {
-        const [ok, refused] = await RELEASE.run(this.connection.client, lockKeys(lock.resource), [
+        const [ok, refused] = await RELEASE.on(this.connection).run(lockKeys(lock.resource), [
           lock.token,
           this.grantChannelPrefix,
         ]);
@@ -761,7 +774,8 @@ function withinDeadline<T>(
  * Errors worth retrying within `wait`: the connection dropped or was reset (ioredis aborts or
  * times out the command), or the server is between roles during a failover.
  */
-function isTransient(err: unknown): boolean {
+function isTransient(error: unknown): boolean {
+  const err = replyBehind(error);
   if (!(err instanceof Error)) return false;
   if (err.name !== 'ReplyError') return true;
   return /^(READONLY|LOADING|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|NOREPLICAS|UNBLOCKED)/.test(

@@ -75,7 +75,7 @@ export class RedisReadWriteLock implements ReadWriteLock {
     this.keys = readWriteKeys(name);
     this.wakeKey = `r:${name}`;
     const [writer, readers, , , waiting] = this.keys;
-    const client = coordinator.client;
+    const connection = coordinator.connection;
     // Callers of this process queued behind others leave no mark: announce for them.
     const announce = (): [string, string, number, string] => [
       coordinator.channel,
@@ -85,15 +85,15 @@ export class RedisReadWriteLock implements ReadWriteLock {
     ];
     this.readOps = coordinator.leaseOps(
       `a read lock of "${name}"`,
-      async (token, ms) => (await HOLDER_EXTEND.run(client, [readers], [token, ms])) === 1,
+      async (token, ms) => (await HOLDER_EXTEND.on(connection).run([readers], [token, ms])) === 1,
       async (token) =>
-        (await HOLDER_RELEASE.run(client, [readers, waiting], [token, ...announce()])) === 1,
+        (await HOLDER_RELEASE.on(connection).run([readers, waiting], [token, ...announce()])) === 1,
     );
     this.writeOps = coordinator.leaseOps(
       `the write lock of "${name}"`,
-      async (token, ms) => (await WRITE_EXTEND.run(client, [writer], [token, ms])) === 1,
+      async (token, ms) => (await WRITE_EXTEND.on(connection).run([writer], [token, ms])) === 1,
       async (token) =>
-        (await WRITE_RELEASE.run(client, [writer, waiting], [token, ...announce()])) === 1,
+        (await WRITE_RELEASE.on(connection).run([writer, waiting], [token, ...announce()])) === 1,
     );
   }
 
@@ -140,11 +140,9 @@ export class RedisReadWriteLock implements ReadWriteLock {
     } catch (err) {
       // Gave up: withdraw the intent now rather than make readers wait for it to lapse.
       const [, , writersWaiting, , waiting] = this.keys;
-      await WRITE_WITHDRAW.run(
-        this.coordinator.client,
-        [writersWaiting, waiting],
-        [token, this.coordinator.channel, this.wakeKey],
-      ).catch(() => undefined);
+      await WRITE_WITHDRAW.on(this.coordinator.connection)
+        .run([writersWaiting, waiting], [token, this.coordinator.channel, this.wakeKey])
+        .catch(() => undefined);
       throw err;
     }
   }
@@ -172,8 +170,7 @@ export class RedisReadWriteLock implements ReadWriteLock {
     const [writer, readers, writersWaiting, , waiting] = this.keys;
     const token = this.coordinator.token();
     const sentAt = Date.now();
-    const [ok, retryIn] = await READ_ACQUIRE.run(
-      this.coordinator.client,
+    const [ok, retryIn] = await READ_ACQUIRE.on(this.coordinator.connection).run(
       [writer, readers, writersWaiting, waiting],
       [token, this.ttl, markTtl],
     );
@@ -187,7 +184,7 @@ export class RedisReadWriteLock implements ReadWriteLock {
     autoExtend: boolean,
   ): Promise<{ value?: WriteLock; retryIn?: number }> {
     const sentAt = Date.now();
-    const [ok, n] = await WRITE_ACQUIRE.run(this.coordinator.client, this.keys, [
+    const [ok, n] = await WRITE_ACQUIRE.on(this.coordinator.connection).run(this.keys, [
       token,
       this.ttl,
       markTtl,

@@ -84,13 +84,12 @@ export class RedisSemaphore implements Semaphore {
     this.keys = semaphoreKeys(name);
     this.wakeKey = `s:${name}`;
     const [holders, waiting] = this.keys;
-    const client = coordinator.client;
+    const connection = coordinator.connection;
     this.ops = coordinator.leaseOps(
       `a permit of semaphore "${name}"`,
-      async (token, ms) => (await HOLDER_EXTEND.run(client, [holders], [token, ms])) === 1,
+      async (token, ms) => (await HOLDER_EXTEND.on(connection).run([holders], [token, ms])) === 1,
       async (token) =>
-        (await HOLDER_RELEASE.run(
-          client,
+        (await HOLDER_RELEASE.on(connection).run(
           [holders, waiting],
           [
             token,
@@ -144,7 +143,7 @@ export class RedisSemaphore implements Semaphore {
   }> {
     const token = this.coordinator.token();
     const sentAt = Date.now();
-    const [ok, n] = await SEMAPHORE_ACQUIRE.run(this.coordinator.client, this.keys, [
+    const [ok, n] = await SEMAPHORE_ACQUIRE.on(this.coordinator.connection).run(this.keys, [
       token,
       this.limit,
       this.ttl,

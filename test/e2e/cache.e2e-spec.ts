@@ -12,7 +12,7 @@ import {
   type RedisModuleOptions,
 } from '../../src/index.js';
 import { MAX_TTL_MS } from '../../src/common/checks.js';
-import { FILL, LOCK } from '../../src/cache/cache.scripts.js';
+import { READ_OR_LOCK, WRITE } from '../../src/cache/cache.scripts.js';
 import { CapturingLogger, startApp } from '../support/app.js';
 import {
   killConnection,
@@ -318,16 +318,26 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       );
     });
 
-    it('a miss costs one read, the lock (which says there is no entry), the loader, one fill', async () => {
+    it('while misses dominate, a miss costs one read (which also takes the lock) and one fill; while hits dominate, a hit is one GET', async () => {
       const k = key('miss-path');
-      // Once before, so that the node holding the key knows the scripts (no NOSCRIPT + EVAL).
+      // Misses on fresh keys make the read-or-lock script the read (and load the scripts on
+      // every node, so that no NOSCRIPT + EVAL shows below).
+      for (let i = 0; i < 24; i++) await cacheA.getOrSet(`${k}-warm-${i}`, () => 'warm');
       await cacheA.getOrSet(k, () => 'first');
       await cacheA.del(k);
       const sent = await recordCommands(raw, () => cacheA.getOrSet(k, () => 'loaded'));
       // No notification: nobody waited, and no instance had a copy of a key without entry.
-      expect(sent).toEqual(['get', `evalsha ${LOCK.sha}`, `evalsha ${FILL.sha}`]);
+      expect(sent).toEqual([`evalsha ${READ_OR_LOCK.sha}`, `evalsha ${WRITE.sha}`]);
       expect(await raw.exists(`cache:{${k}}:lock`)).toBe(0);
       expect(await cacheB.get(k)).toBe('loaded');
+      // Hits in B (without L1 copies: a fresh key each) turn its reads back into plain GETs.
+      for (let i = 0; i < 24; i++) await cacheA.set(`${k}-hot-${i}`, i);
+      for (let i = 0; i < 24; i++) await cacheB.getOrSet(`${k}-hot-${i}`, () => -1);
+      await cacheA.set(`${k}-hit`, 'hit');
+      const hit = await recordCommands(b.get<RedisClient>(getRedisToken()), () =>
+        cacheB.getOrSet(`${k}-hit`, () => 'never'),
+      );
+      expect(hit).toEqual(['get']);
     });
 
     it('a caller waiting in another instance asks to be told, and the fill tells it', async () => {
@@ -356,7 +366,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       expect(await waiter).toBe('from A');
       await leader;
       expect(loadsInB).toBe(0);
-      expect(sent).toContain(`evalsha ${FILL.sha}`);
+      expect(sent).toContain(`evalsha ${WRITE.sha}`);
       expect(sent[sent.length - 1]).toBe('publish');
       expect(await raw.exists(`cache:{${k}}:wait`)).toBe(0);
     });

@@ -32,7 +32,6 @@ export const PASSWORD = 'failover-Secret-4711';
 export const KNOWN_RAW_ERRORS: readonly RegExp[] = [
   /^ClusterAllFailedError: Failed to refresh slots cache/,
   /^Error: Too many Cluster redirections/,
-  /^Error: Connection is closed/,
   /^Error: Command timed out/,
   /^AbortError: /,
   /^ReplyError: (LOADING|READONLY|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|NOSCRIPT|UNBLOCKED)\b/,

@@ -1,0 +1,81 @@
+import { LRUCache } from 'lru-cache';
+
+import type { CacheEntry } from './cache-entry.js';
+import type { ResolvedCacheOptions } from './cache.options.js';
+import type { CacheState } from './cache.types.js';
+import type { TagVersions } from './tag-versions.js';
+
+/**
+ * How something outside the cache (server-assisted invalidation, a test) tells it that its
+ * in-process copies are out of date. Both are synchronous and cheap; both also mark L2 reads
+ * in flight for the key(s), so that their answer is not kept in L1 either.
+ */
+export interface LocalInvalidation {
+  /** Drops one key (as the application wrote it, without `keyPrefix`) from L1. */
+  invalidateLocal(key: string): void;
+  /** Drops every L1 entry and the tag version memo (invalidations may have been missed). */
+  flushLocal(): void;
+}
+
+/**
+ * The in-process tier (L1): a bounded LRU of decoded entries, trusted only while the cache is
+ * coherent (subscribed to invalidations), and only under the tag versions it was written with.
+ */
+export class LocalTier {
+  readonly lru?: LRUCache<string, CacheEntry>;
+
+  constructor(
+    options: ResolvedCacheOptions,
+    private readonly state: CacheState,
+    private readonly tags: TagVersions,
+  ) {
+    const l1 = options.l1;
+    if (l1) {
+      this.lru = new LRUCache<string, CacheEntry>({
+        max: l1.maxEntries,
+        maxSize: l1.maxBytes,
+        sizeCalculation: (entry) => entry.size,
+      });
+    }
+  }
+
+  get enabled(): boolean {
+    return this.lru !== undefined;
+  }
+
+  /** The entry, unless L1 is off or untrusted, the entry is past its grace or a tag moved on. */
+  get(key: string, now: number): CacheEntry | undefined {
+    if (!this.lru || !this.state.coherent) return undefined;
+    const entry = this.lru.get(key);
+    if (!entry) return undefined;
+    if (entry.staleUntil <= now || !this.tags.valid(entry)) {
+      this.lru.delete(key);
+      return undefined;
+    }
+    return entry;
+  }
+
+  /** Keeps an entry, if L1 is on and trusted. */
+  set(key: string, entry: CacheEntry): void {
+    if (this.lru && this.state.coherent) this.lru.set(key, entry);
+  }
+
+  delete(key: string): void {
+    this.lru?.delete(key);
+  }
+
+  /** Drops the entries whose key starts with `prefix` ('' = all). */
+  clear(prefix: string): void {
+    if (!this.lru) return;
+    if (prefix === '') this.lru.clear();
+    else for (const key of [...this.lru.keys()]) if (key.startsWith(prefix)) this.lru.delete(key);
+  }
+
+  get size(): number {
+    return this.lru?.size ?? 0;
+  }
+
+  get bytes(): number {
+    return this.lru?.calculatedSize ?? 0;
+  }
+}

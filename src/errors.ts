@@ -13,7 +13,8 @@ export type RedisInfraErrorCode =
   | 'REDIS_CROSSSLOT'
   | 'REDIS_TRANSACTION_CONFLICT'
   | 'REDIS_SCRIPT_FAILED'
-  | 'REDIS_PERMISSION_DENIED';
+  | 'REDIS_PERMISSION_DENIED'
+  | RedisSessionErrorCode;
 
 /** Base class of every error this package throws on purpose. */
 export abstract class RedisInfraError extends Error {
@@ -237,5 +238,29 @@ function formatFull(value: unknown): string {
     return JSON.stringify(value) ?? String(value);
   } catch {
     return Object.prototype.toString.call(value);
+  }
+}
+
+/** The failure modes of `SessionService` and `RedisSessionStore` (see `RedisSessionError`). */
+export type RedisSessionErrorCode =
+  /** A function `update` kept losing to concurrent writers of the same session. */
+  | 'REDIS_SESSION_CONFLICT'
+  /** Fresh session ids kept colliding with existing keys: something else writes under `sess:`. */
+  | 'REDIS_SESSION_ID_COLLISION'
+  /** `RedisSessionStore` is wired wrongly (no session middleware, no `genid`, two instances). */
+  | 'REDIS_SESSION_STORE_SETUP';
+
+/**
+ * A session operation failed for a reason other than a bad argument (those are `TypeError` and
+ * `RangeError`, as everywhere in this package). `code` says which; the message says what to do.
+ */
+export class RedisSessionError extends RedisInfraError {
+  constructor(
+    /** Which failure: see `RedisSessionErrorCode`. */
+    readonly code: RedisSessionErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
   }
 }

@@ -65,6 +65,7 @@ export type {
   SessionSummary,
   SessionUpdate,
 } from './session/session.service.js';
+export type { ExpiredSession, SessionExpiredHandler } from './session/session.service.js';
 export { LockService } from './lock/lock.service.js';
 export type {
   AcquireLockOptions,
@@ -163,3 +164,5 @@ export {
   RedisTransactionConflictError,
 } from './errors.js';
 export type { RedisInfraErrorCode } from './errors.js';
+export { RedisSessionError } from './errors.js';
+export type { RedisSessionErrorCode } from './errors.js';

@@ -9,12 +9,6 @@ export const DEFAULTS = {
   db: 0,
   keyPrefix: '',
   sentinelFailoverDetector: true,
-  session: {
-    ttl: 30 * 60_000,
-    absoluteTtl: 24 * 60 * 60_000,
-    maxBytes: 64 * 1024,
-    maxSessionsPerUser: null as number | null,
-  },
   healthTimeout: 1_000,
 } as const;
 

@@ -14,6 +14,9 @@ export type {
   RedisRetryOnTimeoutOptions,
   RedisRetryOptions,
 } from '../connection/connection.options.js';
+import type { RedisSessionModuleOptions } from '../session/session.options.js';
+
+export type { RedisSessionModuleOptions } from '../session/session.options.js';
 
 /** A `host:port` pair, as `sentinel.sentinels` and `cluster.nodes` take them. */
 export interface RedisNodeAddress {
@@ -61,33 +64,6 @@ export interface RedisClusterOptions {
   scaleReads?: 'master' | 'slave' | 'all';
   /** Passed through to ioredis's `Cluster` (our own settings win where both are set). */
   clusterOptions?: Omit<ClusterOptions, 'redisOptions' | 'lazyConnect' | 'keyPrefix'>;
-}
-
-/** Defaults for `SessionService`. */
-export interface RedisSessionModuleOptions {
-  /**
-   * Idle timeout: a session not touched for this long expires, in ms.
-   * @defaultValue 1800000 (30 minutes)
-   */
-  ttl?: number;
-  /**
-   * Absolute lifetime: no amount of activity keeps a session alive past this, in ms.
-   * @defaultValue 86400000 (24 hours)
-   */
-  absoluteTtl?: number;
-  /**
-   * Largest session accepted, in bytes: its data (property names and JSON values) plus its
-   * `meta` as JSON. A `create` or `update` that would exceed it throws and writes nothing.
-   * @defaultValue 65536 (64 KiB)
-   */
-  maxBytes?: number;
-  /**
-   * At most this many live sessions per user: creating one more ends the user's oldest
-   * (earliest created) sessions in the same step. `null`: no limit.
-   * @defaultValue null
-   * @example 5
-   */
-  maxSessionsPerUser?: number | null;
 }
 
 /**

@@ -5,9 +5,9 @@ import { RedisConfigError } from '../errors.js';
 import { DEFAULTS, DEFAULT_CONNECTION_NAME } from './defaults.js';
 import { redactUrl, REDACTED } from './redact.js';
 import { validateCacheOptions, type ResolvedCacheOptions } from '../cache/cache.options.js';
-import { MAX_TTL_MS } from '../common/checks.js';
 import { validateLockOptions, type ResolvedLockOptions } from '../lock/lock.options.js';
 import { validatePubSubOptions, type ResolvedPubSubOptions } from '../pubsub/pubsub.options.js';
+import { validateSessionOptions, type ResolvedSessionOptions } from '../session/session.options.js';
 import type {
   RedisClusterOptions,
   RedisModuleOptions,
@@ -56,12 +56,7 @@ export interface ResolvedRedisConfig extends ResolvedConnectionOptions {
   /** The periodic probe's alert thresholds. */
   alerts?: RedisHealthThresholds & { timeout?: number };
   cache: ResolvedCacheOptions;
-  session: {
-    ttl: number;
-    absoluteTtl: number;
-    maxBytes: number;
-    maxSessionsPerUser: number | null;
-  };
+  session: ResolvedSessionOptions;
   lock: ResolvedLockOptions;
   pubsub: ResolvedPubSubOptions;
   /** Human-readable address for logs and errors, password redacted. */
@@ -239,7 +234,7 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
     keyPrefix,
     ...connection,
     cache: validateCacheOptions(o.cache, commandTimeout),
-    session: validateSession(o.session),
+    session: validateSessionOptions(o.session),
     lock: validateLockOptions(o.lock),
     pubsub: validatePubSubOptions(o.pubsub),
     ...validateHealthModuleOptions(o.healthCheckInterval, o.alerts),
@@ -338,14 +333,6 @@ function dbIndex(value: unknown, label: string): number {
   return value;
 }
 
-function positiveInt(value: unknown, label: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-    throw new RedisConfigError(label, value, 'a positive number of milliseconds');
-  }
-  return Math.ceil(value);
-}
-
 function optionalString(value: unknown, label: string, secret = false): string | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'string') {
@@ -359,49 +346,4 @@ function validateTls(value: unknown, label: string): TlsConnectionOptions | unde
   if (value === true) return {};
   if (value !== null && typeof value === 'object') return value as TlsConnectionOptions;
   throw new RedisConfigError(label, value, 'true, false or Node TLS options');
-}
-
-function validateSession(value: RedisModuleOptions['session']): ResolvedRedisConfig['session'] {
-  if (value !== undefined && (value === null || typeof value !== 'object')) {
-    throw new RedisConfigError(
-      'session',
-      value,
-      '{ ttl?, absoluteTtl?, maxBytes?, maxSessionsPerUser? }',
-    );
-  }
-  const s = value ?? {};
-  const maxBytes = s.maxBytes ?? DEFAULTS.session.maxBytes;
-  if (typeof maxBytes !== 'number' || !Number.isSafeInteger(maxBytes) || maxBytes <= 0) {
-    throw new RedisConfigError('session.maxBytes', maxBytes, 'a positive integer (bytes)');
-  }
-  const maxSessionsPerUser =
-    s.maxSessionsPerUser === undefined ? DEFAULTS.session.maxSessionsPerUser : s.maxSessionsPerUser;
-  if (
-    maxSessionsPerUser !== null &&
-    (typeof maxSessionsPerUser !== 'number' ||
-      !Number.isSafeInteger(maxSessionsPerUser) ||
-      maxSessionsPerUser < 1)
-  ) {
-    throw new RedisConfigError(
-      'session.maxSessionsPerUser',
-      maxSessionsPerUser,
-      'a positive integer, or null for no limit',
-    );
-  }
-  return {
-    ttl: atMost(positiveInt(s.ttl, 'session.ttl', DEFAULTS.session.ttl), 'session.ttl', MAX_TTL_MS),
-    absoluteTtl: atMost(
-      positiveInt(s.absoluteTtl, 'session.absoluteTtl', DEFAULTS.session.absoluteTtl),
-      'session.absoluteTtl',
-      MAX_TTL_MS,
-    ),
-    maxBytes,
-    maxSessionsPerUser,
-  };
-}
-
-/** Upper bound of a cache or session duration (src/common/checks.ts says why each). */
-function atMost(ms: number, label: string, max: number): number {
-  if (ms > max) throw new RedisConfigError(label, ms, `at most ${max} milliseconds`);
-  return ms;
 }

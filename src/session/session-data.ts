@@ -58,6 +58,7 @@ export function encodeLenient(method: string, data: object): string {
   } catch (err) {
     throw new TypeError(
       `${method}: the session cannot be stored as JSON: ${(err as Error).message}`,
+      { cause: err },
     );
   }
 }
@@ -148,5 +149,7 @@ export function describeValue(value: unknown): string {
   if (typeof value === 'string') return describeKey(value);
   if (typeof value === 'number' || typeof value === 'boolean') return String(value);
   if (typeof value === 'object' || typeof value === 'function') return `a ${typeof value}`;
-  return String(value);
+  if (typeof value === 'bigint') return `${value}n`;
+  if (typeof value === 'symbol') return value.toString();
+  return 'undefined';
 }

@@ -19,13 +19,22 @@ import { createHash, randomBytes } from 'node:crypto';
 export const TAG_LENGTH = 3;
 /** Random bytes of an id: 256 bits. */
 const SECRET_BYTES = 32;
-/** Length of a base64url SHA-256 digest, and of an id's secret part. */
+/**
+ * Length of a base64url SHA-256 digest, and of an id's secret part. The one source of that
+ * number: the id and handle patterns, the record key pattern and the Lua scripts (which cut
+ * the digest off a record key) are all built from it.
+ */
 export const DIGEST_LENGTH = 43;
 /** Length of a session id. */
 export const ID_LENGTH = TAG_LENGTH + DIGEST_LENGTH;
 
-const ID_PATTERN = /^[A-Za-z0-9_-]{46}$/;
-const HANDLE_PATTERN = /^[A-Za-z0-9_-]{3}\.[A-Za-z0-9_-]{43}$/;
+/** One base64url character, as a regular expression class. */
+export const BASE64URL_CLASS = '[A-Za-z0-9_-]';
+
+const ID_PATTERN = new RegExp(`^${BASE64URL_CLASS}{${ID_LENGTH}}$`);
+const HANDLE_PATTERN = new RegExp(
+  `^${BASE64URL_CLASS}{${TAG_LENGTH}}\\.${BASE64URL_CLASS}{${DIGEST_LENGTH}}$`,
+);
 /** Longest express-session id the store accepts (theirs are 32 characters by default). */
 const MAX_FOREIGN_ID_LENGTH = 1024;
 
@@ -65,10 +74,12 @@ export function isHandle(value: unknown): value is string {
   return typeof value === 'string' && HANDLE_PATTERN.test(value);
 }
 
+/** The record address of one of our ids (checked with `isSessionId` first). */
 export function addressOfId(id: string): SessionAddress {
   return { tag: id.slice(0, TAG_LENGTH), digest: sha256(id) };
 }
 
+/** The record address a handle names (checked with `isHandle` first). */
 export function addressOfHandle(handle: string): SessionAddress {
   return { tag: handle.slice(0, TAG_LENGTH), digest: handle.slice(TAG_LENGTH + 1) };
 }

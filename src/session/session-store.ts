@@ -1,16 +1,19 @@
-import { Store, type SessionData as ExpressSessionData } from 'express-session';
-import type { Request } from 'express';
 import { Logger } from '@nestjs/common';
+import type { Request } from 'express';
+import { Store, type SessionData as ExpressSessionData } from 'express-session';
 import { LRUCache } from 'lru-cache';
-import { describeValue } from './session-data.js';
+
 import { checkDuration, MAX_TTL_MS } from '../common/checks.js';
+import { RedisSessionError } from '../errors.js';
+
+import { describeValue } from './session-data.js';
+import { checkUserId } from './session-row.js';
 import {
-  checkUserId,
-  sessionStoreBackend,
+  STORE_BACKEND,
   type LoadedSession,
-  type SessionService,
   type SessionStoreBackend,
-} from './session.service.js';
+} from './session-store-backend.js';
+import type { SessionService } from './session.service.js';
 
 /*
  * This file is the package's `nestjs-redis-infra/express-session` entry, never loaded by the
@@ -112,12 +115,14 @@ export class RedisSessionStore extends Store {
   private readonly fetched = new WeakMap<object, LoadedInfo>();
   /** Requests inside `login`: the user whose slot `genid` must mint the new id in. */
   private readonly loggingIn = new WeakMap<object, string>();
+  /** Requests inside `login` whose new id this store's `genid` minted: see `setupProblem`. */
+  private readonly minted = new WeakSet<object>();
   /** New sessions made by `login`, until their first `set` puts them in the user's index. */
   private readonly owners = new WeakMap<object, string>();
 
   constructor(sessions: SessionService, options: RedisSessionStoreOptions = {}) {
     super();
-    this.backend = sessionStoreBackend(sessions);
+    this.backend = backendOf(sessions);
     // Whole ms, as Redis takes them, and at most a year: an expiry Redis refuses would fail
     // a script halfway.
     const duration = (name: 'ttl' | 'absoluteTtl'): number | undefined =>
@@ -140,7 +145,11 @@ export class RedisSessionStore extends Store {
    * Pass as express-session's `genid` option: ids in `SessionService`'s format (256 random
    * bits), minted in the user's slot during `login`.
    */
-  readonly genid = (req: Request): string => this.backend.mintId(this.loggingIn.get(req));
+  readonly genid = (req: Request): string => {
+    const userId = this.loggingIn.get(req);
+    if (userId !== undefined) this.minted.add(req);
+    return this.backend.mintId(userId);
+  };
 
   /**
    * Signs `userId` in on this request: regenerates the session (a new id, against session
@@ -159,7 +168,8 @@ export class RedisSessionStore extends Store {
   async login(req: Request, userId: string): Promise<void> {
     checkUserId('RedisSessionStore.login', userId);
     if (!req.session) {
-      throw new Error(
+      throw new RedisSessionError(
+        'REDIS_SESSION_STORE_SETUP',
         'RedisSessionStore.login: req.session is missing; register express-session ' +
           '(app.use(session({ store, genid: store.genid, ... }))) before the routes that call login',
       );
@@ -173,12 +183,9 @@ export class RedisSessionStore extends Store {
       this.loggingIn.delete(req);
     }
     if (!this.backend.belongsTo(req.sessionID, userId)) {
-      throw new Error(
-        'RedisSessionStore.login: express-session did not mint the new session id with ' +
-          'store.genid, so the session cannot join the user\'s index; pass "genid: store.genid" ' +
-          'in the options of session()',
-      );
+      throw new RedisSessionError('REDIS_SESSION_STORE_SETUP', this.setupProblem(req));
     }
+    this.minted.delete(req);
     this.owners.set(req.session, userId);
   }
 
@@ -237,7 +244,7 @@ export class RedisSessionStore extends Store {
     try {
       key = info?.key ?? this.keyOf(sid, 'set');
     } catch (err) {
-      finish(Promise.reject(err), callback);
+      finish(Promise.reject(toError(err)), callback);
       return;
     }
     const idle = this.idleOf(session);
@@ -364,6 +371,31 @@ export class RedisSessionStore extends Store {
     return session;
   }
 
+  /**
+   * Why `login` found the new session id outside the user's slot: the session middleware uses
+   * another store instance (the usual cause: `main.ts` made one and a controller a second), or
+   * it was not given `genid: store.genid`.
+   */
+  private setupProblem(req: Request): string {
+    const minted = this.minted.has(req);
+    this.minted.delete(req);
+    const where =
+      "RedisSessionStore.login: the new session id was not minted in the user's slot, so the session cannot join the user's index";
+    if ((req.sessionStore as unknown) !== this) {
+      return (
+        `${where}: login was called on a different RedisSessionStore instance than the one ` +
+        'given to session() (two instances, e.g. one made in main.ts and one in a controller). ' +
+        'Make one instance and share it: e.g. provide it in a module ' +
+        '({ provide: RedisSessionStore, useFactory: (s: SessionService) => new RedisSessionStore(s), inject: [SessionService] }), ' +
+        'pass app.get(RedisSessionStore) to session() in main.ts, and inject it where login is called'
+      );
+    }
+    if (!minted) {
+      return `${where}: express-session did not call store.genid; pass "genid: store.genid" in the options of session()`;
+    }
+    return `${where}: the id store.genid minted was replaced before the session was saved`;
+  }
+
   /** What `get` told about a session express-session loaded under `sid`, if it did. */
   private infoOf(sid: string, session: ExpressSessionData): LoadedInfo | undefined {
     const info = this.loaded.get(session);
@@ -418,6 +450,18 @@ function finish(work: Promise<unknown>, callback: Callback | undefined): void {
     () => callback?.(null),
     (err: unknown) => callback?.(err),
   );
+}
+
+/** The store backend of a `SessionService`; a `TypeError` for anything else. */
+function backendOf(sessions: SessionService): SessionStoreBackend {
+  const host = sessions as Partial<Pick<SessionService, typeof STORE_BACKEND>> | null | undefined;
+  if (typeof host?.[STORE_BACKEND] !== 'function') {
+    throw new TypeError(
+      'RedisSessionStore needs the SessionService instance of a RedisModule application, e.g. ' +
+        `new RedisSessionStore(app.get(SessionService)); got ${describeValue(sessions)}`,
+    );
+  }
+  return host[STORE_BACKEND]();
 }
 
 function toError(err: unknown): Error {

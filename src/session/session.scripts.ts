@@ -1,5 +1,14 @@
+import type { RedisConnection } from '../connection/redis-connection.js';
 import { RedisScript } from '../connection/script.js';
-import { userTag, type SessionAddress } from './session-id.js';
+import { defineScript, type DefinedScript } from '../toolkit/script.js';
+
+import {
+  BASE64URL_CLASS,
+  DIGEST_LENGTH,
+  TAG_LENGTH,
+  userTag,
+  type SessionAddress,
+} from './session-id.js';
 
 /**
  * Session keys. Everything of one user lives in one hash slot, named by the tag `{<tag>}` that
@@ -9,6 +18,11 @@ import { userTag, type SessionAddress } from './session-id.js';
  *   session-data.ts) and bookkeeping (`_u` user, `_c` created, `_o` creation order in µs, `_l`
  *   last seen, `_i` idle TTL, `_a` absolute expiry, `_v` version, `_m` meta), with `PEXPIREAT`
  *   at min(`_l` + `_i`, `_a`).
+ * - `sess:{<tag>}:e:<digest>` — the user id of a user's session, kept until its absolute expiry
+ *   plus `OWNER_GRACE` (then, or once `SessionService.onExpired` has read it, shortened to the
+ *   grace): a record that expires is gone when Redis announces it, and the handler of
+ *   `onExpired` is owed the user. Written with the record, so it costs no round trip; never
+ *   touched when a session slides, so a touch stays one `PEXPIREAT`.
  * - `sess:{<tag>}:u:<userId>` — the user's index: a sorted set of session digests scored by
  *   their absolute expiry (`_a`, fixed for a session's life), expiring with the latest of them.
  *   Sessions past their absolute expiry are pruned by score whenever a script reads or writes
@@ -30,15 +44,54 @@ import { userTag, type SessionAddress } from './session-id.js';
  */
 export const sessionKeys = {
   record: (address: SessionAddress): string => `sess:{${address.tag}}:s:${address.digest}`,
+  /** The user id of a session, outliving its record (see above). */
+  owner: (address: SessionAddress): string => `sess:{${address.tag}}:e:${address.digest}`,
   index: (userId: string): string => `sess:{${userTag(userId)}}:u:${userId}`,
-  /** `SCAN` pattern of every session record. */
+  /** `SCAN` (and keyspace notification) pattern of every session record. */
   records: 'sess:{*}:s:*',
   /** `SCAN` pattern of every key of ours (records and indexes). */
   all: 'sess:{*}:*',
 };
 
-/** Matches a record key (without key prefix) exactly, to filter `SCAN` results. */
-export const RECORD_KEY_PATTERN = /^sess:\{[A-Za-z0-9_-]{3}\}:s:[A-Za-z0-9_-]{43}$/;
+/**
+ * Matches a record key (without key prefix) exactly, to filter `SCAN` results and keyspace
+ * notifications; the groups are the tag and the digest.
+ */
+export const RECORD_KEY_PATTERN = new RegExp(
+  `^sess:\\{(${BASE64URL_CLASS}{${TAG_LENGTH}})\\}:s:(${BASE64URL_CLASS}{${DIGEST_LENGTH}})$`,
+);
+
+/**
+ * How long the user id of a session outlives the session's absolute expiry, in ms, and how
+ * long it is kept once `onExpired` has read it: longer than Redis takes to notice an expired
+ * key and the notification takes to arrive.
+ */
+export const OWNER_GRACE = 5 * 60_000;
+
+/**
+ * What the scripts answer, by name. TypeScript compares replies with these; every script
+ * declares them as Lua locals (`LUA_REPLY`), so the two sides cannot drift apart.
+ */
+export const REPLY = {
+  /** Done. */
+  OK: 1,
+  /** No such session (gone, expired, someone else's, or not a user's): nothing written. */
+  GONE: 0,
+  /** The result would be larger than `session.maxBytes`: nothing written. */
+  TOO_LARGE: -1,
+  /** The session changed since it was read (version check): nothing written. */
+  CONFLICT: -2,
+  /** The new record's key already exists (an id collision, 2^-256): nothing written. */
+  ID_TAKEN: -3,
+} as const;
+
+/** A reply code of a session script. */
+export type ReplyCode = (typeof REPLY)[keyof typeof REPLY];
+
+/** `local OK, GONE, ... = 1, 0, ...`: the reply codes as Lua locals. */
+const LUA_REPLY = `
+local ${Object.keys(REPLY).join(', ')} = ${Object.values(REPLY).join(', ')}
+`;
 
 /** The fields `HMGET` reads for a `SessionRow`, in order. */
 export const ROW_FIELDS = ['d', '_u', '_c', '_l', '_i', '_a', '_m', '_v'] as const;
@@ -77,12 +130,22 @@ end
 
 /** Key names derived from a declared key of the same slot. */
 const NAMES = `
-local DIGEST = 43
+local DIGEST = ${DIGEST_LENGTH}
 -- '<prefix>sess:{<tag>}:' from a record key '<prefix>sess:{<tag>}:s:<digest>'
 local function base_of(record) return string.sub(record, 1, #record - DIGEST - 2) end
 local function digest_of(record) return string.sub(record, -DIGEST) end
 local function index_of(base, user) return base .. 'u:' .. user end
 local function record_of(base, digest) return base .. 's:' .. digest end
+local function owner_of(base, digest) return base .. 'e:' .. digest end
+`;
+
+/** Keeping a session's user past its record (needs NAMES): see `sessionKeys.owner`. */
+const OWNER = `
+local function remember_owner(base, digest, user, absolute)
+  local key = owner_of(base, digest)
+  redis.call('SET', key, user)
+  redis.call('PEXPIREAT', key, absolute + ${OWNER_GRACE})
+end
 `;
 
 /** Adding a new session to its user's index, with eviction (needs NAMES). */
@@ -117,7 +180,7 @@ local function index_add(base, index, digest, absolute, now, max)
       return a[2] < b[2]
     end)
     for i = 1, #others + 1 - max do
-      redis.call('DEL', record_of(base, others[i][2]))
+      redis.call('DEL', record_of(base, others[i][2]), owner_of(base, others[i][2]))
       redis.call('ZREM', index, others[i][2])
       evicted = evicted + 1
     end
@@ -210,21 +273,20 @@ end
 `;
 
 function script<T>(name: string, helpers: string[], body: string): RedisScript<T> {
-  return new RedisScript<T>(name, helpers.join('') + body);
+  return new RedisScript<T>(name, LUA_REPLY + helpers.join('') + body);
 }
 
 /**
  * A new session. KEYS: record, index of its user. ARGV: user, idle TTL, absolute TTL, max
  * sessions per user (0: no limit), data JSON, meta JSON ('' none).
- * Returns `{1, now, expiresAt, absoluteExpiresAt, evicted}`, or `{0}` if the record exists
- * (an id collision: 2^-256).
+ * Returns `{OK, evicted, row}`, or `{ID_TAKEN}` if the record exists.
  */
-export const CREATE = script<[number, number?, number?, number?, number?]>(
+export const CREATE = script<[ReplyCode, number?, SessionRow?]>(
   'session-create',
-  [CLOCK, NAMES, INDEX_ADD],
+  [CLOCK, NAMES, INDEX_ADD, OWNER, ROW],
   `
 local record, index = KEYS[1], KEYS[2]
-if redis.call('EXISTS', record) == 1 then return {0} end
+if redis.call('EXISTS', record) == 1 then return {ID_TAKEN} end
 local now, order = clock()
 local idle = tonumber(ARGV[2])
 local absolute = now + tonumber(ARGV[3])
@@ -233,8 +295,10 @@ redis.call('HSET', record, 'd', ARGV[5], '_u', ARGV[1], '_c', now, '_o', order, 
   '_i', idle, '_a', absolute, '_v', 1)
 if ARGV[6] ~= '' then redis.call('HSET', record, '_m', ARGV[6]) end
 redis.call('PEXPIREAT', record, expires)
-local evicted = index_add(base_of(record), index, digest_of(record), absolute, now, tonumber(ARGV[4]))
-return {1, now, expires, absolute, evicted}`,
+local base, digest = base_of(record), digest_of(record)
+local evicted = index_add(base, index, digest, absolute, now, tonumber(ARGV[4]))
+remember_owner(base, digest, ARGV[1], absolute)
+return {OK, evicted, redis.call('HMGET', record, unpack(ROW))}`,
 );
 
 /**
@@ -242,19 +306,19 @@ return {1, now, expires, absolute, evicted}`,
  * KEYS: record. ARGV: new idle TTL ('' keeps the session's own), '1' to return the session,
  * the idle timeout to record ('' or absent: the new idle TTL; express-session's cookie may
  * have less left than its full idle timeout).
- * Returns `{1, now, expiresAt[, row]}` or `{0}`.
+ * Returns `{OK, now, expiresAt[, row]}` or `{GONE}`.
  */
-export const TOUCH = script<[number, number?, number?, SessionRow?]>(
+export const TOUCH = script<[ReplyCode, number?, number?, SessionRow?]>(
   'session-touch',
   [CLOCK, ROW],
   `
 local record = KEYS[1]
 local f = redis.call('HMGET', record, '_i', '_a')
-if not f[2] then return {0} end
+if not f[2] then return {GONE} end
 local now = clock()
 local idle = tonumber(ARGV[1] ~= '' and ARGV[1] or f[1])
 local expires = math.min(now + idle, tonumber(f[2]))
-if expires <= now then return {0} end
+if expires <= now then return {GONE} end
 if ARGV[1] ~= '' then
   local timeout = ARGV[3]
   if not timeout or timeout == '' then timeout = idle end
@@ -263,76 +327,82 @@ else
   redis.call('HSET', record, '_l', now)
 end
 redis.call('PEXPIREAT', record, expires)
-if ARGV[2] == '1' then return {1, now, expires, redis.call('HMGET', record, unpack(ROW))} end
-return {1, now, expires}`,
+if ARGV[2] == '1' then return {OK, now, expires, redis.call('HMGET', record, unpack(ROW))} end
+return {OK, now, expires}`,
 );
 
 /**
  * Changes the data of a live session (never creates one) and slides its idle expiry.
  * KEYS: record. ARGV: max bytes, expected version ('' any), then 'merge' and name/value pairs
  * (JSON; '' deletes), or 'replace' and the new data JSON.
- * Returns `{1, now, expiresAt, row}`, `{0}` when gone, `{-1, size}` when the result would be
- * larger than max bytes (nothing written), `{-2}` when the version differs (nothing written).
+ * Returns `{OK, now, expiresAt, row}`, `{GONE}`, `{TOO_LARGE, size}` or `{CONFLICT}`.
  */
-export const UPDATE = script<[number, number?, number?, SessionRow?]>(
+export const UPDATE = script<[ReplyCode, number?, number?, SessionRow?]>(
   'session-update',
   [CLOCK, ROW, JSON_OBJECT],
   `
 local record = KEYS[1]
 local f = redis.call('HMGET', record, '_u', '_i', '_a', '_v', 'd', '_m')
-if not f[3] then return {0} end
-if ARGV[2] ~= '' and ARGV[2] ~= f[4] then return {-2} end
+if not f[3] then return {GONE} end
+if ARGV[2] ~= '' and ARGV[2] ~= f[4] then return {CONFLICT} end
 local data
 if ARGV[3] == 'replace' then data = ARGV[4] else data = merge(f[5], 4) end
 local size = #data + (f[6] and #f[6] or 0)
-if size > tonumber(ARGV[1]) then return {-1, size} end
+if size > tonumber(ARGV[1]) then return {TOO_LARGE, size} end
 local now = clock()
 local expires = math.min(now + tonumber(f[2]), tonumber(f[3]))
-if expires <= now then return {0} end
+if expires <= now then return {GONE} end
 redis.call('HSET', record, 'd', data, '_v', tonumber(f[4]) + 1, '_l', now)
 redis.call('PEXPIREAT', record, expires)
-return {1, now, expires, redis.call('HMGET', record, unpack(ROW))}`,
+return {OK, now, expires, redis.call('HMGET', record, unpack(ROW))}`,
 );
 
 /**
  * Moves a user's session to a new id: same data, same absolute expiry, old id gone, in one
- * step. KEYS: record, new record (same slot). Returns `{1, now, expiresAt, row}`, `{0}` when
- * gone (or not a user's session), `{-1}` when the new record exists (an id collision).
+ * step. KEYS: record, new record (same slot). Returns `{OK, now, expiresAt, row}`, `{GONE}`
+ * (also for a session that is not a user's) or `{ID_TAKEN}`.
  */
-export const ROTATE = script<[number, number?, number?, SessionRow?]>(
+export const ROTATE = script<[ReplyCode, number?, number?, SessionRow?]>(
   'session-rotate',
-  [CLOCK, NAMES, ROW],
+  [CLOCK, NAMES, OWNER, ROW],
   `
 local old, new = KEYS[1], KEYS[2]
 local f = redis.call('HMGET', old, '_u', '_i', '_a', '_v')
-if not f[1] or not f[3] then return {0} end
+if not f[1] or not f[3] then return {GONE} end
 local now = clock()
 local expires = math.min(now + tonumber(f[2]), tonumber(f[3]))
-if expires <= now then return {0} end
-if redis.call('RENAMENX', old, new) == 0 then return {-1} end
+if expires <= now then return {GONE} end
+if redis.call('RENAMENX', old, new) == 0 then return {ID_TAKEN} end
 redis.call('HSET', new, '_l', now, '_v', tonumber(f[4]) + 1)
-local index = index_of(base_of(old), f[1])
+local base = base_of(old)
+local index = index_of(base, f[1])
 redis.call('ZREM', index, digest_of(old))
 redis.call('ZADD', index, f[3], digest_of(new))
 redis.call('PEXPIREAT', new, expires)
-return {1, now, expires, redis.call('HMGET', new, unpack(ROW))}`,
+redis.call('DEL', owner_of(base, digest_of(old)))
+remember_owner(base, digest_of(new), f[1], tonumber(f[3]))
+return {OK, now, expires, redis.call('HMGET', new, unpack(ROW))}`,
 );
 
 /**
  * Deletes a session and its index entry. KEYS: record. ARGV: the user it must belong to
- * ('' any). Returns 1, or 0 when it was gone (or someone else's).
+ * ('' any). Returns OK, or GONE when it was gone (or someone else's).
  */
-export const DESTROY = script<number>(
+export const DESTROY = script<ReplyCode>(
   'session-destroy',
   [NAMES, UNINDEX],
   `
 local record = KEYS[1]
 local f = redis.call('HMGET', record, '_u', '_a')
-if not f[2] then return 0 end
-if ARGV[1] ~= '' and f[1] ~= ARGV[1] then return 0 end
+if not f[2] then return GONE end
+if ARGV[1] ~= '' and f[1] ~= ARGV[1] then return GONE end
 redis.call('DEL', record)
-if f[1] then unindex(index_of(base_of(record), f[1]), digest_of(record)) end
-return 1`,
+if f[1] then
+  local base = base_of(record)
+  redis.call('DEL', owner_of(base, digest_of(record)))
+  unindex(index_of(base, f[1]), digest_of(record))
+end
+return OK`,
 );
 
 /**
@@ -374,7 +444,7 @@ for _, member in ipairs(redis.call('ZRANGE', index, 0, -1)) do
   if member ~= ARGV[2] then
     local record = record_of(base, member)
     if redis.call('HGET', record, '_u') == user then
-      redis.call('DEL', record)
+      redis.call('DEL', record, owner_of(base, member))
       count = count + 1
     end
     redis.call('ZREM', index, member)
@@ -390,21 +460,21 @@ return count`,
  * makes four (no clock, no read): a script's cost is mostly per call. A record that is gone,
  * or that the expiry ends (it is in the past), stays gone. Does not record the use (`_l`).
  * KEYS: record. ARGV: expiry (epoch ms, capped by the absolute one), data JSON, idle timeout.
- * Returns 1, or 0 when nothing was saved.
+ * Returns OK, or GONE when nothing was saved.
  */
-export const RESAVE = script<number>(
+export const RESAVE = script<ReplyCode>(
   'session-resave',
   [],
   `
 local record = KEYS[1]
-if redis.call('PEXPIREAT', record, ARGV[1]) == 0 then return 0 end
+if redis.call('PEXPIREAT', record, ARGV[1]) == 0 then return GONE end
 -- A live record has both fields: new ones mean the expiry removed it, and this made a stub.
 if redis.call('HSET', record, 'd', ARGV[2], '_i', ARGV[3]) > 0 then
   redis.call('DEL', record)
-  return 0
+  return GONE
 end
 redis.call('HINCRBY', record, '_v', 1)
-return 1`,
+return OK`,
 );
 
 /**
@@ -444,12 +514,12 @@ return f`,
  * session the store loaded is never re-created: a request still running when the session was
  * destroyed must not bring it back). KEYS: record[, index of the user a new session belongs
  * to]. ARGV: '1' may create, user ('' none), idle TTL (from now), absolute TTL, max sessions per
- * user, data JSON, the idle timeout to record (`_i`). Returns `{1, now, expiresAt, evicted}` or
- * `{0}`.
+ * user, data JSON, the idle timeout to record (`_i`). Returns `{OK, now, expiresAt, evicted}` or
+ * `{GONE}`.
  */
-export const SAVE = script<[number, number?, number?, number?]>(
+export const SAVE = script<[ReplyCode, number?, number?, number?]>(
   'session-save',
-  [CLOCK, NAMES, INDEX_ADD],
+  [CLOCK, NAMES, INDEX_ADD, OWNER],
   `
 local record = KEYS[1]
 local f = redis.call('HMGET', record, '_a', '_v')
@@ -457,19 +527,66 @@ local now, order = clock()
 local idle = tonumber(ARGV[3])
 if f[1] then
   local expires = math.min(now + idle, tonumber(f[1]))
-  if expires <= now then return {0} end
+  if expires <= now then return {GONE} end
   redis.call('HSET', record, 'd', ARGV[6], '_l', now, '_i', ARGV[7], '_v', tonumber(f[2]) + 1)
   redis.call('PEXPIREAT', record, expires)
-  return {1, now, expires, 0}
+  return {OK, now, expires, 0}
 end
-if ARGV[1] ~= '1' then return {0} end
+if ARGV[1] ~= '1' then return {GONE} end
 local absolute = now + tonumber(ARGV[4])
 local expires = math.min(now + idle, absolute)
 redis.call('HSET', record, 'd', ARGV[6], '_c', now, '_o', order, '_l', now, '_i', ARGV[7],
   '_a', absolute, '_v', 1)
 redis.call('PEXPIREAT', record, expires)
-if ARGV[2] == '' then return {1, now, expires, 0} end
+if ARGV[2] == '' then return {OK, now, expires, 0} end
 redis.call('HSET', record, '_u', ARGV[2])
-local evicted = index_add(base_of(record), KEYS[2], digest_of(record), absolute, now, tonumber(ARGV[5]))
-return {1, now, expires, evicted}`,
+local base, digest = base_of(record), digest_of(record)
+local evicted = index_add(base, KEYS[2], digest, absolute, now, tonumber(ARGV[5]))
+remember_owner(base, digest, ARGV[2], absolute)
+return {OK, now, expires, evicted}`,
 );
+
+/**
+ * The user of a session whose record has expired, for `SessionService.onExpired`; shortens
+ * what is left of the owner key's life to `OWNER_GRACE`, so it does not linger until the
+ * absolute expiry, while other processes listening still find it. KEYS: owner key.
+ * Returns the user id, or nil (not a user's session, or one older than owner keys).
+ */
+export const EXPIRED_OWNER = script<string | null>(
+  'session-expired-owner',
+  [],
+  `
+local user = redis.call('GET', KEYS[1])
+if user and redis.call('PTTL', KEYS[1]) > ${OWNER_GRACE} then
+  redis.call('PEXPIRE', KEYS[1], ${OWNER_GRACE})
+end
+return user`,
+);
+
+/**
+ * The session scripts, defined on one connection through the module's `defineScript`: run by
+ * `EVALSHA` with the `NOSCRIPT` fallback, keys checked (and, on a cluster, checked to share a
+ * slot) before anything is sent, a failure on the server a `RedisScriptError`. The constants
+ * above are their sources (name, Lua, SHA).
+ */
+export function sessionScripts(connection: RedisConnection) {
+  const define = <T>(source: RedisScript<T>, keys: number): DefinedScript<T> =>
+    defineScript<T>(connection, source.name, source.lua, { keys });
+  return {
+    create: define(CREATE, 2),
+    touch: define(TOUCH, 1),
+    update: define(UPDATE, 1),
+    rotate: define(ROTATE, 2),
+    destroy: define(DESTROY, 1),
+    list: define(LIST, 1),
+    destroyAll: define(DESTROY_ALL, 1),
+    resave: define(RESAVE, 1),
+    loadAndTouch: define(LOAD_AND_TOUCH, 1),
+    /** KEYS[2] is the user's index, or the record again for a session without a user. */
+    save: define(SAVE, 2),
+    expiredOwner: define(EXPIRED_OWNER, 1),
+  };
+}
+
+/** The session scripts of one connection. */
+export type SessionScripts = ReturnType<typeof sessionScripts>;

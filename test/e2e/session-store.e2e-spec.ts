@@ -11,11 +11,12 @@ import {
   type INestApplication,
 } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
-import type { Request } from 'express';
+import express, { type Request } from 'express';
 import session from 'express-session';
 import request from 'supertest';
+
 import { RedisSessionStore } from '../../src/express-session.js';
-import { RedisModule, RedisService, SessionService } from '../../src/index.js';
+import { RedisModule, RedisService, RedisSessionError, SessionService } from '../../src/index.js';
 import { addressOfId, isSessionId, userTag } from '../../src/session/session-id.js';
 import { LOAD_AND_TOUCH, RESAVE, sessionKeys } from '../../src/session/session.scripts.js';
 import { CapturingLogger } from '../support/app.js';
@@ -92,7 +93,7 @@ class AuthController {
   @HttpCode(200)
   async logout(@Req() req: Request): Promise<{ ok: true }> {
     await new Promise<void>((resolve, reject) =>
-      req.session.destroy((err: unknown) => (err ? reject(err as Error) : resolve())),
+      req.session.destroy((err: unknown) => (err ? reject(err) : resolve())),
     );
     return { ok: true };
   }
@@ -250,7 +251,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
     describe('what a touch costs', () => {
       const call = <T>(fn: (cb: (err: unknown, value?: T) => void) => void): Promise<T> =>
         new Promise((resolve, reject) =>
-          fn((err, value) => (err ? reject(err as Error) : resolve(value as T))),
+          fn((err, value) => (err ? reject(err) : resolve(value as T))),
         );
       /** What express-session does at the start of a request: get, then createSession. */
       const load = async (
@@ -260,7 +261,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         const data = await call<session.SessionData | null>((cb) => store.get(sid, cb));
         if (!data) throw new Error(`session ${sid} not found`);
         const req = { sessionID: sid } as unknown as Request;
-        return store.createSession(req, data) as session.Session & session.SessionData;
+        return store.createSession(req, data);
       };
       /** What express-session does at the end of a request that did not change the session. */
       const touch = (
@@ -492,6 +493,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
     it('login without genid: store.genid fails with what to do', async () => {
       const req = {
         sessionID: 'old',
+        sessionStore: store,
         session: {
           regenerate(cb: (err?: unknown) => void) {
             req.sessionID = 'an-id-express-session-made-itself';
@@ -499,12 +501,46 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
           },
         },
       };
-      await expect(store.login(req as unknown as Request, 'u')).rejects.toThrow(
-        'RedisSessionStore.login: express-session did not mint the new session id with store.genid, so the session cannot join the user\'s index; pass "genid: store.genid" in the options of session()',
+      const err = await store.login(req as unknown as Request, 'u').catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(RedisSessionError);
+      expect(err).toMatchObject({ code: 'REDIS_SESSION_STORE_SETUP' });
+      expect((err as Error).message).toContain(
+        'express-session did not call store.genid; pass "genid: store.genid" in the options of session()',
       );
       await expect(store.login(req as unknown as Request, '')).rejects.toThrow(
         'RedisSessionStore.login: userId must be a non-empty string, got ""',
       );
+    });
+
+    it('login on a second store instance names the real cause: two instances, not genid', async () => {
+      // What a new user did: main.ts gave session() one store, the controller made another.
+      const used = new RedisSessionStore(sessions);
+      const other = new RedisSessionStore(sessions);
+      const web = express();
+      web.use(
+        session({
+          store: used,
+          genid: used.genid,
+          secret: 's',
+          resave: false,
+          saveUninitialized: false,
+        }),
+      );
+      web.post('/login', (req, res) => {
+        void (req.query.same ? used : other).login(req, user('two-stores')).then(
+          () => res.json({ ok: true }),
+          (e: RedisSessionError) => res.status(500).json({ code: e.code, message: e.message }),
+        );
+      });
+      const res = await request(web).post('/login');
+      expect(res.status).toBe(500);
+      expect(res.body).toMatchObject({ code: 'REDIS_SESSION_STORE_SETUP' });
+      expect((res.body as { message: string }).message).toMatch(
+        /login was called on a different RedisSessionStore instance than the one given to session\(\) \(two instances/,
+      );
+      expect((res.body as { message: string }).message).not.toMatch(/did not call store\.genid/);
+      // The same request on the instance session() uses signs in.
+      expect(status(await request(web).post('/login?same=1'), 200).body).toEqual({ ok: true });
     });
 
     it('all, length and clear cover every session of the connection', async () => {
@@ -512,11 +548,11 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         status(await new Browser(app).post('/login', { user: user(label) }), 200);
       }
       const count = await new Promise<number>((resolve, reject) =>
-        store.length((err, value) => (err ? reject(err as Error) : resolve(value!))),
+        store.length((err, value) => (err ? reject(err) : resolve(value!))),
       );
       expect(count).toBeGreaterThanOrEqual(2);
       const all = await new Promise<session.SessionData[]>((resolve, reject) =>
-        store.all((err, value) => (err ? reject(err as Error) : resolve(value!))),
+        store.all((err, value) => (err ? reject(err) : resolve(value!))),
       );
       // Sessions of earlier tests (400 ms cookies) may expire between the two calls: none appear.
       expect(all.length).toBeLessThanOrEqual(count);
@@ -525,10 +561,10 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         expect.arrayContaining([`all-a-${n - 1}`, `all-b-${n}`]),
       );
       await new Promise<void>((resolve, reject) =>
-        store.clear((err) => (err ? reject(err as Error) : resolve())),
+        store.clear((err) => (err ? reject(err) : resolve())),
       );
       const after = await new Promise<number>((resolve, reject) =>
-        store.length((err, value) => (err ? reject(err as Error) : resolve(value!))),
+        store.length((err, value) => (err ? reject(err) : resolve(value!))),
       );
       expect(after).toBe(0);
     });

@@ -42,6 +42,7 @@ describe('package root', () => {
         'RedisModule',
         'RedisPermissionError',
         'RedisService',
+        'RedisSessionError',
         'SessionService',
         'WithLock',
         'getRedisToken',

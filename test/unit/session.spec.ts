@@ -6,17 +6,36 @@ import {
   encodeLenient,
   encodePatch,
 } from '../../src/session/session-data.js';
+import { RedisConfigError } from '../../src/errors.js';
 import {
   addressOfHandle,
   addressOfId,
   addressOfStoreId,
+  DIGEST_LENGTH,
   handleOf,
   isHandle,
   isSessionId,
   mintId,
+  TAG_LENGTH,
   userTag,
 } from '../../src/session/session-id.js';
-import { sessionKeys, RECORD_KEY_PATTERN } from '../../src/session/session.scripts.js';
+import { validateSessionOptions } from '../../src/session/session.options.js';
+import {
+  CREATE,
+  DESTROY,
+  DESTROY_ALL,
+  EXPIRED_OWNER,
+  LIST,
+  LOAD_AND_TOUCH,
+  RECORD_KEY_PATTERN,
+  REPLY,
+  RESAVE,
+  ROTATE,
+  SAVE,
+  sessionKeys,
+  TOUCH,
+  UPDATE,
+} from '../../src/session/session.scripts.js';
 
 describe('session ids', () => {
   it('are 3 tag characters and 256 random bits, base64url, and differ every time', () => {
@@ -153,5 +172,61 @@ describe('session data', () => {
     expect(Object.getPrototypeOf(data)).toBe(Object.prototype);
     expect(Object.keys(data)).toEqual(['a', '__proto__']);
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+});
+
+describe('session scripts and constants', () => {
+  it('declare every reply code to the Lua from the one map TypeScript compares with', () => {
+    const declaration = `local ${Object.keys(REPLY).join(', ')} = ${Object.values(REPLY).join(', ')}`;
+    const scripts = [CREATE, TOUCH, UPDATE, ROTATE, DESTROY, LIST, DESTROY_ALL, RESAVE];
+    for (const script of [...scripts, LOAD_AND_TOUCH, SAVE, EXPIRED_OWNER]) {
+      expect(script.lua).toContain(declaration);
+      // No bare numeric reply left: every code a script returns is a name.
+      expect(script.lua).not.toMatch(/return \{?-?\d/);
+    }
+    expect(new Set(Object.values(REPLY)).size).toBe(Object.keys(REPLY).length);
+  });
+
+  it('take the digest length from one constant: TypeScript, the Lua and the key pattern agree', () => {
+    const address = addressOfId(mintId(userTag('bob')));
+    expect(address.digest).toHaveLength(DIGEST_LENGTH);
+    expect(CREATE.lua).toContain(`local DIGEST = ${DIGEST_LENGTH}`);
+    const key = sessionKeys.record(address);
+    expect(RECORD_KEY_PATTERN.exec(key)?.slice(1)).toEqual([address.tag, address.digest]);
+    expect(RECORD_KEY_PATTERN.test(`${key}x`)).toBe(false);
+    expect(RECORD_KEY_PATTERN.test(sessionKeys.owner(address))).toBe(false);
+    expect(isHandle(handleOf(address))).toBe(true);
+    expect(handleOf(address)).toHaveLength(TAG_LENGTH + 1 + DIGEST_LENGTH);
+  });
+});
+
+describe('session options', () => {
+  it('fill in the defaults and name the option, the value and the unit when one is wrong', () => {
+    expect(validateSessionOptions(undefined)).toEqual({
+      ttl: 1_800_000,
+      absoluteTtl: 86_400_000,
+      maxBytes: 65_536,
+      maxSessionsPerUser: null,
+    });
+    expect(validateSessionOptions({ ttl: 0.5 }).ttl).toBe(1);
+    const message = (value: unknown): string => {
+      try {
+        validateSessionOptions(value);
+      } catch (err) {
+        expect(err).toBeInstanceOf(RedisConfigError);
+        return (err as Error).message;
+      }
+      throw new Error('no error');
+    };
+    expect(message({ ttl: '5' })).toContain(
+      'session.ttl = "5"; expected a positive number of milliseconds',
+    );
+    expect(message({ absoluteTtl: 4e10 })).toContain(
+      'session.absoluteTtl = 40000000000; expected at most 31536000000 milliseconds (1 year)',
+    );
+    expect(message({ maxBytes: -1 })).toContain(
+      'session.maxBytes = -1; expected a positive integer (bytes)',
+    );
+    expect(message([])).toContain('session = []; expected { ttl?, absoluteTtl?');
   });
 });

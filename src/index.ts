@@ -15,7 +15,7 @@ export type {
   RedisRetryOptions,
   RedisSentinelOptions,
   RedisSessionModuleOptions,
-} from './config/redis-options.interface.js';
+} from './redis-module.options.js';
 export { getRedisToken, InjectRedis } from './connection/tokens.js';
 export type { RedisClient } from './connection/client-factory.js';
 export { RedisService } from './redis.service.js';

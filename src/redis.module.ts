@@ -6,8 +6,11 @@ import {
 } from '@nestjs/common';
 import { DiscoveryModule, ModuleRef } from '@nestjs/core';
 import { DEFAULT_CONNECTION_NAME } from './config/defaults.js';
-import type { RedisModuleExtras, RedisModuleOptions } from './config/redis-options.interface.js';
-import { resolveRedisOptions } from './config/resolve-options.js';
+import {
+  resolveRedisOptions,
+  type RedisModuleExtras,
+  type RedisModuleOptions,
+} from './redis-module.options.js';
 import { RedisConnection } from './connection/redis-connection.js';
 import { getRedisConnectionToken, getRedisToken } from './connection/tokens.js';
 import { RedisHealthIndicator } from './health/redis-health.indicator.js';

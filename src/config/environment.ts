@@ -1,5 +1,9 @@
 import { RedisConfigError } from '../errors.js';
-import type { RedisModuleOptions, RedisNodeAddress } from './redis-options.interface.js';
+import type { RedisConnectionOptions } from '../connection/connection.options.js';
+import type { RedisConnectionTarget, RedisNodeAddress } from './redis-options.interface.js';
+
+/** What the environment can set: the target and the connection options. */
+export type EnvironmentOptions = RedisConnectionTarget & RedisConnectionOptions;
 
 /** Maps an option path to the environment variable it was read from, for error messages. */
 export type Sources = Partial<Record<string, string>>;
@@ -9,7 +13,7 @@ interface EnvironmentVariable {
   /** The variable's name. */
   readonly name: string;
   /** The top-level option it sets. */
-  readonly option: keyof RedisModuleOptions;
+  readonly option: keyof EnvironmentOptions & string;
   /**
    * Turns the text into the option's value; throws a `RedisConfigError` naming the variable,
    * the text and the unit. Receives the value trimmed unless `verbatim`.
@@ -115,7 +119,7 @@ export const ENVIRONMENT_VARIABLES: readonly EnvironmentVariable[] = [
  * (blank too, except for the ones taken verbatim).
  */
 export function readEnvironment(env: NodeJS.ProcessEnv): {
-  options: RedisModuleOptions;
+  options: EnvironmentOptions;
   sources: Sources;
 } {
   const options: Record<string, unknown> = {};
@@ -155,7 +159,7 @@ export function readEnvironment(env: NodeJS.ProcessEnv): {
     };
     sources.sentinel = 'REDIS_SENTINELS';
   }
-  return { options: options as RedisModuleOptions, sources };
+  return { options: options as EnvironmentOptions, sources };
 }
 
 /** `host:port,host:port` (IPv6 hosts in brackets), as the node-list variables take them. */

@@ -1,22 +1,5 @@
-import type { RedisHealthThresholds } from '../health/thresholds.js';
 import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
 import type { Cluster, ClusterOptions, Redis } from 'ioredis';
-import type { RedisCacheModuleOptions } from '../cache/cache.options.js';
-import type { RedisLockModuleOptions } from '../lock/lock.options.js';
-import type { RedisConnectionOptions } from '../connection/connection.options.js';
-import type { RedisPubSubModuleOptions } from '../pubsub/pubsub.options.js';
-
-export type { RedisLockModuleOptions };
-export type { RedisCacheModuleOptions, RedisCacheL1Options } from '../cache/cache.options.js';
-export type { RedisPubSubModuleOptions } from '../pubsub/pubsub.options.js';
-export type {
-  RedisConnectionOptions,
-  RedisRetryOnTimeoutOptions,
-  RedisRetryOptions,
-} from '../connection/connection.options.js';
-import type { RedisSessionModuleOptions } from '../session/session.options.js';
-
-export type { RedisSessionModuleOptions } from '../session/session.options.js';
 
 /** A `host:port` pair, as `sentinel.sentinels` and `cluster.nodes` take them. */
 export interface RedisNodeAddress {
@@ -67,17 +50,11 @@ export interface RedisClusterOptions {
 }
 
 /**
- * Options of `RedisModule.forRoot()` / the factory of `forRootAsync()`.
- *
- * Give one target: `url`, or `host`/`port`, or `sentinel`, or `cluster`, or an existing
- * `client`. With none of them, the environment (`REDIS_URL`, `REDIS_HOST`, ...) is read.
- *
- * @example
- * ```ts
- * RedisModule.forRoot({ url: 'redis://:secret@cache.internal:6379/0', keyPrefix: 'shop:' })
- * ```
+ * Where the module connects, and the key prefix of everything it writes: one target of `url`,
+ * `host`/`port`, `sentinel`, `cluster` or an existing `client`. Part of `RedisModuleOptions`;
+ * with none of them, the environment (`REDIS_URL`, `REDIS_HOST`, ...) is read.
  */
-export interface RedisModuleOptions extends RedisConnectionOptions {
+export interface RedisConnectionTarget {
   /**
    * `redis://[[user]:password@]host[:port][/db]`, or `rediss://` for TLS.
    * @example 'redis://localhost:6379/0'
@@ -110,28 +87,6 @@ export interface RedisModuleOptions extends RedisConnectionOptions {
    * @defaultValue ''
    */
   keyPrefix?: string;
-  /** `CacheService` defaults. */
-  cache?: RedisCacheModuleOptions;
-  /** `SessionService` defaults. */
-  session?: RedisSessionModuleOptions;
-  /** `LockService` defaults. */
-  lock?: RedisLockModuleOptions;
-  /** `PubSubService` defaults. */
-  pubsub?: RedisPubSubModuleOptions;
-  /**
-   * Runs a health probe every this many ms: keeps the last result warm for
-   * `RedisHealthIndicator.isHealthy`, destroys a command connection whose `PING` does not come
-   * back within the timeout (ioredis reconnects), and raises `alerts`. 0 or unset: off, unless
-   * `alerts` are set (then 10000).
-   * @defaultValue 0
-   */
-  healthCheckInterval?: number;
-  /**
-   * Thresholds the periodic probe compares against, raising `redis.alert.raised` /
-   * `redis.alert.resolved` once per change (see `RedisAlerts`); `timeout` bounds each probe
-   * (default 1000 ms).
-   */
-  alerts?: RedisHealthThresholds & { timeout?: number };
 }
 
 /** Options that shape the module itself rather than the connection (`forRoot` and `forRootAsync`). */

@@ -1,24 +1,20 @@
-import { validateHealthModuleOptions, type RedisHealthThresholds } from '../health/thresholds.js';
 import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
 import type { Cluster, Redis } from 'ioredis';
-import { RedisConfigError } from '../errors.js';
-import { DEFAULTS, DEFAULT_CONNECTION_NAME } from './defaults.js';
-import { redactUrl, REDACTED } from './redact.js';
-import { validateCacheOptions, type ResolvedCacheOptions } from '../cache/cache.options.js';
-import { validateLockOptions, type ResolvedLockOptions } from '../lock/lock.options.js';
-import { validatePubSubOptions, type ResolvedPubSubOptions } from '../pubsub/pubsub.options.js';
-import { validateSessionOptions, type ResolvedSessionOptions } from '../session/session.options.js';
-import type {
-  RedisClusterOptions,
-  RedisModuleOptions,
-  RedisNodeAddress,
-} from './redis-options.interface.js';
-import { readEnvironment, type Sources } from './environment.js';
+import { booleanOption } from '../common/option-checks.js';
 import {
-  booleanOption,
   validateConnectionOptions,
+  type RedisConnectionOptions,
   type ResolvedConnectionOptions,
 } from '../connection/connection.options.js';
+import { RedisConfigError } from '../errors.js';
+import { DEFAULTS, DEFAULT_CONNECTION_NAME } from './defaults.js';
+import { readEnvironment, type Sources } from './environment.js';
+import { redactUrl, REDACTED } from './redact.js';
+import type {
+  RedisClusterOptions,
+  RedisConnectionTarget,
+  RedisNodeAddress,
+} from './redis-options.interface.js';
 
 export { readEnvironment } from './environment.js';
 
@@ -43,43 +39,40 @@ export type ResolvedTarget =
     }
   | { kind: 'client'; client: Redis | Cluster };
 
-/** Options after defaults, environment and validation: everything the connection layer needs. */
-export interface ResolvedRedisConfig extends ResolvedConnectionOptions {
+/** The connection target and connection options after defaults, environment and validation. */
+export interface ResolvedConnectionConfig extends ResolvedConnectionOptions {
   name: string;
   target: ResolvedTarget;
   username?: string;
   password?: string;
   tls?: TlsConnectionOptions;
   keyPrefix: string;
-  /** Periodic health probe interval in ms; 0: off. */
-  healthCheckInterval: number;
-  /** The periodic probe's alert thresholds. */
-  alerts?: RedisHealthThresholds & { timeout?: number };
-  cache: ResolvedCacheOptions;
-  session: ResolvedSessionOptions;
-  lock: ResolvedLockOptions;
-  pubsub: ResolvedPubSubOptions;
   /** Human-readable address for logs and errors, password redacted. */
   address: string;
 }
 
+/** What `resolveConnectionConfig` reads: the target and the connection options. */
+type ConnectionInput = RedisConnectionTarget & RedisConnectionOptions;
+
 const TARGET_KEYS = ['url', 'host', 'port', 'sentinel', 'cluster', 'client'] as const;
 
 /**
- * Turns user options (and, when they name no target, the environment) into a validated
- * configuration. Throws `RedisConfigError` naming the option or variable and the value.
+ * Validates the connection target and the connection options of `options` (and, when they name
+ * no target, reads the environment under them). Returns the resolved connection and the options
+ * merged with the environment, whose other parts (capability options) the caller validates.
+ * Throws `RedisConfigError` naming the option or variable, the value and the unit.
  */
-export function resolveRedisOptions(
-  options: RedisModuleOptions | undefined,
+export function resolveConnectionConfig<O extends ConnectionInput>(
+  options: O | undefined,
   env: NodeJS.ProcessEnv = process.env,
   name: string = DEFAULT_CONNECTION_NAME,
-): ResolvedRedisConfig {
+): { config: ResolvedConnectionConfig; options: O } {
   if (options !== undefined && (options === null || typeof options !== 'object')) {
     throw new RedisConfigError('options', options, 'an options object or nothing');
   }
   // `url: config.get('REDIS_URL')` yields '' when the variable is set but empty: that means
   // "not configured", exactly as an empty variable does when we read the environment.
-  let opts: RedisModuleOptions = { ...(options ?? {}) };
+  let opts = { ...(options ?? {}) } as O;
   for (const key of ['url', 'host'] as const) {
     const v = opts[key];
     if (typeof v === 'string' && v.trim() === '') delete opts[key];
@@ -87,17 +80,17 @@ export function resolveRedisOptions(
   let sources: Sources = {};
   if (!TARGET_KEYS.some((k) => opts[k] !== undefined)) {
     const fromEnv = readEnvironment(env);
-    opts = { ...fromEnv.options, ...stripUndefined(opts) };
+    opts = { ...fromEnv.options, ...stripUndefined(opts) } as O;
     sources = fromEnv.sources;
   }
-  return validate(opts, sources, name);
+  return { config: validate(opts, sources, name), options: opts };
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
-function validate(o: RedisModuleOptions, sources: Sources, name: string): ResolvedRedisConfig {
+function validate(o: ConnectionInput, sources: Sources, name: string): ResolvedConnectionConfig {
   const label = (path: string): string => sources[path] ?? path;
 
   if (typeof name !== 'string' || name.trim() === '') {
@@ -133,7 +126,6 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
     // Set from the environment: the variable to add is the command timeout's.
     sources.retryOnTimeout ? 'REDIS_COMMAND_TIMEOUT_MS' : undefined,
   );
-  const commandTimeout = connection.commandTimeout;
 
   let username = optionalString(o.username, 'username');
   let password = optionalString(o.password, 'password', true);
@@ -233,11 +225,6 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
     tls,
     keyPrefix,
     ...connection,
-    cache: validateCacheOptions(o.cache, commandTimeout),
-    session: validateSessionOptions(o.session),
-    lock: validateLockOptions(o.lock),
-    pubsub: validatePubSubOptions(o.pubsub),
-    ...validateHealthModuleOptions(o.healthCheckInterval, o.alerts),
     address,
   };
 }

@@ -1,7 +1,7 @@
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 
 import { withTimeout } from '../common/async.js';
-import type { ResolvedRedisConfig } from '../config/resolve-options.js';
+import type { ResolvedRedisConfig } from '../redis-module.options.js';
 
 import { backoffDelay } from './backoff.js';
 import { coalesceWrites } from './coalesce-writes.js';

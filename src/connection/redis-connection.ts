@@ -8,7 +8,7 @@ import type { Redis } from 'ioredis';
 
 import { elapsedMs, withTimeout } from '../common/async.js';
 import { scrubSecrets } from '../config/redact.js';
-import type { ResolvedRedisConfig } from '../config/resolve-options.js';
+import type { ResolvedRedisConfig } from '../redis-module.options.js';
 import { RedisConnectionError } from '../errors.js';
 
 import {

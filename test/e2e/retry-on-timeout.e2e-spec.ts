@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import { Redis } from 'ioredis';
-import { resolveRedisOptions } from '../../src/config/resolve-options.js';
+import { resolveRedisOptions } from '../../src/redis-module.options.js';
 import { RedisConnection } from '../../src/connection/redis-connection.js';
 import type { RedisModuleOptions } from '../../src/index.js';
 import { FaultProxy } from '../support/fault-proxy.js';

@@ -1,5 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
-import { parseRedisUrl, resolveRedisOptions } from '../../src/config/resolve-options.js';
+import { parseRedisUrl } from '../../src/config/resolve-options.js';
+import { resolveRedisOptions } from '../../src/redis-module.options.js';
 import { redactUrl, scrubSecrets } from '../../src/config/redact.js';
 import { RedisConfigError } from '../../src/errors.js';
 import type { RedisModuleOptions } from '../../src/index.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { resolveRedisOptions } from '../../src/config/resolve-options.js';
+import { resolveRedisOptions } from '../../src/redis-module.options.js';
 import { RedisConfigError } from '../../src/errors.js';
 import type { RedisModuleOptions } from '../../src/index.js';
 import { LOCK_DEFAULTS, validateLockOptions } from '../../src/lock/lock.options.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { resolveRedisOptions } from '../../src/config/resolve-options.js';
+import { resolveRedisOptions } from '../../src/redis-module.options.js';
 import { isRetriedCall } from '../../src/connection/retry-on-timeout.js';
 import { RedisConfigError } from '../../src/errors.js';
 

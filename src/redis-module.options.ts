@@ -1,14 +1,14 @@
-import { DEFAULT_CONNECTION_NAME } from './config/defaults.js';
-import type { RedisConnectionTarget, RedisModuleExtras } from './config/redis-options.interface.js';
-import {
-  resolveConnectionConfig,
-  type ResolvedConnectionConfig,
-} from './config/resolve-options.js';
 import {
   validateCacheOptions,
   type RedisCacheModuleOptions,
   type ResolvedCacheOptions,
 } from './cache/cache.options.js';
+import { DEFAULT_CONNECTION_NAME } from './config/defaults.js';
+import type { RedisConnectionTarget } from './config/redis-options.interface.js';
+import {
+  resolveConnectionConfig,
+  type ResolvedConnectionConfig,
+} from './config/resolve-options.js';
 import type { RedisConnectionOptions } from './connection/connection.options.js';
 import { validateHealthModuleOptions, type RedisHealthThresholds } from './health/thresholds.js';
 import {

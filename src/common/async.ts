@@ -38,12 +38,12 @@ export function pause(
   const { signal, keepAlive = false } = options;
   return new Promise((resolve, reject) => {
     if (signal?.aborted) {
-      reject(signal.reason);
+      reject(signal.reason as Error);
       return;
     }
     const abort = (): void => {
       clearTimeout(timer);
-      reject(signal!.reason);
+      reject(signal!.reason as Error);
     };
     const timer = setTimeout(() => {
       signal?.removeEventListener('abort', abort);
@@ -154,6 +154,7 @@ export class DeadlineGroup {
         },
         (err: unknown) => {
           this.pending.delete(entry);
+          // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- passed through as it came
           reject(err);
         },
       );

@@ -1,5 +1,6 @@
-import { RedisConfigError } from '../errors.js';
 import type { RedisConnectionOptions } from '../connection/connection.options.js';
+import { RedisConfigError } from '../errors.js';
+
 import type { RedisConnectionTarget, RedisNodeAddress } from './redis-options.interface.js';
 
 /** What the environment can set: the target and the connection options. */
@@ -13,7 +14,7 @@ interface EnvironmentVariable {
   /** The variable's name. */
   readonly name: string;
   /** The top-level option it sets. */
-  readonly option: keyof EnvironmentOptions & string;
+  readonly option: Extract<keyof EnvironmentOptions, string>;
   /**
    * Turns the text into the option's value; throws a `RedisConfigError` naming the variable,
    * the text and the unit. Receives the value trimmed unless `verbatim`.
@@ -159,7 +160,7 @@ export function readEnvironment(env: NodeJS.ProcessEnv): {
     };
     sources.sentinel = 'REDIS_SENTINELS';
   }
-  return { options: options as EnvironmentOptions, sources };
+  return { options: options, sources };
 }
 
 /** `host:port,host:port` (IPv6 hosts in brackets), as the node-list variables take them. */

@@ -1,4 +1,5 @@
 import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
+
 import type { Cluster, ClusterOptions, Redis } from 'ioredis';
 
 /** A `host:port` pair, as `sentinel.sentinels` and `cluster.nodes` take them. */

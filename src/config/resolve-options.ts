@@ -1,5 +1,7 @@
 import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
+
 import type { Cluster, Redis } from 'ioredis';
+
 import { booleanOption } from '../common/option-checks.js';
 import {
   validateConnectionOptions,
@@ -7,6 +9,7 @@ import {
   type ResolvedConnectionOptions,
 } from '../connection/connection.options.js';
 import { RedisConfigError } from '../errors.js';
+
 import { DEFAULTS, DEFAULT_CONNECTION_NAME } from './defaults.js';
 import { readEnvironment, type Sources } from './environment.js';
 import { redactUrl, REDACTED } from './redact.js';
@@ -331,6 +334,6 @@ function optionalString(value: unknown, label: string, secret = false): string |
 function validateTls(value: unknown, label: string): TlsConnectionOptions | undefined {
   if (value === undefined || value === false) return undefined;
   if (value === true) return {};
-  if (value !== null && typeof value === 'object') return value as TlsConnectionOptions;
+  if (value !== null && typeof value === 'object') return value;
   throw new RedisConfigError(label, value, 'true, false or Node TLS options');
 }

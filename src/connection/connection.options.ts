@@ -1,4 +1,5 @@
 import type { RedisOptions } from 'ioredis';
+
 import { booleanOption, durationOption, integerOption } from '../common/option-checks.js';
 import { RedisConfigError } from '../errors.js';
 

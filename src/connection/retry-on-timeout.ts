@@ -1,4 +1,5 @@
 import { isTransientRedisError, withRetry } from '../toolkit/retry.js';
+
 import type { RedisClient } from './client-factory.js';
 import type { RedisRetryOnTimeoutOptions } from './connection.options.js';
 

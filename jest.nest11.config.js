@@ -26,6 +26,7 @@ export default {
     '<rootDir>/test/compat/*.nest11-spec.ts',
     '<rootDir>/test/e2e/module.e2e-spec.ts',
     '<rootDir>/test/e2e/health.e2e-spec.ts',
+    '<rootDir>/test/e2e/named-connections.e2e-spec.ts',
   ],
   // `npm test -- <pattern>` hands the pattern to both passes: a pattern that only names
   // NestJS 12 specs (e.g. `topologies`) must not fail this one.

@@ -247,6 +247,7 @@ async function run(settings: Settings, state: State): Promise<void> {
   const tput = new Map<string, number[]>();
   const handoffs = new Map<string, number[]>();
   const perSection = new Map<string, number[]>();
+  const fairness = new Map<string, number[]>();
   let violations = 0;
   const contendedSlice = async (c: Contender, limit: number): Promise<void> => {
     collectGarbage('major');
@@ -258,8 +259,9 @@ async function run(settings: Settings, state: State): Promise<void> {
     const before = await commandsProcessed(stats);
     const start = performance.now();
     const deadline = start + settings.sliceMs;
+    const perWorker = new Array<number>(settings.workers).fill(0);
     await Promise.all(
-      Array.from({ length: settings.workers }, async () => {
+      Array.from({ length: settings.workers }, async (_, worker) => {
         while (performance.now() < deadline) {
           const release = await c.acquire(name);
           const now = performance.now();
@@ -269,6 +271,7 @@ async function run(settings: Settings, state: State): Promise<void> {
           await new Promise<void>((resolve) => setImmediate(resolve));
           active -= 1;
           sections += 1;
+          perWorker[worker]! += 1;
           releasedAt = performance.now();
           await release();
         }
@@ -279,15 +282,16 @@ async function run(settings: Settings, state: State): Promise<void> {
     const key = `${c.label}|${limit}`;
     tput.set(key, [...(tput.get(key) ?? []), sections / elapsed]);
     perSection.set(key, [...(perSection.get(key) ?? []), commands / Math.max(1, sections)]);
+    fairness.set(key, [...(fairness.get(key) ?? []), jain(perWorker)]);
     if (limit === 1) handoffs.set(key, [...(handoffs.get(key) ?? []), ...gaps]);
   };
   for (let round = -1; round < settings.rounds; round++) {
     for (const { c, limit } of shuffle(contended)) {
       if (round < 0) {
         // Warm-up: same work, figures dropped.
-        const keep = [tput, perSection, handoffs].map((m) => new Map(m));
+        const keep = [tput, perSection, handoffs, fairness].map((m) => new Map(m));
         await contendedSlice(c, limit);
-        [tput, perSection, handoffs].forEach((m, i) => {
+        [tput, perSection, handoffs, fairness].forEach((m, i) => {
           m.clear();
           for (const [k, v] of keep[i]!) m.set(k, v);
         });
@@ -306,6 +310,9 @@ async function run(settings: Settings, state: State): Promise<void> {
       commandsPerSection: Number(median(perSection.get(key) ?? []).toFixed(1)),
       handoffMedianMs: gaps.length ? Number(quantile(gaps, 0.5).toFixed(2)) : undefined,
       handoffP90Ms: gaps.length ? Number(quantile(gaps, 0.9).toFixed(2)) : undefined,
+      // Sections spread over the workers (1 = even): a holder that takes a freed permit again
+      // at once (barging) gets high throughput and a low index.
+      jain: Number(median(fairness.get(key) ?? []).toFixed(3)),
     };
     json2[`${c.label} (limit ${limit})`] = figures;
     rows2.push([
@@ -315,6 +322,7 @@ async function run(settings: Settings, state: State): Promise<void> {
       figures.commandsPerSection.toFixed(1),
       figures.handoffMedianMs?.toFixed(2) ?? '-',
       figures.handoffP90Ms?.toFixed(2) ?? '-',
+      figures.jain.toFixed(3),
     ]);
   }
   const r2 = {
@@ -326,7 +334,10 @@ async function run(settings: Settings, state: State): Promise<void> {
     `\n2. Contended: ${settings.workers} workers on one name (median over rounds; hand-off over all)\n`,
   );
   console.log(
-    table(['contender', 'limit', 'sections/s', 'cmds/section', 'hand-off p50 ms', 'p90 ms'], rows2),
+    table(
+      ['contender', 'limit', 'sections/s', 'cmds/section', 'hand-off p50 ms', 'p90 ms', 'Jain'],
+      rows2,
+    ),
   );
   console.log('\nthroughput ratios (median of per-round ratios):', JSON.stringify(r2));
   console.log(`exclusion violations: ${violations}`);
@@ -334,6 +345,13 @@ async function run(settings: Settings, state: State): Promise<void> {
     `BENCH_JSON ${JSON.stringify({ versions, settings, uncontended: json1, uncontendedRatios: r1, contended: json2, contendedRatios: r2, violations })}`,
   );
   if (violations > 0) throw new Error(`${violations} exclusion violations`);
+}
+
+/** Jain's fairness index of per-worker counts: 1 when even, 1/n when one worker did all. */
+function jain(counts: number[]): number {
+  const sum = counts.reduce((a, b) => a + b, 0);
+  const squares = counts.reduce((a, b) => a + b * b, 0);
+  return squares === 0 ? 1 : (sum * sum) / (counts.length * squares);
 }
 
 async function cleanup(state: State): Promise<void> {

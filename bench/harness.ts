@@ -1,41 +1,44 @@
 /**
- * What every benchmark in bench/ shares: its command-line settings, finding the repository's
- * Redis scripts, package versions and CPU pressure for the report, a seeded PRNG, shuffles,
- * medians with bootstrap intervals, quantiles and tables, timed garbage collection, and a
- * main() that cleans up on errors, signals, a closed stdout or a watchdog, so no Redis or
- * socket outlives a run.
+ * What every benchmark in bench/ shares: its command-line settings, the paired-rounds
+ * measuring engine, finding the repository's Redis scripts, package versions and CPU pressure
+ * for the report, a seeded PRNG, shuffles, medians with bootstrap intervals, quantiles and
+ * tables, timed garbage collection, and a main() that cleans up on errors, signals, a closed
+ * stdout or a watchdog, so no Redis or socket outlives a run.
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+
 import type { Redis } from 'ioredis';
+
+import type * as ServersLib from '../scripts/redis/servers.mjs';
 import type { StandaloneServer } from '../scripts/redis/servers.mjs';
 
 /**
  * A benchmark's settings: `--name value` or `--name=value` for each of `values`, a bare
- * `--name` for each of `switches`. Each falls back to the environment variable `BENCH_<NAME>`
- * (`--slice-ms`: `BENCH_SLICE_MS`; a switch is on with `BENCH_<NAME>=1`). An unknown argument
- * throws, listing the known ones.
+ * `--name` for each of `switches` (parsed by `node:util` `parseArgs`, strict). Each falls back
+ * to the environment variable `BENCH_<NAME>` (`--slice-ms`: `BENCH_SLICE_MS`; a switch is on
+ * with `BENCH_<NAME>=1`). An unknown argument throws, listing the known ones.
  */
 export function readArgs(argv: string[], values: string[], switches: string[] = []) {
-  const given = new Map<string, string>();
-  const switched = new Set<string>();
-  for (let i = 0; i < argv.length; i += 1) {
-    const [flag, inline] = argv[i]!.split('=', 2) as [string, string | undefined];
-    const name = flag.replace(/^--/, '');
-    if (flag.startsWith('--') && switches.includes(name) && inline === undefined) {
-      switched.add(name);
-    } else if (flag.startsWith('--') && values.includes(name)) {
-      given.set(name, inline ?? argv[++i] ?? '');
-    } else {
-      const known = [...values, ...switches].map((n) => `--${n}`).join(' ');
-      throw new Error(`unknown argument ${argv[i]} (known: ${known})`);
-    }
+  const options: Record<string, { type: 'string' | 'boolean' }> = {};
+  for (const name of values) options[name] = { type: 'string' };
+  for (const name of switches) options[name] = { type: 'boolean' };
+  let parsed: Record<string, string | boolean | undefined>;
+  try {
+    parsed = parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values;
+  } catch (err) {
+    const known = [...values, ...switches].map((n) => `--${n}`).join(' ');
+    throw new Error(`${(err as Error).message} (known: ${known})`, { cause: err });
   }
   const envName = (name: string): string => `BENCH_${name.toUpperCase().replace(/-/g, '_')}`;
-  const text = (name: string): string | undefined => given.get(name) ?? process.env[envName(name)];
+  const text = (name: string): string | undefined => {
+    const given = parsed[name];
+    return typeof given === 'string' ? given : process.env[envName(name)];
+  };
   return {
     text,
     /** A number in [min, max] (rounded), `def` when not given. */
@@ -50,7 +53,62 @@ export function readArgs(argv: string[], values: string[], switches: string[] = 
       }
       return Math.round(n);
     },
-    on: (name: string): boolean => switched.has(name) || process.env[envName(name)] === '1',
+    on: (name: string): boolean => parsed[name] === true || process.env[envName(name)] === '1',
+  };
+}
+
+/** One contender of `pairedRounds`: measures one round and returns its figure (e.g. ops/s). */
+export interface RoundContender<N extends string = string> {
+  name: N;
+  measure: (round: number) => Promise<number>;
+}
+
+/** What `pairedRounds` measured: every contender's figures, round by round. */
+export interface PairedRounds<N extends string = string> {
+  /** Figures per contender, in round order. */
+  samples: Record<N, number[]>;
+  /** Per round, `a`'s figure over `b`'s (drift within a round hits both alike). */
+  ratios(a: N, b: N): number[];
+  /** The median figure of a contender. */
+  median(name: N): number;
+}
+
+/**
+ * The paired-rounds engine every benchmark shares: `rounds` rounds in which each contender
+ * measures once, in an order that changes from round to round (rotated, or shuffled with
+ * `random`) so that drift and warm-up hit every contender alike; `between` runs before each
+ * measurement (a timed GC, say). Ratios are taken within a round, then summarised by median.
+ */
+export async function pairedRounds<N extends string>(spec: {
+  rounds: number;
+  contenders: ReadonlyArray<RoundContender<N>>;
+  /** Shuffle the order every round with this PRNG (default: rotate it by one each round). */
+  random?: () => number;
+  between?: () => void;
+}): Promise<PairedRounds<N>> {
+  const samples = Object.fromEntries(
+    spec.contenders.map((c) => [c.name, [] as number[]]),
+  ) as Record<N, number[]>;
+  for (let round = 0; round < spec.rounds; round += 1) {
+    const order = [...spec.contenders];
+    if (spec.random) {
+      const random = spec.random;
+      for (let i = order.length - 1; i > 0; i -= 1) {
+        const j = Math.floor(random() * (i + 1));
+        [order[i], order[j]] = [order[j], order[i]];
+      }
+    } else {
+      for (let r = 0; r < round % order.length; r += 1) order.push(order.shift()!);
+    }
+    for (const contender of order) {
+      spec.between?.();
+      samples[contender.name].push(await contender.measure(round));
+    }
+  }
+  return {
+    samples,
+    ratios: (a, b) => samples[a].map((value, i) => value / samples[b][i]),
+    median: (name) => median(samples[name]),
   };
 }
 
@@ -108,7 +166,7 @@ export function quantile(values: number[], q: number): number {
   const pos = (s.length - 1) * q;
   const lo = Math.floor(pos);
   const hi = Math.ceil(pos);
-  return s[lo]! + (s[hi]! - s[lo]!) * (pos - lo);
+  return s[lo] + (s[hi] - s[lo]) * (pos - lo);
 }
 
 export const median = (values: number[]): number => quantile(values, 0.5);
@@ -136,7 +194,7 @@ export function sampler(seed: number) {
     shuffle<T>(items: T[]): T[] {
       for (let i = items.length - 1; i > 0; i -= 1) {
         const j = Math.floor(random() * (i + 1));
-        [items[i], items[j]] = [items[j]!, items[i]!];
+        [items[i], items[j]] = [items[j], items[i]];
       }
       return items;
     },
@@ -144,7 +202,7 @@ export function sampler(seed: number) {
     medianInterval(values: number[]): [number, number] {
       const medians: number[] = [];
       for (let b = 0; b < BOOTSTRAP_RESAMPLES; b += 1) {
-        medians.push(median(values.map(() => values[Math.floor(random() * values.length)]!)));
+        medians.push(median(values.map(() => values[Math.floor(random() * values.length)])));
       }
       return [quantile(medians, 0.05), quantile(medians, 0.95)];
     },
@@ -183,9 +241,7 @@ export interface ThrowawayServer {
 export async function redisUrlFor(holder: ThrowawayServer): Promise<string> {
   const url = process.env.REDIS_URL;
   if (url) return url;
-  const servers = (await import(
-    pathToFileURL(locateServersLib()).href
-  )) as typeof import('../scripts/redis/servers.mjs');
+  const servers = (await import(pathToFileURL(locateServersLib()).href)) as typeof ServersLib;
   holder.baseDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'redis-bench-'));
   holder.server = await servers.startStandalone({ baseDir: holder.baseDir });
   return holder.server.url;
@@ -232,9 +288,9 @@ export async function unlinkMatching(client: Redis, pattern: string): Promise<vo
 
 /** A plain-text table: first column left-aligned, the others right-aligned. */
 export function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]): string =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 

@@ -58,9 +58,11 @@
  *   `BENCH_JSON {...}` with every figure.
  */
 import 'reflect-metadata';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
 import { Module, type INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { Redis } from 'ioredis';
@@ -87,6 +89,7 @@ import {
   table,
   unlinkMatching,
 } from './harness.js';
+import type { ContenderSpec } from './workers/lock-contender.js';
 
 const UNCONTENDED_TARGET = 1.0;
 const HANDOFF_TARGET = 0.2;
@@ -133,6 +136,8 @@ interface Settings {
   processes: boolean;
   procs: number;
   sections: number;
+  /** Bound on one process session's run (after its workers started), in ms. */
+  procSessionMs: number;
 }
 
 function readSettings(argv: string[]): Settings {
@@ -150,6 +155,7 @@ function readSettings(argv: string[]): Settings {
       'timeout-ms',
       'procs',
       'sections',
+      'proc-session-ms',
     ],
     ['check', 'uncontended-only', 'processes'],
   );
@@ -162,12 +168,14 @@ function readSettings(argv: string[]): Settings {
     holdMs: args.num('hold-ms', 2, 0, 10_000),
     tpMs: args.num('tp-ms', 1_500, 100, 60_000),
     tpRounds: args.num('tp-rounds', 3, 1, 100),
-    timeoutMs: args.num('timeout-ms', 300_000, 10_000, 3_600_000),
+    // Three process sessions may each take PROC_READY_MS to start plus their run.
+    timeoutMs: args.num('timeout-ms', args.on('processes') ? 900_000 : 300_000, 10_000, 3_600_000),
     check: args.on('check'),
     uncontendedOnly: args.on('uncontended-only'),
     processes: args.on('processes'),
     procs: args.num('procs', 20, 2, 64),
     sections: args.num('sections', 1_000, 20, 100_000),
+    procSessionMs: args.num('proc-session-ms', 60_000, 1_000, 600_000),
   };
 }
 
@@ -185,6 +193,7 @@ function jain(counts: number[]): number {
   return squares === 0 ? NaN : (sum * sum) / (counts.length * squares);
 }
 
+const epochNow = (): number => performance.timeOrigin + performance.now();
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -538,92 +547,9 @@ async function throughputSession(
 // "go"). The parent stops everyone once `sections` sections were reported and computes the
 // figures over the first `sections` sections in order of acquisition.
 
-const PROC_WORKER_FLAG = '--proc-worker';
-
-interface ProcWorkerSpec {
-  lib: Lib;
-  url: string;
-  keyPrefix: string;
-  resource: string;
-}
-
-const epochNow = (): number => performance.timeOrigin + performance.now();
-
-async function procWorker(spec: ProcWorkerSpec): Promise<void> {
-  let commands = 0;
-  const proto = Redis.prototype as unknown as { sendCommand: (...a: unknown[]) => unknown };
-  const original = proto.sendCommand;
-  proto.sendCommand = function (this: unknown, ...a: unknown[]) {
-    commands += 1;
-    return original.apply(this, a);
-  };
-  let acquire: () => Promise<Held>;
-  let close: () => Promise<void>;
-  if (spec.lib === 'ours') {
-    class WorkerModule {}
-    Module({ imports: [RedisModule.forRoot({ url: spec.url, keyPrefix: spec.keyPrefix })] })(
-      WorkerModule,
-    );
-    const app = await NestFactory.createApplicationContext(WorkerModule, {
-      logger: false,
-      abortOnError: false,
-    });
-    const locks = app.get(LockService);
-    acquire = () => locks.acquire(spec.resource, { ttl: TTL, wait: 60_000 });
-    close = () => app.close();
-  } else {
-    const client = await openClient(spec.url, spec.keyPrefix);
-    let redlock: PeerRedlock;
-    if (spec.lib === 'sesame') {
-      redlock = new SesameRedlock([client], PEER_DOCUMENTED) as unknown as PeerRedlock;
-    } else {
-      const specifier = 'redlock';
-      const mod = (await import(specifier)) as {
-        default: new (clients: Redis[], settings: object) => PeerRedlock;
-      };
-      redlock = new mod.default([client], PEER_DOCUMENTED);
-    }
-    redlock.on('error', () => undefined);
-    acquire = async () => {
-      for (;;) {
-        try {
-          return await redlock.acquire([spec.resource], TTL, PEER_TUNED);
-        } catch {
-          // gave up after its retries: ask again
-        }
-      }
-    };
-    close = () => closeClient(client);
-  }
-  // Warm: the scripts are loaded and the connections up before "go".
-  await (await acquire()).release();
-  let stop = false;
-  let go: () => void = () => undefined;
-  const started = new Promise<void>((resolve) => (go = resolve));
-  process.stdin.on('data', (chunk: Buffer) => {
-    const text = chunk.toString();
-    if (text.includes('go')) go();
-    if (text.includes('stop')) stop = true;
-  });
-  process.stdout.write('ready\n');
-  await started;
-  commands = 0;
-  const lines: string[] = [];
-  while (!stop) {
-    const waitStart = epochNow();
-    const lock = await acquire();
-    const acquiredAt = epochNow();
-    await turn();
-    const releaseAt = epochNow();
-    await lock.release();
-    process.stdout.write(`s ${waitStart} ${acquiredAt} ${releaseAt}\n`);
-    lines.push('');
-  }
-  const sent = commands;
-  await close();
-  process.stdout.write(`done ${sent} ${lines.length}\n`);
-  process.stdin.destroy();
-}
+/** How long one process session may take to start its workers, and then to run, in ms. */
+const PROC_READY_MS = 180_000;
+const PROC_PROGRESS_MS = 5_000;
 
 interface ProcSection {
   proc: number;
@@ -634,6 +560,11 @@ interface ProcSection {
 
 interface ProcResult {
   lib: Lib;
+  /** Processes that started and contended (fewer than asked when some failed to start). */
+  processes: number;
+  /** Sections measured (fewer than asked when the session ran out of time). */
+  sections: number;
+  complete: boolean;
   totalMs: number;
   commandsPerSection: number;
   handoffMedianMs: number;
@@ -642,132 +573,245 @@ interface ProcResult {
   fifoShare: number;
   jain: number;
   violations: number;
+  /** The largest overlap counted as a violation, in ms (timestamps of two processes). */
+  worstOverlapMs: number;
 }
 
-async function procSession(
-  settings: Settings,
-  lib: Lib,
-  url: string,
-  base: string,
-): Promise<ProcResult> {
-  const { spawn } = await import('node:child_process');
-  const spec: ProcWorkerSpec = {
-    lib,
-    url,
-    keyPrefix: `${base}procs:${lib}:`,
-    resource: 'contended',
+/** The contending processes of one session and what they report. */
+interface ProcGroup {
+  children: ChildProcess[];
+  sections: ProcSection[];
+  ready: number;
+  /** Workers that exited before they were ready (a start-up failure, printed on stderr). */
+  failed: number;
+  done: Array<{ commands: number; sections: number }>;
+  /** Resolves when `n` workers said `ready` / `done` (or exited). */
+  whenReady: Promise<void>;
+  whenDone: Promise<void>;
+  /** Called once `settings.sections` sections were reported. */
+  onEnough: () => void;
+}
+
+function spawnContenders(settings: Settings, spec: ContenderSpec): ProcGroup {
+  const worker = fileURLToPath(new URL('./workers/lock-contender.js', import.meta.url));
+  const group: ProcGroup = {
+    children: [],
+    sections: [],
+    ready: 0,
+    failed: 0,
+    done: [],
+    whenReady: Promise.resolve(),
+    whenDone: Promise.resolve(),
+    onEnough: () => undefined,
   };
-  const children = Array.from({ length: settings.procs }, () =>
-    spawn(process.execPath, [process.argv[1]!, PROC_WORKER_FLAG, JSON.stringify(spec)], {
+  let ready: () => void = () => undefined;
+  let done: () => void = () => undefined;
+  group.whenReady = new Promise<void>((resolve) => (ready = resolve));
+  group.whenDone = new Promise<void>((resolve) => (done = resolve));
+  const checkReady = (): void => {
+    if (group.ready + group.failed === settings.procs) ready();
+  };
+  let finished = 0;
+  const finish = (): void => {
+    finished += 1;
+    if (finished === settings.procs) done();
+  };
+  for (let proc = 0; proc < settings.procs; proc++) {
+    const child = spawn(process.execPath, [worker, JSON.stringify(spec)], {
       stdio: ['pipe', 'pipe', 'inherit'],
-    }),
-  );
-  const sections: ProcSection[] = [];
-  let reported = 0;
-  let stopped = false;
-  const done: Array<{ commands: number; sections: number }> = [];
-  const readyAll: Promise<void>[] = [];
-  const doneAll: Promise<void>[] = [];
-  children.forEach((child, proc) => {
+    });
+    group.children.push(child);
+    let exited = false;
+    let wasReady = false;
+    child.on('exit', () => {
+      if (!wasReady) {
+        group.failed += 1;
+        checkReady();
+      }
+      if (!exited) finish();
+      exited = true;
+    });
+    child.stdin!.on('error', () => undefined); // a worker that exited: nothing to tell it
     let buffer = '';
-    let onReady: () => void = () => undefined;
-    let onDone: () => void = () => undefined;
-    readyAll.push(new Promise((resolve) => (onReady = resolve)));
-    doneAll.push(
-      new Promise((resolve, reject) => {
-        onDone = resolve;
-        child.on('exit', (code) =>
-          code === 0 ? resolve() : reject(new Error(`${lib} worker exited with ${code}`)),
-        );
-      }),
-    );
     child.stdout!.on('data', (chunk: Buffer) => {
       buffer += chunk.toString();
       let nl: number;
       while ((nl = buffer.indexOf('\n')) >= 0) {
         const line = buffer.slice(0, nl);
         buffer = buffer.slice(nl + 1);
-        if (line === 'ready') onReady();
-        else if (line.startsWith('s ')) {
+        if (line === 'ready') {
+          wasReady = true;
+          group.ready += 1;
+          checkReady();
+        } else if (line.startsWith('s ')) {
           const [, w, a, r] = line.split(' ');
-          sections.push({
+          group.sections.push({
             proc,
             waitStart: Number(w),
             acquiredAt: Number(a),
             releaseAt: Number(r),
           });
-          reported += 1;
-          if (reported >= settings.sections && !stopped) {
-            stopped = true;
-            for (const c of children) c.stdin!.write('stop\n');
-          }
+          if (group.sections.length === settings.sections) group.onEnough();
         } else if (line.startsWith('done ')) {
           const [, c, n] = line.split(' ');
-          done.push({ commands: Number(c), sections: Number(n) });
-          onDone();
+          group.done.push({ commands: Number(c), sections: Number(n) });
         }
       }
     });
-  });
+  }
+  return group;
+}
+
+/** Resolves `true` when `promise` settles first, `false` after `ms`; prints progress meanwhile. */
+async function within(
+  promise: Promise<void>,
+  ms: number,
+  progress: () => string,
+): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const ticker = setInterval(() => console.log(`  ${progress()}`), PROC_PROGRESS_MS);
   try {
-    await Promise.all(readyAll);
+    return await Promise.race([
+      promise.then(() => true),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms))),
+    ]);
+  } finally {
+    clearTimeout(timer);
+    clearInterval(ticker);
+  }
+}
+
+/** Hand-offs, exclusion, FIFO share and fairness over the first sections of a session. */
+function analyseSections(
+  settings: Settings,
+  group: ProcGroup,
+): Omit<
+  ProcResult,
+  'lib' | 'processes' | 'complete' | 'totalMs' | 'commandsPerSection' | 'rttMedianMs'
+> {
+  const ordered = [...group.sections].sort((a, b) => a.acquiredAt - b.acquiredAt);
+  const first = ordered.slice(0, settings.sections);
+  const handoffs: number[] = [];
+  let violations = 0;
+  let worstOverlapMs = 0;
+  let fifo = 0;
+  let decisions = 0;
+  for (let i = 1; i < first.length; i++) {
+    const prev = first[i - 1]!;
+    const cur = first[i]!;
+    if (cur.acquiredAt < prev.releaseAt) {
+      violations += 1;
+      worstOverlapMs = Math.max(worstOverlapMs, prev.releaseAt - cur.acquiredAt);
+    }
+    handoffs.push(cur.acquiredAt - prev.releaseAt);
+    // Who was waiting when the previous holder released: the next owner should be the one
+    // that has waited longest.
+    const waiting = ordered.filter(
+      (s) => s.waitStart <= prev.releaseAt && s.acquiredAt >= cur.acquiredAt,
+    );
+    if (waiting.length > 1) {
+      decisions += 1;
+      const oldest = Math.min(...waiting.map((s) => s.waitStart));
+      if (cur.waitStart === oldest) fifo += 1;
+    }
+  }
+  const perProc = new Array<number>(settings.procs).fill(0);
+  for (const s of first) perProc[s.proc]! += 1;
+  handoffs.sort((a, b) => a - b);
+  return {
+    sections: first.length,
+    handoffMedianMs: quantile(handoffs, 0.5),
+    handoffP99Ms: quantile(handoffs, 0.99),
+    fifoShare: decisions ? fifo / decisions : 1,
+    jain: jain(perProc),
+    violations,
+    worstOverlapMs,
+  };
+}
+
+/**
+ * One contender's session: `procs` worker processes, started and warmed (bounded by
+ * `PROC_READY_MS`), then released together and stopped after `sections` sections (bounded by
+ * `procSessionMs`); progress every few seconds. `null` when the workers did not start in time.
+ */
+async function procSession(
+  settings: Settings,
+  lib: Lib,
+  url: string,
+  base: string,
+): Promise<ProcResult | null> {
+  const group = spawnContenders(settings, {
+    lib,
+    url,
+    keyPrefix: `${base}procs:${lib}:`,
+    resource: 'contended',
+    ttl: TTL,
+    peerSettings: PEER_DOCUMENTED,
+    peerRetry: PEER_TUNED,
+    maxMs: PROC_READY_MS + settings.procSessionMs + 30_000,
+  });
+  const stopAll = (): void => {
+    for (const c of group.children) if (c.exitCode === null) c.stdin!.write('stop\n');
+  };
+  group.onEnough = stopAll;
+  try {
+    const started = await within(
+      group.whenReady,
+      PROC_READY_MS,
+      () => `${lib}: ${group.ready}/${settings.procs} workers ready, ${group.failed} failed`,
+    );
+    if (!started || group.ready < 2) {
+      console.log(`  ${lib}: only ${group.ready}/${settings.procs} workers ready in time: skipped`);
+      return null;
+    }
     // Round trips measured during the session, under the same load, for the hand-off target.
     const probe = await openClient(url);
     const rtts: number[] = [];
     const goAt = epochNow();
-    for (const c of children) c.stdin!.write('go\n');
+    for (const c of group.children) c.stdin!.write('go\n');
     let running = true;
-    const finished = Promise.all(doneAll).finally(() => (running = false));
-    while (running) {
-      const t = performance.now();
-      await probe.ping();
-      rtts.push(performance.now() - t);
-      await sleep(5);
-    }
-    await finished;
-    await closeClient(probe);
-    const ordered = [...sections].sort((a, b) => a.acquiredAt - b.acquiredAt);
-    const first = ordered.slice(0, settings.sections);
-    const handoffs: number[] = [];
-    let violations = 0;
-    let fifo = 0;
-    let decisions = 0;
-    for (let i = 1; i < first.length; i++) {
-      const prev = first[i - 1]!;
-      const cur = first[i]!;
-      if (cur.acquiredAt < prev.releaseAt) violations += 1;
-      handoffs.push(cur.acquiredAt - prev.releaseAt);
-      // Who was waiting when the previous holder released: the next owner should be the one
-      // that has waited longest.
-      const waiting = ordered.filter(
-        (s) => s.waitStart <= prev.releaseAt && s.acquiredAt >= cur.acquiredAt,
-      );
-      if (waiting.length > 1) {
-        decisions += 1;
-        const oldest = Math.min(...waiting.map((s) => s.waitStart));
-        if (cur.waitStart === oldest) fifo += 1;
+    const pinging = (async () => {
+      while (running) {
+        const t = performance.now();
+        await probe.ping();
+        rtts.push(performance.now() - t);
+        await sleep(5);
       }
-    }
-    const perProc = new Array<number>(settings.procs).fill(0);
-    for (const s of first) perProc[s.proc]! += 1;
-    const commands = done.reduce((a, d) => a + d.commands, 0);
-    const all = done.reduce((a, d) => a + d.sections, 0);
-    handoffs.sort((a, b) => a - b);
+    })();
+    const complete = await within(
+      new Promise<void>((resolve) => {
+        const onEnough = group.onEnough;
+        group.onEnough = () => {
+          onEnough();
+          resolve();
+        };
+      }),
+      settings.procSessionMs,
+      () => `${lib}: ${group.sections.length}/${settings.sections} sections`,
+    );
+    if (!complete) stopAll();
+    await within(group.whenDone, 30_000, () => `${lib}: ${group.done.length} workers done`);
+    running = false;
+    await pinging;
+    await closeClient(probe);
+    const figures = analyseSections(settings, group);
+    const last = [...group.sections].sort((a, b) => a.acquiredAt - b.acquiredAt)[
+      figures.sections - 1
+    ];
     rtts.sort((a, b) => a - b);
+    const commands = group.done.reduce((a, d) => a + d.commands, 0);
+    const all = group.done.reduce((a, d) => a + d.sections, 0);
     return {
       lib,
-      totalMs: first[first.length - 1]!.releaseAt - goAt,
+      processes: group.ready,
+      ...figures,
+      complete,
+      totalMs: last ? last.releaseAt - goAt : 0,
       commandsPerSection: commands / Math.max(1, all),
-      handoffMedianMs: quantile(handoffs, 0.5),
-      handoffP99Ms: quantile(handoffs, 0.99),
       rttMedianMs: quantile(rtts, 0.5),
-      fifoShare: decisions ? fifo / decisions : 1,
-      jain: jain(perProc),
-      violations,
     };
   } finally {
-    for (const p of doneAll) p.catch(() => undefined); // killed below: no result to wait for
-    for (const c of children) if (c.exitCode === null) c.kill();
+    for (const c of group.children) if (c.exitCode === null) c.kill();
   }
 }
 
@@ -781,10 +825,12 @@ async function runProcesses(
   const results: ProcResult[] = [];
   for (const lib of shuffle(libs)) {
     const started = performance.now();
-    results.push(await procSession(settings, lib, url, base));
+    console.log(`session ${lib}: starting ${settings.procs} processes`);
+    const result = await procSession(settings, lib, url, base);
+    if (result) results.push(result);
     // Printed as it comes: on a loaded machine a later session may not finish in time.
     console.log(
-      `session ${lib}: ${JSON.stringify(results[results.length - 1])} (${((performance.now() - started) / 1000).toFixed(1)} s with start-up)`,
+      `session ${lib}: ${JSON.stringify(result)} (${((performance.now() - started) / 1000).toFixed(1)} s with start-up)`,
     );
   }
   results.sort((a, b) => libs.indexOf(a.lib) - libs.indexOf(b.lib));
@@ -795,6 +841,8 @@ async function runProcesses(
     table(
       [
         'contender',
+        'procs',
+        'sections',
         'total ms',
         'cmds/section',
         'hand-off median ms',
@@ -806,6 +854,8 @@ async function runProcesses(
       ],
       results.map((r) => [
         r.lib,
+        String(r.processes),
+        `${r.sections}${r.complete ? '' : ' (timed out)'}`,
         fmtMs(r.totalMs),
         r.commandsPerSection.toFixed(2),
         fmtMs(r.handoffMedianMs),
@@ -813,12 +863,16 @@ async function runProcesses(
         fmtMs(r.rttMedianMs),
         r.fifoShare.toFixed(3),
         r.jain.toFixed(3),
-        String(r.violations),
+        r.violations ? `${r.violations} (max ${fmtMs(r.worstOverlapMs)} ms)` : '0',
       ]),
     ),
   );
-  const ours = results.find((r) => r.lib === 'ours')!;
+  const ours = results.find((r) => r.lib === 'ours');
   const verdicts: Verdict[] = [];
+  if (!ours) {
+    console.log('ours: no figures (its workers did not start in time)');
+    return ['MISSED'];
+  }
   for (const peer of results.filter((r) => r.lib !== 'ours')) {
     const time = ours.totalMs / peer.totalMs;
     const cmds = ours.commandsPerSection / peer.commandsPerSection;
@@ -1455,11 +1509,6 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
   };
   console.log(`BENCH_JSON ${JSON.stringify(json)}`);
   return [uVerdict, hVerdict];
-}
-
-if (process.argv[2] === PROC_WORKER_FLAG) {
-  await procWorker(JSON.parse(process.argv[3]!) as ProcWorkerSpec);
-  process.exit(0);
 }
 
 await runBenchmark('lock', {

@@ -17,25 +17,33 @@
  *     messages / (time from the first publish to the last delivery). Target: ours >= 0.95x raw.
  *  2. Latency: `samples` messages published one at a time (each waits for its delivery);
  *     latency = delivery time - publish call time; p50 and p99 per contender.
- * Contenders alternate within every round, in a random order per round; `paired` = median over
- * rounds of ours/raw within the round, with the medians of each contender beside it. With
- * --expose-gc a full GC runs before every slice.
+ *  3. Keyspace expiry notice latency: `expiries` keys set with `PX 20` (20 at a time), heard by
+ *     both `PubSubService.onKeyEvent('expired', ...)` and a raw `PSUBSCRIBE __keyspace@0__:...`
+ *     connection; latency = arrival - (time the SET was sent + 20 ms), so it includes when
+ *     Redis gets to expire the key (its active expiry cycle runs `hz` times a second). The
+ *     module runs with `pubsub.keyspaceEvents: 'configure'`: it sets the `Kx` flags.
+ * Contenders measure within every round, in a random order per round (harness
+ * `pairedRounds`); `paired` = median over rounds of ours/raw within the round, with the
+ * medians of each contender beside it. With --expose-gc a full GC runs before every slice.
  *
  * Server: `REDIS_URL` if set, else a throwaway redis-server on a free loopback port, stopped at
  * the end (also on error, SIGINT and SIGTERM). Channels: `bench:pubsub:<run>:*` (no keys).
  *
  * Usage: npm run bench -- pubsub [--rounds N] [--messages N] [--window N] [--samples N]
- *          [--timeout-ms MS] [--check]
- *   or env BENCH_ROUNDS, BENCH_MESSAGES, BENCH_WINDOW, BENCH_SAMPLES, BENCH_TIMEOUT_MS,
- *   BENCH_CHECK=1. The last line of output is `BENCH_JSON {...}` with every figure.
+ *          [--expiries N] [--timeout-ms MS] [--check]
+ *   or env BENCH_ROUNDS, BENCH_MESSAGES, BENCH_WINDOW, BENCH_SAMPLES, BENCH_EXPIRIES,
+ *   BENCH_TIMEOUT_MS, BENCH_CHECK=1. The last line of output is `BENCH_JSON {...}` with every figure.
  */
 import 'reflect-metadata';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
+
 import { Module, type INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { Redis } from 'ioredis';
+
 import { PubSubService, RedisModule } from '../src/index.js';
+
 import {
   cleanupSteps,
   collectGarbage,
@@ -43,6 +51,7 @@ import {
   fmtLoad,
   median,
   packageVersion,
+  pairedRounds,
   prng,
   quantile,
   readArgs,
@@ -60,17 +69,23 @@ interface Settings {
   messages: number;
   window: number;
   samples: number;
+  expiries: number;
   timeoutMs: number;
   check: boolean;
 }
 
 function readSettings(argv: string[]): Settings {
-  const args = readArgs(argv, ['rounds', 'messages', 'window', 'samples', 'timeout-ms'], ['check']);
+  const args = readArgs(
+    argv,
+    ['rounds', 'messages', 'window', 'samples', 'expiries', 'timeout-ms'],
+    ['check'],
+  );
   return {
     rounds: args.num('rounds', 8, 1, 1000),
     messages: args.num('messages', 20_000, 100, 10_000_000),
     window: args.num('window', 128, 1, 10_000),
     samples: args.num('samples', 500, 10, 1_000_000),
+    expiries: args.num('expiries', 200, 20, 100_000),
     timeoutMs: args.num('timeout-ms', 120_000, 1_000, 3_600_000),
     check: args.on('check'),
   };
@@ -153,6 +168,70 @@ async function latencies(publisher: Redis, c: Contender, samples: number): Promi
   return out;
 }
 
+const EXPIRY_TTL_MS = 20;
+const EXPIRY_BATCH = 20;
+
+/**
+ * Sets `count` keys that expire after EXPIRY_TTL_MS, EXPIRY_BATCH at a time, and records when
+ * `onKeyEvent` and a raw keyspace subscriber hear each expiry, relative to its due time.
+ */
+async function expiryLatencies(
+  pubsub: PubSubService,
+  url: string,
+  state: State,
+  base: string,
+  count: number,
+): Promise<{ ours: number[]; raw: number[]; delta: number[] }> {
+  const keys = `${base}ks:`;
+  const heard = { ours: new Map<string, number>(), raw: new Map<string, number>() };
+  let wake: (() => void) | undefined;
+  const note = (who: 'ours' | 'raw', key: string): void => {
+    heard[who].set(key, performance.now());
+    wake?.();
+  };
+  const sub = await pubsub.onKeyEvent('expired', `${keys}*`, ({ key }) => note('ours', key));
+  if (!sub.active) throw new Error(`keyspace notifications are off: ${sub.reason}`);
+  const listener = new Redis(url);
+  const writer = new Redis(url);
+  state.clients.push(listener, writer);
+  const channel = '__keyspace@0__:';
+  await listener.psubscribe(`${channel}${keys}*`);
+  listener.on('pmessage', (_pattern: string, from: string, event: string) => {
+    if (event === 'expired') note('raw', from.slice(channel.length));
+  });
+  const due = new Map<string, number>();
+  for (let n = 0; n < count; n += EXPIRY_BATCH) {
+    const batch = Array.from(
+      { length: Math.min(EXPIRY_BATCH, count - n) },
+      (_, i) => keys + (n + i),
+    );
+    await Promise.all(
+      batch.map((key) => {
+        due.set(key, performance.now() + EXPIRY_TTL_MS);
+        return writer.set(key, '1', 'PX', EXPIRY_TTL_MS);
+      }),
+    );
+    const deadline = performance.now() + 10_000;
+    while (!batch.every((k) => heard.ours.has(k) && heard.raw.has(k))) {
+      if (performance.now() > deadline)
+        throw new Error('expiry notices did not arrive within 10 s');
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        setTimeout(resolve, 50);
+      });
+    }
+  }
+  await sub.unsubscribe();
+  await listener.punsubscribe();
+  const out = { ours: [] as number[], raw: [] as number[], delta: [] as number[] };
+  for (const [key, at] of due) {
+    out.ours.push(heard.ours.get(key)! - at);
+    out.raw.push(heard.raw.get(key)! - at);
+    out.delta.push(heard.ours.get(key)! - heard.raw.get(key)!);
+  }
+  return out;
+}
+
 async function run(settings: Settings, state: State): Promise<number> {
   const url = await redisUrlFor(state);
   const base = `bench:pubsub:${process.pid}-${Date.now()}:`;
@@ -160,7 +239,7 @@ async function run(settings: Settings, state: State): Promise<number> {
   const rawSub = new Redis(url);
   state.clients.push(publisher, rawSub);
 
-  @Module({ imports: [RedisModule.forRoot({ url })] })
+  @Module({ imports: [RedisModule.forRoot({ url, pubsub: { keyspaceEvents: 'configure' } })] })
   class BenchModule {}
   state.app = await NestFactory.createApplicationContext(BenchModule, { logger: false });
   const pubsub = state.app.get(PubSubService);
@@ -174,8 +253,6 @@ async function run(settings: Settings, state: State): Promise<number> {
   );
 
   const random = prng(20261203);
-  const rates: Record<Contender['name'], number[]> = { ours: [], raw: [] };
-  const paired: number[] = [];
   const lat: Record<Contender['name'], number[]> = { ours: [], raw: [] };
   const contenders = [ours, raw];
 
@@ -185,20 +262,31 @@ async function run(settings: Settings, state: State): Promise<number> {
     await latencies(publisher, c, 50);
   }
 
-  for (let round = 0; round < settings.rounds; round += 1) {
-    const order = random() < 0.5 ? [ours, raw] : [raw, ours];
-    const roundRates: Partial<Record<Contender['name'], number>> = {};
-    for (const c of order) {
-      collectGarbage('major');
-      roundRates[c.name] = await throughput(publisher, c, settings.messages, settings.window);
-      rates[c.name].push(roundRates[c.name]!);
-    }
-    paired.push(roundRates.ours! / roundRates.raw!);
-    for (const c of order) {
-      collectGarbage('minor');
-      lat[c.name].push(...(await latencies(publisher, c, settings.samples)));
-    }
-  }
+  const rounds = await pairedRounds({
+    rounds: settings.rounds,
+    random,
+    between: () => collectGarbage('major'),
+    contenders: contenders.map((c) => ({
+      name: c.name,
+      measure: () => throughput(publisher, c, settings.messages, settings.window),
+    })),
+  });
+  const rates = rounds.samples;
+  const paired = rounds.ratios('ours', 'raw');
+  await pairedRounds({
+    rounds: settings.rounds,
+    random,
+    between: () => collectGarbage('minor'),
+    contenders: contenders.map((c) => ({
+      name: c.name,
+      measure: async () => {
+        const values = await latencies(publisher, c, settings.samples);
+        lat[c.name].push(...values);
+        return median(values);
+      },
+    })),
+  });
+  const expiry = await expiryLatencies(pubsub, url, state, base, settings.expiries);
 
   const load = os.loadavg();
   const versions = {
@@ -222,6 +310,12 @@ async function run(settings: Settings, state: State): Promise<number> {
     latencyMs: {
       ours: { p50: quantile(lat.ours, 0.5), p99: quantile(lat.ours, 0.99) },
       raw: { p50: quantile(lat.raw, 0.5), p99: quantile(lat.raw, 0.99) },
+    },
+    expiryNoticeMs: {
+      ours: { p50: quantile(expiry.ours, 0.5), p99: quantile(expiry.ours, 0.99) },
+      raw: { p50: quantile(expiry.raw, 0.5), p99: quantile(expiry.raw, 0.99) },
+      oursMinusRaw: { p50: quantile(expiry.delta, 0.5), p99: quantile(expiry.delta, 0.99) },
+      keys: expiry.ours.length,
     },
     stats: pubsub.stats(),
   };
@@ -257,6 +351,20 @@ async function run(settings: Settings, state: State): Promise<number> {
     `throughput ours/raw: paired ${pairedMedian.toFixed(3)} (rounds ${f3(figures.throughput.pairedMin)}..${f3(figures.throughput.pairedMax)}), ` +
       `ratio of medians ${f3(figures.throughput.ratio)}; target >= ${TARGET_RATIO}: ${verdict}`,
   );
+  const e = figures.expiryNoticeMs;
+  console.log(
+    `\nkeyspace expiry notice latency (${e.keys} keys, PX ${EXPIRY_TTL_MS}; from the due time to arrival):`,
+  );
+  console.log(
+    table(
+      ['listener', 'p50 ms', 'p99 ms'],
+      [
+        ['ours (onKeyEvent)', f3(e.ours.p50), f3(e.ours.p99)],
+        ['raw PSUBSCRIBE', f3(e.raw.p50), f3(e.raw.p99)],
+        ['ours - raw, same key', f3(e.oursMinusRaw.p50), f3(e.oursMinusRaw.p99)],
+      ],
+    ),
+  );
   console.log(`BENCH_JSON ${JSON.stringify({ verdict, ...figures })}`);
   return settings.check && verdict === 'MISSED' ? 1 : 0;
 }
@@ -268,14 +376,15 @@ async function cleanup(state: State): Promise<void> {
     state.app = undefined;
     await steps.run(() => app.close());
   }
-  for (const client of state.clients.splice(0)) await steps.run(async () => client.disconnect());
+  for (const client of state.clients.splice(0))
+    await steps.run(() => Promise.resolve(client.disconnect()));
   await stopThrowawayServer(state, steps);
   steps.report();
 }
 
 await runBenchmark('pubsub', {
   readSettings,
-  state: { clients: [] } as State,
+  state: { clients: [] },
   run,
   cleanup,
 });

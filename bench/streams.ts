@@ -1,27 +1,38 @@
 /**
- * Streams: produce + consume + acknowledge, messages per second, against a hand-written
- * XREADGROUP/XACK loop on raw ioredis, on the same throwaway redis-server in one run.
+ * Durable queues, one run on one throwaway redis-server: the module's streams consumer against
+ * a hand-written XREADGROUP/XACK loop on raw ioredis, with BullMQ's jobs/s for the same trivial
+ * work beside them.
  *
- * Each round adds --messages (2000) messages with 16 adds in flight, then consumes them all in
- * a fresh group, acknowledging each (ours: a StreamsService consumer with --concurrency 16; the
- * raw loop: XREADGROUP COUNT 16 BLOCK 100 on its own connection, each message acknowledged by
- * its own XACK, 16 in flight). Rounds alternate the order; figures are medians. Settings:
- * --rounds (5), --messages (2000), --concurrency (16), --timeout-ms (120000).
+ * Each round moves --messages (2000) messages through each contender:
+ *  - `StreamsService`: a producer adds them (16 adds in flight), then a consumer with
+ *    --concurrency (16) reads, handles (a counter) and acknowledges each;
+ *  - raw loop: XADD the same way, then XREADGROUP COUNT <concurrency> BLOCK 100 on its own
+ *    connection, each message JSON-parsed and acknowledged by its own XACK;
+ *  - BullMQ (hand-made connection, `maxRetriesPerRequest: null`): addBulk in batches of 100,
+ *    one Worker with the same concurrency, a job that returns 1, removeOnComplete.
+ * Time runs from the first add to the last acknowledgement (BullMQ: the last `completed`).
+ * The order rotates from round to round (harness `pairedRounds`); figures are medians, ratios
+ * the median of the per-round ratios against the raw loop. Settings: --rounds (5),
+ * --messages (2000), --concurrency (16), --timeout-ms (120000), --no-bullmq to leave it out.
  *
  *   npm run bench -- streams
  */
 import 'reflect-metadata';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
+
 import { Module, type INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { Redis } from 'ioredis';
+
 import { RedisModule, StreamsService } from '../src/index.js';
+
 import {
   cleanupSteps,
   cpuPressure,
   fmtLoad,
   median,
+  pairedRounds,
   readArgs,
   redisUrlFor,
   runBenchmark,
@@ -29,12 +40,14 @@ import {
   table,
   type ThrowawayServer,
 } from './harness.js';
+import { bullmqRound, produce } from './support/queue-rounds.js';
 
 interface Settings {
   rounds: number;
   messages: number;
   concurrency: number;
   timeoutMs: number;
+  bullmq: boolean;
 }
 
 interface State extends ThrowawayServer {
@@ -45,7 +58,7 @@ interface State extends ThrowawayServer {
 async function ours(streams: StreamsService, stream: string, s: Settings): Promise<number> {
   const start = performance.now();
   const producer = streams.producer<{ n: number }>(stream);
-  await produce((n) => producer.add({ n }), s);
+  await produce((n) => producer.add({ n }), s.messages);
   let done!: () => void;
   const finished = new Promise<void>((resolve) => (done = resolve));
   let seen = 0;
@@ -66,7 +79,7 @@ async function ours(streams: StreamsService, stream: string, s: Settings): Promi
 
 async function raw(client: Redis, reader: Redis, stream: string, s: Settings): Promise<number> {
   const start = performance.now();
-  await produce((n) => client.xadd(stream, '*', 'd', JSON.stringify({ n })), s);
+  await produce((n) => client.xadd(stream, '*', 'd', JSON.stringify({ n })), s.messages);
   await client.xgroup('CREATE', stream, 'g', '0', 'MKSTREAM');
   let acked = 0;
   while (acked < s.messages) {
@@ -85,22 +98,13 @@ async function raw(client: Redis, reader: Redis, stream: string, s: Settings): P
     const entries = reply?.[0]?.[1] ?? [];
     await Promise.all(
       entries.map(async ([id, fields]) => {
-        JSON.parse(fields[1]!);
+        JSON.parse(fields[1]);
         await client.xack(stream, 'g', id);
         acked += 1;
       }),
     );
   }
   return s.messages / ((performance.now() - start) / 1000);
-}
-
-async function produce(add: (n: number) => Promise<unknown>, s: Settings): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: 16 }, async () => {
-      while (next < s.messages) await add(next++);
-    }),
-  );
 }
 
 async function waitUntil(check: () => boolean): Promise<void> {
@@ -118,32 +122,38 @@ async function run(s: Settings, state: State): Promise<void> {
   const client = new Redis(url, { keyPrefix: 'bench-streams-raw:' });
   const reader = new Redis(url, { keyPrefix: 'bench-streams-raw:' });
   state.raw.push(client, reader);
-  const a: number[] = [];
-  const b: number[] = [];
-  for (let round = 0; round < s.rounds; round++) {
-    const name = `r${round}-${Date.now()}`;
-    if (round % 2 === 0) {
-      a.push(await ours(streams, name, s));
-      b.push(await raw(client, reader, name, s));
-    } else {
-      b.push(await raw(client, reader, name, s));
-      a.push(await ours(streams, name, s));
-    }
+  const hand = new Redis(url, { maxRetriesPerRequest: null });
+  state.raw.push(hand);
+  const stamp = Date.now();
+  type Name = 'ours' | 'raw' | 'bullmq';
+  const contenders: Array<{ name: Name; measure: (round: number) => Promise<number> }> = [
+    { name: 'ours', measure: (r) => ours(streams, `ours-r${r}-${stamp}`, s) },
+    { name: 'raw', measure: (r) => raw(client, reader, `raw-r${r}-${stamp}`, s) },
+  ];
+  if (s.bullmq) {
+    contenders.push({
+      name: 'bullmq',
+      measure: (r) =>
+        bullmqRound(`r${r}-${stamp}`, hand, 'bench-streams-bull', {
+          jobs: s.messages,
+          concurrency: s.concurrency,
+        }),
+    });
   }
+  const result = await pairedRounds({ rounds: s.rounds, contenders });
   const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
+  const ratio = (name: Name): string => median(result.ratios(name, 'raw')).toFixed(2);
   console.log(
     `streams benchmark: ${s.messages} messages a round, ${s.rounds} rounds, concurrency ` +
       `${s.concurrency} (${fmtLoad(os.loadavg(), cpuPressure())})\n`,
   );
-  console.log(
-    table(
-      ['contender', 'produce+consume+ack msg/s (median)', 'ratio'],
-      [
-        ['StreamsService consumer', fmt(median(a)), (median(a) / median(b)).toFixed(2)],
-        ['raw XREADGROUP/XACK loop', fmt(median(b)), '1.00'],
-      ],
-    ),
-  );
+  const rows = [
+    ['StreamsService consumer', fmt(result.median('ours')), ratio('ours')],
+    ['raw XREADGROUP/XACK loop', fmt(result.median('raw')), '1.00'],
+  ];
+  if (s.bullmq)
+    rows.push(['BullMQ Worker (jobs/s)', fmt(result.median('bullmq')), ratio('bullmq')]);
+  console.log(table(['contender', 'produce+consume+ack msg/s (median)', 'ratio to raw'], rows));
 }
 
 async function cleanup(state: State): Promise<void> {
@@ -156,12 +166,13 @@ async function cleanup(state: State): Promise<void> {
 
 await runBenchmark<Settings, State>('streams', {
   readSettings(argv) {
-    const args = readArgs(argv, ['rounds', 'messages', 'concurrency', 'timeout-ms']);
+    const args = readArgs(argv, ['rounds', 'messages', 'concurrency', 'timeout-ms'], ['no-bullmq']);
     return {
       rounds: args.num('rounds', 5, 1, 100),
       messages: args.num('messages', 2000, 10, 1_000_000),
       concurrency: args.num('concurrency', 16, 1, 1000),
       timeoutMs: args.num('timeout-ms', 120_000, 1000, 600_000),
+      bullmq: !args.on('no-bullmq'),
     };
   },
   state: { raw: [] },

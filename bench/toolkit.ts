@@ -9,7 +9,7 @@
  *               cluster (where the shards spread over the masters) and on standalone
  *   records     `records.get` (one HGETALL) against `EXISTS` + `HGETALL`, standalone
  *
- * Rounds alternate the contenders (ours first in odd rounds, theirs in even ones) so drift
+ * Rounds alternate the contenders (harness `pairedRounds`: the order rotates each round) so drift
  * hits both alike; each figure is the median of the rounds' rates. Settings: --rounds (5),
  * --slice-ms (500), --timeout-ms (120000).
  *
@@ -32,6 +32,7 @@ import {
   cpuPressure,
   locateServersLib,
   median,
+  pairedRounds,
   readArgs,
   runBenchmark,
   table,
@@ -80,17 +81,15 @@ async function compare(
   theirs: () => Promise<unknown>,
   inFlight: number,
 ): Promise<{ ours: number; theirs: number; ratio: number }> {
-  const a: number[] = [];
-  const b: number[] = [];
-  for (let round = 0; round < settings.rounds; round++) {
-    if (round % 2 === 0) {
-      a.push(await rate(ours, settings.sliceMs, inFlight));
-      b.push(await rate(theirs, settings.sliceMs, inFlight));
-    } else {
-      b.push(await rate(theirs, settings.sliceMs, inFlight));
-      a.push(await rate(ours, settings.sliceMs, inFlight));
-    }
-  }
+  const result = await pairedRounds({
+    rounds: settings.rounds,
+    contenders: [
+      { name: 'ours', measure: () => rate(ours, settings.sliceMs, inFlight) },
+      { name: 'theirs', measure: () => rate(theirs, settings.sliceMs, inFlight) },
+    ],
+  });
+  const a = result.samples.ours;
+  const b = result.samples.theirs;
   return { ours: median(a), theirs: median(b), ratio: median(a) / median(b) };
 }
 

@@ -1,12 +1,15 @@
 import { Module } from '@nestjs/common';
 import { ConfigModule, ConfigService } from '@nestjs/config';
 import { TerminusModule } from '@nestjs/terminus';
-import { RedisModule, type RedisModuleOptions } from '../src/index.js';
-import { HealthController } from './health.controller.js';
-import { KvController } from './kv.controller.js';
-import { RedisInfoController } from './redis-info.controller.js';
+
+import { RedisDashboardModule, RedisModule, type RedisModuleOptions } from '../src/index.js';
+
 import { CatalogController } from './catalog.controller.js';
+import { HealthController } from './health.controller.js';
 import { JobsController } from './jobs.controller.js';
+import { KvController } from './kv.controller.js';
+import { LoopbackOnlyGuard } from './loopback.guard.js';
+import { RedisInfoController } from './redis-info.controller.js';
 import { SessionController } from './session.controller.js';
 
 /**
@@ -30,6 +33,8 @@ import { SessionController } from './session.controller.js';
       }),
     }),
     TerminusModule,
+    // The live Redis page at /admin/redis, behind a guard of the app's own.
+    RedisDashboardModule.register({ path: 'admin/redis', guards: [LoopbackOnlyGuard] }),
   ],
   controllers: [
     HealthController,

@@ -1,5 +1,6 @@
 import { Logger } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+
 import { AppModule } from './app.module.js';
 
 /** The example only ever listens on loopback. */
@@ -22,7 +23,11 @@ function tryIt(base: string): string {
   const json = `-H 'Content-Type: application/json'`;
   return [
     '',
-    `Example app listening on ${base}. Try:`,
+    `Example app listening on ${base}.`,
+    '',
+    `  Live Redis page: ${base}/admin/redis   (open it in a browser)`,
+    '',
+    'Try:',
     '',
     `  curl ${base}/health`,
     `  curl -X PUT ${base}/kv/greeting ${json} -d '{"value":"hello","ttlMs":60000}'`,

@@ -16,7 +16,28 @@ export type {
   RedisSentinelOptions,
   RedisSessionModuleOptions,
 } from './redis-module.options.js';
-export { getRedisToken, InjectRedis } from './connection/tokens.js';
+export {
+  getCacheServiceToken,
+  getLockServiceToken,
+  getPresenceServiceToken,
+  getPubSubServiceToken,
+  getRedisBullMqToken,
+  getRedisHealthIndicatorToken,
+  getRedisServiceToken,
+  getRedisToken,
+  getSessionServiceToken,
+  getStreamsServiceToken,
+  InjectCacheService,
+  InjectLockService,
+  InjectPresenceService,
+  InjectPubSubService,
+  InjectRedis,
+  InjectRedisBullMq,
+  InjectRedisHealthIndicator,
+  InjectRedisService,
+  InjectSessionService,
+  InjectStreamsService,
+} from './connection/tokens.js';
 export type { RedisClient } from './connection/client-factory.js';
 export { RedisService } from './redis.service.js';
 export type { RedisScanOptions, RedisStats } from './redis.service.js';
@@ -97,6 +118,7 @@ export { PubSubService } from './pubsub/pubsub.service.js';
 export type {
   KeyEvent,
   KeyEventHandler,
+  KeyEventOptions,
   KeyEventSubscription,
   MessagesOptions,
   PublishOptions,
@@ -166,3 +188,6 @@ export {
 export type { RedisInfraErrorCode } from './errors.js';
 export { RedisSessionError } from './errors.js';
 export type { RedisSessionErrorCode } from './errors.js';
+export { RedisDashboardModule } from './dashboard/redis-dashboard.module.js';
+export type { RedisDashboardOptions } from './dashboard/redis-dashboard.module.js';
+export type { RedisTraceContext, RedisTraceName } from './telemetry/tracing.js';

@@ -1,23 +1,9 @@
 import { SetMetadata } from '@nestjs/common';
 import { checkTemplate, type ArgumentTemplate } from '../discovery/decorated-methods.js';
-import type { CacheGetOrSetOptions } from './cache.service.js';
+import { CACHEABLE_METADATA, CACHE_EVICT_METADATA, type CacheTags } from './cache.constants.js';
+import type { CacheableMetadata, CacheEvictMetadata, CacheGetOrSetOptions } from './cache.types.js';
 
-export const CACHEABLE_METADATA = 'nestjs-redis-infra:cacheable';
-export const CACHE_EVICT_METADATA = 'nestjs-redis-infra:cache-evict';
-
-/** Tags of a call: fixed, or computed from the method's arguments. */
-export type CacheTags = string[] | ((...args: never[]) => string[]);
-
-export interface CacheableMetadata {
-  key: ArgumentTemplate;
-  tags?: CacheTags;
-  options: Omit<CacheGetOrSetOptions, 'tags'>;
-}
-
-export interface CacheEvictMetadata {
-  keys: ArgumentTemplate[];
-  tags?: CacheTags;
-}
+export type { CacheTags } from './cache.constants.js';
 
 /**
  * Caches the decorated method's result with `CacheService.getOrSet`, under a key built from

@@ -2,6 +2,11 @@ import { MAX_TIMER_MS, MAX_TTL_MS } from '../common/checks.js';
 import { RedisConfigError } from '../errors.js';
 
 import { jsonSerializer, type CacheSerializer } from './serializer.js';
+import {
+  validateTrackingOption,
+  type CacheTrackingOption,
+  type ResolvedCacheTracking,
+} from './tracking.js';
 
 /** Defaults for `CacheService`. */
 export interface RedisCacheModuleOptions {
@@ -55,6 +60,14 @@ export interface RedisCacheL1Options {
    * @defaultValue 67108864 (64 MiB)
    */
   maxBytes?: number;
+  /**
+   * Server-assisted invalidation (`CLIENT TRACKING`): L1 also drops entries that clients other
+   * than this module change (another service, `redis-cli`), and serves nothing while tracking
+   * is not confirmed. `true` is `{ mode: 'bcast' }` (the cache's key prefix); `'default'`
+   * tracks only the keys this connection read. See docs/cache-tracking.md.
+   * @defaultValue false
+   */
+  tracking?: CacheTrackingOption;
 }
 
 /** Every default of `CacheService`; the option docs repeat them as `@defaultValue`. */
@@ -72,7 +85,7 @@ export const CACHE_DEFAULTS = {
 export interface ResolvedCacheOptions {
   ttl: number;
   grace: number;
-  l1: false | { maxEntries: number; maxBytes: number };
+  l1: false | { maxEntries: number; maxBytes: number; tracking: ResolvedCacheTracking };
   lockTtl: number;
   timeout: number;
   serializer: CacheSerializer;
@@ -127,12 +140,13 @@ function validateL1(value: unknown): ResolvedCacheOptions['l1'] {
     value !== undefined &&
     (value === null || typeof value !== 'object' || Array.isArray(value))
   ) {
-    throw new RedisConfigError('cache.l1', value, 'false or { maxEntries?, maxBytes? }');
+    throw new RedisConfigError('cache.l1', value, 'false or { maxEntries?, maxBytes?, tracking? }');
   }
   const l1 = (value ?? {}) as RedisCacheL1Options;
   return {
     maxEntries: count(l1.maxEntries, 'cache.l1.maxEntries', CACHE_DEFAULTS.l1MaxEntries, 'entries'),
     maxBytes: count(l1.maxBytes, 'cache.l1.maxBytes', CACHE_DEFAULTS.l1MaxBytes, 'bytes'),
+    tracking: validateTrackingOption(l1.tracking),
   };
 }
 

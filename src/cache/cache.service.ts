@@ -5,14 +5,14 @@ import {
   type BeforeApplicationShutdown,
   type OnModuleInit,
 } from '@nestjs/common';
-import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 
 import { checkOptionsObject } from '../common/checks.js';
 import { describeKey, describeValue } from '../common/describe.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
 import { Waiters } from '../connection/waiters.js';
-import { resolveTemplate, wrapDecoratedMethods } from '../discovery/decorated-methods.js';
+import { resolveTemplate } from '../discovery/decorated-methods.js';
+import type { DecoratorExplorer } from '../discovery/explorer.js';
 import type { KeyEventSubscription } from '../pubsub/pubsub.service.js';
 import { PubSubService } from '../pubsub/pubsub.service.js';
 import { escapeGlob, RedisService } from '../redis.service.js';
@@ -28,15 +28,12 @@ import {
   readsText,
   serialize,
 } from './cache.checks.js';
-import {
-  CACHEABLE_METADATA,
-  CACHE_EVICT_METADATA,
-  type CacheableMetadata,
-  type CacheEvictMetadata,
-} from './cache.decorators.js';
+import { CACHEABLE_METADATA, CACHE_EVICT_METADATA } from './cache.constants.js';
 import { DegradingCaller } from './cache.degrade.js';
 import { cacheKeys, entryKeyOf, replicaNames, userKeyOf } from './cache.scripts.js';
 import type {
+  CacheableMetadata,
+  CacheEvictMetadata,
   CacheEvictedHandler,
   CacheEvictedOptions,
   CacheGetOrSetOptions,
@@ -52,6 +49,8 @@ import { L2Reader, type PendingRead } from './l2-reader.js';
 import { LocalTier, type LocalInvalidation } from './local-tier.js';
 import { StampedeLoader } from './stampede-loader.js';
 import { TagVersions } from './tag-versions.js';
+import { CacheTracking, type ReadTicket } from './tracking.js';
+import { trace, type RedisTraceContext } from '../telemetry/tracing.js';
 
 export type {
   CacheEvictedEvent,
@@ -112,14 +111,16 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
   private readonly loader: StampedeLoader;
   private readonly evictionSubscriptions: KeyEventSubscription[] = [];
   private readonly scripts: CacheScripts;
+  /** Server-assisted invalidation of L1 (`cache.l1.tracking`), when on. */
+  private readonly tracking?: CacheTracking;
+  private trackingStarted = false;
   /** Moving share of `getOrSet` reads past L1 that missed (see `readForLoad`). */
   private missRate = 0;
 
   constructor(
     @Inject(getRedisConnectionToken()) private readonly connection: RedisConnection,
     private readonly redis: RedisService,
-    private readonly discovery: DiscoveryService,
-    private readonly scanner: MetadataScanner,
+    private readonly explorer: DecoratorExplorer,
     private readonly pubsub: PubSubService,
   ) {
     const options = this.options;
@@ -144,6 +145,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
       this.local,
       this.tags,
       this.logger,
+      (key, token) => void this.loader.abandon(key, token),
     );
     this.writer = new EntryWriter(
       connection,
@@ -166,6 +168,40 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
       this.logger,
     );
     this.scripts = scripts;
+    const l1 = options.l1;
+    if (l1 && l1.tracking) {
+      const keyPrefix = connection.keyPrefix;
+      const tracking = new CacheTracking({
+        connection,
+        prefix: `${keyPrefix}cache:{`,
+        mode: l1.tracking.mode,
+        logger: this.logger,
+        invalidate: (full) => {
+          const name = full.slice(keyPrefix.length);
+          const key = userKeyOf(name);
+          // Lock and wait keys share the prefix: only an entry's own name drops it.
+          if (key !== undefined && cacheKeys.entry(key) === name) this.invalidateLocal(key);
+        },
+        flushAll: () => this.flushLocal(),
+      });
+      this.tracking = tracking;
+      this.local.guard = {
+        trusted: () => tracking.active,
+        begin: () => tracking.beginRead(),
+        mayStore: (key, ticket) =>
+          tracking.mayStore(keyPrefix + cacheKeys.entry(key), ticket as ReadTicket),
+      };
+    }
+  }
+
+  /** Opens what the cache listens on (invalidations; tracking), on first use. */
+  private kick(): void {
+    this.bus.kick();
+    if (this.tracking && !this.trackingStarted) {
+      this.trackingStarted = true;
+      // Until tracking is confirmed L1 serves nothing (the guard); start() logs its failures.
+      void this.tracking.start();
+    }
   }
 
   private get options() {
@@ -177,7 +213,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
   /** The fresh value of `key`, or `undefined` (a miss, also while Redis is unavailable). */
   async get<T>(key: string): Promise<T | undefined> {
     checkKey('get', key);
-    this.bus.kick();
+    this.kick();
     const now = Date.now();
     const local = this.local.get(key, now);
     const counters = this.state.counters;
@@ -203,7 +239,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
   async set<T>(key: string, value: T, options: CacheSetOptions = {}): Promise<void> {
     checkKey('set', key);
     checkOptionsObject(() => `CacheService.set(${describeKey(key)})`, 'options', options);
-    this.bus.kick();
+    this.kick();
     const { ttl, grace } = durations(this.options, 'set', key, options);
     const tags = checkTags('set', key, options.tags);
     const copies = checkReplicas('set', key, options.replicas);
@@ -245,7 +281,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
     options: CacheGetOrSetOptions = {},
   ): Promise<T> {
     this.checkGetOrSet(key, loader, options);
-    this.bus.kick();
+    this.kick();
     const counters = this.state.counters;
     const now = Date.now();
     const local = this.local.get(key, now) as CacheEntry<T> | undefined;
@@ -255,14 +291,35 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
       return local.value;
     }
     if (this.local.enabled) counters.l1Misses += 1;
-    if (this.loader.running(key)) return this.loader.load(key, loader, options, local);
+    // L1 hits are counted, not traced: a trace would cost more than the hit itself.
+    const ctx: RedisTraceContext = { connection: this.connection.name };
+    return trace('cache.getOrSet', ctx, () =>
+      this.getOrSetPastL1(key, loader, options, local, ctx),
+    );
+  }
+
+  private async getOrSetPastL1<T>(
+    key: string,
+    loader: CacheLoader<T>,
+    options: CacheGetOrSetOptions,
+    local: CacheEntry<T> | undefined,
+    ctx: RedisTraceContext,
+  ): Promise<T> {
+    const counters = this.state.counters;
+    const traced: CacheLoader<T> = (context) =>
+      trace('cache.load', { connection: this.connection.name }, async () => loader(context));
+    if (this.loader.running(key)) {
+      ctx.outcome = 'loaded';
+      return this.loader.load(key, traced, options, local);
+    }
     const read = this.readForLoad(key, options.replicas);
     const entry = ((await read.promise) as CacheEntry<T> | undefined) ?? local;
     const after = Date.now();
     if (entry && entry.freshUntil > after) {
       counters.l2Hits += 1;
       this.missRate *= 1 - MISS_RATE_WEIGHT;
-      this.loader.maybeRefreshEarly(key, entry, loader, options, after);
+      this.loader.maybeRefreshEarly(key, entry, traced, options, after);
+      ctx.outcome = 'hit';
       return entry.value;
     }
     counters.l2Misses += 1;
@@ -270,7 +327,9 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
     const stale = entry && entry.staleUntil > after ? entry : undefined;
     const claim = read.pending?.claim;
     const claimed = claim !== undefined ? { token: read.token, claim } : undefined;
-    return this.loader.load(key, loader, options, stale, claimed);
+    const value = await this.loader.load(key, traced, options, stale, claimed);
+    ctx.outcome = stale !== undefined && value === stale.value ? 'stale' : 'loaded';
+    return value;
   }
 
   /** `get` for many keys at once (one round trip's worth; keys may live on any cluster node). */
@@ -450,6 +509,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
     this.waiters.wakeEveryone();
     await Promise.allSettled([
       this.bus.close(),
+      this.tracking?.close(),
       ...this.evictionSubscriptions.splice(0).map((s) => s.unsubscribe()),
     ]);
   }
@@ -546,9 +606,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
 
   private wrapDecorated(): void {
     const cache = this;
-    wrapDecoratedMethods<CacheableMetadata>(
-      this.discovery,
-      this.scanner,
+    this.explorer.wrap<CacheableMetadata>(
       CACHEABLE_METADATA,
       ({ meta, method, label }) =>
         function cacheableWrapper(this: unknown, ...args: unknown[]) {
@@ -563,9 +621,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
           });
         },
     );
-    wrapDecoratedMethods<CacheEvictMetadata>(
-      this.discovery,
-      this.scanner,
+    this.explorer.wrap<CacheEvictMetadata>(
       CACHE_EVICT_METADATA,
       ({ meta, method, label }) =>
         async function cacheEvictWrapper(this: unknown, ...args: unknown[]) {

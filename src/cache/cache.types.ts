@@ -1,3 +1,5 @@
+import type { ArgumentTemplate } from '../discovery/decorated-methods.js';
+import type { CacheTags } from './cache.constants.js';
 /*
  * The types of CacheService's public API, and the few its parts share.
  */
@@ -117,4 +119,17 @@ export interface CacheState {
   /** Shutdown began: waiters stop waiting. */
   closing: boolean;
   readonly counters: CacheCounters;
+}
+
+/** What `@Cacheable` records on a method. */
+export interface CacheableMetadata {
+  key: ArgumentTemplate;
+  tags?: CacheTags;
+  options: Omit<CacheGetOrSetOptions, 'tags'>;
+}
+
+/** What `@CacheEvict` records on a method. */
+export interface CacheEvictMetadata {
+  keys: ArgumentTemplate[];
+  tags?: CacheTags;
 }

@@ -51,6 +51,7 @@ export class EntryWriter {
 
   async write(w: EntryWrite): Promise<void> {
     this.invalidate(w.key);
+    const ticket = this.local.begin();
     const now = Date.now();
     try {
       const lifetime = w.ttl + w.grace;
@@ -60,14 +61,18 @@ export class EntryWriter {
         w.payload,
       );
       await this.redis.call('set', (client) => this.send(client, w, encoded, lifetime));
-      this.local.set(w.key, {
-        value: w.value,
-        freshUntil: now + w.ttl,
-        staleUntil: now + lifetime,
-        loadMs: w.loadMs,
-        tags: versions,
-        size: estimateSize(encoded.length, w.key.length),
-      });
+      this.local.set(
+        w.key,
+        {
+          value: w.value,
+          freshUntil: now + w.ttl,
+          staleUntil: now + lifetime,
+          loadMs: w.loadMs,
+          tags: versions,
+          size: estimateSize(encoded.length, w.key.length),
+        },
+        ticket,
+      );
     } catch {
       // Logged by the degrade wrapper (once per outage): a cache write must not fail the caller.
     }

@@ -8,7 +8,7 @@ import { decodeEntry, decodeTextEntry, type CacheEntry } from './cache-entry.js'
 import { RedisUnavailable, type DegradingCaller } from './cache.degrade.js';
 import type { ResolvedCacheOptions } from './cache.options.js';
 import { cacheKeys, READ_OR_LOCK } from './cache.scripts.js';
-import type { LocalTier } from './local-tier.js';
+import type { LocalTicket, LocalTier } from './local-tier.js';
 import type { TagVersions } from './tag-versions.js';
 
 /** What `READ_OR_LOCK` said besides the entry: 0, the lock is ours; -1, another holds it. */
@@ -24,6 +24,8 @@ interface L2Read {
   deadline: number;
   /** An invalidation for this key arrived while the read was in flight: L1 must not keep it. */
   dirty: boolean;
+  /** Taken before the read was sent (see `LocalTier.begin`). */
+  ticket: LocalTicket;
   /** Set by a `READ_OR_LOCK` read that found no entry, before `promise` settles. */
   claim?: LockClaim;
 }
@@ -57,6 +59,8 @@ export class L2Reader {
     private readonly local: LocalTier,
     private readonly tags: TagVersions,
     private readonly logger: Logger,
+    /** Gives up a stampede lock that a read took after it was given up. */
+    private readonly releaseLate: (key: string, token: string) => void,
   ) {}
 
   /** The entry of `key` (a `GET`, joined by concurrent callers), or of one of its copies. */
@@ -116,6 +120,7 @@ export class L2Reader {
       settle,
       deadline: timeout > 0 ? Date.now() + timeout : Infinity,
       dirty: false,
+      ticket: this.local.begin(),
     };
     this.reads.set(key, read);
     if (timeout > 0) this.sweepReadsEvery(timeout);
@@ -130,8 +135,9 @@ export class L2Reader {
   private send(read: L2Read, command: string, args: Array<string | number>): void {
     const cmd = new Command(command, args, { replyEncoding: this.text ? 'utf8' : null });
     const reply = this.connection.client.sendCommand(cmd) as Promise<string | Buffer | number>;
+    const token = command === 'get' ? undefined : String(args[5]);
     reply.then(
-      (raw) => this.onReply(read, raw),
+      (raw) => this.onReply(read, raw, token),
       (err: unknown) => {
         if (!read.settle) return; // given up already
         if (command === 'evalsha' && /^NOSCRIPT/.test((err as Error)?.message ?? '')) {
@@ -144,8 +150,13 @@ export class L2Reader {
     );
   }
 
-  private onReply(read: L2Read, raw: string | Buffer | number | null): void {
-    if (!read.settle) return; // past its deadline: the caller had a miss, and that was logged
+  private onReply(read: L2Read, raw: string | Buffer | number | null, token?: string): void {
+    if (!read.settle) {
+      // Past its deadline: the caller had a miss, and that was logged. A lock the late answer
+      // took is nobody's: give it up, or other callers would wait out its lifetime.
+      if (raw === 0 && token !== undefined) this.releaseLate(read.key, token);
+      return;
+    }
     // Answered: what follows (UNLINK, tag versions) goes through the caller and its own bound.
     read.deadline = Infinity;
     this.redis.answered();
@@ -187,7 +198,7 @@ export class L2Reader {
     read.settle = undefined;
     read.promise = NO_ENTRY;
     if (this.reads.get(read.key) === read) this.reads.delete(read.key);
-    if (entry && !read.dirty) this.local.set(read.key, entry);
+    if (entry && !read.dirty) this.local.set(read.key, entry, read.ticket);
     settle(entry);
   }
 

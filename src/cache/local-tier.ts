@@ -17,12 +17,28 @@ export interface LocalInvalidation {
   flushLocal(): void;
 }
 
+/** A token taken before a read or write is sent, checked before its answer is kept in L1. */
+export type LocalTicket = unknown;
+
+/**
+ * What decides, besides the invalidation bus, whether L1 may be trusted and whether an answer
+ * may be kept (server-assisted tracking: an invalidation can arrive before the reply it makes
+ * stale).
+ */
+export interface LocalGuard {
+  trusted(): boolean;
+  begin(): LocalTicket;
+  mayStore(key: string, ticket: LocalTicket): boolean;
+}
+
 /**
  * The in-process tier (L1): a bounded LRU of decoded entries, trusted only while the cache is
  * coherent (subscribed to invalidations), and only under the tag versions it was written with.
  */
 export class LocalTier {
   readonly lru?: LRUCache<string, CacheEntry>;
+  /** Set when `cache.l1.tracking` is on. */
+  guard?: LocalGuard;
 
   constructor(
     options: ResolvedCacheOptions,
@@ -46,6 +62,7 @@ export class LocalTier {
   /** The entry, unless L1 is off or untrusted, the entry is past its grace or a tag moved on. */
   get(key: string, now: number): CacheEntry | undefined {
     if (!this.lru || !this.state.coherent) return undefined;
+    if (this.guard && !this.guard.trusted()) return undefined;
     const entry = this.lru.get(key);
     if (!entry) return undefined;
     if (entry.staleUntil <= now || !this.tags.valid(entry)) {
@@ -55,9 +72,16 @@ export class LocalTier {
     return entry;
   }
 
-  /** Keeps an entry, if L1 is on and trusted. */
-  set(key: string, entry: CacheEntry): void {
-    if (this.lru && this.state.coherent) this.lru.set(key, entry);
+  /** Taken before the read or write whose answer `set` may keep. */
+  begin(): LocalTicket {
+    return this.guard?.begin();
+  }
+
+  /** Keeps an entry, if L1 is on and trusted, and nothing invalidated it since `ticket`. */
+  set(key: string, entry: CacheEntry, ticket: LocalTicket): void {
+    if (!this.lru || !this.state.coherent) return;
+    if (this.guard && !this.guard.mayStore(key, ticket)) return;
+    this.lru.set(key, entry);
   }
 
   delete(key: string): void {

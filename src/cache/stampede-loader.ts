@@ -343,7 +343,8 @@ export class StampedeLoader {
     });
   }
 
-  private async abandon(key: string, token: string): Promise<void> {
+  /** Gives up the stampede lock (if still `token`'s) without a value, and wakes waiters. */
+  async abandon(key: string, token: string): Promise<void> {
     await this.redis
       .call('unlock', async (client) => {
         await this.scripts.abandon.run([cacheKeys.lock(key), cacheKeys.waiting(key)], [token]);

@@ -1,4 +1,5 @@
 import type { LoggerService } from '@nestjs/common';
+
 import { disconnectAndWait, type RedisClient } from './client-factory.js';
 import { withTimeout } from './wait.js';
 
@@ -44,6 +45,8 @@ export class RedisSubscriber {
   private readonly movedListeners = new Set<() => void>();
   private dropped = false;
   private closed = false;
+  /** `add` calls between opening the connection and registering their listener. */
+  private adding = 0;
   private detach?: () => void;
   private keepalive?: NodeJS.Timeout;
   /** Last sign of life of the connection: `ready`, or a PING answered. */
@@ -72,6 +75,44 @@ export class RedisSubscriber {
   /** `true` while the connection is up and subscribed (not between a drop and its resubscribe). */
   get isLive(): boolean {
     return !this.closed && !this.dropped && this.client?.status === 'ready';
+  }
+
+  /**
+   * The server this connection is on right now (`host:port` of the socket's peer), or
+   * `undefined` while it is not connected. Through Sentinel it changes after a failover.
+   */
+  get remoteAddress(): string | undefined {
+    const stream = (this.client as { stream?: { remoteAddress?: string; remotePort?: number } })
+      ?.stream;
+    if (this.client?.status !== 'ready' || !stream?.remoteAddress) return undefined;
+    return `${stream.remoteAddress}:${stream.remotePort}`;
+  }
+
+  /**
+   * Closes the connection when nothing listens on it any more (a cluster node that stopped
+   * being a master), freeing its place in `maxConnections`; the next subscribe opens it again.
+   * Resolves with whether it closed.
+   */
+  async closeIfIdle(): Promise<boolean> {
+    const client = this.client;
+    if (this.closed || !client || this.opening || this.adding > 0) return false;
+    if (KINDS.some((kind) => this.registries[kind].listeners.size > 0)) return false;
+    this.detach?.();
+    this.detach = undefined;
+    clearInterval(this.keepalive);
+    this.keepalive = undefined;
+    this.client = undefined;
+    this.dropped = false;
+    for (const kind of KINDS) this.registries[kind].subscribed.clear();
+    // The connection set's state logger listens on this client too and would report a
+    // deliberate close as a lost connection, then as an error ("ended"). The client is
+    // discarded: its state listeners go with it; errors keep a listener (no crash on one).
+    for (const event of ['ready', 'close', 'reconnecting', 'end'] as const) {
+      client.removeAllListeners(event);
+    }
+    client.on('error', () => undefined);
+    await disconnectAndWait(client, this.deps.closeBound);
+    return true;
   }
 
   /** Listens to `channel`; resolves once the server confirmed the subscription. */
@@ -169,7 +210,13 @@ export class RedisSubscriber {
     name: string,
     listener: MessageListener,
   ): Promise<() => Promise<void>> {
-    const client = await this.ensureOpen();
+    this.adding += 1;
+    let client: RedisClient;
+    try {
+      client = await this.ensureOpen();
+    } finally {
+      this.adding -= 1;
+    }
     const { listeners, subscribed } = this.registries[kind];
     let set = listeners.get(name);
     if (!set) {
@@ -213,7 +260,7 @@ export class RedisSubscriber {
   }
 
   private send(client: RedisClient, command: string, args: string[]): Promise<unknown> {
-    return (client as unknown as Record<string, (...a: string[]) => Promise<unknown>>)[command]!(
+    return (client as unknown as Record<string, (...a: string[]) => Promise<unknown>>)[command](
       ...args,
     );
   }

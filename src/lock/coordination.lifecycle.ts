@@ -4,12 +4,12 @@ import {
   type BeforeApplicationShutdown,
   type OnModuleInit,
 } from '@nestjs/common';
-import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
-import { wrapDecoratedMethods } from '../discovery/decorated-methods.js';
+import type { DecoratorExplorer } from '../discovery/explorer.js';
 import { coordinatorFor, existingCoordinator } from './coordination.js';
-import { LEADER_METADATA, type LeaderMetadata } from './leader.decorator.js';
+import type { LeaderMetadata } from './leader.decorator.js';
+import { LEADER_METADATA } from './lock.constants.js';
 
 /**
  * Startup and shutdown of semaphores, read-write locks and elections (which `LockService`
@@ -20,22 +20,16 @@ import { LEADER_METADATA, type LeaderMetadata } from './leader.decorator.js';
 export class CoordinationLifecycle implements OnModuleInit, BeforeApplicationShutdown {
   constructor(
     @Inject(getRedisConnectionToken()) private readonly connection: RedisConnection,
-    private readonly discovery: DiscoveryService,
-    private readonly scanner: MetadataScanner,
+    private readonly explorer: DecoratorExplorer,
   ) {}
 
   onModuleInit(): void {
-    wrapDecoratedMethods<LeaderMetadata>(
-      this.discovery,
-      this.scanner,
-      LEADER_METADATA,
-      ({ meta, method }) => {
-        const election = coordinatorFor(this.connection).sharedElection(meta.name, meta.options);
-        return function leaderWrapper(this: unknown, ...args: unknown[]) {
-          return election.isLeader ? method.apply(this, args) : undefined;
-        };
-      },
-    );
+    this.explorer.wrap<LeaderMetadata>(LEADER_METADATA, ({ meta, method }) => {
+      const election = coordinatorFor(this.connection).sharedElection(meta.name, meta.options);
+      return function leaderWrapper(this: unknown, ...args: unknown[]) {
+        return election.isLeader ? method.apply(this, args) : undefined;
+      };
+    });
   }
 
   async beforeApplicationShutdown(): Promise<void> {

@@ -1,8 +1,6 @@
 import { SetMetadata } from '@nestjs/common';
 import type { LeaderOptions } from './leader.js';
-
-/** Metadata key of `@Leader`, read once at startup. */
-export const LEADER_METADATA = 'nestjs-redis-infra:leader';
+import { LEADER_METADATA } from './lock.constants.js';
 
 /** What `@Leader` records on a method. */
 export interface LeaderMetadata {

@@ -7,7 +7,6 @@ import {
   type BeforeApplicationShutdown,
   type OnModuleInit,
 } from '@nestjs/common';
-import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
 import { LockNotAcquiredError } from '../errors.js';
@@ -22,8 +21,9 @@ import {
   MAX_RESOURCE_BYTES,
   RELEASE,
 } from './lock.scripts.js';
-import { WITH_LOCK_METADATA, type WithLockMetadata } from './with-lock.decorator.js';
-import { resolveTemplate, wrapDecoratedMethods } from '../discovery/decorated-methods.js';
+import { WITH_LOCK_METADATA } from './lock.constants.js';
+import { resolveTemplate, type ArgumentTemplate } from '../discovery/decorated-methods.js';
+import type { DecoratorExplorer } from '../discovery/explorer.js';
 import { coordinatorFor } from './coordination.js';
 import type { LeaderElection, LeaderOptions } from './leader.js';
 import type { ReadWriteLock, ReadWriteLockOptions } from './read-write-lock.js';
@@ -68,6 +68,12 @@ export interface WithLockOptions extends AcquireLockOptions {
   throwOnLost?: boolean;
 }
 
+/** What `@WithLock` records on a method. */
+export interface WithLockMetadata {
+  resource: ArgumentTemplate;
+  options: WithLockOptions;
+}
+
 /** What `LockService.inspect` reports about a resource. */
 export interface LockInfo {
   /** The resource, as given. */
@@ -102,6 +108,12 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
   private readonly logger = new Logger('Redis:LockService');
   private readonly held = new Set<HeldLock>();
   private readonly abortWaits = new AbortController();
+  /**
+   * Attempts in flight, stopped at shutdown. A plain set rather than listeners on
+   * `abortWaits.signal`: an `EventTarget` listener per acquisition cost CPU on every uncontended
+   * acquire, and more than ten at once made Node warn of a leak.
+   */
+  private readonly inFlight = new Set<() => void>();
   /** Callers of this process queued in Redis, by their token: woken by a grant message. */
   private readonly pending = new Map<string, PendingGrant>();
   /** Acquisitions in progress, so that shutdown lets them leave the queue first. */
@@ -119,8 +131,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
 
   constructor(
     @Inject(getRedisConnectionToken()) private readonly connection: RedisConnection,
-    private readonly discovery: DiscoveryService,
-    private readonly scanner: MetadataScanner,
+    private readonly explorer: DecoratorExplorer,
   ) {
     this.owner = {
       extend: (lock, ttl) => this.runExtend(lock, ttl),
@@ -257,20 +268,15 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     };
   }
 
-  /** Wraps the methods decorated with `@WithLock` (found through `DiscoveryService`). */
+  /** Wraps the methods decorated with `@WithLock` (found by the module's decorator explorer). */
   onModuleInit(): void {
-    wrapDecoratedMethods<WithLockMetadata>(
-      this.discovery,
-      this.scanner,
-      WITH_LOCK_METADATA,
-      ({ meta, method, label }) => {
-        const locks = this;
-        return function withLockWrapper(this: unknown, ...args: unknown[]) {
-          const resource = resolveTemplate(meta.resource, args, `@WithLock on ${label}`);
-          return locks.withLock(resource, () => method.apply(this, args), meta.options);
-        };
-      },
-    );
+    this.explorer.wrap<WithLockMetadata>(WITH_LOCK_METADATA, ({ meta, method, label }) => {
+      const locks = this;
+      return function withLockWrapper(this: unknown, ...args: unknown[]) {
+        const resource = resolveTemplate(meta.resource, args, `@WithLock on ${label}`);
+        return locks.withLock(resource, () => method.apply(this, args), meta.options);
+      };
+    });
   }
 
   /**
@@ -279,6 +285,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
    */
   async beforeApplicationShutdown(): Promise<void> {
     this.abortWaits.abort();
+    for (const stop of [...this.inFlight]) stop();
     for (const waiter of this.pending.values()) waiter.wake?.();
     await Promise.allSettled([...this.active]);
     const held = [...this.held];
@@ -390,7 +397,8 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
               (lastError instanceof NotAcknowledged
                 ? stop(lastError.message)
                 : stop('Redis did not answer within the wait')),
-            [signal, this.abortWaits.signal],
+            signal,
+            this.inFlight,
           );
           if (reply[0] === 1) return await this.granted(resource, token, ttl, reply, sentAt);
         } catch (err) {
@@ -744,7 +752,8 @@ function withinDeadline<T>(
   promise: Promise<T>,
   deadline: number,
   onStop: () => Error,
-  signals: Array<AbortSignal | undefined>,
+  signal: AbortSignal | undefined,
+  inFlight: Set<() => void>,
 ): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const stop = (): void => {
@@ -754,9 +763,11 @@ function withinDeadline<T>(
     const timer = setTimeout(stop, Math.max(0, deadline - Date.now()));
     const cleanup = (): void => {
       clearTimeout(timer);
-      for (const s of signals) s?.removeEventListener('abort', stop);
+      inFlight.delete(stop);
+      signal?.removeEventListener('abort', stop);
     };
-    for (const s of signals) s?.addEventListener('abort', stop, { once: true });
+    inFlight.add(stop);
+    signal?.addEventListener('abort', stop, { once: true });
     promise.then(
       (value) => {
         cleanup();

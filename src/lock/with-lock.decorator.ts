@@ -1,20 +1,13 @@
 import { SetMetadata } from '@nestjs/common';
 import { checkTemplate, type ArgumentTemplate } from '../discovery/decorated-methods.js';
-import type { WithLockOptions } from './lock.service.js';
-
-/** Metadata key of `@WithLock`, read once at startup by `LockService`. */
-export const WITH_LOCK_METADATA = 'nestjs-redis-infra:with-lock';
+import { WITH_LOCK_METADATA } from './lock.constants.js';
+import type { WithLockMetadata, WithLockOptions } from './lock.service.js';
 
 /**
  * How to name the locked resource from the method's arguments: a template in which `{0}`,
  * `{1.id}` stand for an argument or a property path of one, or a function of the arguments.
  */
 export type LockResource = ArgumentTemplate;
-
-export interface WithLockMetadata {
-  resource: LockResource;
-  options: WithLockOptions;
-}
 
 /**
  * Runs the decorated method under `LockService.withLock`: the lock is taken before the call,

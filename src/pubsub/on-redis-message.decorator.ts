@@ -1,15 +1,13 @@
 import { SetMetadata } from '@nestjs/common';
+
 import { ON_REDIS_MESSAGE_METADATA } from './pubsub.constants.js';
-import type { PubSubSource, SubscribeOptions } from './pubsub.service.js';
+import type {
+  OnRedisMessageMetadata,
+  OnRedisMessageOptions,
+  PubSubSource,
+} from './pubsub.service.js';
 
-/** Options of `@OnRedisMessage`: those of `subscribe`, except the gap callback. */
-export type OnRedisMessageOptions = Omit<SubscribeOptions, 'onGap'>;
-
-/** What `@OnRedisMessage` records on the method, read once at startup by `PubSubService`. */
-export interface OnRedisMessageMetadata {
-  source: PubSubSource;
-  options: OnRedisMessageOptions;
-}
+export type { OnRedisMessageOptions } from './pubsub.service.js';
 
 /**
  * Calls the decorated method with every message published on a channel, or on every channel

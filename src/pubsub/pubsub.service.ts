@@ -5,15 +5,17 @@ import {
   type BeforeApplicationShutdown,
   type OnApplicationBootstrap,
 } from '@nestjs/common';
-import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import type { Cluster, Redis } from 'ioredis';
+
 import { jsonSerializer } from '../cache/serializer.js';
 import { isCluster } from '../connection/client-factory.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import type { RedisSubscriber, SubscriptionKind } from '../connection/subscriber.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
 import { pause, withTimeout } from '../connection/wait.js';
-import { findDecoratedMethods } from '../discovery/decorated-methods.js';
+import type { DecoratorExplorer } from '../discovery/explorer.js';
+import { keySlot as hashSlot } from '../toolkit/slots.js';
+
 import { DeliveryQueue, type DeliverySink, type GapEntry } from './delivery-queue.js';
 import {
   escapeGlob,
@@ -23,9 +25,7 @@ import {
   missingFlags,
   type KeyEventName,
 } from './keyspace.js';
-import type { OnRedisMessageMetadata } from './on-redis-message.decorator.js';
 import { MAX_CHANNEL_BYTES, ON_REDIS_MESSAGE_METADATA } from './pubsub.constants.js';
-import { keySlot as hashSlot } from '../toolkit/slots.js';
 
 /** A channel name, or `{ pattern }` for every channel matching a glob pattern. */
 export type PubSubSource = string | { pattern: string };
@@ -101,6 +101,15 @@ export interface SubscribeOptions {
   handlerTimeout?: number;
 }
 
+/** Options of `@OnRedisMessage`: those of `subscribe`, except the gap callback. */
+export type OnRedisMessageOptions = Omit<SubscribeOptions, 'onGap'>;
+
+/** What `@OnRedisMessage` records on the method, read once at startup by `PubSubService`. */
+export interface OnRedisMessageMetadata {
+  source: PubSubSource;
+  options: OnRedisMessageOptions;
+}
+
 /** Options of `messages()`. */
 export interface MessagesOptions extends Omit<SubscribeOptions, 'onGap' | 'handlerTimeout'> {
   /** Aborting ends the iteration and unsubscribes. */
@@ -133,14 +142,30 @@ export interface KeyEvent {
 /** Handles one keyspace notification. */
 export type KeyEventHandler = (event: KeyEvent) => void | Promise<void>;
 
-/** What `onKeyEvent` returns: whether notifications will arrive, and how to stop them. */
+/** Options of `onKeyEvent`. */
+export interface KeyEventOptions {
+  /**
+   * Called, in order with the events, wherever some may have been missed: a subscriber
+   * connection was down, a cluster master failed over or joined (its events before we
+   * subscribed there were not heard), or the handler fell behind. Resynchronise from the keys.
+   */
+  onGap?: (gap: PubSubGap) => void | Promise<void>;
+}
+
+/**
+ * What `onKeyEvent` returns: whether notifications will arrive, and how to stop them. The
+ * fields are live: they follow the masters as they change (a failover, a restarted server
+ * that lost its `CONFIG SET`, a new cluster master).
+ */
 export interface KeyEventSubscription {
   /**
-   * `false` when the server does not publish these events (its `notify-keyspace-events`
-   * lacks `missingFlags`) and they could not be enabled: nothing was subscribed.
+   * `false` when a master does not publish these events (its `notify-keyspace-events`
+   * lacks `missingFlags`) and they could not be enabled. Inactive from the start: nothing
+   * was subscribed. Inactive later (a new master lacking the flags): the other masters are
+   * still heard, and the subscription turns active again once the flags are there.
    */
   readonly active: boolean;
-  /** The `notify-keyspace-events` flags the server lacks ('' when active). */
+  /** The `notify-keyspace-events` flags a master lacks ('' when active). */
   readonly missingFlags: string;
   /** Why the subscription is inactive, for logs and health pages. */
   readonly reason?: string;
@@ -189,6 +214,30 @@ interface Subscription {
    * `SUNSUBSCRIBE`) while the slot map read right after may still name the same node.
    */
   shard?: { full: string; move: (force?: boolean) => Promise<void> };
+  /**
+   * Runs instead of `flushGap` when the hub is subscribed again (and must call it): key
+   * events first check that the server they now listen to publishes them.
+   */
+  afterResubscribe?: () => Promise<void>;
+}
+
+/** One `onKeyEvent` call: its pattern subscription on every master, kept in step with them. */
+interface KeyEventGroup {
+  needed: string;
+  pattern: string;
+  queue: DeliveryQueue;
+  label: string;
+  accept: (message: string) => boolean;
+  /** The subscription per master (`host:port`; '' for the one server of a non-cluster). */
+  nodes: Map<string, Subscription>;
+  /** Masters lacking flags: what they lack and why. */
+  problems: Map<string, { missing: string; text: string }>;
+  /** When the set of masters was last confirmed: a newly found master's gap starts here. */
+  confirmedAt: number;
+  /** Subscribed on the masters known at the start: from then on, follow passes may add more. */
+  ready: boolean;
+  closed: boolean;
+  close: () => Promise<void>;
 }
 
 type Counters = Omit<PubSubStats, 'subscriptions'>;
@@ -234,12 +283,15 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
   /** `notify-keyspace-events` per master (`host:port`), read once. */
   private readonly keyspaceFlags = new Map<string, Promise<string>>();
   private readonly loggedKeyspace = new Set<string>();
+  private readonly keyGroups = new Set<KeyEventGroup>();
+  /** Following cluster masters for key events: the running pass, and whether one more is due. */
+  private mastersFollow?: { again: boolean; refresh: boolean; done: Promise<void> };
+  private mastersWatch?: { timer?: NodeJS.Timeout; detach: () => void };
   private closing = false;
 
   constructor(
     @Inject(getRedisConnectionToken()) private readonly connection: RedisConnection,
-    private readonly discovery: DiscoveryService,
-    private readonly scanner: MetadataScanner,
+    private readonly explorer: DecoratorExplorer,
   ) {}
 
   private get options() {
@@ -270,7 +322,7 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
       payload = message;
     } else {
       try {
-        payload = jsonSerializer.serialize(message) as string;
+        payload = jsonSerializer.serialize(message);
       } catch (err) {
         throw new TypeError(
           `PubSubService.publish("${channel}"): message cannot be sent as JSON: ${(err as Error).message}`,
@@ -444,9 +496,16 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
    * `'configure'`, or `CONFIG` is renamed or denied) one message names the flags to set, and
    * the handle comes back with `active: false` instead of staying silent.
    *
+   * The subscription follows the masters: after a Sentinel failover, a cluster failover or a
+   * new cluster master, it listens on the new master (checking, or in `'configure'` mode
+   * setting, its flags first) and stops listening on one that became a replica; events in
+   * between may be missed, which `options.onGap` is told.
+   *
    * @example
    * ```ts
-   * const sub = await this.pubsub.onKeyEvent('expired', 'session:*', ({ key }) => this.ended(key));
+   * const sub = await this.pubsub.onKeyEvent('expired', 'session:*', ({ key }) => this.ended(key), {
+   *   onGap: () => this.sweepExpiredSessions(),
+   * });
    * if (!sub.active) this.logger.warn(`session expiry not tracked: ${sub.reason}`);
    * ```
    */
@@ -454,6 +513,7 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
     events: KeyEventName | readonly KeyEventName[],
     keyPattern: string,
     handler: KeyEventHandler,
+    options: KeyEventOptions = {},
   ): Promise<KeyEventSubscription> {
     const list = (Array.isArray(events) ? events : [events]) as KeyEventName[];
     if (list.length === 0 || list.some((e) => !Object.hasOwn(KEY_EVENT_FLAGS, e))) {
@@ -463,6 +523,17 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
     }
     this.checkName('onKeyEvent', 'keyPattern', keyPattern);
     this.checkHandler('onKeyEvent', handler);
+    if (options === null || typeof options !== 'object') {
+      throw new TypeError(
+        `PubSubService.onKeyEvent: options must be an object, got ${describe(options)}`,
+      );
+    }
+    if (options.onGap !== undefined && typeof options.onGap !== 'function') {
+      throw new TypeError(
+        `PubSubService.onKeyEvent: options.onGap must be a function, got ${describe(options.onGap)}`,
+      );
+    }
+    if (this.closing) throw new Error('PubSubService: the application is shutting down');
     const needed = flagsFor(list);
     const state = await this.checkKeyspace(needed);
     if (!state.active) {
@@ -475,36 +546,81 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
     }
     const channelPrefix = `__keyspace@${this.db()}__:`;
     const wanted = new Set<string>(list);
-    const pattern = channelPrefix + escapeGlob(this.prefix) + keyPattern;
     const keyStart = channelPrefix.length + this.prefix.length;
-    const queue = this.queue(`key events ${list.join(',')} on "${keyPattern}"`, {
-      bufferSize: this.options.bufferSize,
-      timeout: this.options.handlerTimeout,
-      message: (event, channel) =>
-        handler({ event: event as KeyEventName, key: channel.slice(keyStart) }),
-    });
-    const hubs = this.masterHubs();
-    const subs: Subscription[] = [];
+    const onGap = options.onGap;
+    const group: KeyEventGroup = {
+      needed,
+      pattern: channelPrefix + escapeGlob(this.prefix) + keyPattern,
+      label: `key events ${list.join(',')} on "${keyPattern}"`,
+      accept: (m) => wanted.has(m),
+      queue: this.queue(`key events ${list.join(',')} on "${keyPattern}"`, {
+        bufferSize: this.options.bufferSize,
+        timeout: this.options.handlerTimeout,
+        message: (event, channel) =>
+          handler({ event: event as KeyEventName, key: channel.slice(keyStart) }),
+        gap: (gap) =>
+          onGap?.({
+            type: 'gap',
+            reason: gap.reason,
+            pattern: keyPattern,
+            ...(gap.dropped !== undefined ? { dropped: gap.dropped } : {}),
+            since: new Date(gap.since),
+            until: new Date(gap.until),
+          }),
+      }),
+      nodes: new Map(),
+      problems: new Map(),
+      confirmedAt: Date.now(),
+      ready: false,
+      closed: false,
+      close: () => close(),
+    };
+    const close = async (): Promise<void> => {
+      if (group.closed) return;
+      group.closed = true;
+      this.keyGroups.delete(group);
+      group.queue.close();
+      const subs = [...group.nodes.values()];
+      group.nodes.clear();
+      await Promise.all(subs.map((s) => s.close()));
+      if (this.keyGroups.size === 0) this.unwatchMasters();
+    };
+    this.keyGroups.add(group);
     try {
-      for (const hub of hubs) {
-        subs.push(
-          await this.attach(hub, 'pattern', pattern, queue, `key events on "${keyPattern}"`, (m) =>
-            wanted.has(m),
-          ),
-        );
+      if (this.connection.isCluster) {
+        for (const node of this.connection.masters()) {
+          await this.attachKeyNode(group, addressOf(node));
+        }
+        group.ready = true;
+        this.watchMasters();
+        // A master may have changed while subscribing.
+        void this.followMasters(false);
+      } else {
+        await this.attachKeyNode(group, '');
       }
     } catch (err) {
-      queue.close();
-      await Promise.all(subs.map((s) => s.close()));
+      await close();
       throw err;
     }
+    const configure = this.options.keyspaceEvents === 'configure';
+    const missing = (): string =>
+      [...group.problems.values()].reduce((all, p) => union(all, p.missing), '');
     return {
-      active: true,
-      missingFlags: '',
-      unsubscribe: async () => {
-        queue.close();
-        await Promise.all(subs.map((s) => s.close()));
+      get active() {
+        return group.problems.size === 0;
       },
+      get missingFlags() {
+        return missing();
+      },
+      get reason() {
+        if (group.problems.size === 0) return undefined;
+        return keyspaceAdvice(
+          missing(),
+          [...group.problems.values()].map((p) => p.text),
+          configure,
+        );
+      },
+      unsubscribe: close,
     };
   }
 
@@ -517,11 +633,7 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
 
   /** Subscribes the methods decorated with `@OnRedisMessage`; the boot fails if one cannot. */
   async onApplicationBootstrap(): Promise<void> {
-    const found = findDecoratedMethods<OnRedisMessageMetadata>(
-      this.discovery,
-      this.scanner,
-      ON_REDIS_MESSAGE_METADATA,
-    );
+    const found = this.explorer.find<OnRedisMessageMetadata>(ON_REDIS_MESSAGE_METADATA);
     await Promise.all(
       found.map(async ({ meta, method, instance, label }) => {
         const handler: PubSubHandler = (message, context) =>
@@ -548,12 +660,15 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
     this.closing = true;
     await Promise.allSettled([
       ...[...this.iterators].map((finish) => finish()),
+      ...[...this.keyGroups].map((g) => g.close()),
       ...[...this.subscriptions].map((s) => s.close()),
     ]);
     for (const detach of this.watchedHubs.values()) detach();
     this.watchedHubs.clear();
     for (const timer of this.ownerWatches.values()) clearInterval(timer);
     this.ownerWatches.clear();
+    this.unwatchMasters();
+    await this.mastersFollow?.done;
   }
 
   // ------------------------------------------------------------------------ internals
@@ -688,10 +803,18 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
     full: string,
     queue: DeliveryQueue,
     label: string,
-    accept?: (message: string) => boolean,
+    extra: {
+      accept?: (message: string) => boolean;
+      /** Messages may have been missed since then already: a gap notice precedes the first. */
+      gapSince?: number;
+      afterResubscribe?: (sub: Subscription) => Promise<void>;
+      /** The queue serves other subscriptions too (key events on every master): keep it open. */
+      sharedQueue?: boolean;
+    } = {},
   ): Promise<Subscription> {
     this.watchHub(hub);
-    let gapSince: number | undefined;
+    const accept = extra.accept;
+    let gapSince: number | undefined = extra.gapSince;
     const flushGap = (): boolean => {
       if (gapSince === undefined) return false;
       queue.pushGap({ reason: 'reconnect', since: gapSince, until: Date.now() });
@@ -722,12 +845,14 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
         if (closed) return;
         closed = true;
         this.subscriptions.delete(sub);
-        queue.close();
+        if (!extra.sharedQueue) queue.close();
         await off();
       },
       openGap: (since) => void (gapSince ??= since),
       flushGap,
     };
+    const after = extra.afterResubscribe;
+    if (after) sub.afterResubscribe = () => after(sub);
     if (kind === 'shard' && isCluster(this.connection.client)) {
       sub.shard = {
         full,
@@ -773,7 +898,8 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
       for (const sub of this.subscriptions) {
         if (sub.hub !== hub) continue;
         // Already sent when a message came first; the subscription still missed messages.
-        sub.flushGap();
+        if (sub.afterResubscribe) void sub.afterResubscribe();
+        else sub.flushGap();
         affected += 1;
       }
       if (affected) {
@@ -793,22 +919,28 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
 
   /**
    * While `hub` is down, looks every half second whether the slots of its shard channels got
-   * a new owner (a failover of a dead master sends no `SUNSUBSCRIBE`), and moves them there.
+   * a new owner (a failover of a dead master sends no `SUNSUBSCRIBE`), and moves them there;
+   * key events move to the new masters alike.
    */
   private watchShardOwners(hub: RedisSubscriber): void {
-    const hasShards = (): boolean =>
-      [...this.subscriptions].some((s) => s.hub === hub && s.shard !== undefined);
-    if (!this.connection.isCluster || this.ownerWatches.has(hub) || !hasShards()) return;
+    const followed = (): boolean =>
+      [...this.subscriptions].some(
+        (s) => s.hub === hub && (s.shard !== undefined || s.afterResubscribe !== undefined),
+      );
+    if (!this.connection.isCluster || this.ownerWatches.has(hub) || !followed()) return;
     let running = false;
     const timer = setInterval(() => {
-      if (this.closing || hub.isLive || !hasShards()) {
+      if (this.closing || hub.isLive || !followed()) {
         clearInterval(timer);
         this.ownerWatches.delete(hub);
         return;
       }
       if (running) return;
       running = true;
-      this.followShards(hub).finally(() => (running = false));
+      // A dead master's slots go to a replica: its shard channels and key events follow.
+      void Promise.all([this.followShards(hub), this.followMasters(true)]).finally(
+        () => (running = false),
+      );
     }, 500);
     timer.unref();
     this.ownerWatches.set(hub, timer);
@@ -869,6 +1001,226 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
     }
   }
 
+  // ------------------------------------------------------------------------ key events
+
+  /** Subscribes `group` on the master at `where` ('' for the one server of a non-cluster). */
+  private async attachKeyNode(
+    group: KeyEventGroup,
+    where: string,
+    gapSince?: number,
+  ): Promise<void> {
+    const hub =
+      where === '' ? this.connection.subscriberFor() : this.connection.subscriberFor(parse(where));
+    const sub = await this.attach(hub, 'pattern', group.pattern, group.queue, group.label, {
+      accept: group.accept,
+      gapSince,
+      sharedQueue: true,
+      afterResubscribe: (s) => this.recheckKeyNode(group, where, s),
+    });
+    if (group.closed) {
+      await sub.close();
+      return;
+    }
+    group.nodes.set(where, sub);
+    // The first event may have come first and sent it already.
+    sub.flushGap();
+  }
+
+  /**
+   * After a reconnect the server may be another one (a Sentinel failover) or the same one
+   * restarted: neither keeps flags set by `CONFIG SET` elsewhere. Reads them again (setting
+   * them in `'configure'` mode) before the gap notice, so the notice ends where events flow.
+   */
+  private async recheckKeyNode(
+    group: KeyEventGroup,
+    where: string,
+    sub: Subscription,
+  ): Promise<void> {
+    try {
+      if (group.closed || this.closing) return;
+      let node: Redis | undefined;
+      if (where === '') {
+        node = this.connection.client as Redis;
+        await this.sameServerAs(sub.hub, node);
+      } else {
+        node = this.connection.masters().find((n) => addressOf(n) === where);
+      }
+      // A cluster node that is no longer a master: the next follow pass drops it.
+      if (!node) return;
+      const label = where || this.connection.address;
+      this.keyspaceFlags.delete(label);
+      this.noteKeyNode(group, where, await this.checkNode(node, label, group.needed));
+    } catch (err) {
+      this.logger.warn(
+        `${group.label}: could not check notify-keyspace-events after a reconnect: ${this.connection.scrub((err as Error).message)}`,
+      );
+    } finally {
+      sub.flushGap();
+    }
+  }
+
+  /**
+   * Through Sentinel the subscriber and the command connection reconnect on their own: waits
+   * (bounded by `connectTimeout`) until the command connection is on the subscriber's server,
+   * so the flags are read where the events come from.
+   */
+  private async sameServerAs(hub: RedisSubscriber, client: Redis): Promise<void> {
+    const deadline = Date.now() + this.connection.config.connectTimeout;
+    while (!this.closing && Date.now() < deadline) {
+      const stream = client.stream as { remoteAddress?: string; remotePort?: number } | undefined;
+      const commandOn =
+        client.status === 'ready' && stream?.remoteAddress
+          ? `${stream.remoteAddress}:${stream.remotePort}`
+          : undefined;
+      const hubOn = hub.remoteAddress;
+      if (hubOn === undefined || commandOn === hubOn) return;
+      await pause(50);
+    }
+  }
+
+  /** Records what a master lacks for `group` (nothing: the problem is gone). */
+  private noteKeyNode(
+    group: KeyEventGroup,
+    where: string,
+    result: { missing: string; problem?: string },
+  ): void {
+    if (!result.missing) {
+      group.problems.delete(where);
+      return;
+    }
+    group.problems.set(where, { missing: result.missing, text: result.problem ?? '' });
+    this.logKeyspace(
+      keyspaceAdvice(
+        result.missing,
+        [result.problem ?? ''],
+        this.options.keyspaceEvents === 'configure',
+      ),
+    );
+  }
+
+  /**
+   * Keeps key events on every cluster master: on every slot refresh of the cluster client and
+   * node change, and every `pubsub.pingInterval` (a refresh of our own: a graceful failover
+   * sends no sign to a pattern subscriber of the old master, which just goes on as a replica).
+   */
+  private watchMasters(): void {
+    if (this.mastersWatch || !this.connection.isCluster) return;
+    const cluster = this.connection.client as Cluster;
+    const onChange = (): void => void this.followMasters(false);
+    cluster.on('refresh', onChange);
+    cluster.on('+node', onChange);
+    cluster.on('-node', onChange);
+    const interval = this.options.pingInterval;
+    const timer =
+      interval > 0 ? setInterval(() => void this.followMasters(true), interval) : undefined;
+    timer?.unref();
+    this.mastersWatch = {
+      timer,
+      detach: () => {
+        cluster.off('refresh', onChange);
+        cluster.off('+node', onChange);
+        cluster.off('-node', onChange);
+      },
+    };
+  }
+
+  private unwatchMasters(): void {
+    const watch = this.mastersWatch;
+    if (!watch) return;
+    this.mastersWatch = undefined;
+    clearInterval(watch.timer);
+    watch.detach();
+  }
+
+  /**
+   * One pass at a time (`refresh`: read the slot map first); a signal meanwhile runs one more
+   * after it, at most every 100 ms. Our own refresh signals too: that second pass is cheap.
+   */
+  private followMasters(refresh: boolean): Promise<void> {
+    const state = this.mastersFollow;
+    if (state) {
+      state.again = true;
+      state.refresh ||= refresh;
+      return state.done;
+    }
+    const next: { again: boolean; refresh: boolean; done: Promise<void> } = {
+      again: false,
+      refresh,
+      done: Promise.resolve(),
+    };
+    next.done = (async () => {
+      try {
+        do {
+          const withRefresh = next.refresh;
+          next.again = false;
+          next.refresh = false;
+          await this.followMastersOnce(withRefresh).catch((err: unknown) =>
+            this.logger.warn(
+              `key events could not follow the cluster's masters: ${this.connection.scrub((err as Error).message)}`,
+            ),
+          );
+          if (next.again && !this.closing) await pause(100);
+        } while (next.again && !this.closing && this.keyGroups.size > 0);
+      } finally {
+        this.mastersFollow = undefined;
+      }
+    })();
+    this.mastersFollow = next;
+    return next.done;
+  }
+
+  private async followMastersOnce(refresh: boolean): Promise<void> {
+    if (this.closing || this.keyGroups.size === 0 || !this.connection.isCluster) return;
+    const cluster = this.connection.client as Cluster;
+    if (refresh) {
+      await withTimeout(
+        new Promise<void>((resolve) => cluster.refreshSlotsCache(() => resolve())),
+        this.connection.config.connectTimeout,
+        () => new Error('slot refresh timeout'),
+      ).catch(() => undefined);
+    }
+    if (this.closing) return;
+    const masters = new Map(this.connection.masters().map((n) => [addressOf(n), n]));
+    // An empty map is a refresh that failed (no node answered), not a cluster without masters.
+    if (masters.size === 0) return;
+    const gone = new Set<RedisSubscriber>();
+    for (const group of [...this.keyGroups]) {
+      if (!group.ready) continue;
+      let complete = true;
+      for (const [where, node] of masters) {
+        if (group.closed || group.nodes.has(where)) continue;
+        try {
+          this.keyspaceFlags.delete(where);
+          this.noteKeyNode(group, where, await this.checkNode(node, where, group.needed));
+          await this.attachKeyNode(group, where, group.confirmedAt);
+          this.counters.reconnects += 1;
+          this.logger.log(`${group.label}: now also heard from master ${where}`);
+        } catch (err) {
+          complete = false;
+          this.logger.warn(
+            `${group.label}: could not subscribe on master ${where}: ${this.connection.scrub((err as Error).message)}`,
+          );
+        }
+      }
+      for (const [where, sub] of [...group.nodes]) {
+        if (masters.has(where)) continue;
+        // No longer a master: as a replica it would repeat the new master's events.
+        group.nodes.delete(where);
+        group.problems.delete(where);
+        sub.flushGap();
+        await sub.close();
+        gone.add(sub.hub);
+      }
+      if (complete) group.confirmedAt = Date.now();
+    }
+    for (const hub of gone) {
+      if (await hub.closeIfIdle()) {
+        this.watchedHubs.get(hub)?.();
+        this.watchedHubs.delete(hub);
+      }
+    }
+  }
+
   /**
    * Where to send a plain `PUBLISH`. A cluster sends keyless commands to any node, and
    * messages published on different nodes reach a subscriber in no particular order: always
@@ -923,7 +1275,6 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
   private async checkKeyspace(
     needed: string,
   ): Promise<{ active: boolean; missing: string; reason?: string }> {
-    const mode = this.options.keyspaceEvents;
     const nodes = this.connection.masters();
     if (nodes.length === 0) {
       return { active: false, missing: needed, reason: 'no master is connected' };
@@ -932,52 +1283,71 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
     let missingAll = '';
     for (const node of nodes) {
       const where = this.connection.isCluster ? addressOf(node) : this.connection.address;
-      let flags = this.keyspaceFlags.get(where);
-      if (!flags) {
-        flags = readFlags(node);
-        this.keyspaceFlags.set(where, flags);
-      }
-      let current: string;
-      try {
-        current = await flags;
-      } catch (err) {
-        // Not cached as a failure forever: the next onKeyEvent may find CONFIG allowed.
-        this.keyspaceFlags.delete(where);
-        problems.push(`${where}: CONFIG GET failed (${(err as Error).message})`);
-        missingAll = union(missingAll, needed);
-        continue;
-      }
-      const missing = missingFlags(current, needed);
-      if (!missing) continue;
-      if (mode === 'configure') {
-        const merged = mergeFlags(current, needed);
-        try {
-          await node.config('SET', 'notify-keyspace-events', merged);
-          this.keyspaceFlags.set(where, Promise.resolve(merged));
-          this.logger.log(
-            `${where}: notify-keyspace-events set to "${merged}" (pubsub.keyspaceEvents: 'configure')`,
-          );
-          continue;
-        } catch (err) {
-          problems.push(`${where}: CONFIG SET failed (${(err as Error).message})`);
-        }
-      } else {
-        problems.push(`${where} has "${current}"`);
-      }
-      missingAll = union(missingAll, missing);
+      const result = await this.checkNode(node, where, needed);
+      if (!result.missing) continue;
+      missingAll = union(missingAll, result.missing);
+      problems.push(result.problem ?? '');
     }
     if (problems.length === 0) return { active: true, missing: '' };
-    const reason =
-      `keyspace notifications are off: notify-keyspace-events must include "${missingAll}" ` +
-      `(${problems.join('; ')}). Add these flags on every master (redis.conf, or CONFIG SET ` +
-      `notify-keyspace-events keeping the flags already there)` +
-      (mode === 'configure' ? '' : `, or set the module option pubsub.keyspaceEvents: 'configure'`);
-    const scrubbed = this.connection.scrub(reason);
-    if (!this.loggedKeyspace.has(scrubbed)) {
-      this.loggedKeyspace.add(scrubbed);
-      this.logger.warn(scrubbed);
+    const reason = this.connection.scrub(
+      keyspaceAdvice(missingAll, problems, this.options.keyspaceEvents === 'configure'),
+    );
+    this.logKeyspace(reason);
+    return { active: false, missing: missingAll, reason };
+  }
+
+  /**
+   * What `node` lacks of `needed` (set there in `'configure'` mode), with why; its flags are
+   * read once and remembered under `where` (forget them to read again).
+   */
+  private async checkNode(
+    node: Redis,
+    where: string,
+    needed: string,
+  ): Promise<{ missing: string; problem?: string }> {
+    let flags = this.keyspaceFlags.get(where);
+    if (!flags) {
+      flags = readFlags(node);
+      this.keyspaceFlags.set(where, flags);
     }
-    return { active: false, missing: missingAll, reason: scrubbed };
+    let current: string;
+    try {
+      current = await flags;
+    } catch (err) {
+      // Not cached as a failure forever: the next check may find CONFIG allowed.
+      this.keyspaceFlags.delete(where);
+      return {
+        missing: needed,
+        problem: this.connection.scrub(`${where}: CONFIG GET failed (${(err as Error).message})`),
+      };
+    }
+    const missing = missingFlags(current, needed);
+    if (!missing) return { missing: '' };
+    if (this.options.keyspaceEvents !== 'configure') {
+      return { missing, problem: `${where} has "${current}"` };
+    }
+    const merged = mergeFlags(current, needed);
+    try {
+      await node.config('SET', 'notify-keyspace-events', merged);
+      this.keyspaceFlags.set(where, Promise.resolve(merged));
+      this.logger.log(
+        `${where}: notify-keyspace-events set to "${merged}" (pubsub.keyspaceEvents: 'configure')`,
+      );
+      return { missing: '' };
+    } catch (err) {
+      return {
+        missing,
+        problem: this.connection.scrub(`${where}: CONFIG SET failed (${(err as Error).message})`),
+      };
+    }
+  }
+
+  /** Logs a keyspace problem once per distinct message. */
+  private logKeyspace(text: string): void {
+    const scrubbed = this.connection.scrub(text);
+    if (this.loggedKeyspace.has(scrubbed)) return;
+    this.loggedKeyspace.add(scrubbed);
+    this.logger.warn(scrubbed);
   }
 
   private checkName(method: string, argument: string, name: unknown): void {
@@ -1029,6 +1399,21 @@ function nodeAddress(node: Redis): { host: string; port: number } {
 function addressOf(node: Redis): string {
   const { host, port } = nodeAddress(node);
   return `${host}:${port}`;
+}
+
+/** The one message saying which flags to set where, and how. */
+function keyspaceAdvice(missing: string, problems: string[], configure: boolean): string {
+  return (
+    `keyspace notifications are off: notify-keyspace-events must include "${missing}" ` +
+    `(${problems.join('; ')}). Add these flags on every master (redis.conf, or CONFIG SET ` +
+    `notify-keyspace-events keeping the flags already there)` +
+    (configure ? '' : `, or set the module option pubsub.keyspaceEvents: 'configure'`)
+  );
+}
+
+function parse(address: string): { host: string; port: number } {
+  const at = address.lastIndexOf(':');
+  return { host: address.slice(0, at), port: Number(address.slice(at + 1)) };
 }
 
 function union(a: string, b: string): string {

@@ -2,6 +2,7 @@ import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 
 import type { RedisClient } from '../connection/client-factory.js';
 import { RedisConnection } from '../connection/redis-connection.js';
+import { trace } from '../telemetry/tracing.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
 import { RedisSessionError } from '../errors.js';
 import { PubSubService, type KeyEventSubscription } from '../pubsub/pubsub.service.js';
@@ -114,63 +115,69 @@ export class SessionService {
    * sessions beyond it end in the same step. Throws (writing nothing) for an empty `userId`,
    * a non-positive TTL, data that JSON cannot represent or a session over `session.maxBytes`.
    */
-  async create<T extends object>(
+  create<T extends object>(
     userId: string,
     data: T,
     options: CreateSessionOptions = {},
   ): Promise<Session<T>> {
-    const method = 'SessionService.create';
-    checkUserId(method, userId);
-    checkPlainObject(method, 'options', options);
-    const ttl = checkTtl(method, 'ttl', options.ttl ?? this.defaults.ttl);
-    const absoluteTtl = checkTtl(
-      method,
-      'absoluteTtl',
-      options.absoluteTtl ?? this.defaults.absoluteTtl,
-    );
-    const json = encodeData(method, data);
-    let meta = '';
-    if (options.meta !== undefined) {
-      checkPlainObject(method, 'meta', options.meta);
-      meta = strictJson(method, options.meta, 'meta');
-    }
-    this.checkSize(method, 'is', Buffer.byteLength(json) + Buffer.byteLength(meta));
-    const tag = userTag(userId);
-    for (let attempt = 1; ; attempt += 1) {
-      const id = mintId(tag);
-      const address = addressOfId(id);
-      const reply = await this.scripts.create.run(
-        [sessionKeys.record(address), sessionKeys.index(userId)],
-        [userId, ttl, absoluteTtl, this.defaults.maxSessionsPerUser ?? 0, json, meta],
+    return trace('session.create', { connection: this.connection.name }, async () => {
+      const method = 'SessionService.create';
+      checkUserId(method, userId);
+      checkPlainObject(method, 'options', options);
+      const ttl = checkTtl(method, 'ttl', options.ttl ?? this.defaults.ttl);
+      const absoluteTtl = checkTtl(
+        method,
+        'absoluteTtl',
+        options.absoluteTtl ?? this.defaults.absoluteTtl,
       );
-      if (reply[0] === REPLY.OK) {
-        const session = toSession<T>(id, address, reply[2]);
-        if (session) return session;
+      const json = encodeData(method, data);
+      let meta = '';
+      if (options.meta !== undefined) {
+        checkPlainObject(method, 'meta', options.meta);
+        meta = strictJson(method, options.meta, 'meta');
       }
-      if (attempt === MAX_ID_ATTEMPTS) throw idCollision(method);
-    }
+      this.checkSize(method, 'is', Buffer.byteLength(json) + Buffer.byteLength(meta));
+      const tag = userTag(userId);
+      for (let attempt = 1; ; attempt += 1) {
+        const id = mintId(tag);
+        const address = addressOfId(id);
+        const reply = await this.scripts.create.run(
+          [sessionKeys.record(address), sessionKeys.index(userId)],
+          [userId, ttl, absoluteTtl, this.defaults.maxSessionsPerUser ?? 0, json, meta],
+        );
+        if (reply[0] === REPLY.OK) {
+          const session = toSession<T>(id, address, reply[2]);
+          if (session) return session;
+        }
+        if (attempt === MAX_ID_ATTEMPTS) throw idCollision(method);
+      }
+    });
   }
 
   /**
    * The session, or `null` when it does not exist, has expired, or `id` is malformed
    * (malformed ids never reach Redis). Does not extend the session: see `touch`.
    */
-  async get<T extends object = SessionData>(id: string): Promise<Session<T> | null> {
-    if (!isSessionId(id)) return null;
-    const address = addressOfId(id);
-    return toSession<T>(id, address, await this.read(address));
+  get<T extends object = SessionData>(id: string): Promise<Session<T> | null> {
+    return trace('session.get', { connection: this.connection.name }, async () => {
+      if (!isSessionId(id)) return null;
+      const address = addressOfId(id);
+      return toSession<T>(id, address, await this.read(address));
+    });
   }
 
   /**
    * Marks the session as used: its idle expiry slides to now + ttl, never past its absolute
    * expiry. Returns the session, or `null` when it is gone (it is never brought back).
    */
-  async touch<T extends object = SessionData>(id: string): Promise<Session<T> | null> {
-    if (!isSessionId(id)) return null;
-    const address = addressOfId(id);
-    const reply = await this.scripts.touch.run([sessionKeys.record(address)], ['', '1']);
-    if (reply[0] !== REPLY.OK) return null;
-    return toSession<T>(id, address, reply[3]);
+  touch<T extends object = SessionData>(id: string): Promise<Session<T> | null> {
+    return trace('session.touch', { connection: this.connection.name }, async () => {
+      if (!isSessionId(id)) return null;
+      const address = addressOfId(id);
+      const reply = await this.scripts.touch.run([sessionKeys.record(address)], ['', '1']);
+      if (reply[0] !== REPLY.OK) return null;
+      return toSession<T>(id, address, reply[3]);
+    });
   }
 
   /**
@@ -189,21 +196,23 @@ export class SessionService {
    * await sessions.update<{ cart: string[] }>(id, (d) => ({ ...d, cart: [...d.cart, sku] }));
    * ```
    */
-  async update<T extends object = SessionData>(
+  update<T extends object = SessionData>(
     id: string,
     change: SessionUpdate<T>,
   ): Promise<Session<T> | null> {
-    const method = 'SessionService.update';
-    if (typeof change === 'function') {
+    return trace('session.update', { connection: this.connection.name }, async () => {
+      const method = 'SessionService.update';
+      if (typeof change === 'function') {
+        if (!isSessionId(id)) return null;
+        const address = addressOfId(id);
+        return this.serialized(address.digest, () => this.updateWith(id, address, change));
+      }
+      const patch = encodePatch(method, change);
+      this.checkSize(method, 'would be at least', patch.size);
       if (!isSessionId(id)) return null;
-      const address = addressOfId(id);
-      return this.serialized(address.digest, () => this.updateWith(id, address, change));
-    }
-    const patch = encodePatch(method, change);
-    this.checkSize(method, 'would be at least', patch.size);
-    if (!isSessionId(id)) return null;
-    const result = await this.applyUpdate<T>(id, addressOfId(id), '', ['merge', ...patch.pairs]);
-    return result === CONFLICT ? null : result;
+      const result = await this.applyUpdate<T>(id, addressOfId(id), '', ['merge', ...patch.pairs]);
+      return result === CONFLICT ? null : result;
+    });
   }
 
   /**
@@ -211,37 +220,41 @@ export class SessionService {
    * the old id in the same step. Call it when privileges change (sign-in, password change,
    * role change) against session fixation. Returns the session under its new id, or `null`.
    */
-  async rotate<T extends object = SessionData>(id: string): Promise<Session<T> | null> {
-    if (!isSessionId(id)) return null;
-    const address = addressOfId(id);
-    for (let attempt = 1; ; attempt += 1) {
-      const nextId = mintId(address.tag);
-      const next = addressOfId(nextId);
-      const reply = await this.scripts.rotate.run([
-        sessionKeys.record(address),
-        sessionKeys.record(next),
-      ]);
-      if (reply[0] === REPLY.OK) return toSession<T>(nextId, next, reply[3]);
-      if (reply[0] !== REPLY.ID_TAKEN) return null;
-      if (attempt === MAX_ID_ATTEMPTS) throw idCollision('SessionService.rotate');
-    }
+  rotate<T extends object = SessionData>(id: string): Promise<Session<T> | null> {
+    return trace('session.rotate', { connection: this.connection.name }, async () => {
+      if (!isSessionId(id)) return null;
+      const address = addressOfId(id);
+      for (let attempt = 1; ; attempt += 1) {
+        const nextId = mintId(address.tag);
+        const next = addressOfId(nextId);
+        const reply = await this.scripts.rotate.run([
+          sessionKeys.record(address),
+          sessionKeys.record(next),
+        ]);
+        if (reply[0] === REPLY.OK) return toSession<T>(nextId, next, reply[3]);
+        if (reply[0] !== REPLY.ID_TAKEN) return null;
+        if (attempt === MAX_ID_ATTEMPTS) throw idCollision('SessionService.rotate');
+      }
+    });
   }
 
   /**
    * Ends a session, given its id or a handle from `listByUser`. With `userId`, only if the
    * session is that user's. Returns `false` when there was nothing to end.
    */
-  async destroy(idOrHandle: string, options: DestroySessionOptions = {}): Promise<boolean> {
-    const method = 'SessionService.destroy';
-    checkPlainObject(method, 'options', options);
-    if (options.userId !== undefined) checkUserId(method, options.userId);
-    const address = parseReference(idOrHandle);
-    if (!address) return false;
-    const deleted = await this.scripts.destroy.run(
-      [sessionKeys.record(address)],
-      [options.userId ?? ''],
-    );
-    return deleted === REPLY.OK;
+  destroy(idOrHandle: string, options: DestroySessionOptions = {}): Promise<boolean> {
+    return trace('session.destroy', { connection: this.connection.name }, async () => {
+      const method = 'SessionService.destroy';
+      checkPlainObject(method, 'options', options);
+      if (options.userId !== undefined) checkUserId(method, options.userId);
+      const address = parseReference(idOrHandle);
+      if (!address) return false;
+      const deleted = await this.scripts.destroy.run(
+        [sessionKeys.record(address)],
+        [options.userId ?? ''],
+      );
+      return deleted === REPLY.OK;
+    });
   }
 
   /**
@@ -263,24 +276,23 @@ export class SessionService {
    * Ends every session of the user ("log out everywhere") in one atomic step, except the one
    * named by `except` if given. Returns how many sessions ended.
    */
-  async destroyAllForUser(
-    userId: string,
-    options: DestroyAllSessionsOptions = {},
-  ): Promise<number> {
-    const method = 'SessionService.destroyAllForUser';
-    checkUserId(method, userId);
-    checkPlainObject(method, 'options', options);
-    let keep = '';
-    if (options.except !== undefined) {
-      const address = parseReference(options.except);
-      if (!address) {
-        throw new TypeError(
-          `${method}: except must be a session id or handle, got ${describeReference(options.except)}`,
-        );
+  destroyAllForUser(userId: string, options: DestroyAllSessionsOptions = {}): Promise<number> {
+    return trace('session.destroyAllForUser', { connection: this.connection.name }, async () => {
+      const method = 'SessionService.destroyAllForUser';
+      checkUserId(method, userId);
+      checkPlainObject(method, 'options', options);
+      let keep = '';
+      if (options.except !== undefined) {
+        const address = parseReference(options.except);
+        if (!address) {
+          throw new TypeError(
+            `${method}: except must be a session id or handle, got ${describeReference(options.except)}`,
+          );
+        }
+        keep = address.digest;
       }
-      keep = address.digest;
-    }
-    return this.scripts.destroyAll.run([sessionKeys.index(userId)], [userId, keep]);
+      return this.scripts.destroyAll.run([sessionKeys.index(userId)], [userId, keep]);
+    });
   }
 
   /**

@@ -17,10 +17,13 @@ export interface Session<T extends object = SessionData> {
   readonly id: string;
   /** Revocation handle: `destroy(handle)` ends the session, nothing else accepts it. */
   readonly handle: string;
+  /** The user the session was created for. */
   readonly userId: string;
+  /** What the application stored (`create`, `update`). */
   readonly data: T;
   /** What `create` was given as `meta`, if anything. */
   readonly meta?: SessionMeta;
+  /** When `create` made it. */
   readonly createdAt: number;
   /**
    * Last `create`, `touch`, `update` or `rotate`. For sessions kept by `RedisSessionStore`, its
@@ -37,11 +40,17 @@ export interface Session<T extends object = SessionData> {
 export interface SessionSummary {
   /** Pass to `destroy` to end this session ("log out that device"). */
   readonly handle: string;
+  /** As in `Session`. */
   readonly userId: string;
+  /** As in `Session`. */
   readonly meta?: SessionMeta;
+  /** As in `Session`. */
   readonly createdAt: number;
+  /** As in `Session`. */
   readonly lastSeenAt: number;
+  /** As in `Session`. */
   readonly expiresAt: number;
+  /** As in `Session`. */
   readonly absoluteExpiresAt: number;
 }
 

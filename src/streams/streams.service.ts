@@ -6,9 +6,9 @@ import {
   type BeforeApplicationShutdown,
   type OnApplicationBootstrap,
 } from '@nestjs/common';
-import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
+import type { DecoratorExplorer } from '../discovery/explorer.js';
 import { checkDuration, checkInteger, checkName, shown } from '../toolkit/args.js';
 import {
   defaultConsumerName,
@@ -18,13 +18,11 @@ import {
   type StreamHandler,
   type StreamStats,
 } from './stream-consumer.js';
+import { ON_STREAM_MESSAGE_METADATA } from './streams.constants.js';
 import { streamKeys } from './streams.keys.js';
 
 /** The largest message `add` accepts, serialized: far below Redis's 512 MB bulk limit. */
 export const MAX_STREAM_MESSAGE_BYTES = 16 * 1024 * 1024;
-
-/** Metadata key of `@OnStreamMessage`, read once at startup by `StreamsService`. */
-export const ON_STREAM_MESSAGE_METADATA = 'nestjs-redis-infra:on-stream-message';
 
 interface OnStreamMessageMetadata {
   stream: string;
@@ -132,8 +130,7 @@ export class StreamsService implements OnApplicationBootstrap, BeforeApplication
 
   constructor(
     @Inject(getRedisConnectionToken()) private readonly connection: RedisConnection,
-    private readonly discovery: DiscoveryService,
-    private readonly scanner: MetadataScanner,
+    private readonly explorer: DecoratorExplorer,
   ) {
     this.logger = new Logger(`Redis:${connection.name}:streams`);
   }
@@ -205,30 +202,14 @@ export class StreamsService implements OnApplicationBootstrap, BeforeApplication
 
   /** Starts a consumer for every `@OnStreamMessage` method of the application's providers. */
   async onApplicationBootstrap(): Promise<void> {
-    const found: Array<{
-      meta: OnStreamMessageMetadata;
-      handler: StreamHandler<unknown>;
-      label: string;
-    }> = [];
-    for (const wrapper of [...this.discovery.getProviders(), ...this.discovery.getControllers()]) {
-      const instance = wrapper.instance as Record<string, unknown> | undefined;
-      if (!instance || typeof instance !== 'object' || wrapper.isAlias) continue;
-      const prototype = Object.getPrototypeOf(instance) as object | null;
-      if (!prototype || prototype === Object.prototype) continue;
-      for (const name of this.scanner.getAllMethodNames(prototype)) {
-        const method = instance[name];
-        if (typeof method !== 'function') continue;
-        const meta = Reflect.getMetadata(ON_STREAM_MESSAGE_METADATA, method) as
-          OnStreamMessageMetadata | undefined;
-        if (!meta) continue;
-        found.push({
-          meta,
-          handler: (message, context) =>
-            (method as StreamHandler<unknown>).call(instance, message, context),
-          label: `${instance.constructor.name}.${name}`,
-        });
-      }
-    }
+    const found = this.explorer
+      .find<OnStreamMessageMetadata>(ON_STREAM_MESSAGE_METADATA)
+      .map(({ meta, method, instance, label }) => ({
+        meta,
+        handler: ((message, context) =>
+          method.call(instance, message, context)) as StreamHandler<unknown>,
+        label,
+      }));
     for (const { meta, handler, label } of found) {
       await this.consumer(meta.stream, meta.group, handler, meta.options).catch((err: unknown) => {
         throw new Error(

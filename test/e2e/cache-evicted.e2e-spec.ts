@@ -1,14 +1,18 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { INestApplication } from '@nestjs/common';
 
+import { READ_OR_LOCK } from '../../src/cache/cache.scripts.js';
 import {
   CacheService,
+  getRedisToken,
   RedisModule,
+  type RedisClient,
   type CacheEvictedEvent,
   type KeyEventSubscription,
 } from '../../src/index.js';
 import { startApp } from '../support/app.js';
 import {
+  recordCommands,
   sendCommand,
   specDir,
   startStandalone,
@@ -17,7 +21,10 @@ import {
   type StandaloneServer,
 } from '../support/redis.js';
 
-/** A server of its own: small `maxmemory`, an evicting policy, no keyspace events at first. */
+/**
+ * A server of its own: small `maxmemory`, an evicting policy, no keyspace events at first; and
+ * free to `SCRIPT FLUSH`.
+ */
 describe('CacheService.onEvicted', () => {
   let server: StandaloneServer;
   let checking: INestApplication;
@@ -94,6 +101,17 @@ describe('CacheService.onEvicted', () => {
       'notify-keyspace-events',
     ]);
     expect(String(flags)).toMatch(/e|A/);
+  });
+
+  it('a one-round-trip miss survives SCRIPT FLUSH (falls back to EVAL once)', async () => {
+    const cache = checking.get(CacheService);
+    for (let i = 0; i < 24; i++) await cache.getOrSet(`warm:${i}`, () => 'warm');
+    await sendCommand({ host: server.host, port: server.port }, ['SCRIPT', 'FLUSH']);
+    const client = checking.get<RedisClient>(getRedisToken());
+    const sent = await recordCommands(client, () => cache.getOrSet('flushed', () => 'loaded'));
+    expect(sent.slice(0, 2)).toEqual([`evalsha ${READ_OR_LOCK.sha}`, 'eval']);
+    expect(await client.exists('cache:{flushed}:lock')).toBe(0);
+    expect(await configuring.get(CacheService).get('flushed')).toBe('loaded');
   });
 
   it('rejects a handler that is not a function, naming it', async () => {

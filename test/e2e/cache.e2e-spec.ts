@@ -340,6 +340,22 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       expect(hit).toEqual(['get']);
     });
 
+    it('lets outside invalidation drop one L1 key or all of L1 (invalidateLocal, flushLocal)', async () => {
+      const k = key('seam');
+      const removeBehindItsBack = () => raw.unlink(`cache:{${k}}`);
+      await cacheA.set(k, 'v1');
+      await removeBehindItsBack();
+      expect(await cacheA.get(k)).toBe('v1'); // L1 did not hear of it
+      cacheA.invalidateLocal(k);
+      expect(await cacheA.get(k)).toBeUndefined();
+      await cacheA.set(k, 'v2');
+      await removeBehindItsBack();
+      expect(await cacheA.get(k)).toBe('v2');
+      cacheA.flushLocal();
+      expect(cacheA.stats().l1.size).toBe(0);
+      expect(await cacheA.get(k)).toBeUndefined();
+    });
+
     it('a caller waiting in another instance asks to be told, and the fill tells it', async () => {
       const k = key('told');
       let release!: () => void;

@@ -642,6 +642,31 @@ describe('LockService replica acknowledgement (lock.replicas)', () => {
     }
   });
 
+  it('acknowledges by script SHA, loading the script again after SCRIPT FLUSH', async () => {
+    const sentinel = byName.get('sentinel');
+    if (!sentinel) return;
+    const app = await startApp({
+      imports: [
+        RedisModule.forRoot({
+          ...sentinel.options,
+          keyPrefix: uniquePrefix('acked-flush'),
+          lock: { replicas: 1 },
+        }),
+      ],
+    });
+    try {
+      const locks = app.get(LockService);
+      const redis = app.get<RedisClient>(getRedisToken());
+      // The first acquisition loads every script; a flush makes the replica path meet NOSCRIPT.
+      expect(await (await locks.acquire('acked-flush', { wait: 2_000 })).release()).toBe(true);
+      await redis.script('FLUSH');
+      const lock = await locks.acquire('acked-flush', { wait: 2_000 });
+      expect(await lock.release()).toBe(true);
+    } finally {
+      await app.close();
+    }
+  });
+
   it('undoes an acquisition no replica acknowledged, and says why', async () => {
     const app = await startApp({
       imports: [

@@ -175,6 +175,42 @@ describe('PubSubService faults (own standalone servers)', () => {
     }
   });
 
+  it('after a reconnect the flags are checked again: a server that lost them is noticed', async () => {
+    await sendCommand(server, ['CONFIG', 'SET', 'notify-keyspace-events', 'Kx']);
+    const { app: a, pubsub } = await app({});
+    try {
+      const seen: string[] = [];
+      const sub = await pubsub.onKeyEvent('expired', 'lost:*', ({ key }) => void seen.push(key), {
+        onGap: (gap) => void seen.push(`gap:${gap.reason}`),
+      });
+      expect(sub.active).toBe(true);
+      // What a restart (or a failover to a node configured elsewhere) looks like to us.
+      await sendCommand(server, ['CONFIG', 'SET', 'notify-keyspace-events', '']);
+      await sendCommand(server, ['CLIENT', 'KILL', 'TYPE', 'pubsub']);
+      await waitFor(() => seen.includes('gap:reconnect'), { what: 'the gap notice' });
+      expect(sub.active).toBe(false);
+      expect(sub.missingFlags).toBe('Kx');
+      expect(sub.reason).toMatch(/notify-keyspace-events must include "Kx"/);
+      // Fixed by hand; the next reconnect finds the flags and the subscription active again.
+      await sendCommand(server, ['CONFIG', 'SET', 'notify-keyspace-events', 'Kx']);
+      const gaps = seen.length;
+      await sendCommand(server, ['CLIENT', 'KILL', 'TYPE', 'pubsub']);
+      await waitFor(() => seen.length > gaps, { what: 'the second gap notice' });
+      expect(sub.active).toBe(true);
+      let n = 0;
+      await waitFor(
+        async () => {
+          await sendCommand(server, ['SET', `lost:${n++}`, 'v', 'PX', '5']);
+          return seen.some((e) => e.startsWith('lost:'));
+        },
+        { what: 'an expiry after the flags came back', intervalMs: 100 },
+      );
+      await sub.unsubscribe();
+    } finally {
+      await a.close();
+    }
+  });
+
   it("'configure': sets the flags it needs, keeping those already there", async () => {
     await sendCommand(server, ['CONFIG', 'SET', 'notify-keyspace-events', 'E$']);
     const { app: a, pubsub } = await app({ pubsub: { keyspaceEvents: 'configure' } });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
+
 import { resolveRedisOptions } from '../../src/redis-module.options.js';
 import { RedisConfigError } from '../../src/errors.js';
-import type { RedisModuleOptions } from '../../src/index.js';
 import { LOCK_DEFAULTS, validateLockOptions } from '../../src/lock/lock.options.js';
 
 function lockError(lock: unknown): RedisConfigError {
@@ -53,7 +53,7 @@ describe('lock options', () => {
   });
 
   it('fails the module options with the same error', () => {
-    expect(() => resolveRedisOptions({ lock: { ttl: -5 } } as RedisModuleOptions, {})).toThrow(
+    expect(() => resolveRedisOptions({ lock: { ttl: -5 } }, {})).toThrow(
       /lock\.ttl = -5; expected a positive number of milliseconds/,
     );
   });

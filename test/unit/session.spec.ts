@@ -1,12 +1,14 @@
-import { describe, expect, it } from '@jest/globals';
 import { createHash } from 'node:crypto';
+
+import { describe, expect, it } from '@jest/globals';
+
+import { RedisConfigError } from '../../src/errors.js';
 import {
   decodeData,
   encodeData,
   encodeLenient,
   encodePatch,
 } from '../../src/session/session-data.js';
-import { RedisConfigError } from '../../src/errors.js';
 import {
   addressOfHandle,
   addressOfId,

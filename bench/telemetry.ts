@@ -1,0 +1,345 @@
+/**
+ * Telemetry benchmark: what observability costs on the two paths that matter, in one process
+ * and one run, against the same server.
+ *
+ * Sections (`--only l1,l2,hook,dashboard`, default all):
+ *  1. `l1`: `getOrSet` of one hot key already in L1, one call at a time, as the cache will run
+ *     once it calls `trace('cache.getOrSet', ...)`: plain (no trace call at all), traced with no
+ *     API/SDK (no span factory, no subscriber), traced with the OpenTelemetry SDK and no parent
+ *     span (the span factory asks for the active span and declines), and traced under a
+ *     recording parent span with an in-memory span exporter (a child span per call).
+ *  2. `l2`: a `GET` of a 1 KB value through the module's client, one call at a time: no SDK
+ *     (the command path untouched), the SDK's MeterProvider with no reader (what an SDK without
+ *     an exporter costs), and with an in-memory exporter collecting every second.
+ *  2b. `hook`: the command hook alone, on a client that answers at once: the nanoseconds it
+ *     adds per command, and that as a share of the `GET` measured in `l2` (load-independent
+ *     where the `GET` ratio drowns in a loaded machine's noise).
+ *  3. `dashboard`: the same `GET`, with and without one dashboard page open (its sampler
+ *     subscribed, sampling every second: INFO, PING, command timing).
+ *
+ * Method: one warm-up round, then `rounds` rounds; in a round each variant runs `sliceMs` in
+ * two halves, in a fresh random order and then in reverse (A B C C B A). A figure is the median
+ * over rounds of calls per second; a ratio is the median over rounds of the within-round ratio
+ * against the section's first variant. Target: >= 0.97 with an SDK (cost <= 3 %).
+ *
+ * Server: `REDIS_URL` if set, else a throwaway redis-server on a free loopback port, stopped at
+ * the end. Keys: `bench:telemetry:<run>:*`, removed at the end.
+ *
+ * Usage: npm run bench -- telemetry [--rounds N] [--slice-ms MS] [--only LIST]
+ *   or env BENCH_ROUNDS, BENCH_SLICE_MS, BENCH_ONLY. Last line: `BENCH_JSON {...}`.
+ */
+import 'reflect-metadata';
+import os from 'node:os';
+import { performance } from 'node:perf_hooks';
+
+import { Module, type INestApplicationContext } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { context, metrics, trace as otelTrace } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import {
+  AggregationTemporality,
+  InMemoryMetricExporter,
+  MeterProvider,
+  PeriodicExportingMetricReader,
+} from '@opentelemetry/sdk-metrics';
+import {
+  InMemorySpanExporter,
+  SimpleSpanProcessor,
+  TracerProvider,
+} from '@opentelemetry/sdk-trace';
+import type { Redis } from 'ioredis';
+import type { Subscription } from 'rxjs';
+
+import { RedisDashboardSampler } from '../src/dashboard/dashboard.sampler.js';
+import {
+  CacheService,
+  RedisDashboardModule,
+  RedisModule,
+  getRedisToken,
+  type RedisModuleOptions,
+} from '../src/index.js';
+import { createSpanFactory, instrumentConnection } from '../src/telemetry/otel.js';
+import { setSpanFactory, trace } from '../src/telemetry/tracing.js';
+
+import {
+  cleanupSteps,
+  median,
+  packageVersion,
+  prng,
+  readArgs,
+  redisUrlFor,
+  stopThrowawayServer,
+  table,
+  unlinkMatching,
+  type ThrowawayServer,
+} from './harness.js';
+
+interface Variant {
+  label: string;
+  /** Prepares the variant (installs hooks); returns what undoes it. */
+  enter: () => Promise<() => void> | (() => void);
+  call: () => Promise<unknown>;
+}
+
+const args = readArgs(process.argv.slice(2), ['rounds', 'slice-ms', 'only']);
+const rounds = args.num('rounds', 6, 1, 100);
+const sliceMs = args.num('slice-ms', 400, 50, 10_000);
+const only = new Set((args.text('only') ?? 'l1,l2,hook,dashboard').split(',').map((s) => s.trim()));
+const run = Math.random().toString(36).slice(2, 8);
+const rand = prng(42);
+
+async function measure(v: Variant, ms: number): Promise<{ calls: number; ms: number }> {
+  const undo = await v.enter();
+  try {
+    const start = performance.now();
+    const end = start + ms;
+    let calls = 0;
+    while (performance.now() < end) {
+      // Bursts of 16 awaited calls between clock reads.
+      for (let i = 0; i < 16; i++) await v.call();
+      calls += 16;
+    }
+    return { calls, ms: performance.now() - start };
+  } finally {
+    undo();
+  }
+}
+
+async function section(name: string, variants: Variant[]): Promise<Record<string, unknown>> {
+  const perRound: number[][] = variants.map(() => []);
+  for (let round = -1; round < rounds; round++) {
+    const order = variants.map((_, i) => i).sort(() => rand() - 0.5);
+    const totals = variants.map(() => ({ calls: 0, ms: 0 }));
+    for (const i of [...order, ...[...order].reverse()]) {
+      const r = await measure(variants[i], sliceMs / 2);
+      totals[i].calls += r.calls;
+      totals[i].ms += r.ms;
+    }
+    if (round < 0) continue; // warm-up
+    totals.forEach((t, i) => perRound[i].push((t.calls / t.ms) * 1000));
+  }
+  const base = perRound[0];
+  const rows = variants.map((v, i) => {
+    const ratios = perRound[i].map((x, r) => x / base[r]);
+    return {
+      label: v.label,
+      perSec: median(perRound[i]),
+      ratio: median(ratios),
+      min: Math.min(...ratios),
+      max: Math.max(...ratios),
+    };
+  });
+  console.log(`\n${name}`);
+  console.log(
+    table(
+      ['variant', 'calls/s (median)', 'ratio (median)', 'ratio range'],
+      rows.map((r) => [
+        r.label,
+        r.perSec.toFixed(0),
+        r.ratio.toFixed(3),
+        `${r.min.toFixed(3)}..${r.max.toFixed(3)}`,
+      ]),
+    ),
+  );
+  return { rows };
+}
+
+async function openApp(url: string, dashboard: boolean): Promise<INestApplicationContext> {
+  const options: RedisModuleOptions = { url, keyPrefix: `bench:telemetry:${run}:` };
+  class BenchTelemetryModule {}
+  Module({
+    imports: [
+      RedisModule.forRoot(options),
+      ...(dashboard ? [RedisDashboardModule.register({ path: 'redis', interval: 1000 })] : []),
+    ],
+  })(BenchTelemetryModule);
+  return NestFactory.createApplicationContext(BenchTelemetryModule, {
+    logger: false,
+    abortOnError: false,
+  });
+}
+
+async function main(): Promise<void> {
+  const holder: ThrowawayServer = {};
+  const steps = cleanupSteps();
+  let app: INestApplicationContext | undefined;
+  const results: Record<string, unknown> = {};
+  const stop = async (): Promise<void> => {
+    if (app) {
+      const client = app.get<Redis>(getRedisToken());
+      await steps.run(() => unlinkMatching(client, `bench:telemetry:${run}:*`));
+      await steps.run(() => app!.close());
+      app = undefined;
+    }
+    await stopThrowawayServer(holder, steps);
+    steps.report();
+  };
+  process.once('SIGINT', () => void stop().then(() => process.exit(130)));
+  try {
+    const url = await redisUrlFor(holder);
+    app = await openApp(url, only.has('dashboard'));
+    const client = app.get<Redis>(getRedisToken());
+    const cache = app.get(CacheService);
+    const value = JSON.stringify({ payload: 'x'.repeat(1000) });
+    await client.set('v', value);
+    await cache.getOrSet('hot', () => Promise.resolve({ id: 1 }), { ttl: 600_000 });
+    console.log(
+      `telemetry bench: node ${process.version}, ${os.cpus().length} cpus, load ${os
+        .loadavg()
+        .map((l) => l.toFixed(2))
+        .join(' ')}, @opentelemetry/api ${await packageVersion('@opentelemetry/api')}, ` +
+        `sdk-metrics ${await packageVersion('@opentelemetry/sdk-metrics')}, rounds ${rounds}, slice ${sliceMs} ms`,
+    );
+
+    // SDK objects, registered globally once; variants switch what is hooked to them.
+    const spans = new InMemorySpanExporter();
+    const tracerProvider = new TracerProvider({
+      spanProcessors: [new SimpleSpanProcessor({ exporter: spans })],
+    });
+    otelTrace.setGlobalTracerProvider(tracerProvider);
+    context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+    const api = await import('@opentelemetry/api');
+    const factory = createSpanFactory(api);
+    const noReader = new MeterProvider();
+    const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
+    const withReader = new MeterProvider({
+      readers: [new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 1000 })],
+    });
+    const none = (): (() => void) => () => undefined;
+    const hot = (): Promise<unknown> =>
+      cache.getOrSet('hot', () => Promise.resolve({ id: 1 }), { ttl: 600_000 });
+    const connection = {
+      name: 'default',
+      database: 0,
+      client,
+      connections: () => ({ byRole: { command: 1 }, max: 10 }),
+      reconnects: () => 0,
+      cache: () => cache.stats(),
+    };
+
+    if (only.has('l1')) {
+      const tracer = otelTrace.getTracer('bench');
+      results.l1 = await section('L1 hit: getOrSet of a hot key', [
+        { label: 'getOrSet, no trace call', enter: none, call: hot },
+        {
+          label: 'traced, no API/SDK',
+          enter: none,
+          call: () => trace('cache.getOrSet', { connection: 'default' }, hot),
+        },
+        {
+          label: 'traced, SDK, no parent span',
+          enter: () => {
+            setSpanFactory(factory);
+            return () => setSpanFactory(undefined);
+          },
+          call: () => trace('cache.getOrSet', { connection: 'default' }, hot),
+        },
+        {
+          label: 'traced, SDK, child span exported',
+          enter: () => {
+            setSpanFactory(factory);
+            return () => {
+              setSpanFactory(undefined);
+              spans.reset();
+            };
+          },
+          call: () =>
+            tracer.startActiveSpan('request', (parent) =>
+              trace('cache.getOrSet', { connection: 'default' }, hot).finally(() => parent.end()),
+            ),
+        },
+        {
+          label: 'request span alone (reference)',
+          enter: () => () => spans.reset(),
+          call: () =>
+            tracer.startActiveSpan('request', (parent) => hot().finally(() => parent.end())),
+        },
+      ]);
+    }
+
+    const get = (): Promise<unknown> => client.getBuffer('v');
+    if (only.has('l2')) {
+      results.l2 = await section('L2 read: GET of 1 KB through the module client', [
+        { label: 'no SDK (command path untouched)', enter: none, call: get },
+        {
+          label: 'SDK MeterProvider, no reader',
+          enter: () => instrumentConnection(noReader.getMeter('nestjs-redis-infra'), connection),
+          call: get,
+        },
+        {
+          label: 'SDK + in-memory exporter (1 s)',
+          enter: () => instrumentConnection(withReader.getMeter('nestjs-redis-infra'), connection),
+          call: get,
+        },
+      ]);
+    }
+
+    if (only.has('hook')) {
+      // A client whose commands are answered at once: what is left is the hook's own cost.
+      const fake = {
+        sendCommand(command: { name: string; promise?: Promise<unknown> }): Promise<unknown> {
+          command.promise = Promise.resolve('OK');
+          return command.promise;
+        },
+      };
+      const fakeSources = { ...connection, client: fake as unknown as typeof client };
+      const send = (): Promise<unknown> => fake.sendCommand({ name: 'get' });
+      const hook = await section('Hook alone: per command, with an instant reply', [
+        { label: 'no hook', enter: none, call: send },
+        {
+          label: 'hook + SDK, no reader',
+          enter: () => instrumentConnection(noReader.getMeter('nestjs-redis-infra'), fakeSources),
+          call: send,
+        },
+        {
+          label: 'hook + SDK + exporter',
+          enter: () => instrumentConnection(withReader.getMeter('nestjs-redis-infra'), fakeSources),
+          call: send,
+        },
+      ]);
+      const rows = (hook as { rows: Array<{ label: string; perSec: number }> }).rows;
+      const baseNs = 1e9 / rows[0]!.perSec;
+      const l2 = results.l2 as { rows: Array<{ perSec: number }> } | undefined;
+      const getNs = l2 ? 1e9 / l2.rows[0]!.perSec : undefined;
+      for (const r of rows.slice(1)) {
+        const added = 1e9 / r.perSec - baseNs;
+        console.log(
+          `${r.label}: +${added.toFixed(0)} ns per command` +
+            (getNs
+              ? ` = ${((100 * added) / getNs).toFixed(2)} % of this run's GET (${(getNs / 1000).toFixed(0)} us)`
+              : ''),
+        );
+      }
+      results.hook = hook;
+    }
+
+    if (only.has('dashboard')) {
+      const sampler = app.get(RedisDashboardSampler);
+      results.dashboard = await section('Dashboard: GET of 1 KB with one page open', [
+        { label: 'no page open', enter: none, call: get },
+        {
+          label: 'one page open (1 s samples)',
+          enter: () => {
+            const sub: Subscription = sampler.samples.subscribe();
+            return () => sub.unsubscribe();
+          },
+          call: get,
+        },
+      ]);
+    }
+    await withReader.shutdown();
+    await noReader.shutdown();
+    await tracerProvider.shutdown();
+    metrics.disable();
+    otelTrace.disable();
+    context.disable();
+    console.log(`BENCH_JSON ${JSON.stringify({ rounds, sliceMs, results })}`);
+  } finally {
+    await stop();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exitCode = 1;
+});

@@ -1,0 +1,425 @@
+import type * as OpenTelemetryApi from '@opentelemetry/api';
+import type { Attributes, Meter, ObservableResult } from '@opentelemetry/api';
+
+import { recordCommands } from './command-recorder.js';
+import {
+  traceChannel,
+  type RedisTraceContext,
+  type RedisTraceName,
+  type SpanFactory,
+} from './tracing.js';
+
+/** The `@opentelemetry/api` module, when the application has it. */
+export type OtelApi = typeof OpenTelemetryApi;
+
+/** Name of the meter and the tracer. */
+export const INSTRUMENTATION_SCOPE = 'nestjs-redis-infra';
+
+// A variable, not a literal: the peer is optional, and bundlers must not insist on it.
+const OTEL_PACKAGE = '@opentelemetry/api';
+
+/** Loads `@opentelemetry/api` if the application installed it; `undefined` otherwise. */
+export async function loadOpenTelemetry(): Promise<OtelApi | undefined> {
+  try {
+    const m = (await import(OTEL_PACKAGE)) as OtelApi & { default?: OtelApi };
+    return typeof m.metrics?.getMeter === 'function' ? m : m.default;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `true` when no metrics SDK is registered: instruments would drop everything. */
+export function isNoopMeter(api: OtelApi, meter: Meter): boolean {
+  return meter.constructor === api.createNoopMeter().constructor;
+}
+
+/**
+ * Spans for traced operations: a child of the active span, when there is one and it records;
+ * none otherwise (the operation runs untouched). Keys never become attributes: the context
+ * carries none.
+ */
+export function createSpanFactory(api: OtelApi): SpanFactory {
+  const tracer = api.trace.getTracer(INSTRUMENTATION_SCOPE);
+  return <T>(name: RedisTraceName, ctx: RedisTraceContext, run: () => Promise<T>) => {
+    const parent = api.trace.getActiveSpan();
+    if (!parent || !parent.isRecording()) return undefined;
+    const span = tracer.startSpan(name, {
+      kind: api.SpanKind.INTERNAL,
+      attributes: { 'db.system.name': 'redis', ...spanAttributes(ctx) },
+    });
+    const finish = (err?: unknown): void => {
+      if (ctx.outcome !== undefined) span.setAttribute('nestjs_redis.outcome', ctx.outcome);
+      if (err !== undefined) {
+        const type = (err as { name?: unknown })?.name;
+        span.setAttribute('error.type', typeof type === 'string' ? type : '_OTHER');
+        // The message may quote a key or resource: the error's class tells enough.
+        span.setStatus({ code: api.SpanStatusCode.ERROR });
+      }
+      span.end();
+    };
+    return api.context.with(api.trace.setSpan(api.context.active(), span), () =>
+      run().then(
+        (value) => {
+          finish();
+          return value;
+        },
+        (err: unknown) => {
+          finish(err);
+          throw err;
+        },
+      ),
+    );
+  };
+}
+
+function spanAttributes(ctx: RedisTraceContext): Attributes {
+  const out: Attributes = {};
+  for (const [k, v] of Object.entries(ctx)) {
+    if (k === 'outcome' || v === undefined) continue;
+    out[k === 'connection' ? 'db.client.connection.pool.name' : `nestjs_redis.${k}`] = v;
+  }
+  return out;
+}
+
+/** What the metrics read; every part optional (a service the application does not use). */
+export interface MetricSources {
+  /** The registered connection's name. */
+  name: string;
+  /** The database index (`db.namespace`); `0` on a cluster. */
+  database: number;
+  client: Parameters<typeof recordCommands>[0];
+  connections: () => { byRole: Record<string, number>; max: number };
+  /** Times the command connection came back after a drop. */
+  reconnects: () => number;
+  cache?: () => {
+    l1: { hits: number; misses: number; size: number; bytes: number };
+    l2: { hits: number; misses: number };
+    loads: number;
+    loadErrors: number;
+    staleServed: number;
+    stampedeWaits: number;
+    earlyRefreshes: number;
+    redisErrors: number;
+  };
+  pubsub?: () => {
+    published: number;
+    received: number;
+    delivered: number;
+    dropped: number;
+    gaps: number;
+    reconnects: number;
+    handlerErrors: number;
+    handlerTimeouts: number;
+    subscriptions: number;
+  };
+}
+
+/** Histogram boundaries the database semantic conventions recommend, in seconds. */
+const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10];
+
+/**
+ * Registers every instrument of one connection on `meter`; returns what removes them (the
+ * command hook and the observable callbacks). Attributes are low-cardinality only: command
+ * names, the connection's name, roles, tiers, outcomes.
+ */
+export function instrumentConnection(meter: Meter, src: MetricSources): () => void {
+  const undo: Array<() => void> = [];
+  const pool = { 'db.client.connection.pool.name': src.name };
+
+  const duration = meter.createHistogram('db.client.operation.duration', {
+    description: 'Duration of Redis commands sent through the connection.',
+    unit: 's',
+    advice: { explicitBucketBoundaries: DURATION_BUCKETS },
+  });
+  // Only the semantic conventions' attributes here: the SDK hashes every attribute of every
+  // recording, and this runs once per command.
+  const attrsCache = new Map<string, Attributes>();
+  const namespace = String(src.database);
+  undo.push(
+    recordCommands(src.client, (operation, seconds, errorType) => {
+      const id = errorType === undefined ? operation : `${operation}\u0000${errorType}`;
+      let attrs = attrsCache.get(id);
+      if (!attrs) {
+        attrs = {
+          'db.system.name': 'redis',
+          'db.operation.name': operation,
+          'db.namespace': namespace,
+          ...(errorType !== undefined ? { 'error.type': errorType } : {}),
+        };
+        if (attrsCache.size < 2000) attrsCache.set(id, attrs);
+      }
+      duration.record(seconds, attrs);
+    }),
+  );
+
+  const observe = (
+    instrument: {
+      addCallback(cb: (r: ObservableResult) => void): void;
+      removeCallback(cb: (r: ObservableResult) => void): void;
+    },
+    cb: (r: ObservableResult) => void,
+  ): void => {
+    const safe = (r: ObservableResult): void => {
+      try {
+        cb(r);
+      } catch {
+        // A figure that cannot be read this time is skipped, never an exporter failure.
+      }
+    };
+    instrument.addCallback(safe);
+    undo.push(() => instrument.removeCallback(safe));
+  };
+
+  observe(
+    meter.createObservableUpDownCounter('db.client.connection.count', {
+      description: 'Connections this registration holds open, by role.',
+      unit: '{connection}',
+    }),
+    (r) => {
+      for (const [role, count] of Object.entries(src.connections().byRole)) {
+        r.observe(count, { ...pool, 'nestjs_redis.connection.role': role });
+      }
+    },
+  );
+  observe(
+    meter.createObservableUpDownCounter('db.client.connection.max', {
+      description: 'The maxConnections bound of this registration.',
+      unit: '{connection}',
+    }),
+    (r) => r.observe(src.connections().max, pool),
+  );
+  observe(
+    meter.createObservableCounter('nestjs_redis.connection.reconnects', {
+      description: 'Times the command connection became ready again after a drop.',
+      unit: '{reconnect}',
+    }),
+    (r) => r.observe(src.reconnects(), pool),
+  );
+
+  const cache = src.cache;
+  if (cache) {
+    observe(
+      meter.createObservableCounter('nestjs_redis.cache.requests', {
+        description: 'Cache lookups by tier (l1, l2) and result (hit, miss).',
+        unit: '{request}',
+      }),
+      (r) => {
+        const s = cache();
+        r.observe(s.l1.hits, {
+          ...pool,
+          'nestjs_redis.cache.tier': 'l1',
+          'nestjs_redis.cache.result': 'hit',
+        });
+        r.observe(s.l1.misses, {
+          ...pool,
+          'nestjs_redis.cache.tier': 'l1',
+          'nestjs_redis.cache.result': 'miss',
+        });
+        r.observe(s.l2.hits, {
+          ...pool,
+          'nestjs_redis.cache.tier': 'l2',
+          'nestjs_redis.cache.result': 'hit',
+        });
+        r.observe(s.l2.misses, {
+          ...pool,
+          'nestjs_redis.cache.tier': 'l2',
+          'nestjs_redis.cache.result': 'miss',
+        });
+      },
+    );
+    const counters: Array<
+      [string, string, string, (s: ReturnType<NonNullable<MetricSources['cache']>>) => number]
+    > = [
+      [
+        'nestjs_redis.cache.stampede_waits',
+        'getOrSet calls that waited for a load already running.',
+        '{wait}',
+        (s) => s.stampedeWaits,
+      ],
+      ['nestjs_redis.cache.loads', 'Loader runs.', '{load}', (s) => s.loads],
+      [
+        'nestjs_redis.cache.load_errors',
+        'Loader runs that threw or timed out.',
+        '{load}',
+        (s) => s.loadErrors,
+      ],
+      [
+        'nestjs_redis.cache.stale_served',
+        'Stale values returned under grace.',
+        '{value}',
+        (s) => s.staleServed,
+      ],
+      [
+        'nestjs_redis.cache.early_refreshes',
+        'Early refreshes started by XFetch.',
+        '{refresh}',
+        (s) => s.earlyRefreshes,
+      ],
+      [
+        'nestjs_redis.cache.redis_errors',
+        'Redis calls of the cache that failed (it degraded).',
+        '{error}',
+        (s) => s.redisErrors,
+      ],
+    ];
+    for (const [name, description, unit, read] of counters) {
+      observe(meter.createObservableCounter(name, { description, unit }), (r) =>
+        r.observe(read(cache()), pool),
+      );
+    }
+    observe(
+      meter.createObservableUpDownCounter('nestjs_redis.cache.l1.size', {
+        description: 'Entries in the in-process cache (L1).',
+        unit: '{entry}',
+      }),
+      (r) => r.observe(cache().l1.size, pool),
+    );
+    observe(
+      meter.createObservableUpDownCounter('nestjs_redis.cache.l1.bytes', {
+        description: 'Approximate bytes held by the in-process cache (L1).',
+        unit: 'By',
+      }),
+      (r) => r.observe(cache().l1.bytes, pool),
+    );
+  }
+
+  const pubsub = src.pubsub;
+  if (pubsub) {
+    observe(
+      meter.createObservableCounter('nestjs_redis.pubsub.messages', {
+        description: 'Pub/sub messages by what happened to them.',
+        unit: '{message}',
+      }),
+      (r) => {
+        const s = pubsub();
+        for (const state of ['published', 'received', 'delivered', 'dropped'] as const) {
+          r.observe(s[state], { ...pool, 'nestjs_redis.pubsub.state': state });
+        }
+      },
+    );
+    observe(
+      meter.createObservableCounter('nestjs_redis.pubsub.gaps', {
+        description: 'Gap notices raised (a reconnect or a full buffer lost messages).',
+        unit: '{gap}',
+      }),
+      (r) => r.observe(pubsub().gaps, pool),
+    );
+    observe(
+      meter.createObservableCounter('nestjs_redis.pubsub.reconnects', {
+        description: 'Times a subscriber connection came back after a drop.',
+        unit: '{reconnect}',
+      }),
+      (r) => r.observe(pubsub().reconnects, pool),
+    );
+    observe(
+      meter.createObservableCounter('nestjs_redis.pubsub.handler_failures', {
+        description: 'Message handlers that threw (error) or did not settle in time (timeout).',
+        unit: '{failure}',
+      }),
+      (r) => {
+        const s = pubsub();
+        r.observe(s.handlerErrors, { ...pool, 'nestjs_redis.failure': 'error' });
+        r.observe(s.handlerTimeouts, { ...pool, 'nestjs_redis.failure': 'timeout' });
+      },
+    );
+    observe(
+      meter.createObservableUpDownCounter('nestjs_redis.pubsub.subscriptions', {
+        description: 'Subscriptions open now.',
+        unit: '{subscription}',
+      }),
+      (r) => r.observe(pubsub().subscriptions, pool),
+    );
+  }
+
+  undo.push(instrumentOperations(meter));
+  return () => {
+    for (const u of undo.splice(0)) u();
+  };
+}
+
+/**
+ * Metrics from the traced operations, read off their tracing channels: only channels whose
+ * operations cost a round trip anyway (never `cache.getOrSet`, which an L1 hit answers in
+ * well under a microsecond).
+ */
+function instrumentOperations(meter: Meter): () => void {
+  const started = new WeakMap<object, number>();
+  const undo: Array<() => void> = [];
+  const listen = (
+    name: RedisTraceName,
+    done: (ctx: RedisTraceContext, seconds: number, failed: boolean) => void,
+  ): void => {
+    const channel = traceChannel(name);
+    const handlers = {
+      start: (ctx: RedisTraceContext & object) => {
+        started.set(ctx, performance.now());
+      },
+      end: () => undefined,
+      asyncStart: () => undefined,
+      asyncEnd: (ctx: RedisTraceContext & object) => settle(ctx, false),
+      error: (ctx: RedisTraceContext & object) => settle(ctx, true),
+    };
+    const settle = (ctx: RedisTraceContext & object, failed: boolean): void => {
+      const t0 = started.get(ctx);
+      if (t0 === undefined) return;
+      started.delete(ctx);
+      try {
+        done(ctx, (performance.now() - t0) / 1000, failed);
+      } catch {
+        // Never let a metric break the traced operation.
+      }
+    };
+    channel.subscribe(handlers);
+    undo.push(() => channel.unsubscribe(handlers));
+  };
+  const attrs = (ctx: RedisTraceContext, extra: Attributes = {}): Attributes => ({
+    ...(ctx.connection !== undefined ? { 'db.client.connection.pool.name': ctx.connection } : {}),
+    ...extra,
+  });
+
+  const loadDuration = meter.createHistogram('nestjs_redis.cache.load.duration', {
+    description: 'Duration of cache loader runs.',
+    unit: 's',
+    advice: { explicitBucketBoundaries: DURATION_BUCKETS },
+  });
+  listen('cache.load', (ctx, s, failed) =>
+    loadDuration.record(s, attrs(ctx, { 'nestjs_redis.outcome': failed ? 'error' : 'ok' })),
+  );
+  const acquireWait = meter.createHistogram('nestjs_redis.lock.acquire.duration', {
+    description: 'Time spent acquiring a lock (waiting included), by outcome.',
+    unit: 's',
+    advice: { explicitBucketBoundaries: DURATION_BUCKETS },
+  });
+  listen('lock.acquire', (ctx, s, failed) =>
+    acquireWait.record(
+      s,
+      attrs(ctx, { 'nestjs_redis.outcome': failed ? 'error' : (ctx.outcome ?? 'acquired') }),
+    ),
+  );
+  const sessions = meter.createCounter('nestjs_redis.session.operations', {
+    description: 'Session operations by name (create, destroy, ...) and outcome.',
+    unit: '{operation}',
+  });
+  for (const op of [
+    'create',
+    'get',
+    'touch',
+    'update',
+    'rotate',
+    'destroy',
+    'destroyAllForUser',
+  ] as const) {
+    listen(`session.${op}`, (ctx, _s, failed) =>
+      sessions.add(
+        1,
+        attrs(ctx, {
+          'nestjs_redis.operation': op,
+          'nestjs_redis.outcome': failed ? 'error' : 'ok',
+        }),
+      ),
+    );
+  }
+  return () => {
+    for (const u of undo.splice(0)) u();
+  };
+}

@@ -1,0 +1,107 @@
+import {
+  Inject,
+  Injectable,
+  Logger,
+  type OnApplicationShutdown,
+  type OnModuleInit,
+} from '@nestjs/common';
+import { ModuleRef } from '@nestjs/core';
+
+import { CacheService } from '../cache/cache.service.js';
+import { isCluster } from '../connection/client-factory.js';
+import { RedisConnection } from '../connection/redis-connection.js';
+import { getRedisConnectionToken } from '../connection/tokens.js';
+import { PubSubService } from '../pubsub/pubsub.service.js';
+
+import {
+  createSpanFactory,
+  instrumentConnection,
+  isNoopMeter,
+  loadOpenTelemetry,
+  INSTRUMENTATION_SCOPE,
+} from './otel.js';
+import { setSpanFactory } from './tracing.js';
+
+/** Connections whose instruments are registered, so that a second provider adds nothing. */
+const instrumented = new WeakSet<RedisConnection>();
+/** Providers that installed the span factory; the last one out removes it. */
+let spanUsers = 0;
+
+/**
+ * Connects the default connection to OpenTelemetry, when the application has
+ * `@opentelemetry/api` and registered an SDK before the application started: command
+ * durations, connection, cache and pub/sub metrics, and child spans for the module's own
+ * operations. Without the API or an SDK it does nothing and the command path stays untouched.
+ */
+@Injectable()
+export class RedisTelemetry implements OnModuleInit, OnApplicationShutdown {
+  private readonly logger = new Logger('Redis:Telemetry');
+  private undo?: () => void;
+  private usesSpans = false;
+  private readyCount = 0;
+  private readonly onReady = (): void => {
+    this.readyCount++;
+  };
+
+  constructor(
+    @Inject(getRedisConnectionToken()) private readonly connection: RedisConnection,
+    private readonly moduleRef: ModuleRef,
+  ) {}
+
+  async onModuleInit(): Promise<void> {
+    const api = await loadOpenTelemetry();
+    if (!api) return;
+    if (spanUsers++ === 0) setSpanFactory(createSpanFactory(api));
+    this.usesSpans = true;
+
+    const meter = api.metrics.getMeter(INSTRUMENTATION_SCOPE);
+    if (isNoopMeter(api, meter) || instrumented.has(this.connection)) return;
+    instrumented.add(this.connection);
+    const connection = this.connection;
+    const client = connection.client;
+    // The first `ready` is the connection opening; each later one is a reconnect.
+    if (client.status === 'ready') this.readyCount = 1;
+    client.on('ready', this.onReady);
+    const cache = this.optional(CacheService);
+    const pubsub = this.optional(PubSubService);
+    const remove = instrumentConnection(meter, {
+      name: connection.name,
+      database: isCluster(client) ? 0 : Number((client.options as { db?: number }).db ?? 0),
+      client,
+      connections: () => {
+        const open = connection.openConnections;
+        const command = connection.config.target.kind === 'client' ? 0 : 1;
+        const subscriber = connection.hasSubscriber ? 1 : 0;
+        return {
+          // Dedicated connections and, on a cluster, per-node subscriber connections.
+          byRole: { command, subscriber, dedicated: Math.max(0, open - command - subscriber) },
+          max: connection.config.maxConnections,
+        };
+      },
+      reconnects: () => Math.max(0, this.readyCount - 1),
+      ...(cache ? { cache: () => cache.stats() } : {}),
+      ...(pubsub ? { pubsub: () => pubsub.stats() } : {}),
+    });
+    this.undo = () => {
+      remove();
+      client.off('ready', this.onReady);
+      instrumented.delete(connection);
+    };
+    this.logger.debug('OpenTelemetry metrics registered');
+  }
+
+  onApplicationShutdown(): void {
+    this.undo?.();
+    this.undo = undefined;
+    if (this.usesSpans && --spanUsers === 0) setSpanFactory(undefined);
+    this.usesSpans = false;
+  }
+
+  private optional<T>(type: abstract new (...args: never[]) => T): T | undefined {
+    try {
+      return this.moduleRef.get(type, { strict: false });
+    } catch {
+      return undefined;
+    }
+  }
+}

@@ -1,6 +1,8 @@
 import { EventEmitter } from 'node:events';
+
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { Redis } from 'ioredis';
+
 import { coalesceStream, coalesceWrites } from '../../src/connection/coalesce-writes.js';
 import { countSocketWrites, standaloneUrl, uniquePrefix, waitFor } from '../support/redis.js';
 

@@ -1,8 +1,9 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import { Redis } from 'ioredis';
-import { resolveRedisOptions } from '../../src/redis-module.options.js';
+
 import { RedisConnection } from '../../src/connection/redis-connection.js';
 import type { RedisModuleOptions } from '../../src/index.js';
+import { resolveRedisOptions } from '../../src/redis-module.options.js';
 import { FaultProxy } from '../support/fault-proxy.js';
 import { standaloneUrl, topologies, uniquePrefix, waitFor } from '../support/redis.js';
 

@@ -1,9 +1,11 @@
 import { readFileSync } from 'node:fs';
+
 import { describe, expect, it } from '@jest/globals';
+
 import { ENVIRONMENT_VARIABLES } from '../../src/config/environment.js';
-import { resolveRedisOptions } from '../../src/redis-module.options.js';
 import { RedisConfigError } from '../../src/errors.js';
 import type { RedisModuleOptions } from '../../src/index.js';
+import { resolveRedisOptions } from '../../src/redis-module.options.js';
 
 function messageOf(options: unknown, env: NodeJS.ProcessEnv = {}): string {
   try {

@@ -1,9 +1,10 @@
 import { describe, expect, it } from '@jest/globals';
-import { parseRedisUrl } from '../../src/config/resolve-options.js';
-import { resolveRedisOptions } from '../../src/redis-module.options.js';
+
 import { redactUrl, scrubSecrets } from '../../src/config/redact.js';
+import { parseRedisUrl } from '../../src/config/resolve-options.js';
 import { RedisConfigError } from '../../src/errors.js';
 import type { RedisModuleOptions } from '../../src/index.js';
+import { resolveRedisOptions } from '../../src/redis-module.options.js';
 
 /** Resolves and returns the thrown error (failing the test when nothing is thrown). */
 function configError(options: unknown, env: NodeJS.ProcessEnv = {}): RedisConfigError {

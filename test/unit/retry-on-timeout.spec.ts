@@ -1,7 +1,8 @@
 import { describe, expect, it } from '@jest/globals';
-import { resolveRedisOptions } from '../../src/redis-module.options.js';
+
 import { isRetriedCall } from '../../src/connection/retry-on-timeout.js';
 import { RedisConfigError } from '../../src/errors.js';
+import { resolveRedisOptions } from '../../src/redis-module.options.js';
 
 describe('isRetriedCall', () => {
   it.each<[string, unknown[], boolean]>([

@@ -21,7 +21,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
 import { createClient as createNodeRedis } from 'redis';
-import { resolveRedisOptions } from '../src/config/resolve-options.js';
+import { resolveRedisOptions } from '../src/redis-module.options.js';
 import { createClient } from '../src/connection/client-factory.js';
 import { locateServersLib, median, quantile, readArgs, table } from './harness.js';
 

@@ -15,7 +15,7 @@ export type {
   RedisRetryOptions,
   RedisSentinelOptions,
   RedisSessionModuleOptions,
-} from './config/redis-options.interface.js';
+} from './redis-module.options.js';
 export {
   getCacheServiceToken,
   getLockServiceToken,

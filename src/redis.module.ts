@@ -11,8 +11,11 @@ import { ModuleRef } from '@nestjs/core';
 import { RedisBullMq } from './bullmq/redis-bullmq.js';
 import { CacheService } from './cache/cache.service.js';
 import { DEFAULT_CONNECTION_NAME } from './config/defaults.js';
-import type { RedisModuleExtras, RedisModuleOptions } from './config/redis-options.interface.js';
-import { resolveRedisOptions } from './config/resolve-options.js';
+import {
+  resolveRedisOptions,
+  type RedisModuleExtras,
+  type RedisModuleOptions,
+} from './redis-module.options.js';
 import { RedisConnection } from './connection/redis-connection.js';
 import {
   getCacheServiceToken,

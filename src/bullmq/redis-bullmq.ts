@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import type { Cluster, Redis, RedisOptions } from 'ioredis';
-import type { ResolvedRedisConfig } from '../config/resolve-options.js';
+import type { ResolvedRedisConfig } from '../redis-module.options.js';
 import {
   createClient,
   disconnectAndWait,

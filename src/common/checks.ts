@@ -1,12 +1,13 @@
 import { describeValue } from './describe.js';
 
 /**
- * Shared argument checks. Each throws before anything is sent to Redis: a `TypeError` for a
- * value of the wrong type, a `RangeError` for a number out of its documented range; the
- * message names the method, the parameter and the value.
+ * Shared argument checks, for the services and the toolkit alike. Each throws before anything
+ * is sent to Redis: a `TypeError` for a value of the wrong type, a `RangeError` for a number
+ * out of its documented range; the message names the parameter (and, where given, the method)
+ * and shows the value.
  */
 
-/** One year, in ms: the longest TTL (cache entries, grace, sessions) the module accepts. */
+/** One year, in ms: the longest TTL (cache entries, grace, sessions, records) the module accepts. */
 export const MAX_TTL_MS = 365 * 24 * 60 * 60 * 1000;
 
 /**
@@ -42,16 +43,26 @@ export function checkDuration(
   value: unknown,
   bounds: DurationBounds,
 ): number {
+  return durationIn(() => `${whereText(where)}: ${name}`, value, bounds);
+}
+
+/**
+ * A positive duration in ms up to `max`, rounded up to a whole ms, for a parameter named in
+ * full (`withRetry initialDelay`): the toolkit's form of `checkDuration`.
+ */
+export function checkMs(value: unknown, parameter: string, max: number = MAX_TTL_MS): number {
+  return durationIn(() => parameter, value, { min: 1, max });
+}
+
+function durationIn(label: () => string, value: unknown, bounds: DurationBounds): number {
   if (typeof value !== 'number') {
-    throw new TypeError(
-      `${whereText(where)}: ${name} must be a number of milliseconds, got ${describeValue(value)}`,
-    );
+    throw new TypeError(`${label()} must be a number of milliseconds, got ${describeValue(value)}`);
   }
   const ms = Math.ceil(value);
   const ok = bounds.min === 0 ? value >= 0 : value > 0;
   if (!ok || !(ms <= bounds.max)) {
     throw new RangeError(
-      `${whereText(where)}: ${name} must be ${bounds.min === 0 ? 'from 0' : 'more than 0 and at most'} ` +
+      `${label()} must be ${bounds.min === 0 ? 'from 0' : 'more than 0 and at most'} ` +
         `${bounds.min === 0 ? 'to ' : ''}${bounds.max} milliseconds (${humanDuration(bounds.max)}), ` +
         `got ${describeValue(value)}`,
     );
@@ -76,4 +87,37 @@ export function checkOptionsObject(where: Where, name: string, value: unknown): 
       `${whereText(where)}: ${name} must be an object such as { ttl: 60000 }, got ${describeValue(value)}`,
     );
   }
+}
+
+/** A non-empty string of at most `max` characters. */
+export function checkName(value: unknown, parameter: string, max = 1024): string {
+  if (typeof value !== 'string' || value.length === 0) {
+    throw new TypeError(`${parameter} must be a non-empty string, got ${describeValue(value)}`);
+  }
+  if (value.length > max) {
+    throw new RangeError(`${parameter} must be at most ${max} characters, got ${value.length}`);
+  }
+  return value;
+}
+
+/** An integer within `[min, max]`. */
+export function checkInteger(value: unknown, parameter: string, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value)) {
+    throw new TypeError(`${parameter} must be an integer, got ${describeValue(value)}`);
+  }
+  if (value < min || value > max) {
+    throw new RangeError(`${parameter} must be from ${min} to ${max}, got ${value}`);
+  }
+  return value;
+}
+
+/** A non-empty array of non-empty strings (key names of at most 64 KiB characters). */
+export function checkKeys(value: unknown, parameter: string): string[] {
+  if (!Array.isArray(value) || value.length === 0) {
+    throw new TypeError(
+      `${parameter} must be a non-empty array of key names, got ${describeValue(value)}`,
+    );
+  }
+  value.forEach((key, i) => checkName(key, `${parameter}[${i}]`, 64 * 1024));
+  return value as string[];
 }

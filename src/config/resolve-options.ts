@@ -1,19 +1,25 @@
-import { validateHealthModuleOptions, type RedisHealthThresholds } from '../health/thresholds.js';
 import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
-import type { Cluster, Redis, RedisOptions } from 'ioredis';
+
+import type { Cluster, Redis } from 'ioredis';
+
+import { booleanOption } from '../common/option-checks.js';
+import {
+  validateConnectionOptions,
+  type RedisConnectionOptions,
+  type ResolvedConnectionOptions,
+} from '../connection/connection.options.js';
 import { RedisConfigError } from '../errors.js';
+
 import { DEFAULTS, DEFAULT_CONNECTION_NAME } from './defaults.js';
+import { readEnvironment, type Sources } from './environment.js';
 import { redactUrl, REDACTED } from './redact.js';
-import { validateCacheOptions, type ResolvedCacheOptions } from '../cache/cache.options.js';
-import { validateLockOptions, type ResolvedLockOptions } from '../lock/lock.options.js';
-import { validatePubSubOptions, type ResolvedPubSubOptions } from '../pubsub/pubsub.options.js';
-import { validateSessionOptions, type ResolvedSessionOptions } from '../session/session.options.js';
 import type {
   RedisClusterOptions,
-  RedisModuleOptions,
+  RedisConnectionTarget,
   RedisNodeAddress,
-  RedisRetryOptions,
 } from './redis-options.interface.js';
+
+export { readEnvironment } from './environment.js';
 
 /** Where the connection goes, after validation. */
 export type ResolvedTarget =
@@ -36,58 +42,40 @@ export type ResolvedTarget =
     }
   | { kind: 'client'; client: Redis | Cluster };
 
-/** Options after defaults, environment and validation: everything the connection layer needs. */
-export interface ResolvedRedisConfig {
+/** The connection target and connection options after defaults, environment and validation. */
+export interface ResolvedConnectionConfig extends ResolvedConnectionOptions {
   name: string;
   target: ResolvedTarget;
   username?: string;
   password?: string;
   tls?: TlsConnectionOptions;
   keyPrefix: string;
-  /** `CLIENT SETNAME` prefix of our connections. */
-  connectionName: string;
-  connectTimeout: number;
-  commandTimeout?: number;
-  lazyConnect: boolean;
-  retry: Required<RedisRetryOptions>;
-  maxConnections: number;
-  shutdownTimeout: number;
-  /** Periodic health probe interval in ms; 0: off. */
-  healthCheckInterval: number;
-  /** The periodic probe's alert thresholds. */
-  alerts?: RedisHealthThresholds & { timeout?: number };
-  autoPipelining: boolean;
-  coalesceWrites: boolean;
-  protocol: 2 | 3;
-  redisOptions: RedisOptions;
-  cache: ResolvedCacheOptions;
-  session: ResolvedSessionOptions;
-  lock: ResolvedLockOptions;
-  pubsub: ResolvedPubSubOptions;
   /** Human-readable address for logs and errors, password redacted. */
   address: string;
 }
 
-/** Maps an option path to the environment variable it was read from, for error messages. */
-type Sources = Partial<Record<string, string>>;
+/** What `resolveConnectionConfig` reads: the target and the connection options. */
+type ConnectionInput = RedisConnectionTarget & RedisConnectionOptions;
 
 const TARGET_KEYS = ['url', 'host', 'port', 'sentinel', 'cluster', 'client'] as const;
 
 /**
- * Turns user options (and, when they name no target, the environment) into a validated
- * configuration. Throws `RedisConfigError` naming the option or variable and the value.
+ * Validates the connection target and the connection options of `options` (and, when they name
+ * no target, reads the environment under them). Returns the resolved connection and the options
+ * merged with the environment, whose other parts (capability options) the caller validates.
+ * Throws `RedisConfigError` naming the option or variable, the value and the unit.
  */
-export function resolveRedisOptions(
-  options: RedisModuleOptions | undefined,
+export function resolveConnectionConfig<O extends ConnectionInput>(
+  options: O | undefined,
   env: NodeJS.ProcessEnv = process.env,
   name: string = DEFAULT_CONNECTION_NAME,
-): ResolvedRedisConfig {
+): { config: ResolvedConnectionConfig; options: O } {
   if (options !== undefined && (options === null || typeof options !== 'object')) {
     throw new RedisConfigError('options', options, 'an options object or nothing');
   }
   // `url: config.get('REDIS_URL')` yields '' when the variable is set but empty: that means
   // "not configured", exactly as an empty variable does when we read the environment.
-  let opts: RedisModuleOptions = { ...(options ?? {}) };
+  let opts = { ...(options ?? {}) } as O;
   for (const key of ['url', 'host'] as const) {
     const v = opts[key];
     if (typeof v === 'string' && v.trim() === '') delete opts[key];
@@ -95,147 +83,17 @@ export function resolveRedisOptions(
   let sources: Sources = {};
   if (!TARGET_KEYS.some((k) => opts[k] !== undefined)) {
     const fromEnv = readEnvironment(env);
-    opts = { ...fromEnv.options, ...stripUndefined(opts) };
+    opts = { ...fromEnv.options, ...stripUndefined(opts) } as O;
     sources = fromEnv.sources;
   }
-  return validate(opts, sources, name);
-}
-
-/**
- * Reads the `REDIS_*` variables documented in the README. Values are parsed here so that a
- * bad one is reported under the variable's own name.
- */
-export function readEnvironment(env: NodeJS.ProcessEnv): {
-  options: RedisModuleOptions;
-  sources: Sources;
-} {
-  const options: RedisModuleOptions = {};
-  const sources: Sources = {};
-  const text = (key: string): string | undefined => {
-    const v = env[key];
-    return v === undefined || v.trim() === '' ? undefined : v.trim();
-  };
-  const int = (key: string, min: number, max: number, expected: string): number | undefined => {
-    const v = text(key);
-    if (v === undefined) return undefined;
-    if (!/^-?\d+$/.test(v) || Number(v) < min || Number(v) > max) {
-      throw new RedisConfigError(key, v, expected);
-    }
-    return Number(v);
-  };
-
-  const url = text('REDIS_URL');
-  if (url !== undefined) {
-    options.url = url;
-    sources.url = 'REDIS_URL';
-  }
-  const host = text('REDIS_HOST');
-  if (host !== undefined) {
-    options.host = host;
-    sources.host = 'REDIS_HOST';
-  }
-  const port = int('REDIS_PORT', 1, 65535, 'an integer from 1 to 65535');
-  if (port !== undefined) {
-    options.port = port;
-    sources.port = 'REDIS_PORT';
-  }
-  const db = int('REDIS_DB', 0, Number.MAX_SAFE_INTEGER, 'a non-negative integer');
-  if (db !== undefined) {
-    options.db = db;
-    sources.db = 'REDIS_DB';
-  }
-  const username = text('REDIS_USERNAME');
-  if (username !== undefined) options.username = username;
-  // A password may legitimately have surrounding spaces: take it verbatim.
-  if (env.REDIS_PASSWORD !== undefined && env.REDIS_PASSWORD !== '') {
-    options.password = env.REDIS_PASSWORD;
-  }
-  const tls = text('REDIS_TLS');
-  if (tls !== undefined) {
-    const lower = tls.toLowerCase();
-    if (['1', 'true', 'yes', 'on'].includes(lower)) options.tls = true;
-    else if (['0', 'false', 'no', 'off'].includes(lower)) options.tls = false;
-    else throw new RedisConfigError('REDIS_TLS', tls, 'one of true, false, 1, 0, yes, no, on, off');
-  }
-  const sentinels = text('REDIS_SENTINELS');
-  const sentinelName = text('REDIS_SENTINEL_NAME');
-  if (sentinels !== undefined || sentinelName !== undefined) {
-    if (sentinels === undefined) {
-      throw new RedisConfigError(
-        'REDIS_SENTINELS',
-        undefined,
-        'a comma-separated list of host:port (REDIS_SENTINEL_NAME is set)',
-      );
-    }
-    if (sentinelName === undefined) {
-      throw new RedisConfigError(
-        'REDIS_SENTINEL_NAME',
-        undefined,
-        'the monitored master name (REDIS_SENTINELS is set)',
-      );
-    }
-    options.sentinel = {
-      sentinels: parseNodeList('REDIS_SENTINELS', sentinels),
-      name: sentinelName,
-    };
-    sources.sentinel = 'REDIS_SENTINELS';
-  }
-  const clusterNodes = text('REDIS_CLUSTER_NODES');
-  if (clusterNodes !== undefined) {
-    options.cluster = { nodes: parseNodeList('REDIS_CLUSTER_NODES', clusterNodes) };
-    sources.cluster = 'REDIS_CLUSTER_NODES';
-  }
-  const keyPrefix = env.REDIS_KEY_PREFIX;
-  if (keyPrefix !== undefined && keyPrefix !== '') options.keyPrefix = keyPrefix;
-  const maxConnections = int('REDIS_MAX_CONNECTIONS', 1, 10_000, 'an integer from 1 to 10000');
-  if (maxConnections !== undefined) {
-    options.maxConnections = maxConnections;
-    sources.maxConnections = 'REDIS_MAX_CONNECTIONS';
-  }
-  const connectTimeout = int(
-    'REDIS_CONNECT_TIMEOUT_MS',
-    1,
-    Number.MAX_SAFE_INTEGER,
-    'a positive integer (milliseconds)',
-  );
-  if (connectTimeout !== undefined) {
-    options.connectTimeout = connectTimeout;
-    sources.connectTimeout = 'REDIS_CONNECT_TIMEOUT_MS';
-  }
-  const commandTimeout = int(
-    'REDIS_COMMAND_TIMEOUT_MS',
-    1,
-    Number.MAX_SAFE_INTEGER,
-    'a positive integer (milliseconds)',
-  );
-  if (commandTimeout !== undefined) {
-    options.commandTimeout = commandTimeout;
-    sources.commandTimeout = 'REDIS_COMMAND_TIMEOUT_MS';
-  }
-  return { options, sources };
-}
-
-function parseNodeList(variable: string, value: string): RedisNodeAddress[] {
-  return value.split(',').map((entry) => {
-    const trimmed = entry.trim();
-    const m = /^(\[[^\]]+\]|[^:\s]+):(\d+)$/.exec(trimmed);
-    const port = m ? Number(m[2]) : NaN;
-    if (!m || port < 1 || port > 65535) {
-      throw new RedisConfigError(
-        variable,
-        value,
-        `a comma-separated list of host:port, not "${trimmed}"`,
-      );
-    }
-    return { host: m[1].replace(/^\[|\]$/g, ''), port };
-  });
+  return { config: validate(opts, sources, name), options: opts };
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
-function validate(o: RedisModuleOptions, sources: Sources, name: string): ResolvedRedisConfig {
+function validate(o: ConnectionInput, sources: Sources, name: string): ResolvedConnectionConfig {
   const label = (path: string): string => sources[path] ?? path;
 
   if (typeof name !== 'string' || name.trim() === '') {
@@ -264,47 +122,13 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
   if (typeof keyPrefix !== 'string') {
     throw new RedisConfigError(label('keyPrefix'), keyPrefix, 'a string such as "app:"');
   }
-  const connectionName = o.connectionName ?? `nestjs-redis-infra:${name}`;
-  if (typeof connectionName !== 'string' || !/^\S+$/.test(connectionName)) {
-    throw new RedisConfigError(
-      label('connectionName'),
-      connectionName,
-      'a non-empty string without spaces',
-    );
-  }
-  const connectTimeout = positiveInt(
-    o.connectTimeout,
-    label('connectTimeout'),
-    DEFAULTS.connectTimeout,
+  const connection = validateConnectionOptions(
+    o,
+    name,
+    label,
+    // Set from the environment: the variable to add is the command timeout's.
+    sources.retryOnTimeout ? 'REDIS_COMMAND_TIMEOUT_MS' : undefined,
   );
-  const commandTimeout =
-    o.commandTimeout === undefined
-      ? undefined
-      : positiveInt(o.commandTimeout, label('commandTimeout'), 0);
-  const shutdownTimeout = positiveInt(
-    o.shutdownTimeout,
-    label('shutdownTimeout'),
-    DEFAULTS.shutdownTimeout,
-  );
-  const maxConnections = positiveInt(
-    o.maxConnections,
-    label('maxConnections'),
-    DEFAULTS.maxConnections,
-  );
-  const lazyConnect = bool(o.lazyConnect, 'lazyConnect', DEFAULTS.lazyConnect);
-  const autoPipelining = bool(o.autoPipelining, 'autoPipelining', DEFAULTS.autoPipelining);
-  const coalesceWrites = bool(o.coalesceWrites, 'coalesceWrites', DEFAULTS.coalesceWrites);
-  const protocol = o.protocol ?? DEFAULTS.protocol;
-  if (protocol !== 2 && protocol !== 3) {
-    throw new RedisConfigError('protocol', protocol, '2 or 3');
-  }
-  const retry = validateRetry(o.retry);
-  if (
-    o.redisOptions !== undefined &&
-    (o.redisOptions === null || typeof o.redisOptions !== 'object')
-  ) {
-    throw new RedisConfigError('redisOptions', o.redisOptions, 'an ioredis options object');
-  }
 
   let username = optionalString(o.username, 'username');
   let password = optionalString(o.password, 'password', true);
@@ -367,7 +191,7 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
       db: dbIndex(o.db, label('db')),
       sentinelUsername: optionalString(s.sentinelUsername, 'sentinel.sentinelUsername'),
       sentinelPassword: optionalString(s.sentinelPassword, 'sentinel.sentinelPassword', true),
-      failoverDetector: bool(
+      failoverDetector: booleanOption(
         s.failoverDetector,
         'sentinel.failoverDetector',
         DEFAULTS.sentinelFailoverDetector,
@@ -403,22 +227,7 @@ function validate(o: RedisModuleOptions, sources: Sources, name: string): Resolv
     password,
     tls,
     keyPrefix,
-    connectionName,
-    connectTimeout,
-    commandTimeout,
-    lazyConnect,
-    retry,
-    maxConnections,
-    shutdownTimeout,
-    autoPipelining,
-    coalesceWrites,
-    protocol,
-    redisOptions: o.redisOptions ?? {},
-    cache: validateCacheOptions(o.cache, commandTimeout),
-    session: validateSessionOptions(o.session),
-    lock: validateLockOptions(o.lock),
-    pubsub: validatePubSubOptions(o.pubsub),
-    ...validateHealthModuleOptions(o.healthCheckInterval, o.alerts),
+    ...connection,
     address,
   };
 }
@@ -509,22 +318,8 @@ function portNumber(value: unknown, label: string): number {
 function dbIndex(value: unknown, label: string): number {
   if (value === undefined) return DEFAULTS.db;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
-    throw new RedisConfigError(label, value, 'a non-negative integer');
+    throw new RedisConfigError(label, value, 'a non-negative integer (a database index)');
   }
-  return value;
-}
-
-function positiveInt(value: unknown, label: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-    throw new RedisConfigError(label, value, 'a positive number of milliseconds');
-  }
-  return Math.ceil(value);
-}
-
-function bool(value: unknown, label: string, fallback: boolean): boolean {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'boolean') throw new RedisConfigError(label, value, 'true or false');
   return value;
 }
 
@@ -539,47 +334,6 @@ function optionalString(value: unknown, label: string, secret = false): string |
 function validateTls(value: unknown, label: string): TlsConnectionOptions | undefined {
   if (value === undefined || value === false) return undefined;
   if (value === true) return {};
-  if (value !== null && typeof value === 'object') return value as TlsConnectionOptions;
+  if (value !== null && typeof value === 'object') return value;
   throw new RedisConfigError(label, value, 'true, false or Node TLS options');
-}
-
-function validateRetry(value: RedisRetryOptions | undefined): Required<RedisRetryOptions> {
-  if (value !== undefined && (value === null || typeof value !== 'object')) {
-    throw new RedisConfigError(
-      'retry',
-      value,
-      '{ initialDelay?, factor?, maxDelay?, jitter?, maxAttempts? }',
-    );
-  }
-  const r = value ?? {};
-  const initialDelay = positiveInt(
-    r.initialDelay,
-    'retry.initialDelay',
-    DEFAULTS.retry.initialDelay,
-  );
-  const maxDelay = positiveInt(r.maxDelay, 'retry.maxDelay', DEFAULTS.retry.maxDelay);
-  if (maxDelay < initialDelay) {
-    throw new RedisConfigError(
-      'retry.maxDelay',
-      maxDelay,
-      `at least retry.initialDelay (${initialDelay})`,
-    );
-  }
-  const factor = r.factor ?? DEFAULTS.retry.factor;
-  if (typeof factor !== 'number' || !(factor >= 1 && factor <= 10)) {
-    throw new RedisConfigError('retry.factor', factor, 'a number from 1 to 10');
-  }
-  const jitter = r.jitter ?? DEFAULTS.retry.jitter;
-  if (typeof jitter !== 'number' || !(jitter >= 0 && jitter <= 1)) {
-    throw new RedisConfigError('retry.jitter', jitter, 'a number from 0 to 1');
-  }
-  const maxAttempts = r.maxAttempts === undefined ? DEFAULTS.retry.maxAttempts : r.maxAttempts;
-  if (maxAttempts !== null && (!Number.isInteger(maxAttempts) || maxAttempts < 1)) {
-    throw new RedisConfigError(
-      'retry.maxAttempts',
-      maxAttempts,
-      'a positive integer, or null for no limit',
-    );
-  }
-  return { initialDelay, factor, maxDelay, jitter, maxAttempts };
 }

@@ -1,4 +1,4 @@
-import type { RedisRetryOptions } from '../config/redis-options.interface.js';
+import type { RedisRetryOptions } from './connection.options.js';
 
 /**
  * Delay before reconnect attempt `attempt` (1-based): exponential from `initialDelay` by

@@ -1,9 +1,11 @@
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
-import type { ResolvedRedisConfig } from '../config/resolve-options.js';
+
+import { withTimeout } from '../common/async.js';
+import type { ResolvedRedisConfig } from '../redis-module.options.js';
+
 import { backoffDelay } from './backoff.js';
 import { coalesceWrites } from './coalesce-writes.js';
 import { redactClientErrors } from './redact-errors.js';
-import { withTimeout } from './wait.js';
 
 /** The ioredis client we hand out: a standalone/Sentinel `Redis` or a `Cluster`. */
 export type RedisClient = Redis | Cluster;
@@ -100,6 +102,12 @@ function newClient(
     lazyConnect: true,
     // The subscriber re-subscribes itself after a reconnect, with a handler (subscriber.ts).
     ...(role === 'subscriber' ? { autoResubscribe: false } : {}),
+    // With retryOnTimeout, what is sent again is decided command by command (idempotent ones
+    // only): ioredis's blind resend of unanswered commands after a reconnect would run an
+    // INCR whose reply was lost a second time. Such a command fails at commandTimeout instead.
+    ...(role === 'command' && config.retryOnTimeout
+      ? { autoResendUnfulfilledCommands: false }
+      : {}),
   };
 
   if (node) {

@@ -1,3 +1,4 @@
+import { Logger } from '@nestjs/common';
 import { Cluster, type Redis } from 'ioredis';
 
 /**
@@ -16,24 +17,61 @@ import { Cluster, type Redis } from 'ioredis';
  * still sent, queued and answered as ioredis does it, in order, and none waits past the tick
  * that wrote it.
  * Measured in bench/ (`overhead`).
+ *
+ * It leans on ioredis internals: a `stream` property holding the socket after `connect`, and a
+ * socket with `write`, `cork` and `uncork`. Should a future ioredis change that shape, the
+ * connection keeps ioredis's plain writes and says so once, at debug level: slower, never broken.
  */
 const COALESCING = Symbol.for('nestjs-redis-infra:coalesce-writes');
 
-type Corkable = Redis['stream'] & { [COALESCING]?: true };
+/** The socket methods coalescing replaces or calls. */
+interface CorkableStream {
+  write: (...args: unknown[]) => boolean;
+  cork: () => void;
+  uncork: () => void;
+  [COALESCING]?: true;
+}
 
-export function coalesceWrites(client: Redis | Cluster): void {
+/** Where the one "falling back" line goes; Nest's logger unless a test passes its own. */
+export type CoalesceLog = (message: string) => void;
+
+const defaultLog: CoalesceLog = (message) => new Logger('Redis').debug(message);
+
+/**
+ * Coalesces the writes of `client`'s socket, on every (re)connect and, for a cluster, on every
+ * node it discovers. A client or socket without the expected shape keeps plain writes.
+ */
+export function coalesceWrites(client: Redis | Cluster, log: CoalesceLog = defaultLog): void {
+  let warned = false;
+  const fallback = (why: string): void => {
+    if (warned) return;
+    warned = true;
+    log(`coalesceWrites: ${why}; this connection keeps ioredis's plain writes`);
+  };
+  attach(client, fallback);
+}
+
+function attach(client: Redis | Cluster, fallback: (why: string) => void): void {
   if (client instanceof Cluster) {
     // One connection per node, made as the cluster discovers nodes.
-    client.on('+node', (node: Redis) => coalesceWrites(node));
+    client.on('+node', (node: Redis) => attach(node, fallback));
     return;
   }
   // Every (re)connect makes a new socket; ioredis emits `connect` before it flushes the
   // commands queued meanwhile.
-  client.on('connect', () => coalesce(client.stream as Corkable | undefined));
+  client.on('connect', () => {
+    const stream: unknown = (client as { stream?: unknown }).stream;
+    if (!coalesceStream(stream)) fallback('the client has no corkable socket stream');
+  });
 }
 
-function coalesce(stream: Corkable | undefined): void {
-  if (!stream || stream[COALESCING]) return;
+/**
+ * Makes `stream` coalesce the writes of one tick; `false` (and `stream` untouched) when it is
+ * not a socket-like object with `write`, `cork` and `uncork`. Idempotent.
+ */
+export function coalesceStream(stream: unknown): boolean {
+  if (!isCorkable(stream)) return false;
+  if (stream[COALESCING]) return true;
   stream[COALESCING] = true;
   const write = stream.write;
   let wroteThisTick = false;
@@ -45,7 +83,7 @@ function coalesce(stream: Corkable | undefined): void {
       stream.uncork();
     }
   };
-  stream.write = function coalescedWrite(this: Corkable, ...args: unknown[]): boolean {
+  stream.write = function coalescedWrite(...args: unknown[]): boolean {
     if (!wroteThisTick) {
       wroteThisTick = true;
       process.nextTick(endOfTick);
@@ -53,6 +91,15 @@ function coalesce(stream: Corkable | undefined): void {
       corked = true;
       stream.cork();
     }
-    return (write as (...a: unknown[]) => boolean).apply(stream, args);
-  } as Corkable['write'];
+    return write.apply(stream, args);
+  };
+  return true;
+}
+
+function isCorkable(stream: unknown): stream is CorkableStream {
+  if (stream === null || typeof stream !== 'object') return false;
+  const s = stream as Partial<Record<'write' | 'cork' | 'uncork', unknown>>;
+  return (
+    typeof s.write === 'function' && typeof s.cork === 'function' && typeof s.uncork === 'function'
+  );
 }

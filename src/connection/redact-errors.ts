@@ -1,4 +1,5 @@
 import { Cluster, type Redis } from 'ioredis';
+
 import { REDACTED } from '../config/redact.js';
 
 /**

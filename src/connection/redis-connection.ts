@@ -5,10 +5,12 @@ import {
   type OnModuleInit,
 } from '@nestjs/common';
 import type { Redis } from 'ioredis';
-import { DEFAULTS } from '../config/defaults.js';
+
+import { elapsedMs, withTimeout } from '../common/async.js';
 import { scrubSecrets } from '../config/redact.js';
-import type { ResolvedRedisConfig } from '../config/resolve-options.js';
+import type { ResolvedRedisConfig } from '../redis-module.options.js';
 import { RedisConnectionError } from '../errors.js';
+
 import {
   createClient,
   disconnectAndWait,
@@ -17,15 +19,11 @@ import {
   type ConnectionRole,
   type RedisClient,
 } from './client-factory.js';
+import { CONNECTION_DEFAULTS } from './connection.options.js';
+import { DedicatedPool, poolExhausted } from './dedicated-pool.js';
+import { retryOnTimeout, type RetryCounter } from './retry-on-timeout.js';
 import { watchConnectionState } from './state-logger.js';
 import { RedisSubscriber, type MessageListener } from './subscriber.js';
-import { elapsedMs, withTimeout } from './wait.js';
-
-interface Waiter {
-  resolve: (client: RedisClient) => void;
-  reject: (err: Error) => void;
-  timer: NodeJS.Timeout;
-}
 
 /**
  * One registered connection (`forRoot()` registers `default`; `forRoot({ name })` more): the
@@ -40,17 +38,15 @@ export class RedisConnection
   readonly client: RedisClient;
   /** Key prefix that ioredis adds to every key of `client`. */
   readonly keyPrefix: string;
+  /** Commands of `client` sent again by `retryOnTimeout` since startup. */
+  readonly commandRetries: RetryCounter = { retries: 0 };
 
   private readonly logger: Logger;
   private readonly owned: boolean;
   private readonly detachers: Array<() => void> = [];
-  private readonly idle: RedisClient[] = [];
-  private readonly idleTimers = new Map<RedisClient, NodeJS.Timeout>();
-  private readonly busy = new Set<RedisClient>();
+  private readonly dedicated: DedicatedPool;
   /** Detaches the state logger of each dedicated connection. */
   private readonly dedicatedWatchers = new Map<RedisClient, () => void>();
-  private readonly waiters: Waiter[] = [];
-  private dedicatedOpening = 0;
   private subscriberHub?: RedisSubscriber;
   /** Subscriber connections to one cluster node each (keyspace events, shard channels). */
   private readonly nodeHubs = new Map<string, RedisSubscriber>();
@@ -70,9 +66,26 @@ export class RedisConnection
       this.client = createClient(config, 'command');
       this.owned = true;
       this.keyPrefix = config.keyPrefix;
+      if (config.retryOnTimeout) {
+        retryOnTimeout(
+          this.client,
+          config.retryOnTimeout,
+          this.commandRetries,
+          () => this.closing !== undefined,
+        );
+      }
     }
     this.detachers.push(this.watch(this.client, 'command'));
     this.detachers.push(this.rememberLastError(this.client));
+    this.dedicated = new DedicatedPool({
+      open: () => this.openDedicated(),
+      drop: (client) => this.dropDedicated(client),
+      hasRoom: () => this.openConnections < config.maxConnections,
+      shuttingDown: () => this.shuttingDown(),
+      exhausted: (waitMs) => poolExhausted(this.name, this.address, waitMs, config.maxConnections),
+      waitMs: config.connectTimeout,
+      idleMs: CONNECTION_DEFAULTS.dedicatedIdleMs,
+    });
   }
 
   /**
@@ -109,9 +122,7 @@ export class RedisConnection
       (this.owned ? 1 : 0) +
       (this.subscriberHub?.isOpen ? 1 : 0) +
       [...this.nodeHubs.values()].filter((hub) => hub.isOpen).length +
-      this.idle.length +
-      this.busy.size +
-      this.dedicatedOpening
+      this.dedicated.size
     );
   }
 
@@ -239,13 +250,8 @@ export class RedisConnection
    * `WAIT`) that must never stall the shared command connection. Connections are pooled and
    * bounded by `maxConnections`; when all are busy, the call waits up to `connectTimeout`.
    */
-  async withDedicated<T>(fn: (client: RedisClient) => Promise<T>): Promise<T> {
-    const client = await this.acquireDedicated();
-    try {
-      return await fn(client);
-    } finally {
-      this.releaseDedicated(client);
-    }
+  withDedicated<T>(fn: (client: RedisClient) => Promise<T>): Promise<T> {
+    return this.dedicated.run(fn);
   }
 
   /** `PING` round trip in ms: the slowest master's on a cluster (0 when no master is known). */
@@ -338,86 +344,19 @@ export class RedisConnection
     }
   }
 
-  private async acquireDedicated(): Promise<RedisClient> {
-    if (this.closing) {
-      throw this.shuttingDown();
-    }
-    while (this.idle.length > 0) {
-      const client = this.idle.pop()!;
-      clearTimeout(this.idleTimers.get(client));
-      this.idleTimers.delete(client);
-      if (client.status === 'ready') {
-        this.busy.add(client);
-        return client;
-      }
+  /** Opens one dedicated connection, connected and watched, for the pool. */
+  private async openDedicated(): Promise<RedisClient> {
+    const client = createClient(this.config, 'dedicated');
+    const detach = this.watch(client, 'dedicated');
+    try {
+      await this.connectOrFail(client, 'dedicated');
+    } catch (err) {
+      detach();
       client.disconnect();
+      throw err;
     }
-    if (this.openConnections < this.config.maxConnections) {
-      this.dedicatedOpening += 1;
-      const client = createClient(this.config, 'dedicated');
-      const detach = this.watch(client, 'dedicated');
-      try {
-        await this.connectOrFail(client, 'dedicated');
-      } catch (err) {
-        detach();
-        client.disconnect();
-        throw err;
-      } finally {
-        this.dedicatedOpening -= 1;
-      }
-      this.dedicatedWatchers.set(client, detach);
-      this.busy.add(client);
-      return client;
-    }
-    return new Promise<RedisClient>((resolve, reject) => {
-      const waiter: Waiter = {
-        resolve,
-        reject,
-        timer: setTimeout(() => {
-          this.waiters.splice(this.waiters.indexOf(waiter), 1);
-          reject(
-            new RedisConnectionError(
-              this.name,
-              this.address,
-              `no dedicated connection became free within ${this.config.connectTimeout} ms ` +
-                `(all ${this.config.maxConnections} allowed by maxConnections are in use)`,
-              { hint: 'Raise maxConnections, or make blocking commands use shorter timeouts.' },
-            ),
-          );
-        }, this.config.connectTimeout),
-      };
-      this.waiters.push(waiter);
-    });
-  }
-
-  private releaseDedicated(client: RedisClient): void {
-    this.busy.delete(client);
-    if (this.closing || client.status !== 'ready') {
-      this.dropDedicated(client);
-      // A slot freed up: let the next waiter open a fresh connection.
-      const next = this.waiters.shift();
-      if (next && !this.closing) {
-        clearTimeout(next.timer);
-        this.acquireDedicated().then(next.resolve, next.reject);
-      }
-      return;
-    }
-    const next = this.waiters.shift();
-    if (next) {
-      clearTimeout(next.timer);
-      this.busy.add(client);
-      next.resolve(client);
-      return;
-    }
-    this.idle.push(client);
-    const timer = setTimeout(() => {
-      const i = this.idle.indexOf(client);
-      if (i >= 0) this.idle.splice(i, 1);
-      this.idleTimers.delete(client);
-      this.dropDedicated(client);
-    }, DEFAULTS.dedicatedIdleMs);
-    timer.unref();
-    this.idleTimers.set(client, timer);
+    this.dedicatedWatchers.set(client, detach);
+    return client;
   }
 
   private dropDedicated(client: RedisClient): void {
@@ -485,20 +424,11 @@ export class RedisConnection
   }
 
   private async doClose(): Promise<void> {
-    for (const waiter of this.waiters.splice(0)) {
-      clearTimeout(waiter.timer);
-      waiter.reject(this.shuttingDown());
-    }
-    for (const timer of this.idleTimers.values()) clearTimeout(timer);
-    this.idleTimers.clear();
-
+    const dedicated = this.dedicated.close();
     const closing: Array<Promise<void>> = [];
     if (this.subscriberHub) closing.push(this.subscriberHub.close());
     for (const hub of this.nodeHubs.values()) closing.push(hub.close());
-    for (const client of [...this.idle.splice(0), ...this.busy]) {
-      closing.push(this.shutdownClient(client, false));
-    }
-    this.busy.clear();
+    for (const client of dedicated) closing.push(this.shutdownClient(client, false));
     if (this.owned) closing.push(this.shutdownClient(this.client, true));
     const results = await Promise.allSettled(closing);
     for (const detach of this.detachers.splice(0)) detach();

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+
 import type { RedisClient } from './client-factory.js';
 
 type Arg = string | number | Buffer;

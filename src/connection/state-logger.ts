@@ -1,4 +1,5 @@
 import type { LoggerService } from '@nestjs/common';
+
 import type { RedisClient } from './client-factory.js';
 
 type State = 'connecting' | 'ready' | 'down' | 'closed';

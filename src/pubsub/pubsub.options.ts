@@ -1,5 +1,35 @@
-import type { RedisPubSubModuleOptions } from '../config/redis-options.interface.js';
 import { RedisConfigError } from '../errors.js';
+
+/** Defaults for `PubSubService`. */
+export interface RedisPubSubModuleOptions {
+  /**
+   * What `onKeyEvent` does when the server's `notify-keyspace-events` lacks the flags it
+   * needs: `'check'` logs one message naming the flags to set and returns an inactive
+   * handle; `'configure'` sets them with `CONFIG SET` (on every master of a cluster), and
+   * falls back to `'check'` when `CONFIG` is renamed or denied.
+   * @defaultValue 'check'
+   */
+  keyspaceEvents?: 'check' | 'configure';
+  /**
+   * Messages buffered per subscription while its handler is busy. When full, the oldest is
+   * dropped (counted in `stats().dropped`) and the handler later gets a gap notice.
+   * @defaultValue 1000
+   */
+  bufferSize?: number;
+  /**
+   * How long a handler's promise may stay pending before the subscription stops waiting for
+   * it and moves on to the next message (counted in `stats().handlerTimeouts`), in ms.
+   * @defaultValue 30000
+   */
+  handlerTimeout?: number;
+  /**
+   * How often the subscriber connections are probed with `PING`, in ms (0: never). A
+   * half-open connection raises no error; after two intervals without an answer it is
+   * reconnected, and subscribers get a gap notice.
+   * @defaultValue 5000
+   */
+  pingInterval?: number;
+}
 
 /** Every default of `PubSubService`; the option docs repeat them as `@defaultValue`. */
 export const PUBSUB_DEFAULTS = {

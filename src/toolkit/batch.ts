@@ -1,7 +1,7 @@
 import { Cluster, Command } from 'ioredis';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { RedisCrossSlotError } from '../errors.js';
-import { shown } from './args.js';
+import { describeValue as shown } from '../common/describe.js';
 
 /** One command of a batch: its name, then its arguments (`['set', 'k', 'v', 'PX', 1000]`). */
 export type BatchCommand = [command: string, ...args: Array<string | number | Buffer>];

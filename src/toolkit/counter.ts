@@ -1,6 +1,6 @@
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { RedisScript } from '../connection/script.js';
-import { checkDuration, checkInteger, checkName } from './args.js';
+import { checkInteger, checkMs as checkDuration, checkName } from '../common/checks.js';
 import { runBatch } from './batch.js';
 import { keySlot } from './slots.js';
 

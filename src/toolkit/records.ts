@@ -1,6 +1,7 @@
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { RedisScript } from '../connection/script.js';
-import { checkDuration, checkInteger, checkName, shown } from './args.js';
+import { checkInteger, checkMs as checkDuration, checkName } from '../common/checks.js';
+import { describeValue as shown } from '../common/describe.js';
 
 /** A value a record field can hold: anything JSON can carry. */
 export type RecordValue =

@@ -1,4 +1,6 @@
-import { checkDuration, checkInteger, shown } from './args.js';
+import { pause } from '../common/async.js';
+import { checkInteger, checkMs as checkDuration } from '../common/checks.js';
+import { describeValue as shown } from '../common/describe.js';
 
 /** Options of `withRetry`. */
 export interface RetryOptions {
@@ -77,22 +79,10 @@ export async function withRetry<T>(
     } catch (err) {
       if (attempt >= attempts || !retryIf(err)) throw err;
       const base = Math.min(maxDelay, initialDelay * 2 ** (attempt - 1));
-      await pause(jitter ? base / 2 + Math.random() * (base / 2) : base, signal);
+      await pause(jitter ? base / 2 + Math.random() * (base / 2) : base, {
+        signal,
+        keepAlive: true,
+      });
     }
   }
-}
-
-function pause(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const done = (): void => {
-      signal?.removeEventListener('abort', abort);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    const abort = (): void => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    signal?.addEventListener('abort', abort, { once: true });
-  });
 }

@@ -2,7 +2,8 @@ import { Logger } from '@nestjs/common';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { RedisScript } from '../connection/script.js';
 import { RedisCrossSlotError, RedisScriptError } from '../errors.js';
-import { checkInteger, checkName, shown } from './args.js';
+import { checkInteger, checkName } from '../common/checks.js';
+import { describeValue as shown } from '../common/describe.js';
 import { slotGroups } from './slots.js';
 
 /** An argument of a script: what `ARGV` receives. */

@@ -6,7 +6,7 @@ import {
   validateTrackingOption,
   type CacheTrackingMode,
 } from '../../src/cache/tracking.js';
-import { resolveRedisOptions } from '../../src/config/resolve-options.js';
+import { resolveRedisOptions } from '../../src/redis-module.options.js';
 import { RedisConnection } from '../../src/connection/redis-connection.js';
 import { RedisConfigError } from '../../src/errors.js';
 import type { RedisModuleOptions } from '../../src/index.js';

@@ -1,8 +1,10 @@
 import { describe, expect, it } from '@jest/globals';
-import { parseRedisUrl, resolveRedisOptions } from '../../src/config/resolve-options.js';
+
 import { redactUrl, scrubSecrets } from '../../src/config/redact.js';
+import { parseRedisUrl } from '../../src/config/resolve-options.js';
 import { RedisConfigError } from '../../src/errors.js';
 import type { RedisModuleOptions } from '../../src/index.js';
+import { resolveRedisOptions } from '../../src/redis-module.options.js';
 
 /** Resolves and returns the thrown error (failing the test when nothing is thrown). */
 function configError(options: unknown, env: NodeJS.ProcessEnv = {}): RedisConfigError {
@@ -248,7 +250,7 @@ describe('resolveRedisOptions', () => {
         'retry cap below start',
         { retry: { initialDelay: 500, maxDelay: 100 } },
         {},
-        'retry.maxDelay = 100; expected at least retry.initialDelay (500)',
+        'retry.maxDelay = 100; expected at least retry.initialDelay (500 milliseconds)',
       ],
       ['maxConnections zero', { maxConnections: 0 }, {}, 'maxConnections = 0'],
       ['cache ttl NaN', { cache: { ttl: Number.NaN } }, {}, 'cache.ttl = NaN'],

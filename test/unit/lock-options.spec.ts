@@ -1,6 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
 
-import { resolveRedisOptions } from '../../src/config/resolve-options.js';
+import { resolveRedisOptions } from '../../src/redis-module.options.js';
 import { RedisConfigError } from '../../src/errors.js';
 import { LOCK_DEFAULTS, validateLockOptions } from '../../src/lock/lock.options.js';
 

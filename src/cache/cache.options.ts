@@ -6,7 +6,7 @@ import {
   validateTrackingOption,
   type CacheTrackingOption,
   type ResolvedCacheTracking,
-} from './tracking.js';
+} from './tracking.options.js';
 
 /** Defaults for `CacheService`. */
 export interface RedisCacheModuleOptions {

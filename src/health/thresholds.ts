@@ -1,4 +1,4 @@
-import type { NodeDiagnostics } from '../diagnostics/diagnostics.js';
+import type { NodeDiagnostics } from '../diagnostics/diagnostics.types.js';
 import { RedisConfigError } from '../errors.js';
 
 /** Eviction policies, and whether a mismatch fails the check or only warns. */

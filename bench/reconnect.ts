@@ -19,10 +19,13 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+
 import { Redis } from 'ioredis';
 import { createClient as createNodeRedis } from 'redis';
+
 import { resolveRedisOptions } from '../src/config/resolve-options.js';
 import { createClient } from '../src/connection/client-factory.js';
+
 import { locateServersLib, median, quantile, readArgs, table } from './harness.js';
 
 interface Watched {
@@ -113,7 +116,7 @@ async function main(): Promise<void> {
       downtimes.push(up - stopped);
       const deadline = up + 30_000;
       const healthy = await Promise.all(watched.map((w) => w.healthyAfter(up, deadline)));
-      watched.forEach((w, i) => gaps.get(w.name)!.push(healthy[i]! - up));
+      watched.forEach((w, i) => gaps.get(w.name)!.push(healthy[i] - up));
     }
 
     const fmt = (ms: number): string => ms.toFixed(0);

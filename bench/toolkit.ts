@@ -21,11 +21,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
+
 import { Module, type INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { Cluster, Redis } from 'ioredis';
-import { RedisModule, RedisService, type RedisModuleOptions } from '../src/index.js';
+
 import type { ClusterTopology, StandaloneServer } from '../scripts/redis/servers.mjs';
+import { RedisModule, RedisService, type RedisModuleOptions } from '../src/index.js';
+
 import {
   cleanupSteps,
   fmtLoad,

@@ -1,5 +1,6 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import type { Cluster, Redis, RedisOptions } from 'ioredis';
+
 import type { ResolvedRedisConfig } from '../config/resolve-options.js';
 import {
   createClient,
@@ -9,6 +10,7 @@ import {
 } from '../connection/client-factory.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
+
 import { toBullMqPrefix } from './bullmq-prefix.js';
 
 /**

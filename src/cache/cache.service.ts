@@ -16,6 +16,7 @@ import type { DecoratorExplorer } from '../discovery/explorer.js';
 import type { KeyEventSubscription } from '../pubsub/pubsub.service.js';
 import { PubSubService } from '../pubsub/pubsub.service.js';
 import { escapeGlob, RedisService } from '../redis.service.js';
+import { trace, type RedisTraceContext } from '../telemetry/tracing.js';
 
 import type { CacheEntry } from './cache-entry.js';
 import {
@@ -50,7 +51,6 @@ import { LocalTier, type LocalInvalidation } from './local-tier.js';
 import { StampedeLoader } from './stampede-loader.js';
 import { TagVersions } from './tag-versions.js';
 import { CacheTracking, type ReadTicket } from './tracking.js';
-import { trace, type RedisTraceContext } from '../telemetry/tracing.js';
 
 export type {
   CacheEvictedEvent,

@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { withTimeout } from '../connection/wait.js';
 import { parseInfo, type RedisInfo } from '../redis-info.js';
@@ -146,7 +147,7 @@ async function diagnoseNode(
     }
   };
   const [infoText, slowlog, latency] = await Promise.all([
-    probe('INFO', '+info', () => node.info() as Promise<string>),
+    probe('INFO', '+info', () => node.info()),
     probe(
       'SLOWLOG',
       '+slowlog|get',

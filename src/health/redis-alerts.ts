@@ -1,5 +1,6 @@
 import { Injectable, Logger, type OnModuleInit } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
+
 import type { RedisHealthCheckName } from './thresholds.js';
 
 /** Event name of an alert raised: a check went from passing to failing. */

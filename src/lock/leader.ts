@@ -1,5 +1,6 @@
-import { LockLostError } from '../errors.js';
 import { withTimeout } from '../connection/wait.js';
+import { LockLostError } from '../errors.js';
+
 import type { Coordinator } from './coordination.js';
 import { FENCE_IDLE_MS, leaderKeys } from './coordination.keys.js';
 import { LEADER_CLAIM, LEADER_RENEW, LEADER_RESIGN } from './coordination.scripts.js';

@@ -1,5 +1,6 @@
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { RedisScript } from '../connection/script.js';
+
 import { checkDuration, checkInteger, checkName } from './args.js';
 import { runBatch } from './batch.js';
 import { keySlot } from './slots.js';

@@ -1,5 +1,6 @@
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { RedisScript } from '../connection/script.js';
+
 import { checkDuration, checkInteger, checkName, shown } from './args.js';
 
 /** A value a record field can hold: anything JSON can carry. */

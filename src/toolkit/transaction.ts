@@ -1,7 +1,9 @@
 import type { ChainableCommander } from 'ioredis';
+
 import type { RedisClient } from '../connection/client-factory.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { RedisCrossSlotError, RedisTransactionConflictError } from '../errors.js';
+
 import { checkInteger, checkKeys, shown } from './args.js';
 import { slotGroups } from './slots.js';
 

@@ -1,13 +1,15 @@
 // Run only by jest.nest11.config.js (the name is not `*.spec.ts`, so jest.config.js skips it):
 // proves that the second pass really runs on NestJS 11 + Terminus 11, with one copy of
 // @nestjs/common, @nestjs/core and reflect-metadata shared by the specs, src/ and Nest itself.
+import { createRequire } from 'node:module';
+import { dirname, join, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
 import { describe, expect, it } from '@jest/globals';
 import { Injectable } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import { HealthIndicatorService } from '@nestjs/terminus';
-import { createRequire } from 'node:module';
-import { dirname, join, sep } from 'node:path';
-import { fileURLToPath } from 'node:url';
+
 import { RedisHealthIndicator } from '../../src/index.js';
 
 const here = dirname(fileURLToPath(import.meta.url));

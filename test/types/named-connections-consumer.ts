@@ -9,7 +9,6 @@ import {
   TerminusModule,
   type HealthCheckResult,
 } from '@nestjs/terminus';
-
 import {
   CacheService,
   getCacheServiceToken,

@@ -23,6 +23,7 @@ import { pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
 import { createClient as createNodeRedis } from 'redis';
 
+import type * as ServersLib from '../scripts/redis/servers.mjs';
 import { resolveRedisOptions } from '../src/config/resolve-options.js';
 import { createClient } from '../src/connection/client-factory.js';
 
@@ -54,9 +55,7 @@ async function firstPing(ping: () => Promise<unknown>, deadline: number): Promis
 async function main(): Promise<void> {
   const args = readArgs(process.argv.slice(2), ['rounds']);
   const rounds = args.num('rounds', 10, 1, 100);
-  const servers = (await import(
-    pathToFileURL(locateServersLib()).href
-  )) as typeof import('../scripts/redis/servers.mjs');
+  const servers = (await import(pathToFileURL(locateServersLib()).href)) as typeof ServersLib;
   const baseDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'redis-bench-reconnect-'));
   const server = await servers.startStandalone({ baseDir });
   const watched: Watched[] = [];

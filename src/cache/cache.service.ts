@@ -605,6 +605,8 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
   }
 
   private wrapDecorated(): void {
+    // The wrapper's own `this` is the decorated instance; the service is reached through this alias.
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- see above
     const cache = this;
     this.explorer.wrap<CacheableMetadata>(
       CACHEABLE_METADATA,
@@ -615,7 +617,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
             typeof meta.tags === 'function'
               ? (meta.tags as (...a: unknown[]) => string[])(...args)
               : meta.tags;
-          return cache.getOrSet(key, () => method.apply(this, args) as unknown, {
+          return cache.getOrSet<unknown>(key, () => method.apply(this, args), {
             ...meta.options,
             tags,
           });

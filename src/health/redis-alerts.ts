@@ -64,7 +64,7 @@ export class RedisAlerts implements OnModuleInit {
         EventEmitter2?: abstract new () => object;
       };
       if (!m.EventEmitter2) return;
-      const found = this.moduleRef.get(m.EventEmitter2, { strict: false }) as unknown;
+      const found: unknown = this.moduleRef.get(m.EventEmitter2, { strict: false });
       if (found && typeof (found as EventEmitterLike).emit === 'function')
         this.emitter = found as EventEmitterLike;
     } catch {

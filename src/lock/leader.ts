@@ -116,7 +116,8 @@ export class RedisLeaderElection implements LeaderElection {
   }
 
   on(event: 'change', listener: (change: LeadershipChange) => void): this {
-    if (event !== 'change') throw new TypeError(`LeaderElection.on: unknown event "${event}"`);
+    if ((event as string) !== 'change')
+      throw new TypeError(`LeaderElection.on: unknown event "${event}"`);
     this.listeners.add(listener);
     return this;
   }

@@ -308,6 +308,8 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
   /** Wraps the methods decorated with `@WithLock` (found by the module's decorator explorer). */
   onModuleInit(): void {
     this.explorer.wrap<WithLockMetadata>(WITH_LOCK_METADATA, ({ meta, method, label }) => {
+      // The wrapper's own `this` is the decorated instance; the service is reached through this alias.
+      // eslint-disable-next-line @typescript-eslint/no-this-alias -- see above
       const locks = this;
       return function withLockWrapper(this: unknown, ...args: unknown[]) {
         const resource = resolveTemplate(meta.resource, args, `@WithLock on ${label}`);

@@ -171,6 +171,7 @@ export class PresenceSpace {
       } catch (err) {
         throw new TypeError(
           `heartbeat field "${field.slice(0, 100)}" cannot be sent as JSON: ${(err as Error).message}`,
+          { cause: err },
         );
       }
       if (json === undefined) {

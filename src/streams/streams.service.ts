@@ -87,6 +87,7 @@ export class StreamProducer<T = unknown> {
     } catch (err) {
       throw new TypeError(
         `stream "${this.stream.slice(0, 100)}" add: message cannot be sent as JSON: ${(err as Error).message}`,
+        { cause: err },
       );
     }
     if (data === undefined) {

@@ -30,7 +30,7 @@ export async function runBatch(
   if (!(client instanceof Cluster)) return exec(client.pipeline(), commands);
 
   if (client.slots.length === 0) await client.ping(); // waits until the slot map is known
-  const results: BatchResult[] = new Array(commands.length);
+  const results: BatchResult[] = new Array<BatchResult>(commands.length);
   const groups = new Map<string, { indexes: number[]; commands: BatchCommand[] }>();
   commands.forEach((command, index) => {
     const [name, ...args] = command;

@@ -138,6 +138,7 @@ export class RedisRecords<T extends RecordShape = RecordShape> {
       } catch (err) {
         throw new TypeError(
           `records.${method} field "${field.slice(0, 100)}" cannot be stored as JSON: ${(err as Error).message}`,
+          { cause: err },
         );
       }
       if (text === undefined) {

@@ -50,8 +50,8 @@ describe('NestJS 11 compatibility pass', () => {
       expect(paths[0].startsWith(compat)).toBe(true);
     }
     // The ESM import and a require are the same module instance.
-    expect(fromSpec('@nestjs/common').Injectable).toBe(Injectable);
-    expect(fromSpec('@nestjs/core').ModuleRef).toBe(ModuleRef);
+    expect((fromSpec('@nestjs/common') as { Injectable: unknown }).Injectable).toBe(Injectable);
+    expect((fromSpec('@nestjs/core') as { ModuleRef: unknown }).ModuleRef).toBe(ModuleRef);
   });
 
   it('the classes of src/ carry metadata naming the Nest 11 classes', () => {

@@ -52,7 +52,7 @@ const binarySerializer: CacheSerializer = {
   serialize: (value) => Buffer.concat([MAGIC, Buffer.from(JSON.stringify(value))]),
   deserialize: (raw) => {
     if (!raw.subarray(0, MAGIC.length).equals(MAGIC)) throw new Error('not a binary entry');
-    return JSON.parse(raw.subarray(MAGIC.length).toString('utf8'));
+    return JSON.parse(raw.subarray(MAGIC.length).toString('utf8')) as unknown;
   },
 };
 

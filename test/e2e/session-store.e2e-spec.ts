@@ -93,7 +93,7 @@ class AuthController {
   @HttpCode(200)
   async logout(@Req() req: Request): Promise<{ ok: true }> {
     await new Promise<void>((resolve, reject) =>
-      req.session.destroy((err: unknown) => (err ? reject(err) : resolve())),
+      req.session.destroy((err: unknown) => (err ? reject(err as Error) : resolve())),
     );
     return { ok: true };
   }
@@ -115,11 +115,15 @@ class Browser {
   constructor(private readonly app: INestApplication) {}
 
   get(path: string): Promise<request.Response> {
-    return this.send(request(this.app.getHttpServer()).get(path));
+    return this.send(request(this.app.getHttpServer() as Parameters<typeof request>[0]).get(path));
   }
 
   post(path: string, body: object = {}): Promise<request.Response> {
-    return this.send(request(this.app.getHttpServer()).post(path).send(body));
+    return this.send(
+      request(this.app.getHttpServer() as Parameters<typeof request>[0])
+        .post(path)
+        .send(body),
+    );
   }
 
   private async send(req: request.Test): Promise<request.Response> {
@@ -251,7 +255,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
     describe('what a touch costs', () => {
       const call = <T>(fn: (cb: (err: unknown, value?: T) => void) => void): Promise<T> =>
         new Promise((resolve, reject) =>
-          fn((err, value) => (err ? reject(err) : resolve(value as T))),
+          fn((err, value) => (err ? reject(err as Error) : resolve(value as T))),
         );
       /** What express-session does at the start of a request: get, then createSession. */
       const load = async (
@@ -548,11 +552,11 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         status(await new Browser(app).post('/login', { user: user(label) }), 200);
       }
       const count = await new Promise<number>((resolve, reject) =>
-        store.length((err, value) => (err ? reject(err) : resolve(value!))),
+        store.length((err, value) => (err ? reject(err as Error) : resolve(value!))),
       );
       expect(count).toBeGreaterThanOrEqual(2);
       const all = await new Promise<session.SessionData[]>((resolve, reject) =>
-        store.all((err, value) => (err ? reject(err) : resolve(value!))),
+        store.all((err, value) => (err ? reject(err as Error) : resolve(value!))),
       );
       // Sessions of earlier tests (400 ms cookies) may expire between the two calls: none appear.
       expect(all.length).toBeLessThanOrEqual(count);
@@ -561,10 +565,10 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         expect.arrayContaining([`all-a-${n - 1}`, `all-b-${n}`]),
       );
       await new Promise<void>((resolve, reject) =>
-        store.clear((err) => (err ? reject(err) : resolve())),
+        store.clear((err) => (err ? reject(err as Error) : resolve())),
       );
       const after = await new Promise<number>((resolve, reject) =>
-        store.length((err, value) => (err ? reject(err) : resolve(value!))),
+        store.length((err, value) => (err ? reject(err as Error) : resolve(value!))),
       );
       expect(after).toBe(0);
     });

@@ -133,7 +133,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
           (acc, v, i) => (i % 2 ? acc : [...acc, [v, dead[0][1][i + 1]]]),
           [],
         ),
-      );
+      ) as Record<string, string>;
       expect(fields).toMatchObject({
         d: '{"bad":true}',
         id,

@@ -141,6 +141,8 @@ export async function waitFor<T>(
     }
     if (Date.now() > deadline) {
       throw new Error(
+        // `last` is whatever the probe threw: its own String() is the useful text.
+        // eslint-disable-next-line @typescript-eslint/no-base-to-string -- see above
         `timed out after ${timeoutMs} ms waiting for ${what}` + (last ? `: ${String(last)}` : ''),
       );
     }

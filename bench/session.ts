@@ -109,13 +109,11 @@ function promisify(store: Store): StoreApi {
       store.createSession({ sessionID: sid } as unknown as express.Request, data),
     set: (sid, sess) =>
       new Promise((resolve, reject) =>
-        store.set(sid, sess, (err?: unknown) => (err ? reject(err as Error) : resolve())),
+        store.set(sid, sess, (err?: unknown) => (err ? reject(err) : resolve())),
       ),
     get: (sid) =>
       new Promise((resolve, reject) =>
-        store.get(sid, (err: unknown, s?: SessionData | null) =>
-          err ? reject(err as Error) : resolve(s),
-        ),
+        store.get(sid, (err: unknown, s?: SessionData | null) => (err ? reject(err) : resolve(s))),
       ),
     touch: (sid, sess) => new Promise((resolve) => store.touch!(sid, sess, () => resolve())),
   };

@@ -93,7 +93,7 @@ class AuthController {
   @HttpCode(200)
   async logout(@Req() req: Request): Promise<{ ok: true }> {
     await new Promise<void>((resolve, reject) =>
-      req.session.destroy((err: unknown) => (err ? reject(err as Error) : resolve())),
+      req.session.destroy((err: unknown) => (err ? reject(err) : resolve())),
     );
     return { ok: true };
   }
@@ -154,7 +154,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
     const prefix = uniquePrefix(`session-store-${topology.name}`);
     let n = 0;
     const user = (label: string): string => `${label}-${++n}`;
-    const http = () => request(app.getHttpServer());
+    const http = () => request(app.getHttpServer() as Parameters<typeof request>[0]);
 
     beforeAll(async () => {
       const logger = new CapturingLogger();
@@ -255,7 +255,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
     describe('what a touch costs', () => {
       const call = <T>(fn: (cb: (err: unknown, value?: T) => void) => void): Promise<T> =>
         new Promise((resolve, reject) =>
-          fn((err, value) => (err ? reject(err as Error) : resolve(value as T))),
+          fn((err, value) => (err ? reject(err) : resolve(value as T))),
         );
       /** What express-session does at the start of a request: get, then createSession. */
       const load = async (
@@ -552,11 +552,11 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         status(await new Browser(app).post('/login', { user: user(label) }), 200);
       }
       const count = await new Promise<number>((resolve, reject) =>
-        store.length((err, value) => (err ? reject(err as Error) : resolve(value!))),
+        store.length((err, value) => (err ? reject(err) : resolve(value!))),
       );
       expect(count).toBeGreaterThanOrEqual(2);
       const all = await new Promise<session.SessionData[]>((resolve, reject) =>
-        store.all((err, value) => (err ? reject(err as Error) : resolve(value!))),
+        store.all((err, value) => (err ? reject(err) : resolve(value!))),
       );
       // Sessions of earlier tests (400 ms cookies) may expire between the two calls: none appear.
       expect(all.length).toBeLessThanOrEqual(count);
@@ -565,10 +565,10 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         expect.arrayContaining([`all-a-${n - 1}`, `all-b-${n}`]),
       );
       await new Promise<void>((resolve, reject) =>
-        store.clear((err) => (err ? reject(err as Error) : resolve())),
+        store.clear((err) => (err ? reject(err) : resolve())),
       );
       const after = await new Promise<number>((resolve, reject) =>
-        store.length((err, value) => (err ? reject(err as Error) : resolve(value!))),
+        store.length((err, value) => (err ? reject(err) : resolve(value!))),
       );
       expect(after).toBe(0);
     });

@@ -9,6 +9,7 @@ import {
   TerminusModule,
   type HealthCheckResult,
 } from '@nestjs/terminus';
+
 import {
   CacheService,
   getCacheServiceToken,

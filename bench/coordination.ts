@@ -37,11 +37,14 @@
 import 'reflect-metadata';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
+
 import { Module, type INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { Redis } from 'ioredis';
 import { Mutex, Semaphore } from 'redis-semaphore';
+
 import { LockService, RedisModule, type Permit } from '../src/index.js';
+
 import {
   cleanupSteps,
   collectGarbage,
@@ -102,7 +105,7 @@ function shuffle<T>(items: T[]): T[] {
   const out = [...items];
   for (let i = out.length - 1; i > 0; i--) {
     const j = Math.floor(Math.random() * (i + 1));
-    [out[i], out[j]] = [out[j]!, out[i]!];
+    [out[i], out[j]] = [out[j], out[i]];
   }
   return out;
 }
@@ -271,7 +274,7 @@ async function run(settings: Settings, state: State): Promise<void> {
           await new Promise<void>((resolve) => setImmediate(resolve));
           active -= 1;
           sections += 1;
-          perWorker[worker]! += 1;
+          perWorker[worker] += 1;
           releasedAt = performance.now();
           await release();
         }
@@ -293,7 +296,7 @@ async function run(settings: Settings, state: State): Promise<void> {
         await contendedSlice(c, limit);
         [tput, perSection, handoffs, fairness].forEach((m, i) => {
           m.clear();
-          for (const [k, v] of keep[i]!) m.set(k, v);
+          for (const [k, v] of keep[i]) m.set(k, v);
         });
       } else {
         await contendedSlice(c, limit);
@@ -369,4 +372,4 @@ async function cleanup(state: State): Promise<void> {
   steps.report();
 }
 
-await runBenchmark('coordination', { readSettings, state: { clients: [] } as State, run, cleanup });
+await runBenchmark('coordination', { readSettings, state: { clients: [] }, run, cleanup });

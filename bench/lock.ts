@@ -59,19 +59,21 @@
  */
 import 'reflect-metadata';
 import { spawn, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+
 import { Module, type INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { Redis } from 'ioredis';
 import {
   Redlock as SesameRedlock,
   ExecutionError as SesameExecutionError,
 } from '@sesamecare-oss/redlock';
-import { LockService, RedisModule } from '../src/index.js';
+import { Redis } from 'ioredis';
+
 import type { StandaloneServer } from '../scripts/redis/servers.mjs';
+import { LockService, RedisModule } from '../src/index.js';
+
 import {
   cleanupSteps,
   collectGarbage,
@@ -184,6 +186,8 @@ function readSettings(argv: string[]): Settings {
 // ---------------------------------------------------------------------------------------------
 
 /** Seeded, so that runs shuffle and resample alike. */
+// sampler's functions are closures over the seeded state: they do not use `this`.
+// eslint-disable-next-line @typescript-eslint/unbound-method -- see above
 const { shuffle, medianInterval } = sampler(0x1b873593);
 
 /** Jain's fairness index: 1 when every worker got the same share, 1/n when one got all. */
@@ -330,17 +334,17 @@ async function measureSequential(specs: UncontendedSpec[], durationMs: number): 
     for (const i of order) {
       const c0 = cpuNow();
       const t0 = performance.now();
-      for (let k = 0; k < SEQUENTIAL_BURST; k += 1) await specs[i]!.op(next[i]!());
-      time[i]! += performance.now() - t0;
-      cpu[i]! += cpuNow() - c0;
-      count[i]! += SEQUENTIAL_BURST;
+      for (let k = 0; k < SEQUENTIAL_BURST; k += 1) await specs[i].op(next[i]());
+      time[i] += performance.now() - t0;
+      cpu[i] += cpuNow() - c0;
+      count[i] += SEQUENTIAL_BURST;
     }
   }
   return count.map((c, i) => ({
     ops: c,
-    ms: time[i]!,
-    opsPerSec: (c * 1000) / time[i]!,
-    cpuUsPerOp: cpu[i]! / c,
+    ms: time[i],
+    opsPerSec: (c * 1000) / time[i],
+    cpuUsPerOp: cpu[i] / c,
   }));
 }
 
@@ -353,7 +357,7 @@ async function uncontendedRound(
   const out = new Map<string, Sample>();
   if (concurrency === 1) {
     const samples = await measureSequential(specs, settings.seqMs * specs.length);
-    specs.forEach((s, i) => out.set(s.id, samples[i]!));
+    specs.forEach((s, i) => out.set(s.id, samples[i]));
     return out;
   }
   // A B C ... C B A: each contender's two halves straddle the others' (cancels linear drift).
@@ -365,9 +369,9 @@ async function uncontendedRound(
     halves.set(spec.id, [...(halves.get(spec.id) ?? []), sample]);
   }
   for (const [id, [a, b]] of halves) {
-    const ops = a!.ops + b!.ops;
-    const ms = a!.ms + b!.ms;
-    const cpuUsPerOp = (a!.cpuUsPerOp * a!.ops + b!.cpuUsPerOp * b!.ops) / ops;
+    const ops = a.ops + b.ops;
+    const ms = a.ms + b.ms;
+    const cpuUsPerOp = (a.cpuUsPerOp * a.ops + b.cpuUsPerOp * b.ops) / ops;
     out.set(id, { ops, ms, opsPerSec: (ops * 1000) / ms, cpuUsPerOp });
   }
   return out;
@@ -423,7 +427,7 @@ async function handoffSession(
     while (!done) {
       let lock: Held;
       try {
-        lock = await contender.acquire(resource, stops[i]!.signal);
+        lock = await contender.acquire(resource, stops[i].signal);
       } catch (err) {
         if (done) return;
         if (err instanceof GaveUp) {
@@ -500,11 +504,11 @@ async function throughputSession(
     while (performance.now() < deadline) {
       let lock: Held;
       try {
-        lock = await contender.acquire(resource, stops[i]!.signal);
+        lock = await contender.acquire(resource, stops[i].signal);
       } catch (err) {
         // The stop timer may fire a fraction of a ms before performance.now() reaches the
         // deadline: an aborted wait is the end of the session, not a failure.
-        if (stops[i]!.signal.aborted || performance.now() >= deadline) return;
+        if (stops[i].signal.aborted || performance.now() >= deadline) return;
         if (err instanceof GaveUp) {
           gaveUp += 1;
           continue;
@@ -519,7 +523,7 @@ async function throughputSession(
       holder = i;
       await turn(); // the critical section: one event-loop turn
       holder = null;
-      sections[i]! += 1;
+      sections[i] += 1;
       await lock.release();
     }
   };
@@ -631,9 +635,9 @@ function spawnContenders(settings: Settings, spec: ContenderSpec): ProcGroup {
       if (!exited) finish();
       exited = true;
     });
-    child.stdin!.on('error', () => undefined); // a worker that exited: nothing to tell it
+    child.stdin.on('error', () => undefined); // a worker that exited: nothing to tell it
     let buffer = '';
-    child.stdout!.on('data', (chunk: Buffer) => {
+    child.stdout.on('data', (chunk: Buffer) => {
       buffer += chunk.toString();
       let nl: number;
       while ((nl = buffer.indexOf('\n')) >= 0) {
@@ -697,8 +701,8 @@ function analyseSections(
   let fifo = 0;
   let decisions = 0;
   for (let i = 1; i < first.length; i++) {
-    const prev = first[i - 1]!;
-    const cur = first[i]!;
+    const prev = first[i - 1];
+    const cur = first[i];
     if (cur.acquiredAt < prev.releaseAt) {
       violations += 1;
       worstOverlapMs = Math.max(worstOverlapMs, prev.releaseAt - cur.acquiredAt);
@@ -716,7 +720,7 @@ function analyseSections(
     }
   }
   const perProc = new Array<number>(settings.procs).fill(0);
-  for (const s of first) perProc[s.proc]! += 1;
+  for (const s of first) perProc[s.proc] += 1;
   handoffs.sort((a, b) => a - b);
   return {
     sections: first.length,
@@ -1102,24 +1106,24 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
     );
     for (let r = 0; r < settings.rounds; r += 1) {
       for (const [id, s] of await uncontendedRound(uncontended, concurrency, settings)) {
-        samples[id]!.push(s);
+        samples[id].push(s);
       }
     }
     uSamples[concurrency] = samples;
     console.log(
       `  uncontended, ${concurrency === 1 ? 'sequential' : `${concurrency} in flight`}: ` +
         uncontended
-          .map((s) => `${s.id} ${fmtInt(median(samples[s.id]!.map((x) => x.opsPerSec)))}/s`)
+          .map((s) => `${s.id} ${fmtInt(median(samples[s.id].map((x) => x.opsPerSec)))}/s`)
           .join(', ') +
         ` (${((performance.now() - t0) / 1000).toFixed(1)} s)`,
     );
   }
-  const uRates = (c: number, id: string): number[] => uSamples[c]![id]!.map((s) => s.opsPerSec);
-  const uCpu = (c: number, id: string): number[] => uSamples[c]![id]!.map((s) => s.cpuUsPerOp);
+  const uRates = (c: number, id: string): number[] => uSamples[c][id].map((s) => s.opsPerSec);
+  const uCpu = (c: number, id: string): number[] => uSamples[c][id].map((s) => s.cpuUsPerOp);
   const uCompare = (c: number, a: string, b: string): Comparison => {
     const as = uRates(c, a);
     const bs = uRates(c, b);
-    const ratios = as.map((x, i) => x / bs[i]!);
+    const ratios = as.map((x, i) => x / bs[i]);
     return {
       ours: median(as),
       peer: median(bs),
@@ -1141,7 +1145,7 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
     ]),
   ) as Record<number, Record<string, Record<string, Comparison>>>;
   const headlineU = IN_FLIGHT.flatMap((c) =>
-    peers.map((p) => uComparisons[c]![p.lib]!['ours-acquire']!),
+    peers.map((p) => uComparisons[c][p.lib]['ours-acquire']),
   );
   const uVerdict: Verdict = headlineU.every((h) => h.paired >= UNCONTENDED_TARGET)
     ? 'MET'
@@ -1161,7 +1165,7 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
           ...peers.map((p) =>
             s.lib === 'ours'
               ? (() => {
-                  const cmp = uComparisons[c]![p.lib]![s.id]!;
+                  const cmp = uComparisons[c][p.lib][s.id];
                   return `${fmtRatio(cmp.paired)} ${fmtInterval(cmp.pairedInterval)}`;
                 })()
               : '',
@@ -1250,7 +1254,7 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
           handoffSession(c, `h:${c.id}:${r}:${n}`, n, perSession, settings.holdMs),
         ),
       );
-      parallel.forEach(({ c, n }, i) => addHandoff(c, n, results[i]!));
+      parallel.forEach(({ c, n }, i) => addHandoff(c, n, results[i]));
     }
     console.log(`  hand-off: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   }
@@ -1266,7 +1270,7 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
       collectGarbage('major');
       for (const c of shuffle([...tpContenders])) {
         collectGarbage('minor');
-        tp[c.id]!.push(await throughputSession(c, `t:${c.id}:${r}`, settings.tpMs));
+        tp[c.id].push(await throughputSession(c, `t:${c.id}:${r}`, settings.tpMs));
       }
     }
     console.log(`  20 workers: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
@@ -1275,7 +1279,7 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
   // ===== tables =====
   printUncontended();
   const hStats = (c: string, n: number) => {
-    const h = handoff[c]![n]!;
+    const h = handoff[c][n];
     return {
       count: h.latencies.length,
       median: median(h.latencies),
@@ -1300,7 +1304,7 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
   const hRows: string[][] = [];
   for (const n of WAITERS) {
     for (const c of [...fast, ...slow]) {
-      const s = handoffStats[c.id]![n]!;
+      const s = handoffStats[c.id][n];
       hRows.push([
         `N=${n}  ${c.label}`,
         fmtMs(s.median),
@@ -1326,8 +1330,8 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
         [...fast, ...slow]
           .filter((c) => c.lib !== 'ours')
           .map((c) => {
-            const o = handoffStats.ours![n]!;
-            const p = handoffStats[c.id]![n]!;
+            const o = handoffStats.ours[n];
+            const p = handoffStats[c.id][n];
             return [c.id, { median: o.median / p.median, p99: o.p99 / p.p99 }];
           }),
       ),
@@ -1342,16 +1346,15 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
         .map((c) => [
           c.label,
           ...WAITERS.flatMap((n) => [
-            fmtRatio(hRatios[n]![c.id]!.median),
-            fmtRatio(hRatios[n]![c.id]!.p99),
+            fmtRatio(hRatios[n][c.id].median),
+            fmtRatio(hRatios[n][c.id].p99),
           ]),
         ]),
     ),
   );
   const hVerdict: Verdict = slow.every((c) =>
     WAITERS.every(
-      (n) =>
-        hRatios[n]![c.id]!.median <= HANDOFF_TARGET && hRatios[n]![c.id]!.p99 <= HANDOFF_TARGET,
+      (n) => hRatios[n][c.id].median <= HANDOFF_TARGET && hRatios[n][c.id].p99 <= HANDOFF_TARGET,
     ),
   )
     ? 'MET'
@@ -1362,9 +1365,9 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
 
   const tpStats = Object.fromEntries(
     tpContenders.map((c) => {
-      const samples = tp[c.id]!;
+      const samples = tp[c.id];
       const perWorker = new Array<number>(TP_WORKERS).fill(0);
-      for (const s of samples) s.sections.forEach((n, i) => (perWorker[i]! += n));
+      for (const s of samples) s.sections.forEach((n, i) => (perWorker[i] += n));
       return [
         c.id,
         {
@@ -1411,11 +1414,11 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
         'overlaps',
       ],
       tpContenders.map((c) => {
-        const s = tpStats[c.id]!;
+        const s = tpStats[c.id];
         return [
           c.label,
           fmtInt(s.sectionsPerSec),
-          c.lib === 'ours' ? '' : fmtRatio(tpStats.ours!.sectionsPerSec / s.sectionsPerSec),
+          c.lib === 'ours' ? '' : fmtRatio(tpStats.ours.sectionsPerSec / s.sectionsPerSec),
           String(s.min),
           String(s.max),
           s.max === 0 ? '-' : fmtRatio(s.min / s.max),
@@ -1513,7 +1516,7 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
 
 await runBenchmark('lock', {
   readSettings,
-  state: { clients: [] } as State,
+  state: { clients: [] },
   run: (settings, state) =>
     run(settings, state).then((verdicts) =>
       settings.check && verdicts.includes('MISSED') ? 1 : 0,

@@ -47,14 +47,16 @@
  *   The last line of output is `BENCH_JSON {...}` with every figure.
  */
 import 'reflect-metadata';
-import fs from 'node:fs';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
+
 import { Module, type INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { Redis } from 'ioredis';
-import { RedisModule, getRedisToken } from '../src/index.js';
+
 import type { StandaloneServer } from '../scripts/redis/servers.mjs';
+import { RedisModule, getRedisToken } from '../src/index.js';
+
 import {
   cleanupSteps,
   collectGarbage,
@@ -210,6 +212,8 @@ const SCENARIOS: ScenarioSpec[] = COMMANDS.flatMap((o) => [
 ]);
 
 /** Seeded, so that runs shuffle and resample alike. */
+// sampler's functions are closures over the seeded state: they do not use `this`.
+// eslint-disable-next-line @typescript-eslint/unbound-method -- see above
 const { shuffle, medianInterval } = sampler(0x2545f491);
 
 // ---------------------------------------------------------------------------------------------
@@ -266,15 +270,15 @@ async function measureSequential(
   while (cycle * SEQUENTIAL_BURST < MAX_OPS_PER_MEASUREMENT && performance.now() < deadline) {
     shuffle(order);
     for (const i of order) {
-      const op = ops[i]!;
+      const op = ops[i];
       const t0 = performance.now();
       for (let k = 0; k < SEQUENTIAL_BURST; k += 1) await op();
-      time[i]! += performance.now() - t0;
-      count[i]! += SEQUENTIAL_BURST;
+      time[i] += performance.now() - t0;
+      count[i] += SEQUENTIAL_BURST;
     }
     cycle += 1;
   }
-  return count.map((c, i) => ({ ops: c, ms: time[i]!, opsPerSec: (c * 1000) / time[i]! }));
+  return count.map((c, i) => ({ ops: c, ms: time[i], opsPerSec: (c * 1000) / time[i] }));
 }
 
 /**
@@ -314,7 +318,7 @@ async function measureRound(
       configs.map((c) => ops.get(c.id)!),
       settings.seqMs * configs.length,
     );
-    configs.forEach((c, i) => out.set(c.id, samples[i]!));
+    configs.forEach((c, i) => out.set(c.id, samples[i]));
     return out;
   }
   // A B B A: the two halves of each side's time straddle the other's, which cancels drift that
@@ -540,10 +544,10 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
     const samples: Record<string, Sample[]> = Object.fromEntries(configs.map((c) => [c.id, []]));
     for (let r = 0; r < settings.rounds; r += 1) {
       const round = await measureRound(configs, ops, scenario.concurrency, settings, r);
-      for (const [id, sample] of round) samples[id]!.push(sample);
+      for (const [id, sample] of round) samples[id].push(sample);
     }
     results[scenario.id] = samples;
-    const m = (id: string): number => median(samples[id]!.map((s) => s.opsPerSec));
+    const m = (id: string): number => median(samples[id].map((s) => s.opsPerSec));
     console.log(
       `  ${scenario.label.padEnd(24)} module defaults ${fmtOps(m('module-defaults')).padStart(7)} ops/s, ` +
         `raw defaults ${fmtOps(m('raw-defaults')).padStart(7)} ops/s ` +
@@ -553,11 +557,11 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
 
   // ----- figures -----
   const rates = (scenario: string, id: string): number[] =>
-    results[scenario]![id]!.map((s) => s.opsPerSec);
+    results[scenario][id].map((s) => s.opsPerSec);
   const med = (scenario: string, id: string): number => median(rates(scenario, id));
   const perRound = (scenario: string, a: string, b: string): number[] => {
     const bs = rates(scenario, b);
-    return rates(scenario, a).map((x, i) => x / bs[i]!);
+    return rates(scenario, a).map((x, i) => x / bs[i]);
   };
   const compare = (scenario: string, a: string, b: string): Comparison => {
     const ratios = perRound(scenario, a, b);
@@ -593,12 +597,12 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
     return { paired: median(ratios), interval: medianInterval(ratios) };
   };
   const effects = byScenario((s) => ({
-    resp3VsResp2ApOff: effect(s.id, MATRIX[2]!, MATRIX[0]!),
-    resp3VsResp2ApOn: effect(s.id, MATRIX[3]!, MATRIX[1]!),
-    apOnVsOffResp2: effect(s.id, MATRIX[1]!, MATRIX[0]!),
-    apOnVsOffResp3: effect(s.id, MATRIX[3]!, MATRIX[2]!),
+    resp3VsResp2ApOff: effect(s.id, MATRIX[2], MATRIX[0]),
+    resp3VsResp2ApOn: effect(s.id, MATRIX[3], MATRIX[1]),
+    apOnVsOffResp2: effect(s.id, MATRIX[1], MATRIX[0]),
+    apOnVsOffResp3: effect(s.id, MATRIX[3], MATRIX[2]),
     coalescingOnVsOff: (() => {
-      const ratios = perRound(s.id, 'module-coalescing', `module-${comboId(MATRIX[2]!)}`);
+      const ratios = perRound(s.id, 'module-coalescing', `module-${comboId(MATRIX[2])}`);
       return { paired: median(ratios), interval: medianInterval(ratios) };
     })(),
   }));
@@ -647,7 +651,7 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
     table(
       ['scenario', 'module ops/s', 'raw ops/s', 'ratio', 'paired', '90% interval'],
       SCENARIOS.map((s) => {
-        const h = headline[s.id]!;
+        const h = headline[s.id];
         return [
           s.label,
           fmtOps(h.module),
@@ -683,7 +687,7 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
       SCENARIOS.map((s) => [
         s.label,
         ...MATRIX.map((combo) => {
-          const c = sameOptions[s.id]![comboId(combo)]!;
+          const c = sameOptions[s.id][comboId(combo)];
           return `${fmtRatio(c.paired)} ${fmtInterval(c.pairedInterval)}`;
         }),
       ]),
@@ -704,7 +708,7 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
         'coalescing on/off (module)',
       ],
       SCENARIOS.map((s) => {
-        const e = effects[s.id]!;
+        const e = effects[s.id];
         return [
           s.label,
           fmtEffect(e.resp3VsResp2ApOff),
@@ -724,7 +728,7 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
     console.log(
       table(
         ['scenario', ...controls.map((c) => `${c.a} / ${c.b}`)],
-        SCENARIOS.map((s) => [s.label, ...controls.map((c) => fmtEffect(c.perScenario[s.id]!))]),
+        SCENARIOS.map((s) => [s.label, ...controls.map((c) => fmtEffect(c.perScenario[s.id]))]),
       ),
     );
   }
@@ -788,7 +792,7 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
 
 await runBenchmark('overhead', {
   readSettings,
-  state: { configs: [], opening: [] } as State,
+  state: { configs: [], opening: [] },
   run: (settings, state) =>
     run(settings, state).then((verdict) => (verdict === 'MISSED' && settings.check ? 1 : 0)),
   cleanup,

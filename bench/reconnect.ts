@@ -19,10 +19,14 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+
 import { Redis } from 'ioredis';
 import { createClient as createNodeRedis } from 'redis';
-import { resolveRedisOptions } from '../src/redis-module.options.js';
+
+import type * as ServersLib from '../scripts/redis/servers.mjs';
 import { createClient } from '../src/connection/client-factory.js';
+import { resolveRedisOptions } from '../src/redis-module.options.js';
+
 import { locateServersLib, median, quantile, readArgs, table } from './harness.js';
 
 interface Watched {
@@ -51,9 +55,7 @@ async function firstPing(ping: () => Promise<unknown>, deadline: number): Promis
 async function main(): Promise<void> {
   const args = readArgs(process.argv.slice(2), ['rounds']);
   const rounds = args.num('rounds', 10, 1, 100);
-  const servers = (await import(
-    pathToFileURL(locateServersLib()).href
-  )) as typeof import('../scripts/redis/servers.mjs');
+  const servers = (await import(pathToFileURL(locateServersLib()).href)) as typeof ServersLib;
   const baseDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'redis-bench-reconnect-'));
   const server = await servers.startStandalone({ baseDir });
   const watched: Watched[] = [];
@@ -113,7 +115,7 @@ async function main(): Promise<void> {
       downtimes.push(up - stopped);
       const deadline = up + 30_000;
       const healthy = await Promise.all(watched.map((w) => w.healthyAfter(up, deadline)));
-      watched.forEach((w, i) => gaps.get(w.name)!.push(healthy[i]! - up));
+      watched.forEach((w, i) => gaps.get(w.name)!.push(healthy[i] - up));
     }
 
     const fmt = (ms: number): string => ms.toFixed(0);

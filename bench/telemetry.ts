@@ -298,9 +298,9 @@ async function main(): Promise<void> {
         },
       ]);
       const rows = (hook as { rows: Array<{ label: string; perSec: number }> }).rows;
-      const baseNs = 1e9 / rows[0]!.perSec;
+      const baseNs = 1e9 / rows[0].perSec;
       const l2 = results.l2 as { rows: Array<{ perSec: number }> } | undefined;
-      const getNs = l2 ? 1e9 / l2.rows[0]!.perSec : undefined;
+      const getNs = l2 ? 1e9 / l2.rows[0].perSec : undefined;
       for (const r of rows.slice(1)) {
         const added = 1e9 / r.perSec - baseNs;
         console.log(

@@ -21,11 +21,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
+
 import { Module, type INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { Cluster, Redis } from 'ioredis';
-import { RedisModule, RedisService, type RedisModuleOptions } from '../src/index.js';
+
+import type * as ServersLib from '../scripts/redis/servers.mjs';
 import type { ClusterTopology, StandaloneServer } from '../scripts/redis/servers.mjs';
+import { RedisModule, RedisService, type RedisModuleOptions } from '../src/index.js';
+
 import {
   cleanupSteps,
   fmtLoad,
@@ -96,9 +100,7 @@ async function compare(
 const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
 
 async function run(settings: Settings, state: State): Promise<void> {
-  const servers = (await import(
-    pathToFileURL(locateServersLib()).href
-  )) as typeof import('../scripts/redis/servers.mjs');
+  const servers = (await import(pathToFileURL(locateServersLib()).href)) as typeof ServersLib;
   state.baseDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'redis-bench-toolkit-'));
   state.standalone = await servers.startStandalone({ baseDir: path.join(state.baseDir, 's') });
   state.cluster = await servers.startCluster({

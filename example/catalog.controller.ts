@@ -1,4 +1,5 @@
 import { Controller, Get, HttpCode, Param, Post } from '@nestjs/common';
+
 import { CacheService } from '../src/index.js';
 
 /** A slow "database" the cache sits in front of. */

@@ -1,4 +1,5 @@
 import { ConflictException, Controller, Param, Post } from '@nestjs/common';
+
 import { LockService } from '../src/index.js';
 
 /**

@@ -10,6 +10,7 @@ import {
   Post,
   Put,
 } from '@nestjs/common';
+
 import { InjectRedis, type RedisClient } from '../src/index.js';
 
 /** Longest key the example accepts, in characters. */

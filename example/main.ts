@@ -62,6 +62,7 @@ async function bootstrap(): Promise<void> {
     if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
       throw new Error(
         `Port ${port} on ${HOST} is already in use; start the example with another PORT, e.g. PORT=${port + 1}.`,
+        { cause: err },
       );
     }
     throw err;

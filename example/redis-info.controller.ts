@@ -1,4 +1,5 @@
 import { BadRequestException, Controller, Get, NotFoundException, Param } from '@nestjs/common';
+
 import { RedisService, type RedisInfo, type RedisStats } from '../src/index.js';
 
 /** Monitoring endpoints through `RedisService`. */

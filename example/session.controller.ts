@@ -13,6 +13,7 @@ import {
   UnauthorizedException,
 } from '@nestjs/common';
 import type { Request, Response } from 'express';
+
 import { SessionService, type Session, type SessionSummary } from '../src/index.js';
 
 /** Name of the cookie that carries the session id. */

@@ -235,6 +235,8 @@ function formatFull(value: unknown): string {
     return String(value);
   }
   try {
+    // JSON.stringify gives undefined only for functions and symbols, whose String() is meaningful.
+    // eslint-disable-next-line @typescript-eslint/no-base-to-string -- see above
     return JSON.stringify(value) ?? String(value);
   } catch {
     return Object.prototype.toString.call(value);

@@ -67,7 +67,7 @@ export function parseInfo(text: string): RedisInfo {
     section ??= info.default ??= {};
     section[line.slice(0, colon)] = parseValue(line.slice(colon + 1));
   }
-  return info as RedisInfo;
+  return info;
 }
 
 function parseValue(value: string): RedisInfoValue {

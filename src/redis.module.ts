@@ -43,9 +43,9 @@ import { LockService } from './lock/lock.service.js';
 import { PresenceService } from './presence/presence.service.js';
 import { PubSubService } from './pubsub/pubsub.service.js';
 import { RedisService } from './redis.service.js';
-import { RedisTelemetry } from './telemetry/redis-telemetry.js';
 import { SessionService } from './session/session.service.js';
 import { StreamsService } from './streams/streams.service.js';
+import { RedisTelemetry } from './telemetry/redis-telemetry.js';
 
 const builder = new ConfigurableModuleBuilder<RedisModuleOptions>({ moduleName: 'Redis' })
   .setClassMethodName('forRoot')

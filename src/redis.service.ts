@@ -1,8 +1,9 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { Redis } from 'ioredis';
+
 import type { RedisClient } from './connection/client-factory.js';
-import { RedisConnection } from './connection/redis-connection.js';
 import { needsPermission } from './connection/permission.js';
+import { RedisConnection } from './connection/redis-connection.js';
 import { getRedisConnectionToken } from './connection/tokens.js';
 import { withTimeout } from './connection/wait.js';
 import {
@@ -143,7 +144,7 @@ export class RedisService {
       this.connection.masters().map(async (node) => {
         // A cluster's node connections carry no key prefix, the standalone client does:
         // hand each connection the key as it will prefix it.
-        const ownPrefix = (node.options.keyPrefix ?? '') as string;
+        const ownPrefix = node.options.keyPrefix ?? '';
         let removed = 0;
         for await (const batch of scanNode(node, escapeGlob(prefix) + pattern, count)) {
           if (batch.length === 0) continue;

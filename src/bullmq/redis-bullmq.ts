@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import type { Cluster, Redis, RedisOptions } from 'ioredis';
-import type { ResolvedRedisConfig } from '../redis-module.options.js';
+
 import {
   createClient,
   disconnectAndWait,
@@ -9,6 +9,8 @@ import {
 } from '../connection/client-factory.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
+import type { ResolvedRedisConfig } from '../redis-module.options.js';
+
 import { toBullMqPrefix } from './bullmq-prefix.js';
 
 /**

@@ -1,5 +1,7 @@
 import { SetMetadata } from '@nestjs/common';
+
 import { checkTemplate, type ArgumentTemplate } from '../discovery/decorated-methods.js';
+
 import { CACHEABLE_METADATA, CACHE_EVICT_METADATA, type CacheTags } from './cache.constants.js';
 import type { CacheableMetadata, CacheEvictMetadata, CacheGetOrSetOptions } from './cache.types.js';
 

@@ -16,6 +16,7 @@ import type { DecoratorExplorer } from '../discovery/explorer.js';
 import type { KeyEventSubscription } from '../pubsub/pubsub.service.js';
 import { PubSubService } from '../pubsub/pubsub.service.js';
 import { escapeGlob, RedisService } from '../redis.service.js';
+import { trace, type RedisTraceContext } from '../telemetry/tracing.js';
 
 import type { CacheEntry } from './cache-entry.js';
 import {
@@ -50,7 +51,6 @@ import { LocalTier, type LocalInvalidation } from './local-tier.js';
 import { StampedeLoader } from './stampede-loader.js';
 import { TagVersions } from './tag-versions.js';
 import { CacheTracking, type ReadTicket } from './tracking.js';
-import { trace, type RedisTraceContext } from '../telemetry/tracing.js';
 
 export type {
   CacheEvictedEvent,
@@ -605,6 +605,8 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
   }
 
   private wrapDecorated(): void {
+    // The wrapper's own `this` is the decorated instance; the service is reached through this alias.
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- see above
     const cache = this;
     this.explorer.wrap<CacheableMetadata>(
       CACHEABLE_METADATA,
@@ -615,7 +617,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
             typeof meta.tags === 'function'
               ? (meta.tags as (...a: unknown[]) => string[])(...args)
               : meta.tags;
-          return cache.getOrSet(key, () => method.apply(this, args) as unknown, {
+          return cache.getOrSet<unknown>(key, () => method.apply(this, args), {
             ...meta.options,
             tags,
           });

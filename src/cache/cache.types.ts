@@ -1,4 +1,5 @@
 import type { ArgumentTemplate } from '../discovery/decorated-methods.js';
+
 import type { CacheTags } from './cache.constants.js';
 /*
  * The types of CacheService's public API, and the few its parts share.

@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { withTimeout } from '../connection/wait.js';
 import { parseInfo, type RedisInfo } from '../redis-info.js';
@@ -85,7 +86,7 @@ async function diagnoseNode(
     }
   };
   const [infoText, slowlog, latency] = await Promise.all([
-    probe('INFO', '+info', () => node.info() as Promise<string>),
+    probe('INFO', '+info', () => node.info()),
     probe(
       'SLOWLOG',
       '+slowlog|get',
@@ -112,6 +113,7 @@ function fromInfo(report: NodeDiagnostics, info: RedisInfo): void {
   report.version =
     info.server?.redis_version !== undefined ? String(info.server.redis_version) : undefined;
   const replication: Record<string, unknown> = info.replication ?? {};
+  // eslint-disable-next-line @typescript-eslint/no-base-to-string -- INFO fields are strings or numbers
   report.role = replication.role !== undefined ? String(replication.role) : undefined;
   const masterOffset = n(replication.master_repl_offset);
   for (const [field, value] of Object.entries(replication)) {
@@ -141,10 +143,13 @@ function fromInfo(report: NodeDiagnostics, info: RedisInfo): void {
     const lastSave = n(p.rdb_last_save_time);
     report.persistence = {
       rdbLastSaveAt: lastSave > 0 ? new Date(lastSave * 1000) : null,
-      rdbLastStatus: String(p.rdb_last_bgsave_status ?? ''),
+      rdbLastStatus: String((p.rdb_last_bgsave_status as string | undefined) ?? ''),
       aofEnabled: n(p.aof_enabled) === 1,
       aofLastWriteStatus:
-        p.aof_last_write_status !== undefined ? String(p.aof_last_write_status) : null,
+        p.aof_last_write_status !== undefined
+          ? // eslint-disable-next-line @typescript-eslint/no-base-to-string -- INFO fields are strings or numbers
+            String(p.aof_last_write_status)
+          : null,
     };
   }
   if (info.clients) {

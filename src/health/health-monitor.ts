@@ -1,11 +1,13 @@
 import type { OnApplicationBootstrap, OnModuleDestroy } from '@nestjs/common';
 import type { ModuleRef } from '@nestjs/core';
 import type { Cluster, Redis } from 'ioredis';
+
 import { DEFAULTS } from '../config/defaults.js';
 import { isCluster } from '../connection/client-factory.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { elapsedMs, withTimeout } from '../connection/wait.js';
 import { diagnose } from '../diagnostics/diagnostics.js';
+
 import { RedisAlerts } from './redis-alerts.js';
 import {
   evaluate,
@@ -76,7 +78,7 @@ export async function takeSample(
 async function clusterStateOf(cluster: Cluster): Promise<string> {
   const states = await Promise.all(
     cluster.nodes('master').map(async (node) => {
-      const text = (await node.cluster('INFO')) as string;
+      const text = await node.cluster('INFO');
       return /cluster_state:(\w+)/.exec(text)?.[1] ?? 'unknown';
     }),
   );

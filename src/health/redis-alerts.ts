@@ -1,5 +1,6 @@
 import { Injectable, Logger, type OnModuleInit } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
+
 import type { RedisHealthCheckName } from './thresholds.js';
 
 /** Event name of an alert raised: a check went from passing to failing. */
@@ -63,7 +64,7 @@ export class RedisAlerts implements OnModuleInit {
         EventEmitter2?: abstract new () => object;
       };
       if (!m.EventEmitter2) return;
-      const found = this.moduleRef.get(m.EventEmitter2, { strict: false }) as unknown;
+      const found: unknown = this.moduleRef.get(m.EventEmitter2, { strict: false });
       if (found && typeof (found as EventEmitterLike).emit === 'function')
         this.emitter = found as EventEmitterLike;
     } catch {

@@ -1,10 +1,12 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import type { HealthIndicatorService } from '@nestjs/terminus';
+
 import { DEFAULTS, DEFAULT_CONNECTION_NAME } from '../config/defaults.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
 import { withTimeout } from '../connection/wait.js';
+
 import { HEALTH_MESSAGES } from './health-messages.js';
 import { monitorOf, takeSample } from './health-monitor.js';
 import {
@@ -146,7 +148,7 @@ export class RedisHealthIndicator {
       return indicator.down({
         ...named,
         message: HEALTH_MESSAGES.unknownConnection(name),
-      }) as RedisHealthIndicatorResult<Key>;
+      });
     }
     const status = connection.client.status;
     if (status !== 'ready') {
@@ -155,7 +157,7 @@ export class RedisHealthIndicator {
         ...named,
         message: HEALTH_MESSAGES.notReady(status, lastError),
         ...(lastError ? { lastError } : {}),
-      }) as RedisHealthIndicatorResult<Key>;
+      });
     }
     const timeout = options.timeout ?? DEFAULTS.healthTimeout;
     const monitor = monitorOf(connection);
@@ -173,7 +175,7 @@ export class RedisHealthIndicator {
         return indicator.down({
           ...named,
           message: connection.scrub((err as Error).message),
-        }) as RedisHealthIndicatorResult<Key>;
+        });
       }
     }
     const { details, problems, warnings } = verdict(sample, thresholds, {
@@ -189,9 +191,9 @@ export class RedisHealthIndicator {
       ...(warnings.length ? { warnings } : {}),
       ...(age !== undefined ? { age } : {}),
     };
-    return (
-      problems.length ? indicator.down({ ...all, message: problems.join('; ') }) : indicator.up(all)
-    ) as RedisHealthIndicatorResult<Key>;
+    return problems.length
+      ? indicator.down({ ...all, message: problems.join('; ') })
+      : indicator.up(all);
   }
 
   private resolve(name: string): RedisConnection | undefined {
@@ -226,24 +228,24 @@ function verdict(
         }
         details.usedMemory = used;
         details.maxMemory = max;
-        details.memoryRatio = o.value as number | null;
+        details.memoryRatio = o.value;
         break;
       }
       case 'clusterState':
         details.clusterState = String(o.value);
         break;
       case 'fragmentation':
-        details.fragmentation = o.value as number | null;
+        details.fragmentation = o.value;
         break;
       case 'poolUsage':
-        details.poolUsage = o.value as number;
+        details.poolUsage = o.value;
         details.connections = { open: pool.open, max: pool.max };
         break;
       case 'evictionPolicy':
-        details.evictionPolicy = o.value as string | null;
+        details.evictionPolicy = o.value;
         break;
       case 'replicationLag':
-        details.replicationLag = o.value as number | null;
+        details.replicationLag = o.value;
         break;
       default:
         break;

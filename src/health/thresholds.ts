@@ -117,7 +117,7 @@ export function validateThresholds(
     if (!req) throw new RedisConfigError(`${where}.requireEvictionPolicy`, policy, expected);
     out.requireEvictionPolicy = policy;
   }
-  return out as RedisHealthThresholds;
+  return out;
 }
 
 function normalizePolicy(

@@ -4,9 +4,11 @@ import {
   type BeforeApplicationShutdown,
   type OnModuleInit,
 } from '@nestjs/common';
+
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
 import type { DecoratorExplorer } from '../discovery/explorer.js';
+
 import { coordinatorFor, existingCoordinator } from './coordination.js';
 import type { LeaderMetadata } from './leader.decorator.js';
 import { LEADER_METADATA } from './lock.constants.js';

@@ -1,11 +1,14 @@
 import { randomFillSync } from 'node:crypto';
+
 import { Logger } from '@nestjs/common';
+
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { Waiters } from '../connection/waiters.js';
 import { LockNotAcquiredError } from '../errors.js';
+
 import { checkMs, checkName, COORDINATION_CHANNEL } from './coordination.keys.js';
-import type { HeldLease, LeaseOps } from './lease.js';
 import { RedisLeaderElection, type LeaderElection, type LeaderOptions } from './leader.js';
+import type { HeldLease, LeaseOps } from './lease.js';
 import {
   RedisReadWriteLock,
   type ReadWriteLock,

@@ -1,4 +1,5 @@
 import { SetMetadata } from '@nestjs/common';
+
 import type { LeaderOptions } from './leader.js';
 import { LEADER_METADATA } from './lock.constants.js';
 

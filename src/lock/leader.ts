@@ -1,5 +1,6 @@
-import { LockLostError } from '../errors.js';
 import { withTimeout } from '../connection/wait.js';
+import { LockLostError } from '../errors.js';
+
 import type { Coordinator } from './coordination.js';
 import { FENCE_IDLE_MS, leaderKeys } from './coordination.keys.js';
 import { LEADER_CLAIM, LEADER_RENEW, LEADER_RESIGN } from './coordination.scripts.js';
@@ -115,7 +116,8 @@ export class RedisLeaderElection implements LeaderElection {
   }
 
   on(event: 'change', listener: (change: LeadershipChange) => void): this {
-    if (event !== 'change') throw new TypeError(`LeaderElection.on: unknown event "${event}"`);
+    if ((event as string) !== 'change')
+      throw new TypeError(`LeaderElection.on: unknown event "${event}"`);
     this.listeners.add(listener);
     return this;
   }

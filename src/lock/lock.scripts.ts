@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+
 import { LockScript } from './module-script.js';
 
 /** Longest resource name accepted, in UTF-8 bytes: it is part of four key names. */

@@ -1,5 +1,6 @@
 import { randomBytes, randomFillSync } from 'node:crypto';
 import { hostname } from 'node:os';
+
 import {
   Inject,
   Injectable,
@@ -7,10 +8,19 @@ import {
   type BeforeApplicationShutdown,
   type OnModuleInit,
 } from '@nestjs/common';
+
 import { RedisConnection } from '../connection/redis-connection.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
+import { resolveTemplate, type ArgumentTemplate } from '../discovery/decorated-methods.js';
+import type { DecoratorExplorer } from '../discovery/explorer.js';
 import { LockNotAcquiredError } from '../errors.js';
+import { trace, type RedisTraceContext } from '../telemetry/tracing.js';
+
+import { coordinatorFor } from './coordination.js';
+import type { LeaderElection, LeaderOptions } from './leader.js';
+import { WITH_LOCK_METADATA } from './lock.constants.js';
 import { HeldLock, type Lock, type LockOwner } from './lock.js';
+import { MAX_LOCK_DURATION_MS } from './lock.options.js';
 import {
   ACQUIRE,
   EXTEND,
@@ -21,16 +31,9 @@ import {
   MAX_RESOURCE_BYTES,
   RELEASE,
 } from './lock.scripts.js';
-import { WITH_LOCK_METADATA } from './lock.constants.js';
-import { resolveTemplate, type ArgumentTemplate } from '../discovery/decorated-methods.js';
-import type { DecoratorExplorer } from '../discovery/explorer.js';
-import { coordinatorFor } from './coordination.js';
-import type { LeaderElection, LeaderOptions } from './leader.js';
+import { replyBehind } from './module-script.js';
 import type { ReadWriteLock, ReadWriteLockOptions } from './read-write-lock.js';
 import type { Semaphore, SemaphoreOptions } from './semaphore.js';
-import { MAX_LOCK_DURATION_MS } from './lock.options.js';
-import { replyBehind } from './module-script.js';
-import { trace, type RedisTraceContext } from '../telemetry/tracing.js';
 
 export { MAX_LOCK_DURATION_MS };
 
@@ -305,6 +308,8 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
   /** Wraps the methods decorated with `@WithLock` (found by the module's decorator explorer). */
   onModuleInit(): void {
     this.explorer.wrap<WithLockMetadata>(WITH_LOCK_METADATA, ({ meta, method, label }) => {
+      // The wrapper's own `this` is the decorated instance; the service is reached through this alias.
+      // eslint-disable-next-line @typescript-eslint/no-this-alias -- see above
       const locks = this;
       return function withLockWrapper(this: unknown, ...args: unknown[]) {
         const resource = resolveTemplate(meta.resource, args, `@WithLock on ${label}`);

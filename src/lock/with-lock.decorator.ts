@@ -1,5 +1,7 @@
 import { SetMetadata } from '@nestjs/common';
+
 import { checkTemplate, type ArgumentTemplate } from '../discovery/decorated-methods.js';
+
 import { WITH_LOCK_METADATA } from './lock.constants.js';
 import type { WithLockMetadata, WithLockOptions } from './lock.service.js';
 

@@ -1,4 +1,5 @@
 import { Inject, Injectable, Logger, type BeforeApplicationShutdown } from '@nestjs/common';
+
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { RedisScript } from '../connection/script.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
@@ -170,6 +171,7 @@ export class PresenceSpace {
       } catch (err) {
         throw new TypeError(
           `heartbeat field "${field.slice(0, 100)}" cannot be sent as JSON: ${(err as Error).message}`,
+          { cause: err },
         );
       }
       if (json === undefined) {

@@ -466,7 +466,7 @@ export class PubSubService implements OnApplicationBootstrap, BeforeApplicationS
         if (failure !== undefined) {
           const err = failure;
           failure = undefined;
-          throw err;
+          throw err as Error;
         }
         if (offered) {
           const { event, take } = offered;
@@ -1387,7 +1387,9 @@ async function readFlags(node: Redis): Promise<string> {
   // RESP2: ['notify-keyspace-events', 'flags']; RESP3: a map, which ioredis gives as an object.
   if (Array.isArray(reply)) return String(reply[1] ?? '');
   if (reply && typeof reply === 'object') {
-    return String((reply as Record<string, unknown>)['notify-keyspace-events'] ?? '');
+    return String(
+      ((reply as Record<string, unknown>)['notify-keyspace-events'] as string | undefined) ?? '',
+    );
   }
   throw new Error(`unexpected reply ${JSON.stringify(reply)}`);
 }

@@ -2,11 +2,11 @@ import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 
 import type { RedisClient } from '../connection/client-factory.js';
 import { RedisConnection } from '../connection/redis-connection.js';
-import { trace } from '../telemetry/tracing.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
 import { RedisSessionError } from '../errors.js';
 import { PubSubService, type KeyEventSubscription } from '../pubsub/pubsub.service.js';
 import { RedisService } from '../redis.service.js';
+import { trace } from '../telemetry/tracing.js';
 
 import {
   checkPlainObject,

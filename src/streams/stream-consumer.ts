@@ -1,10 +1,13 @@
-import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+
 import { Logger } from '@nestjs/common';
+
 import type { RedisClient } from '../connection/client-factory.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
-import { ACK, DEAD_LETTER, KEEP_CLAIMED, RECORD_ERROR } from './streams.scripts.js';
+
 import type { StreamKeys } from './streams.keys.js';
+import { ACK, DEAD_LETTER, KEEP_CLAIMED, RECORD_ERROR } from './streams.scripts.js';
 
 /** What a stream handler gets besides the message. */
 export interface StreamMessageContext {

@@ -6,10 +6,12 @@ import {
   type BeforeApplicationShutdown,
   type OnApplicationBootstrap,
 } from '@nestjs/common';
+
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
 import type { DecoratorExplorer } from '../discovery/explorer.js';
 import { checkDuration, checkInteger, checkName, shown } from '../toolkit/args.js';
+
 import {
   defaultConsumerName,
   StreamConsumer,
@@ -85,6 +87,7 @@ export class StreamProducer<T = unknown> {
     } catch (err) {
       throw new TypeError(
         `stream "${this.stream.slice(0, 100)}" add: message cannot be sent as JSON: ${(err as Error).message}`,
+        { cause: err },
       );
     }
     if (data === undefined) {
@@ -204,12 +207,12 @@ export class StreamsService implements OnApplicationBootstrap, BeforeApplication
   async onApplicationBootstrap(): Promise<void> {
     const found = this.explorer
       .find<OnStreamMessageMetadata>(ON_STREAM_MESSAGE_METADATA)
-      .map(({ meta, method, instance, label }) => ({
-        meta,
-        handler: ((message, context) =>
-          method.call(instance, message, context)) as StreamHandler<unknown>,
-        label,
-      }));
+      .map(({ meta, method, instance, label }) => {
+        // Typed here, not asserted: the explorer hands back an untyped method.
+        const handler: StreamHandler<unknown> = (message, context) =>
+          method.call(instance, message, context);
+        return { meta, handler, label };
+      });
     for (const { meta, handler, label } of found) {
       await this.consumer(meta.stream, meta.group, handler, meta.options).catch((err: unknown) => {
         throw new Error(

@@ -1,7 +1,8 @@
 import { Cluster, Command } from 'ioredis';
+
+import { describeValue as shown } from '../common/describe.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { RedisCrossSlotError } from '../errors.js';
-import { describeValue as shown } from '../common/describe.js';
 
 /** One command of a batch: its name, then its arguments (`['set', 'k', 'v', 'PX', 1000]`). */
 export type BatchCommand = [command: string, ...args: Array<string | number | Buffer>];
@@ -28,7 +29,7 @@ export async function runBatch(
   if (!(client instanceof Cluster)) return exec(client.pipeline(), commands);
 
   if (client.slots.length === 0) await client.ping(); // waits until the slot map is known
-  const results: BatchResult[] = new Array(commands.length);
+  const results: BatchResult[] = new Array<BatchResult>(commands.length);
   const groups = new Map<string, { indexes: number[]; commands: BatchCommand[] }>();
   commands.forEach((command, index) => {
     const [name, ...args] = command;
@@ -38,7 +39,7 @@ export async function runBatch(
     if (slots.size > 1) {
       const bySlot = new Map<number, string[]>();
       for (const key of keys) {
-        const slot = new Command('get', [key]).getSlot()!;
+        const slot = new Command('get', [key]).getSlot();
         bySlot.set(slot, [...(bySlot.get(slot) ?? []), key.slice(connection.keyPrefix.length)]);
       }
       results[index] = [new RedisCrossSlotError(`batch command ${index} (${name})`, bySlot), null];
@@ -74,7 +75,7 @@ async function exec(
 ): Promise<BatchResult[]> {
   for (const [name, ...args] of commands) pipeline.call(name, ...args);
   try {
-    return ((await pipeline.exec()) ?? []) as BatchResult[];
+    return (await pipeline.exec()) ?? [];
   } catch (err) {
     // The whole pipeline failed (the node went away): every command of it failed alike.
     return commands.map(() => [err as Error, null]);

@@ -1,6 +1,7 @@
+import { checkInteger, checkMs as checkDuration, checkName } from '../common/checks.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { RedisScript } from '../connection/script.js';
-import { checkInteger, checkMs as checkDuration, checkName } from '../common/checks.js';
+
 import { runBatch } from './batch.js';
 import { keySlot } from './slots.js';
 

@@ -1,7 +1,7 @@
-import type { RedisConnection } from '../connection/redis-connection.js';
-import { RedisScript } from '../connection/script.js';
 import { checkInteger, checkMs as checkDuration, checkName } from '../common/checks.js';
 import { describeValue as shown } from '../common/describe.js';
+import type { RedisConnection } from '../connection/redis-connection.js';
+import { RedisScript } from '../connection/script.js';
 
 /** A value a record field can hold: anything JSON can carry. */
 export type RecordValue =
@@ -138,6 +138,7 @@ export class RedisRecords<T extends RecordShape = RecordShape> {
       } catch (err) {
         throw new TypeError(
           `records.${method} field "${field.slice(0, 100)}" cannot be stored as JSON: ${(err as Error).message}`,
+          { cause: err },
         );
       }
       if (text === undefined) {

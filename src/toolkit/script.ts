@@ -1,9 +1,11 @@
 import { Logger } from '@nestjs/common';
+
+import { checkInteger, checkName } from '../common/checks.js';
+import { describeValue as shown } from '../common/describe.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { RedisScript } from '../connection/script.js';
 import { RedisCrossSlotError, RedisScriptError } from '../errors.js';
-import { checkInteger, checkName } from '../common/checks.js';
-import { describeValue as shown } from '../common/describe.js';
+
 import { slotGroups } from './slots.js';
 
 /** An argument of a script: what `ARGV` receives. */
@@ -74,9 +76,7 @@ export class DefinedScript<T = unknown> {
   /** Loads the script on every master (`SCRIPT LOAD`); resolves when all have it. */
   async load(): Promise<void> {
     const lua = this.script.lua;
-    await Promise.all(
-      this.connection.masters().map((node) => node.script('LOAD', lua) as Promise<unknown>),
-    );
+    await Promise.all(this.connection.masters().map((node) => node.script('LOAD', lua)));
   }
 
   private check(keys: readonly string[], args: readonly ScriptArg[]): void {

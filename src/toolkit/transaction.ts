@@ -1,9 +1,11 @@
 import type { ChainableCommander } from 'ioredis';
+
+import { checkInteger, checkKeys } from '../common/checks.js';
+import { describeValue as shown } from '../common/describe.js';
 import type { RedisClient } from '../connection/client-factory.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { RedisCrossSlotError, RedisTransactionConflictError } from '../errors.js';
-import { checkInteger, checkKeys } from '../common/checks.js';
-import { describeValue as shown } from '../common/describe.js';
+
 import { slotGroups } from './slots.js';
 
 /** Options of `RedisService.transaction`. */

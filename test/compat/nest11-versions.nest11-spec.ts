@@ -1,13 +1,15 @@
 // Run only by jest.nest11.config.js (the name is not `*.spec.ts`, so jest.config.js skips it):
 // proves that the second pass really runs on NestJS 11 + Terminus 11, with one copy of
 // @nestjs/common, @nestjs/core and reflect-metadata shared by the specs, src/ and Nest itself.
+import { createRequire } from 'node:module';
+import { dirname, join, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
 import { describe, expect, it } from '@jest/globals';
 import { Injectable } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import { HealthIndicatorService } from '@nestjs/terminus';
-import { createRequire } from 'node:module';
-import { dirname, join, sep } from 'node:path';
-import { fileURLToPath } from 'node:url';
+
 import { RedisHealthIndicator } from '../../src/index.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -48,8 +50,8 @@ describe('NestJS 11 compatibility pass', () => {
       expect(paths[0].startsWith(compat)).toBe(true);
     }
     // The ESM import and a require are the same module instance.
-    expect(fromSpec('@nestjs/common').Injectable).toBe(Injectable);
-    expect(fromSpec('@nestjs/core').ModuleRef).toBe(ModuleRef);
+    expect((fromSpec('@nestjs/common') as { Injectable: unknown }).Injectable).toBe(Injectable);
+    expect((fromSpec('@nestjs/core') as { ModuleRef: unknown }).ModuleRef).toBe(ModuleRef);
   });
 
   it('the classes of src/ carry metadata naming the Nest 11 classes', () => {

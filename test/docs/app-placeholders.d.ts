@@ -7,6 +7,7 @@
  */
 import type { Request, Response } from 'express';
 import type { Redis } from 'ioredis';
+
 import type { Lock, Session, SessionService } from 'nestjs-redis-infra';
 
 declare global {

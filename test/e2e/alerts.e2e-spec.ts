@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { INestApplication } from '@nestjs/common';
 import type { Redis } from 'ioredis';
+
+import type { RedisHealthMonitor } from '../../src/health/health-monitor.js';
 import {
   getRedisToken,
   RedisAlerts,
@@ -8,9 +10,8 @@ import {
   RedisModule,
   type RedisAlert,
 } from '../../src/index.js';
-import type { RedisHealthMonitor } from '../../src/health/health-monitor.js';
-import { FaultProxy } from '../support/fault-proxy.js';
 import { startApp } from '../support/app.js';
+import { FaultProxy } from '../support/fault-proxy.js';
 import {
   sendCommand,
   specDir,

@@ -1,6 +1,7 @@
 import { beforeAll, describe, expect, it } from '@jest/globals';
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
+
 import { toBullMqPrefix } from '../../src/bullmq/bullmq-prefix.js';
 import { RedisBullMq, RedisModule } from '../../src/index.js';
 import { CapturingLogger, startApp } from '../support/app.js';

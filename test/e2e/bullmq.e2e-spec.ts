@@ -1,12 +1,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
+
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { BullModule, InjectQueue, Processor, WorkerHost } from '@nestjs/bullmq';
 import { Injectable, Module, type INestApplicationContext } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
-import { BullModule, InjectQueue, Processor, WorkerHost } from '@nestjs/bullmq';
 import { Queue, Worker, type Job } from 'bullmq';
-import { RedisBullMq, RedisModule, type RedisModuleOptions } from '../../src/index.js';
+
 import { toBullMqPrefix } from '../../src/bullmq/bullmq-prefix.js';
+import { RedisBullMq, RedisModule, type RedisModuleOptions } from '../../src/index.js';
 import { keySlot } from '../../src/toolkit/slots.js';
 import { ensureBuilt } from '../support/coord-workers.js';
 import {
@@ -52,7 +54,7 @@ function startChildWorker(
   let onStarted: (id: string) => void = () => undefined;
   const ready = new Promise<void>((resolve) => (onReady = resolve));
   const started = new Promise<string>((resolve) => (onStarted = resolve));
-  createInterface({ input: child.stdout! }).on('line', (line) => {
+  createInterface({ input: child.stdout }).on('line', (line) => {
     if (line === 'ready') onReady();
     const m = /^started (\S+)$/.exec(line);
     if (m) onStarted(m[1]);

@@ -1,5 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Injectable, type INestApplication } from '@nestjs/common';
+
+import { READ_OR_LOCK, WRITE } from '../../src/cache/cache.scripts.js';
+import { MAX_TTL_MS } from '../../src/common/checks.js';
 import {
   CacheEvict,
   CacheLoaderTimeoutError,
@@ -11,8 +14,6 @@ import {
   type RedisClient,
   type RedisModuleOptions,
 } from '../../src/index.js';
-import { MAX_TTL_MS } from '../../src/common/checks.js';
-import { READ_OR_LOCK, WRITE } from '../../src/cache/cache.scripts.js';
 import { CapturingLogger, startApp } from '../support/app.js';
 import {
   killConnection,
@@ -51,7 +52,7 @@ const binarySerializer: CacheSerializer = {
   serialize: (value) => Buffer.concat([MAGIC, Buffer.from(JSON.stringify(value))]),
   deserialize: (raw) => {
     if (!raw.subarray(0, MAGIC.length).equals(MAGIC)) throw new Error('not a binary entry');
-    return JSON.parse(raw.subarray(MAGIC.length).toString('utf8'));
+    return JSON.parse(raw.subarray(MAGIC.length).toString('utf8')) as unknown;
   },
 };
 

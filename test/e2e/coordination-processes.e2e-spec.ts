@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { INestApplication } from '@nestjs/common';
+
 import {
   getRedisToken,
   LockService,
@@ -41,7 +42,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
     const workers: Array<CoordWorker<unknown>> = [];
     const spawnWorker = <R>(spec: object): CoordWorker<R> => {
       const worker = startCoordWorker<R>({ options: workerOptions(), ...spec });
-      workers.push(worker as CoordWorker<unknown>);
+      workers.push(worker);
       return worker;
     };
     let n = 0;
@@ -133,7 +134,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
 
     // Elections across processes on the first topology only: 3 more processes per topology
     // cost more than they add (the in-process spec covers elections on every topology).
-    const electionsHere = topology.name === topologies()[0]!.name ? it : it.skip;
+    const electionsHere = topology.name === topologies()[0].name ? it : it.skip;
     electionsHere(
       'one leader at a time among 3 processes: a killed leader and a frozen one are replaced; resumed, the frozen one steps down',
       async () => {

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Injectable, type INestApplication } from '@nestjs/common';
+
 import {
   getRedisToken,
   Leader,
@@ -85,7 +86,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
 
     it('acquire waits for a release and is woken by it; a wait that runs out or is aborted rejects', async () => {
       const sem = locks.semaphore(name('sem-wait'), { limit: 1, ttl: 5_000 });
-      const held = (await sem.acquire())!;
+      const held = await sem.acquire();
       const waiting = sem.acquire({ wait: 5_000 });
       await expect(sem.acquire({ wait: 100 })).rejects.toThrow(LockNotAcquiredError);
       const controller = new AbortController();
@@ -206,7 +207,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       const got: number[] = [];
       for (const raw of HOSTILE) {
         const sem = locks.semaphore(`${raw}-${++n}`, { limit: 1, ttl: 5_000 });
-        const permit = (await sem.acquire())!;
+        const permit = await sem.acquire();
         expect(await sem.acquire({ wait: 50 }).catch((e: Error) => e.name)).toBe(
           'LockNotAcquiredError',
         );

@@ -107,7 +107,7 @@ describe('RedisDashboardModule', () => {
     expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
     const reader = res.body!.getReader();
     const first = await reader.read();
-    expect(new TextDecoder().decode(first.value)).toMatch(/data: \{"at":/);
+    expect(new TextDecoder().decode(first.value as Uint8Array)).toMatch(/data: \{"at":/);
     // The page is still open: closing must end its stream instead of waiting for it.
     await own.close();
     for (;;) {

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { INestApplication } from '@nestjs/common';
 import request from 'supertest';
+
 import { RedisService } from '../../src/index.js';
 import { startApp } from '../support/app.js';
 import { sendCommand, standaloneUrl, uniquePrefix, waitFor } from '../support/redis.js';

@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { Redis, type RedisOptions } from 'ioredis';
+
 import { FaultProxy } from '../support/fault-proxy.js';
 import { standaloneUrl, uniquePrefix, waitFor } from '../support/redis.js';
 

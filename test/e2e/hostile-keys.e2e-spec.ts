@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { INestApplication } from '@nestjs/common';
+
+import { cacheKeys } from '../../src/cache/cache.scripts.js';
 import {
   CacheService,
   getRedisToken,
@@ -7,9 +9,8 @@ import {
   SessionService,
   type RedisClient,
 } from '../../src/index.js';
-import { cacheKeys } from '../../src/cache/cache.scripts.js';
-import { sessionKeys } from '../../src/session/session.scripts.js';
 import { addressOfId } from '../../src/session/session-id.js';
+import { sessionKeys } from '../../src/session/session.scripts.js';
 import { CapturingLogger, startApp } from '../support/app.js';
 import {
   sendCommand,

@@ -1,4 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
+
 import { LockService, RedisInfraError, RedisModule } from '../../src/index.js';
 import { startApp } from '../support/app.js';
 import { sendCommand, specDir, startSentinel, waitFor } from '../support/redis.js';

@@ -1,9 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Injectable, type INestApplication } from '@nestjs/common';
 import type { Cluster } from 'ioredis';
+
 import {
   getRedisToken,
   LockLostError,
@@ -158,7 +160,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       const first = (await locks.tryAcquire(r, { ttl: 100 }))!;
       const lost = new Promise((resolve) => first.signal.addEventListener('abort', resolve));
       await lost; // the TTL passed
-      const second = (await locks.acquire(r, { ttl: 5_000, wait: 2_000 }))!;
+      const second = await locks.acquire(r, { ttl: 5_000, wait: 2_000 });
       await second.release();
       const third = (await locks.tryAcquire(r))!;
       await third.release();
@@ -182,7 +184,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         );
       const stale = (await locks.tryAcquire(r, { ttl: 60 }))!;
       await new Promise((resolve) => stale.signal.addEventListener('abort', resolve)); // "paused" past its TTL
-      const current = (await locks.acquire(r, { ttl: 5_000, wait: 1_000 }))!;
+      const current = await locks.acquire(r, { ttl: 5_000, wait: 1_000 });
       expect(await guardedWrite('from the current holder', current.fencingToken)).toBe(1);
       expect(await guardedWrite('from the stale holder', stale.fencingToken)).toBe(0);
       expect(await redis.get(doc)).toBe('from the current holder');
@@ -195,7 +197,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       const old = (await locks.tryAcquire(r, { ttl: 80 }))!;
       await new Promise((resolve) => old.signal.addEventListener('abort', resolve));
       expect(old.signal.reason).toBeInstanceOf(LockLostError);
-      const fresh = (await locks.acquire(r, { ttl: 5_000, wait: 1_000 }))!;
+      const fresh = await locks.acquire(r, { ttl: 5_000, wait: 1_000 });
       expect(await old.release()).toBe(false);
       expect(await old.extend(5_000)).toBe(false);
       expect(await locks.isLocked(r)).toBe(true);
@@ -354,7 +356,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       });
       try {
         for (let i = 0; i < 5; i++) {
-          const lock = (await locks.acquire(r, { ttl: 5_000 }))!;
+          const lock = await locks.acquire(r, { ttl: 5_000 });
           expect(await locks.tryAcquire(r)).toBeNull(); // tryAcquire does not wait: not queued
           expect(await redis.exists(queue)).toBe(0);
           await lock.release();
@@ -429,7 +431,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       try {
         const slowLocks = slow.get(LockService);
         const r = resource('handoff');
-        let holder = (await slowLocks.acquire(r, { ttl: 5_000 }))!;
+        let holder = await slowLocks.acquire(r, { ttl: 5_000 });
         for (let i = 0; i < 200; i++) {
           const waiting = slowLocks.acquire(r, { ttl: 5_000, wait: 60_000 });
           // Let the waiter make its first attempt and go to sleep on the notification.

@@ -3,6 +3,9 @@ import { Injectable, Module, type INestApplication } from '@nestjs/common';
 import { ConfigModule, ConfigService } from '@nestjs/config';
 import { Test } from '@nestjs/testing';
 import { Redis } from 'ioredis';
+
+import { RedisConnection } from '../../src/connection/redis-connection.js';
+import { getRedisConnectionToken } from '../../src/connection/tokens.js';
 import {
   getRedisToken,
   InjectRedis,
@@ -13,8 +16,6 @@ import {
   type RedisModuleOptions,
   type RedisOptionsFactory,
 } from '../../src/index.js';
-import { RedisConnection } from '../../src/connection/redis-connection.js';
-import { getRedisConnectionToken } from '../../src/connection/tokens.js';
 import { CapturingLogger, startApp } from '../support/app.js';
 import {
   countSocketWrites,

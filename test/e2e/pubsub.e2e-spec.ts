@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Injectable, type INestApplication } from '@nestjs/common';
+
 import {
   getRedisToken,
   OnRedisMessage,
@@ -100,7 +101,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         'raw text',
       ]);
       expect(messages).toContain('hello from redis-cli');
-      expect(got[0]![1]).toEqual({ channel: ch });
+      expect(got[0][1]).toEqual({ channel: ch });
       await off();
       expect(await pubsub.publish(ch, 'after')).toBe(0);
     });
@@ -265,7 +266,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       const keys = ['ke:a', 'ke:b', 'ke:c', 'ke:d', 'ke:e'];
       for (const key of keys) await raw.set(key, '1');
       await raw.set('other:x', '1');
-      await raw.del(keys[0]!);
+      await raw.del(keys[0]);
       await raw.set('ke:short', '1', 'PX', 20);
       await waitFor(() => events.length >= keys.length + 1, { what: 'set and del events' });
       // Active expiry runs in the background (10 times a second); an access triggers it too.

@@ -115,11 +115,15 @@ class Browser {
   constructor(private readonly app: INestApplication) {}
 
   get(path: string): Promise<request.Response> {
-    return this.send(request(this.app.getHttpServer()).get(path));
+    return this.send(request(this.app.getHttpServer() as Parameters<typeof request>[0]).get(path));
   }
 
   post(path: string, body: object = {}): Promise<request.Response> {
-    return this.send(request(this.app.getHttpServer()).post(path).send(body));
+    return this.send(
+      request(this.app.getHttpServer() as Parameters<typeof request>[0])
+        .post(path)
+        .send(body),
+    );
   }
 
   private async send(req: request.Test): Promise<request.Response> {
@@ -150,7 +154,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
     const prefix = uniquePrefix(`session-store-${topology.name}`);
     let n = 0;
     const user = (label: string): string => `${label}-${++n}`;
-    const http = () => request(app.getHttpServer());
+    const http = () => request(app.getHttpServer() as Parameters<typeof request>[0]);
 
     beforeAll(async () => {
       const logger = new CapturingLogger();

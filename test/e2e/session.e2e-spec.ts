@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import type { INestApplication } from '@nestjs/common';
+
 import {
   getRedisToken,
   RedisModule,
@@ -203,7 +204,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       // Touches kept it alive well past its idle ttl, but not past its absolute lifetime.
       expect(lastAliveAt).toBeGreaterThan(s.createdAt + 300 + 100);
       expect(Date.now()).toBeGreaterThanOrEqual(s.absoluteExpiresAt - 5);
-      expect(last!.expiresAt).toBe(s.absoluteExpiresAt);
+      expect(last.expiresAt).toBe(s.absoluteExpiresAt);
       expect(await redis.exists(recordKey(s.id))).toBe(0);
       expect(await sessions.listByUser(u)).toEqual([]);
     });
@@ -427,7 +428,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
             'SessionService.create: data.circular.me refers back to itself (a circular structure); store a JSON value (e.g. a string) instead',
           ],
           [
-            () => sessions.create(u, [] as unknown as object),
+            () => sessions.create(u, []),
             'SessionService.create: data must be a plain object such as { cartId: 42 }, got an array',
           ],
           [
@@ -490,7 +491,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         await expect(sessions.update(s.id, 'x' as unknown as object)).rejects.toThrow(
           'SessionService.update: patch must be a plain object such as { cartId: 42 }, got "x"',
         );
-        await expect(sessions.update(s.id, () => [] as unknown as object)).rejects.toThrow(
+        await expect(sessions.update(s.id, () => [])).rejects.toThrow(
           'SessionService.update: the update function must return the new data as a plain object, got an array',
         );
         const after = (await sessions.get(s.id))!;

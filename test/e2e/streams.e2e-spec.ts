@@ -1,7 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
+
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Injectable, type INestApplication } from '@nestjs/common';
+
 import {
   getRedisToken,
   OnStreamMessage,
@@ -131,7 +133,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
           (acc, v, i) => (i % 2 ? acc : [...acc, [v, dead[0][1][i + 1]]]),
           [],
         ),
-      );
+      ) as Record<string, string>;
       expect(fields).toMatchObject({
         d: '{"bad":true}',
         id,

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { INestApplication } from '@nestjs/common';
 import { Redis } from 'ioredis';
+
 import {
   getRedisToken,
   RedisCrossSlotError,
@@ -46,7 +47,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       });
       redis = app.get(RedisService);
       client = app.get<RedisClient>(getRedisToken());
-      other = (client as Redis).duplicate() as unknown as RedisClient;
+      other = (client as Redis).duplicate();
     });
 
     afterAll(async () => {

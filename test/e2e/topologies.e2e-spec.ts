@@ -1,6 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { INestApplication } from '@nestjs/common';
 import { Cluster, Redis } from 'ioredis';
+
+import { type RedisConnection } from '../../src/connection/redis-connection.js';
+import { getRedisConnectionToken } from '../../src/connection/tokens.js';
 import {
   getRedisToken,
   RedisHealthIndicator,
@@ -8,8 +11,6 @@ import {
   RedisService,
   type RedisClient,
 } from '../../src/index.js';
-import { RedisConnection } from '../../src/connection/redis-connection.js';
-import { getRedisConnectionToken } from '../../src/connection/tokens.js';
 import { startApp } from '../support/app.js';
 import {
   countSocketWrites,

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { INestApplication } from '@nestjs/common';
+
 import type { RedisClient } from '../../src/index.js';
 import type { CapturingLogger } from '../support/app.js';
 import {
@@ -11,6 +12,7 @@ import {
   type ClusterTopology,
   type RespTarget,
 } from '../support/redis.js';
+
 import {
   classify,
   clusterNodes,

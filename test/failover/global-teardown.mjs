@@ -1,6 +1,7 @@
 // jest globalTeardown of the failover pass: stop whatever a failed spec left running under the
 // pass's directory (by pidfile), then remove it. Throws, failing the run, if a server survived.
 import fs from 'node:fs/promises';
+
 import { runningServers, stopAll } from '../../scripts/redis/servers.mjs';
 
 export default async function globalTeardown() {

@@ -1,5 +1,7 @@
 import { inspect } from 'node:util';
+
 import type { INestApplication } from '@nestjs/common';
+
 import {
   CacheService,
   getRedisToken,

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { INestApplication } from '@nestjs/common';
 import type { Cluster } from 'ioredis';
+
 import { getRedisToken, PubSubService, RedisModule } from '../../src/index.js';
 import { keySlot as hashSlot } from '../../src/toolkit/slots.js';
 import { CapturingLogger, startApp } from '../support/app.js';
@@ -59,7 +60,7 @@ describe('PubSubService sharded channels follow a failover (own cluster)', () =>
     await waitFor(() => seen.includes('before'), { what: 'the first message' });
 
     const client = app.get<Cluster>(getRedisToken());
-    const owner = client.slots[hashSlot(channel)]![0]!;
+    const owner = client.slots[hashSlot(channel)][0];
     const master = cluster.masters.find((m) => `${m.host}:${m.port}` === owner)!;
     const replica = cluster.replicas.find((r) => r.masterId === master.id)!;
     await sendCommand(replica, ['CLUSTER', 'FAILOVER']);

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { INestApplication } from '@nestjs/common';
 import type { Redis } from 'ioredis';
+
 import type { RedisClient, RedisNodeAddress } from '../../src/index.js';
 import type { CapturingLogger } from '../support/app.js';
 import { FaultProxy } from '../support/fault-proxy.js';
@@ -11,6 +12,7 @@ import {
   waitFor,
   type SentinelTopology,
 } from '../support/redis.js';
+
 import {
   classify,
   describeError,

@@ -10,7 +10,13 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { startCluster, startSentinel, startStandalone, stopAll } from '../../scripts/redis/servers.mjs';
+
+import {
+  startCluster,
+  startSentinel,
+  startStandalone,
+  stopAll,
+} from '../../scripts/redis/servers.mjs';
 
 export const STATE_KEY = Symbol.for('nestjs-redis-infra.test-topology');
 export const STATE_FILE = 'topology.json';
@@ -35,7 +41,12 @@ function describe(kind, t) {
         replicas: t.replicas.map(addr),
       };
     case 'sentinel':
-      return { name: t.name, master: node(t.master), replica: node(t.replica), sentinels: t.sentinels.map(node) };
+      return {
+        name: t.name,
+        master: node(t.master),
+        replica: node(t.replica),
+        sentinels: t.sentinels.map(node),
+      };
     default:
       throw new Error(`unknown topology ${kind}`);
   }
@@ -48,7 +59,9 @@ export default async function globalSetup() {
     .filter(Boolean);
   const unknown = wanted.filter((k) => !(k in STARTERS));
   if (unknown.length) {
-    throw new Error(`REDIS_TEST_TOPOLOGIES: unknown topology ${unknown.join(', ')} (expected standalone, cluster, sentinel)`);
+    throw new Error(
+      `REDIS_TEST_TOPOLOGIES: unknown topology ${unknown.join(', ')} (expected standalone, cluster, sentinel)`,
+    );
   }
   const kinds = [...new Set(wanted)];
 
@@ -61,7 +74,9 @@ export default async function globalSetup() {
     // (a stale nodes-<port>.conf would make a new cluster node join the old cluster).
     await stopAll(baseDir);
     await Promise.all(
-      [...Object.keys(STARTERS), STATE_FILE].map((name) => fs.rm(path.join(baseDir, name), { recursive: true, force: true })),
+      [...Object.keys(STARTERS), STATE_FILE].map((name) =>
+        fs.rm(path.join(baseDir, name), { recursive: true, force: true }),
+      ),
     );
   } else {
     baseDir = await fs.mkdtemp(path.join(os.tmpdir(), 'nestjs-redis-infra-test-'));
@@ -105,12 +120,18 @@ export default async function globalSetup() {
     env,
     topologies: Object.fromEntries(ok.map((r) => [r.kind, describe(r.kind, r.topology)])),
     pids: ok.flatMap(({ kind, topology: t }) =>
-      kind === 'standalone' ? [t.pid] : kind === 'cluster' ? t.nodes.map((n) => n.pid) : [t.master.pid, t.replica.pid, ...t.sentinels.map((s) => s.pid)],
+      kind === 'standalone'
+        ? [t.pid]
+        : kind === 'cluster'
+          ? t.nodes.map((n) => n.pid)
+          : [t.master.pid, t.replica.pid, ...t.sentinels.map((s) => s.pid)],
     ),
   };
   await fs.writeFile(path.join(baseDir, STATE_FILE), `${JSON.stringify(state, null, 2)}\n`);
   globalThis[STATE_KEY] = { ...state, live: byKind };
 
   const timings = ok.map((r) => `${r.kind} ${(r.ms / 1000).toFixed(1)}s`).join(', ');
-  console.log(`\n[redis] ${timings || 'no topologies'} (total ${((Date.now() - t0) / 1000).toFixed(1)}s) in ${baseDir}`);
+  console.log(
+    `\n[redis] ${timings || 'no topologies'} (total ${((Date.now() - t0) / 1000).toFixed(1)}s) in ${baseDir}`,
+  );
 }

@@ -4,6 +4,7 @@
 
 import fs from 'node:fs/promises';
 import path from 'node:path';
+
 import { isRedisProcess, runningServers, stopAll } from '../../scripts/redis/servers.mjs';
 
 const STATE_KEY = Symbol.for('nestjs-redis-infra.test-topology');
@@ -42,7 +43,8 @@ export default async function globalTeardown() {
   // then sweep every pidfile under the base directory (restarted servers, servers started by specs).
   if (state.live) {
     const results = await Promise.allSettled(Object.values(state.live).map((t) => t.stop()));
-    for (const r of results) if (r.status === 'rejected') problems.push(r.reason?.message ?? String(r.reason));
+    for (const r of results)
+      if (r.status === 'rejected') problems.push(r.reason?.message ?? String(r.reason));
   }
   try {
     await stopAll(state.baseDir);

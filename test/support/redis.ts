@@ -1,8 +1,10 @@
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomUUID } from 'node:crypto';
+
 import { Cluster, type Command, type Redis } from 'ioredis';
+
 import { sendCommand, type RespTarget } from '../../scripts/redis/servers.mjs';
 import type { RedisModuleOptions } from '../../src/index.js';
 
@@ -133,12 +135,14 @@ export async function waitFor<T>(
   for (;;) {
     try {
       const value = await check();
-      if (value) return value as NonNullable<T>;
+      if (value) return value;
     } catch (err) {
       last = err;
     }
     if (Date.now() > deadline) {
       throw new Error(
+        // `last` is whatever the probe threw: its own String() is the useful text.
+        // eslint-disable-next-line @typescript-eslint/no-base-to-string -- see above
         `timed out after ${timeoutMs} ms waiting for ${what}` + (last ? `: ${String(last)}` : ''),
       );
     }

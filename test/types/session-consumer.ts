@@ -5,6 +5,7 @@
 import { Controller, Get, Module, Req } from '@nestjs/common';
 import type { Request } from 'express';
 import session from 'express-session';
+
 import { RedisModule, SessionService, type Session, type SessionSummary } from 'nestjs-redis-infra';
 import {
   RedisSessionStore,

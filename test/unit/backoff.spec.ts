@@ -1,4 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
+
 import { backoffDelay } from '../../src/connection/backoff.js';
 
 const retry = { initialDelay: 100, factor: 2, maxDelay: 2000, jitter: 0.5, maxAttempts: null };

@@ -1,4 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
+
 import { decodeEntry, decodeTextEntry, encodeEntry } from '../../src/cache/cache-entry.js';
 import { jsonSerializer } from '../../src/cache/serializer.js';
 

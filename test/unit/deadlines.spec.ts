@@ -1,4 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
+
 import { DeadlineGroup } from '../../src/connection/deadlines.js';
 
 describe('DeadlineGroup', () => {
@@ -12,9 +13,11 @@ describe('DeadlineGroup', () => {
     // that never settles is. (How soon after the bound is a figure for bench/, not a test.)
     const order: string[] = [];
     const never = new Promise<number>(() => undefined);
-    const late = group.run(never, 80, () => new Error('late')).catch((e: Error) => {
-      order.push(e.message);
-    });
+    const late = group
+      .run(never, 80, () => new Error('late'))
+      .catch((e: Error) => {
+        order.push(e.message);
+      });
     const inTime = group
       .run(new Promise((r) => setTimeout(() => r('in time'), 20)), 80, () => new Error('x'))
       .then((v) => order.push(String(v)));

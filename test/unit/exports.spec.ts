@@ -1,5 +1,7 @@
-import { describe, expect, it } from '@jest/globals';
 import { readFileSync } from 'node:fs';
+
+import { describe, expect, it } from '@jest/globals';
+
 import * as api from '../../src/index.js';
 
 describe('package root', () => {

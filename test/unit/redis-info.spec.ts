@@ -1,4 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
+
 import { parseInfo } from '../../src/redis-info.js';
 import { escapeGlob } from '../../src/redis.service.js';
 

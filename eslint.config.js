@@ -1,4 +1,4 @@
-// Lint gate, prepared but not yet run by `npm test`: `npm run lint` (and `npm run format:check`).
+// Lint gate, run first by `npm test` (scripts/test.sh): zero problems allowed; also `npm run lint`.
 // TypeScript is linted with type information (typescript-eslint's recommendedTypeChecked) through
 // the project service, which finds each file's nearest tsconfig.json. The .mjs/.js scripts have no
 // tsconfig: they get the same rules without the type-aware ones.

@@ -38,8 +38,8 @@ import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 
 import { CacheTracking, type CacheTrackingMode } from '../src/cache/tracking.js';
-import { resolveRedisOptions } from '../src/redis-module.options.js';
 import { RedisConnection } from '../src/connection/redis-connection.js';
+import { resolveRedisOptions } from '../src/redis-module.options.js';
 
 import {
   cleanupSteps,

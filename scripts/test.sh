@@ -29,6 +29,10 @@ if [ -z "${SKIP_NEST11:-}" ] && [ -f compat/nest11/package.json ]; then
 fi
 bash scripts/ensure-redis.sh
 
+step "lint and format (zero problems: eslint with type information, prettier over every file)"
+npx eslint src test example bench scripts --max-warnings 0
+npx prettier --check . --log-level warn
+
 step "type-check (ts-jest only transpiles: this is what catches type errors)"
 npx tsc -p tsconfig.json --noEmit
 if [ -z "${SKIP_NEST11:-}" ] && [ -f tsconfig.nest11-typecheck.json ]; then

@@ -11,11 +11,6 @@ import { ModuleRef } from '@nestjs/core';
 import { RedisBullMq } from './bullmq/redis-bullmq.js';
 import { CacheService } from './cache/cache.service.js';
 import { DEFAULT_CONNECTION_NAME } from './config/defaults.js';
-import {
-  resolveRedisOptions,
-  type RedisModuleExtras,
-  type RedisModuleOptions,
-} from './redis-module.options.js';
 import { RedisConnection } from './connection/redis-connection.js';
 import {
   getCacheServiceToken,
@@ -42,6 +37,11 @@ import { CoordinationLifecycle } from './lock/coordination.lifecycle.js';
 import { LockService } from './lock/lock.service.js';
 import { PresenceService } from './presence/presence.service.js';
 import { PubSubService } from './pubsub/pubsub.service.js';
+import {
+  resolveRedisOptions,
+  type RedisModuleExtras,
+  type RedisModuleOptions,
+} from './redis-module.options.js';
 import { RedisService } from './redis.service.js';
 import { SessionService } from './session/session.service.js';
 import { StreamsService } from './streams/streams.service.js';

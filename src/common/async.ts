@@ -154,7 +154,7 @@ export class DeadlineGroup {
         },
         (err: unknown) => {
           this.pending.delete(entry);
-          // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- passed through as it came
+
           reject(err);
         },
       );

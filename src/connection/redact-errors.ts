@@ -70,7 +70,7 @@ export function redactError(err: unknown, secrets: ReadonlyArray<string>): void 
   if (!(err instanceof Error)) return;
   const command = (err as { command?: { name?: unknown; args?: unknown } }).command;
   if (command && Array.isArray(command.args)) {
-    const name = String(command.name ?? '').toLowerCase();
+    const name = typeof command.name === 'string' ? command.name.toLowerCase() : '';
     const args = command.args as unknown[];
     (err as Error & { command?: unknown }).command = {
       ...command,

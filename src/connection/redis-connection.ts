@@ -8,8 +8,8 @@ import type { Redis } from 'ioredis';
 
 import { elapsedMs, withTimeout } from '../common/async.js';
 import { scrubSecrets } from '../config/redact.js';
-import type { ResolvedRedisConfig } from '../redis-module.options.js';
 import { RedisConnectionError } from '../errors.js';
+import type { ResolvedRedisConfig } from '../redis-module.options.js';
 
 import {
   createClient,
@@ -280,7 +280,7 @@ export class RedisConnection
     this.subscriberHub ??= new RedisSubscriber({
       open: async () => {
         this.reserveSlot('subscriber connection');
-        const client = createClient(this.config, 'subscriber', await this.subscriberNode());
+        const client = createClient(this.config, 'subscriber', this.subscriberNode());
         this.detachers.push(this.watch(client, 'subscriber'));
         try {
           await this.connectOrFail(client, 'subscriber');
@@ -298,7 +298,7 @@ export class RedisConnection
   }
 
   /** On a cluster, a node to subscribe on (any node hears every PUBLISH). */
-  private async subscriberNode(): Promise<{ host: string; port: number } | undefined> {
+  private subscriberNode(): { host: string; port: number } | undefined {
     if (!isCluster(this.client) || this.config.target.kind !== 'cluster') return undefined;
     const nodes = this.client.nodes('master');
     const pick = nodes[Math.floor(Math.random() * nodes.length)];
@@ -512,7 +512,7 @@ export class RedisConnection
 
 /** Errors that no reconnect attempt can cure: authentication and authorisation failures. */
 function isPermanentConnectError(err: Error): boolean {
-  const code = String((err as { code?: unknown }).code ?? '');
+  const code = errorCode(err);
   return (
     /WRONGPASS|NOAUTH|NOPERM|invalid password|invalid username-password/i.test(err.message) ||
     // No retry will change a certificate, nor a TLS handshake the server refuses.
@@ -523,7 +523,7 @@ function isPermanentConnectError(err: Error): boolean {
 
 /** A certificate the CA does not vouch for, or one for another host. */
 function isTlsCertificateError(err: Error): boolean {
-  const code = String((err as { code?: unknown }).code ?? '');
+  const code = errorCode(err);
   return TLS_PERMANENT_CODES.has(code) || /^ERR_TLS_CERT/.test(code);
 }
 
@@ -541,3 +541,9 @@ const TLS_PERMANENT_CODES = new Set([
   'CERT_REJECTED',
   'HOSTNAME_MISMATCH',
 ]);
+
+/** The `code` of a Node or Redis error, as a string ('' when it has none). */
+function errorCode(err: Error): string {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' || typeof code === 'number' ? String(code) : '';
+}

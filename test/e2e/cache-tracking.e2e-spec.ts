@@ -6,10 +6,10 @@ import {
   validateTrackingOption,
   type CacheTrackingMode,
 } from '../../src/cache/tracking.js';
-import { resolveRedisOptions } from '../../src/redis-module.options.js';
 import { RedisConnection } from '../../src/connection/redis-connection.js';
 import { RedisConfigError } from '../../src/errors.js';
 import type { RedisModuleOptions } from '../../src/index.js';
+import { resolveRedisOptions } from '../../src/redis-module.options.js';
 import { FaultProxy } from '../support/fault-proxy.js';
 import {
   killConnection,

@@ -4,7 +4,12 @@
  */
 import { Controller, Get, Injectable, Module } from '@nestjs/common';
 import { ConfigModule, ConfigService } from '@nestjs/config';
-import { HealthCheck, HealthCheckService, TerminusModule, type HealthCheckResult } from '@nestjs/terminus';
+import {
+  HealthCheck,
+  HealthCheckService,
+  TerminusModule,
+  type HealthCheckResult,
+} from '@nestjs/terminus';
 import type { Cluster, Redis } from 'ioredis';
 
 import {

@@ -1,8 +1,8 @@
 import { describe, expect, it } from '@jest/globals';
 
-import { resolveRedisOptions } from '../../src/redis-module.options.js';
 import { RedisConfigError } from '../../src/errors.js';
 import { LOCK_DEFAULTS, validateLockOptions } from '../../src/lock/lock.options.js';
+import { resolveRedisOptions } from '../../src/redis-module.options.js';
 
 function lockError(lock: unknown): RedisConfigError {
   try {

@@ -47,8 +47,13 @@ export function isTransientRedisError(error: unknown): boolean {
   const code = (error as { code?: unknown }).code;
   if (typeof code === 'string' && TRANSIENT_CODES.has(code)) return true;
   if (TRANSIENT_REPLIES.test(error.message)) return true;
-  // ioredis's own wording for a command that hit `commandTimeout`.
-  return error.message === 'Command timed out';
+  // ioredis's own wording for a command that hit `commandTimeout`, and (ioredis 6.1, which
+  // aborts what was in flight when the socket closes) for one whose reply was lost with the
+  // connection: either way the command may or may not have run.
+  return (
+    error.message === 'Command timed out' ||
+    (error.name === 'AbortError' && /aborted due to connection close/i.test(error.message))
+  );
 }
 
 /**

@@ -65,7 +65,6 @@ export default tseslint.config(
         },
       ],
       'import-x/no-duplicates': 'error',
-      'import-x/no-cycle': 'error',
       // TypeScript resolves every import already (tsc runs first in npm test).
       'import-x/no-unresolved': 'off',
       'import-x/named': 'off',
@@ -84,6 +83,12 @@ export default tseslint.config(
         { allowInterfaces: 'with-single-extends' },
       ],
     },
+  },
+  {
+    // Import circles matter in the package itself. Following every import of every test and bench
+    // file into node_modules cost half of the lint pass (27 of 60 s) and found nothing src/ would not.
+    files: ['src/**/*.ts'],
+    rules: { 'import-x/no-cycle': ['error', { ignoreExternal: true }] },
   },
   {
     // Test doubles, loaders and closers implement promise-returning contracts

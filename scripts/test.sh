@@ -29,9 +29,22 @@ if [ -z "${SKIP_NEST11:-}" ] && [ -f compat/nest11/package.json ]; then
 fi
 bash scripts/ensure-redis.sh
 
-step "lint and format (zero problems: eslint with type information, prettier over every file)"
-npx eslint src test example bench scripts --max-warnings 0
-npx prettier --check . --log-level warn
+# The lint gate and the compile gates are each mostly one busy core for a minute or more: on a
+# 2-core machine they run side by side (about 75 s instead of 140 s). Lint still gates jest: its
+# report is printed, and a problem stops the run, before any spec starts.
+step "lint and format, in the background (zero problems: eslint with type information, prettier over every file)"
+lint_log=$(mktemp "${TMPDIR:-/tmp}/nestjs-redis-infra-lint.XXXXXX")
+(
+  node_modules/.bin/eslint src test example bench scripts --max-warnings 0 &&
+    node_modules/.bin/prettier --check . --log-level warn
+) >"$lint_log" 2>&1 &
+lint_pid=$!
+stop_lint() { # a failed compile step ends the run: stop eslint/prettier (children of the subshell) too
+  pkill -P "$lint_pid" 2>/dev/null || true
+  kill "$lint_pid" 2>/dev/null || true
+  rm -f "$lint_log"
+}
+trap stop_lint EXIT
 
 step "type-check (ts-jest only transpiles: this is what catches type errors)"
 npx tsc -p tsconfig.json --noEmit
@@ -44,6 +57,18 @@ rm -rf dist
 npx tsc -p tsconfig.build.json
 npx tsc -p test/types/tsconfig.json
 node scripts/check-doc-snippets.mjs # the TypeScript blocks of README.md and docs/*.md, against dist
+
+step "lint and format: the report"
+lint_status=0
+wait "$lint_pid" || lint_status=$?
+cat "$lint_log"
+rm -f "$lint_log"
+trap - EXIT
+if [ "$lint_status" -ne 0 ]; then
+  echo "lint or format failed (exit $lint_status): npx eslint --fix <files>, npx prettier --write <files>" >&2
+  exit "$lint_status"
+fi
+echo "no problems"
 
 # Every server of this run lives under one directory; whatever is left there afterwards is ours.
 REDIS_INFRA_TEST_DIR=$(mktemp -d "${TMPDIR:-/tmp}/nestjs-redis-infra-test.XXXXXX")

@@ -5,7 +5,15 @@ import { RedisConnection } from '../../src/connection/redis-connection.js';
 import type { RedisModuleOptions } from '../../src/index.js';
 import { resolveRedisOptions } from '../../src/redis-module.options.js';
 import { FaultProxy } from '../support/fault-proxy.js';
-import { standaloneUrl, topologies, uniquePrefix, waitFor } from '../support/redis.js';
+import {
+  specDir,
+  standaloneUrl,
+  startStandalone,
+  topologies,
+  uniquePrefix,
+  waitFor,
+  type StandaloneServer,
+} from '../support/redis.js';
 
 /** A connection of ours as the module makes it, without a Nest application around it. */
 async function open(options: RedisModuleOptions): Promise<RedisConnection> {
@@ -124,6 +132,95 @@ describe('retryOnTimeout through the fault proxy', () => {
     expect(await set).toBe('OK');
     expect(await direct.get(plain)).toBe('v');
     expect(await direct.get(nx)).toBe('v');
+  });
+});
+
+/**
+ * A server that is loading its data answers `LOADING` to every data command. `DEBUG RELOAD` makes
+ * a running server save and load again while our connection stays open (a restart would not do:
+ * ioredis's ready check holds commands on a new connection until loading ends). A delay per key
+ * (`key-load-delay`, microseconds) makes the load last about a second, and a small
+ * `loading-process-events-interval-bytes` makes the server answer clients while it loads.
+ */
+describe('retryOnTimeout while the server loads its data (LOADING)', () => {
+  const KEYS = 5_000;
+  let server: StandaloneServer;
+  let admin: Redis;
+  const opened: RedisConnection[] = [];
+
+  beforeAll(async () => {
+    server = await startStandalone({
+      baseDir: specDir('rot-loading'),
+      args: ['--enable-debug-command', 'local', '--loading-process-events-interval-bytes', '1024'],
+    });
+    admin = new Redis(server.url);
+    await admin.call('DEBUG', 'POPULATE', String(KEYS), 'k', '64');
+    await admin.config('SET', 'key-load-delay', '200');
+  });
+  afterEach(async () => {
+    for (const c of opened.splice(0)) await c.close();
+  });
+  afterAll(async () => {
+    admin?.disconnect();
+    await server?.stop();
+  });
+
+  /** Starts a reload and resolves once the server says it is loading; `done` ends with it. */
+  async function reloading(): Promise<{ done: Promise<unknown> }> {
+    const done = admin.call('DEBUG', 'RELOAD');
+    // No ready check: ioredis's own would hold the probe's INFO until the load ends.
+    const probe = new Redis(server.url, { enableReadyCheck: false });
+    try {
+      await waitFor(async () => /^loading:1/m.test(await probe.info('persistence')), {
+        what: 'the server to be loading',
+      });
+    } finally {
+      probe.disconnect();
+    }
+    return { done };
+  }
+
+  async function loadingErrors(): Promise<number> {
+    const stats = await admin.info('errorstats');
+    return Number(/errorstat_LOADING:count=(\d+)/.exec(stats)?.[1] ?? 0);
+  }
+
+  it('retries a read that met LOADING until the data is back', async () => {
+    const c = await open({
+      url: server.url,
+      commandTimeout: 2_000,
+      retryOnTimeout: { attempts: 10, initialDelay: 100, maxDelay: 1_000 },
+    });
+    opened.push(c);
+    const before = await loadingErrors();
+    const { done } = await reloading();
+    const value = await c.client.get('k:1');
+    await done;
+    expect(value).toBe('value:1'.padEnd(64, '\0'));
+    expect(c.commandRetries.retries).toBeGreaterThanOrEqual(1);
+    expect(await loadingErrors()).toBeGreaterThan(before);
+  });
+
+  it('fails the read with LOADING without the option (the fault is real)', async () => {
+    const c = await open({ url: server.url, commandTimeout: 2_000 });
+    opened.push(c);
+    const { done } = await reloading();
+    await expect(c.client.get('k:1')).rejects.toThrow(/^LOADING/);
+    await done;
+  });
+
+  it('never retries an INCR that met LOADING: it fails once and ran zero times', async () => {
+    const c = await open({
+      url: server.url,
+      commandTimeout: 2_000,
+      retryOnTimeout: { attempts: 10, initialDelay: 100, maxDelay: 1_000 },
+    });
+    opened.push(c);
+    const { done } = await reloading();
+    await expect(c.client.incr('loading-counter')).rejects.toThrow(/^LOADING/);
+    await done;
+    expect(await admin.get('loading-counter')).toBeNull();
+    expect(c.commandRetries.retries).toBe(0);
   });
 });
 

@@ -6,12 +6,16 @@ export type {
 } from './redis.module.js';
 export type {
   RedisCacheModuleOptions,
+  RedisCacheL1Options,
   RedisClusterOptions,
+  RedisConnectionOptions,
+  RedisConnectionTarget,
   RedisLockModuleOptions,
   RedisModuleExtras,
   RedisModuleOptions,
   RedisNodeAddress,
   RedisPubSubModuleOptions,
+  RedisRetryOnTimeoutOptions,
   RedisRetryOptions,
   RedisSentinelOptions,
   RedisSessionModuleOptions,

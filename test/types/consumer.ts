@@ -22,11 +22,22 @@ import {
   RedisHealthIndicator,
   RedisModule,
   RedisService,
+  type RedisCacheL1Options,
+  type RedisConnectionOptions,
+  type RedisConnectionTarget,
   type RedisHealthIndicatorResult,
   type RedisInfo,
   type RedisModuleOptions,
+  type RedisRetryOnTimeoutOptions,
   type RedisStats,
 } from 'nestjs-redis-infra';
+
+// The option groups a module of the application's own can build and pass on, piece by piece.
+const target: RedisConnectionTarget = { url: 'redis://127.0.0.1:6379' };
+const retryOnTimeout: RedisRetryOnTimeoutOptions = { attempts: 3, initialDelay: 50 };
+const connection: RedisConnectionOptions = { commandTimeout: 500, retryOnTimeout };
+const l1: RedisCacheL1Options = { maxEntries: 1_000 };
+export const composed: RedisModuleOptions = { ...target, ...connection, cache: { l1 } };
 
 @Injectable()
 export class ProductService {

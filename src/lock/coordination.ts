@@ -72,6 +72,8 @@ export class Coordinator {
   /** When subscribing to grants last failed (ms): retried at most once a minute. */
   private grantSubscribeFailedAt = 0;
   private refusedWarned = false;
+  /** Grants reach this process by message (else its queued waiters find them by polling). */
+  grantsSubscribed = false;
 
   constructor(readonly connection: RedisConnection) {}
 
@@ -315,6 +317,7 @@ export class Coordinator {
       .then(
         (unsubscribe) => {
           this.unsubscribeGrants = unsubscribe;
+          this.grantsSubscribed = true;
           return true;
         },
         (err: unknown) => {
@@ -433,6 +436,7 @@ export class Coordinator {
     await unsubscribe?.().catch(() => undefined);
     const unsubscribeGrants = this.unsubscribeGrants;
     this.unsubscribeGrants = undefined;
+    this.grantsSubscribed = false;
     await unsubscribeGrants?.().catch(() => undefined);
     if (leases.length || elections.length) {
       this.logger.log(

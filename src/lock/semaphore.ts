@@ -146,7 +146,7 @@ export class RedisSemaphore implements Semaphore {
     const early = stopped();
     if (early) throw early;
     // Without the grant channel, a queued waiter learns of its grant by polling.
-    await coordinator.ensureGrantChannel();
+    if (!coordinator.grantsSubscribed) await coordinator.ensureGrantChannel();
     const token = coordinator.token();
     // Registered before the first attempt: a grant may arrive before that attempt's reply.
     const waiter = coordinator.enqueue(token);

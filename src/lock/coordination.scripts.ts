@@ -57,13 +57,18 @@ local nowUs = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now = math.floor(nowUs / 1000)
 local refused = 0
 local granted = {}
-${KEEP_ALIVE}
+-- Keeps a key alive at least ms more, giving it twice that when it renews, so that a busy
+-- semaphore renews its keys' TTL now and then rather than on every call.
+local function keep(key, ms)
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, 2 * ms) end
+end
 local function live()
   redis.call('ZREMRANGEBYSCORE', holders, -now, now)
   return redis.call('ZCOUNT', holders, '(' .. now, '+inf')
 end
 local function grant(free, channelPrefix, self)
   local notify = {}
+  local longest = 0
   while free > 0 do
     local batch = redis.call('ZRANGE', queue, 0, math.min(free, 64) - 1)
     if #batch == 0 then break end
@@ -83,10 +88,11 @@ local function grant(free, channelPrefix, self)
           notify[pid] = notify[pid] and (notify[pid] .. ',' .. w) or w
         end
         redis.call('ZADD', holders, now + hold, w)
-        keep(holders, hold)
+        longest = math.max(longest, hold)
       end
     end
   end
+  if longest > 0 then keep(holders, longest) end
   for pid, ws in pairs(notify) do
     local r = redis.pcall('PUBLISH', channelPrefix .. pid, ws)
     if type(r) == 'table' and r.err then refused = 1 end
@@ -110,14 +116,13 @@ export const SEMAPHORE_ACQUIRE = new LockScript<Array<number | string>>(
   'semaphore-acquire',
   `${SEMAPHORE_PRELUDE}
 local token, ttl, mode = ARGV[1], tonumber(ARGV[3]), ARGV[4]
-local held = live()
 local mine = redis.call('ZSCORE', holders, token)
 if mine and tonumber(mine) > now then
   redis.call('ZADD', holders, now + ttl, token)
   keep(holders, ttl)
   return {1, ttl, 0}
 end
-local free = grant(tonumber(ARGV[2]) - held, ARGV[7], ARGV[6])
+local free = grant(tonumber(ARGV[2]) - live(), ARGV[7], ARGV[6])
 for i = 1, #granted do
   if granted[i] == token then return {1, ttl, refused, unpack(granted)} end
 end
@@ -131,8 +136,10 @@ if mode ~= '0' then
   redis.call('HSET', entries, token,
     string.format('%.0f', now + lease) .. '|' .. ARGV[3] .. '|' .. ARGV[5] .. '|' .. ARGV[6])
   redis.call('ZADD', queue, 'NX', string.format('%.0f', nowUs), token)
-  keep(queue, 2 * lease)
-  keep(entries, 2 * lease)
+  if redis.call('PTTL', queue) < lease or redis.call('PTTL', entries) < lease then
+    redis.call('PEXPIRE', queue, 2 * lease)
+    redis.call('PEXPIRE', entries, 2 * lease)
+  end
 end
 local first = redis.call('ZRANGEBYSCORE', holders, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
 return {0, first[2] and (tonumber(first[2]) - now) or -1, refused, unpack(granted)}`,
@@ -166,7 +173,7 @@ else
   redis.call('ZADD', holders, -(now + tombstone), token)
   keep(holders, tombstone)
 end
-grant(tonumber(ARGV[3]) - live(), ARGV[5], ARGV[4])
+if redis.call('EXISTS', queue) == 1 then grant(tonumber(ARGV[3]) - live(), ARGV[5], ARGV[4]) end
 if redis.call('EXISTS', mark) == 1 then redis.pcall('PUBLISH', ARGV[6], ARGV[7]) end
 return {released, refused, unpack(granted)}`,
   4,

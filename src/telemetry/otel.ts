@@ -2,6 +2,7 @@ import type * as OpenTelemetryApi from '@opentelemetry/api';
 import type { Attributes, Meter, ObservableResult } from '@opentelemetry/api';
 
 import { recordCommands } from './command-recorder.js';
+import { instrumentLocks } from './lock-metrics.js';
 import {
   traceChannel,
   type RedisTraceContext,
@@ -331,6 +332,8 @@ export function instrumentConnection(meter: Meter, src: MetricSources): () => vo
     );
   }
 
+  // Lock figures, when a LockService registered them for this client.
+  undo.push(instrumentLocks(meter, src.client, pool));
   undo.push(instrumentOperations(meter));
   return () => {
     for (const u of undo.splice(0)) u();

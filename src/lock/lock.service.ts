@@ -421,10 +421,13 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
       for (;;) {
         if (pending.fence !== undefined) {
           const fence = pending.fence;
+          // A release of this process says when it was sent: the grant came no earlier.
+          const notBefore = Math.max(grantedNoEarlierThan, pending.notBefore ?? 0);
           pending.fence = undefined;
+          pending.notBefore = undefined;
           try {
             const lock = await this.granted(resource, token, ttl, [1, fence, -1, 0], 0, {
-              grantedNoEarlierThan,
+              grantedNoEarlierThan: notBefore,
             });
             return this.won(lock, true);
           } catch (err) {
@@ -676,11 +679,22 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     let attempt = 0;
     for (;;) {
       try {
-        const [ok, refused] = await RELEASE.on(this.connection).run(lockKeys(lock.resource), [
-          lock.token,
-          this.grantChannelPrefix,
-        ]);
+        const sentAt = Date.now();
+        const [ok, refused, waiter, fence] = await RELEASE.on(this.connection).run(
+          lockKeys(lock.resource),
+          [lock.token, this.grantChannelPrefix, this.processId],
+        );
         this.noteRefused(refused);
+        // Handed to a caller of this process: it learns here, not by message. One that gave up
+        // meanwhile is not pending any more; its departure (LEAVE) passes the lock on.
+        if (waiter !== undefined && waiter !== null) {
+          const pending = this.pending.get(String(waiter));
+          if (pending) {
+            pending.fence = Number(fence);
+            pending.notBefore = sentAt;
+            pending.wake?.();
+          }
+        }
         return Number(ok) === 1;
       } catch (err) {
         attempt += 1;
@@ -816,8 +830,10 @@ class NotAcknowledged extends Error {}
 
 /** A caller of this process queued in Redis. */
 interface PendingGrant {
-  /** Set by the grant message. */
+  /** Set by the grant message, or by the reply of a release of this process. */
   fence?: number;
+  /** When that release was sent (epoch ms): the grant happened no earlier. */
+  notBefore?: number;
   /** Ends the current sleep. */
   wake?: () => void;
 }

@@ -966,14 +966,44 @@ interface Comparison {
   pairedInterval: [number, number];
 }
 
-async function run(settings: Settings, state: State): Promise<Verdict[]> {
+// ---------------------------------------------------------------------------------------------
+// The run, in named sections: set-up, the three in-process scenarios (each measured, then
+// reported), the summary. `--processes` runs scenario 4 instead (above).
+// ---------------------------------------------------------------------------------------------
+
+/** A peer library as the scenarios use it. */
+interface Peer {
+  lib: Exclude<Lib, 'ours'>;
+  redlock: PeerRedlock;
+  isErr: (e: unknown) => boolean;
+}
+
+/** What every section of one run shares. */
+interface RunContext {
+  settings: Settings;
+  /** `performance.now()` at the start of the run. */
+  wall: number;
+  loadStart: number[];
+  pressureStart: number | undefined;
+  /** Process warnings seen during the run. */
+  warnings: string[];
+  url: string;
+  /** Key prefix of the run: `bench:lock:<run>:`. */
+  base: string;
+  locks: LockService;
+  peers: Peer[];
+  versions: Record<string, string>;
+  redlock5Status: string;
+}
+
+const peerLabel = (lib: Lib): string =>
+  lib === 'sesame' ? '@sesamecare-oss/redlock' : lib === 'redlock5' ? 'redlock 5 beta' : 'ours';
+
+/** Boots ours (a Nest application context) and the peers, and prints what runs against what. */
+async function setUp(settings: Settings, state: State, warnings: string[]): Promise<RunContext> {
   const wall = performance.now();
   const loadStart = os.loadavg();
   const pressureStart = cpuPressure();
-  const warnings: string[] = [];
-  const onWarning = (w: Error): void => void warnings.push(`${w.name}: ${w.message}`);
-  process.on('warning', onWarning);
-
   const url = await redisUrlFor(state);
   const where = url.replace(/\/\/([^@/]*)@/, '//***@');
   const runId = `${process.pid}-${Date.now().toString(36)}`;
@@ -1043,24 +1073,35 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
       `ours: module defaults (wait ${OURS_WAIT} ms, fallback poll 250 ms). ttl ${TTL} ms everywhere.`,
   );
 
-  const peers: Array<{
-    lib: Exclude<Lib, 'ours'>;
-    redlock: PeerRedlock;
-    isErr: (e: unknown) => boolean;
-  }> = [{ lib: 'sesame', redlock: sesame, isErr: isSesameError }];
+  const peers: Peer[] = [{ lib: 'sesame', redlock: sesame, isErr: isSesameError }];
   if (redlock5) peers.push({ lib: 'redlock5', redlock: redlock5, isErr: isRedlock5Error });
-  const peerLabel = (lib: Lib): string =>
-    lib === 'sesame' ? '@sesamecare-oss/redlock' : lib === 'redlock5' ? 'redlock 5 beta' : 'ours';
+  return {
+    settings,
+    wall,
+    loadStart,
+    pressureStart,
+    warnings,
+    url,
+    base,
+    locks,
+    peers,
+    versions,
+    redlock5Status,
+  };
+}
 
-  if (settings.processes)
-    return runProcesses(
-      settings,
-      url,
-      base,
-      peers.map((p) => p.lib),
-    );
+/** Scenario 1's samples, comparisons and verdict. */
+interface UncontendedOutcome {
+  specs: UncontendedSpec[];
+  rates: (c: number, id: string) => number[];
+  cpu: (c: number, id: string) => number[];
+  comparisons: Record<number, Record<string, Record<string, Comparison>>>;
+  verdict: Verdict;
+}
 
-  // ===== 1. uncontended =====
+/** Scenario 1: uncontended acquire + release, sequential and 16 in flight. */
+async function measureUncontended(ctx: RunContext): Promise<UncontendedOutcome> {
+  const { settings, locks, peers } = ctx;
   const uncontended: UncontendedSpec[] = [
     {
       id: 'ours-acquire',
@@ -1153,68 +1194,89 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
         headlineU.some((h) => h.pairedInterval[1] < UNCONTENDED_TARGET)
       ? 'MISSED'
       : 'INCONCLUSIVE';
-  const printUncontended = (): void => {
-    console.log('\n1. Uncontended acquire + release per second (median over rounds)');
-    const uRows: string[][] = [];
-    for (const c of IN_FLIGHT) {
-      for (const s of uncontended) {
-        uRows.push([
-          `${c === 1 ? 'sequential' : `${c} in flight`}  ${s.label}`,
-          fmtInt(median(uRates(c, s.id))),
-          median(uCpu(c, s.id)).toFixed(0),
-          ...peers.map((p) =>
-            s.lib === 'ours'
-              ? (() => {
-                  const cmp = uComparisons[c][p.lib][s.id];
-                  return `${fmtRatio(cmp.paired)} ${fmtInterval(cmp.pairedInterval)}`;
-                })()
-              : '',
-          ),
-        ]);
-      }
-    }
-    console.log(
-      table(
-        [
-          'scenario',
-          'ops/s',
-          'CPU µs/op',
-          ...peers.map((p) => `ours / ${peerLabel(p.lib)} (paired, 90%)`),
-        ],
-        uRows,
-      ),
-    );
-    console.log(
-      `Target: ours (acquire + release) >= ${UNCONTENDED_TARGET.toFixed(1)}x each peer, sequential and 16 in flight: ${uVerdict}`,
-    );
+  return {
+    specs: uncontended,
+    rates: uRates,
+    cpu: uCpu,
+    comparisons: uComparisons,
+    verdict: uVerdict,
   };
-  if (settings.uncontendedOnly) {
-    printUncontended();
-    const pressureEnd = cpuPressure();
-    console.log(
-      `\nSummary (uncontended only): ${uVerdict}. ${((performance.now() - wall) / 1000).toFixed(1)} s, ${fmtLoad(os.loadavg(), pressureEnd)}`,
-    );
-    process.off('warning', onWarning);
-    const medians = Object.fromEntries(
-      IN_FLIGHT.map((c) => [
-        c,
-        Object.fromEntries(uncontended.map((s) => [s.id, Math.round(median(uRates(c, s.id)))])),
-      ]),
-    );
-    const json = { bench: 'lock', uncontendedOnly: true, date: new Date().toISOString(), versions };
-    console.log(
-      `BENCH_JSON ${JSON.stringify({ ...json, settings, medians, comparisons: uComparisons, verdict: uVerdict })}`,
-    );
-    return [uVerdict];
-  }
+}
 
-  // ===== 2. hand-off latency =====
-  const ours = oursContender(locks);
-  const fast: Contender[] = [
-    ours,
-    ...peers.map((p) => peerContender(p.lib, p.redlock, p.isErr, true)),
-  ];
-  const slow: Contender[] = peers.map((p) => peerContender(p.lib, p.redlock, p.isErr, false));
+function reportUncontended(ctx: RunContext, u: UncontendedOutcome): void {
+  const { peers } = ctx;
+  const { specs: uncontended, rates: uRates, cpu: uCpu, comparisons: uComparisons } = u;
+  const uVerdict = u.verdict;
+  console.log('\n1. Uncontended acquire + release per second (median over rounds)');
+  const uRows: string[][] = [];
+  for (const c of IN_FLIGHT) {
+    for (const s of uncontended) {
+      uRows.push([
+        `${c === 1 ? 'sequential' : `${c} in flight`}  ${s.label}`,
+        fmtInt(median(uRates(c, s.id))),
+        median(uCpu(c, s.id)).toFixed(0),
+        ...peers.map((p) =>
+          s.lib === 'ours'
+            ? (() => {
+                const cmp = uComparisons[c][p.lib][s.id];
+                return `${fmtRatio(cmp.paired)} ${fmtInterval(cmp.pairedInterval)}`;
+              })()
+            : '',
+        ),
+      ]);
+    }
+  }
+  console.log(
+    table(
+      [
+        'scenario',
+        'ops/s',
+        'CPU µs/op',
+        ...peers.map((p) => `ours / ${peerLabel(p.lib)} (paired, 90%)`),
+      ],
+      uRows,
+    ),
+  );
+  console.log(
+    `Target: ours (acquire + release) >= ${UNCONTENDED_TARGET.toFixed(1)}x each peer, sequential and 16 in flight: ${uVerdict}`,
+  );
+}
+
+/** Median ops/s of each uncontended variant, per concurrency. */
+function uncontendedMedians(u: UncontendedOutcome): Record<number, Record<string, number>> {
+  return Object.fromEntries(
+    IN_FLIGHT.map((c) => [
+      c,
+      Object.fromEntries(u.specs.map((s) => [s.id, Math.round(median(u.rates(c, s.id)))])),
+    ]),
+  );
+}
+
+/** `--uncontended-only`: scenario 1's table, summary and JSON. */
+function finishUncontendedOnly(ctx: RunContext, u: UncontendedOutcome): Verdict[] {
+  const { settings, versions } = ctx;
+  reportUncontended(ctx, u);
+  const pressureEnd = cpuPressure();
+  console.log(
+    `\nSummary (uncontended only): ${u.verdict}. ${((performance.now() - ctx.wall) / 1000).toFixed(1)} s, ${fmtLoad(os.loadavg(), pressureEnd)}`,
+  );
+  const medians = uncontendedMedians(u);
+  const json = { bench: 'lock', uncontendedOnly: true, date: new Date().toISOString(), versions };
+  console.log(
+    `BENCH_JSON ${JSON.stringify({ ...json, settings, medians, comparisons: u.comparisons, verdict: u.verdict })}`,
+  );
+  return [u.verdict];
+}
+
+/** Scenario 2's latencies per contender and number of waiters. */
+type Handoffs = Record<string, Record<number, HandoffResult>>;
+
+/** Scenario 2: hand-off latency, `fast` contenders one after the other, `slow` side by side. */
+async function measureHandoffs(
+  settings: Settings,
+  fast: Contender[],
+  slow: Contender[],
+): Promise<Handoffs> {
   const handoff: Record<string, Record<number, HandoffResult>> = {};
   const addHandoff = (c: Contender, n: number, r: HandoffResult): void => {
     const byN = (handoff[c.id] ??= {});
@@ -1259,8 +1321,14 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
     console.log(`  hand-off: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   }
 
-  // ===== 3. 20 contending workers =====
-  const tpContenders = [...fast, ...slow];
+  return handoff;
+}
+
+/** Scenario 3: `TP_WORKERS` workers on one resource, contenders in a fresh order each round. */
+async function measureThroughput(
+  settings: Settings,
+  tpContenders: Contender[],
+): Promise<Record<string, ThroughputSample[]>> {
   const tp: Record<string, ThroughputSample[]> = Object.fromEntries(
     tpContenders.map((c) => [c.id, []]),
   );
@@ -1276,8 +1344,17 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
     console.log(`  20 workers: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   }
 
-  // ===== tables =====
-  printUncontended();
+  return tp;
+}
+
+/** Scenario 2's tables, ratios and verdict. */
+function reportHandoffs(
+  settings: Settings,
+  fast: Contender[],
+  slow: Contender[],
+  handoff: Handoffs,
+) {
+  const perSession = Math.ceil(settings.handoffs / settings.handoffRounds);
   const hStats = (c: string, n: number) => {
     const h = handoff[c][n];
     return {
@@ -1363,6 +1440,15 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
     `Target: ours <= ${HANDOFF_TARGET}x each peer's defaults (median and p99, N = ${WAITERS.join(' and ')}): ${hVerdict}`,
   );
 
+  return { stats: handoffStats, ratios: hRatios, verdict: hVerdict };
+}
+
+/** Scenario 3's table and figures per contender. */
+function reportThroughput(
+  settings: Settings,
+  tpContenders: Contender[],
+  tp: Record<string, ThroughputSample[]>,
+) {
   const tpStats = Object.fromEntries(
     tpContenders.map((c) => {
       const samples = tp[c.id];
@@ -1430,6 +1516,22 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
     ),
   );
 
+  return tpStats;
+}
+
+/** Exclusion violations, the summary line and the JSON of a full in-process run. */
+function finishRun(
+  ctx: RunContext,
+  u: UncontendedOutcome,
+  handoff: Handoffs,
+  h: ReturnType<typeof reportHandoffs>,
+  tpStats: ReturnType<typeof reportThroughput>,
+): Verdict[] {
+  const { settings, warnings, versions, wall, redlock5Status, loadStart, pressureStart } = ctx;
+  const { specs: uncontended, rates: uRates, cpu: uCpu, comparisons: uComparisons } = u;
+  const { stats: handoffStats, ratios: hRatios } = h;
+  const uVerdict = u.verdict;
+  const hVerdict = h.verdict;
   const violations =
     Object.values(handoff).reduce(
       (a, byN) => a + Object.values(byN).reduce((b, h) => b + h.violations, 0),
@@ -1438,7 +1540,6 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
   const loadEnd = os.loadavg();
   const pressureEnd = cpuPressure();
   const seconds = (performance.now() - wall) / 1000;
-  process.off('warning', onWarning);
   if (violations > 0)
     console.log(`\nEXCLUSION VIOLATED ${violations} time(s): two holders at once`);
   if (warnings.length > 0) {
@@ -1470,12 +1571,7 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
     },
     peerSettings: { defaults: PEER_DOCUMENTED, tuned: PEER_TUNED },
     uncontended: {
-      medians: Object.fromEntries(
-        IN_FLIGHT.map((c) => [
-          c,
-          Object.fromEntries(uncontended.map((s) => [s.id, Math.round(median(uRates(c, s.id)))])),
-        ]),
-      ),
+      medians: uncontendedMedians(u),
       samples: Object.fromEntries(
         IN_FLIGHT.map((c) => [
           c,
@@ -1512,6 +1608,39 @@ async function run(settings: Settings, state: State): Promise<Verdict[]> {
   };
   console.log(`BENCH_JSON ${JSON.stringify(json)}`);
   return [uVerdict, hVerdict];
+}
+
+async function run(settings: Settings, state: State): Promise<Verdict[]> {
+  const warnings: string[] = [];
+  const onWarning = (w: Error): void => void warnings.push(`${w.name}: ${w.message}`);
+  process.on('warning', onWarning);
+  try {
+    const ctx = await setUp(settings, state, warnings);
+    const { peers } = ctx;
+    if (settings.processes) {
+      return await runProcesses(
+        settings,
+        ctx.url,
+        ctx.base,
+        peers.map((p) => p.lib),
+      );
+    }
+    const u = await measureUncontended(ctx);
+    if (settings.uncontendedOnly) return finishUncontendedOnly(ctx, u);
+    const fast: Contender[] = [
+      oursContender(ctx.locks),
+      ...peers.map((p) => peerContender(p.lib, p.redlock, p.isErr, true)),
+    ];
+    const slow: Contender[] = peers.map((p) => peerContender(p.lib, p.redlock, p.isErr, false));
+    const handoff = await measureHandoffs(settings, fast, slow);
+    const tp = await measureThroughput(settings, [...fast, ...slow]);
+    reportUncontended(ctx, u);
+    const h = reportHandoffs(settings, fast, slow, handoff);
+    const tpStats = reportThroughput(settings, [...fast, ...slow], tp);
+    return finishRun(ctx, u, handoff, h, tpStats);
+  } finally {
+    process.off('warning', onWarning);
+  }
 }
 
 await runBenchmark('lock', {

@@ -55,11 +55,13 @@ export interface Semaphore {
   readonly limit: number;
   /** A permit's TTL, in ms. */
   readonly ttl: number;
-  /** Takes a permit if one is free; `null` if all are taken. Never waits. */
+  /** Takes a permit if one is free and not owed to a queued waiter; `null` otherwise. Never waits. */
   tryAcquire(options?: TryAcquirePermitOptions): Promise<Permit | null>;
   /**
-   * Takes a permit, waiting up to `wait` ms for one to free (woken by the release, not only by
-   * polling). Rejects with `LockNotAcquiredError` when the wait runs out or `signal` aborts.
+   * Takes a permit, waiting up to `wait` ms in the name's queue (first come, first served
+   * across processes): a release hands the freed permit to the oldest waiter directly. Rejects
+   * with `LockNotAcquiredError` when the wait runs out or `signal` aborts (and leaves the
+   * queue, passing on a permit granted meanwhile).
    */
   acquire(options?: AcquirePermitOptions): Promise<Permit>;
   /**

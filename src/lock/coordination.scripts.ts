@@ -52,8 +52,9 @@ end`;
  * extends to the full TTL on receipt: a permit granted to a waiter that just died frees after
  * its lease, not its TTL.
  *
- * Holders with a score at or below now (expired, or negative: tombstones) are not counted;
- * releases drop them.
+ * `grant` appends the new holders (expiry, token pairs) to `add`, so that each script writes
+ * its holders (its own, a tombstone, the grants) in one ZADD. Holders with a score at or below
+ * now (expired, or negative: tombstones) are not counted; releases drop them.
  */
 const SEMAPHORE_PRELUDE = `
 local holders, mark, queue, alive = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -70,7 +71,7 @@ end
 local function live()
   return redis.call('ZCOUNT', holders, '(' .. now, '+inf')
 end
-local function grant(free, channelPrefix, self)
+local function grant(free, channelPrefix, self, add)
   local notify, longest = {}, 0
   while free > 0 do
     local batch = redis.call('ZRANGE', queue, 0, math.min(free, 64) - 1)
@@ -83,7 +84,6 @@ local function grant(free, channelPrefix, self)
       pids[i] = pid or '-'
     end
     local deadlines = redis.call('HMGET', alive, unpack(pids))
-    local add = {}
     for i = 1, #batch do
       local w, pid, hold, lease = parsed[i][1], parsed[i][2], parsed[i][3], parsed[i][4]
       if w and deadlines[i] and tonumber(deadlines[i]) >= now then
@@ -99,7 +99,6 @@ local function grant(free, channelPrefix, self)
         longest = math.max(longest, hold)
       end
     end
-    if #add > 0 then redis.call('ZADD', holders, unpack(add)) end
   end
   for pid, ws in pairs(notify) do
     local r = redis.pcall('PUBLISH', channelPrefix .. pid, ws)
@@ -132,18 +131,23 @@ if mine and tonumber(mine) > now then
   keep(holders, ttl)
   return {1, ttl, 0}
 end
-local free, longest = grant(tonumber(ARGV[2]) - live(), ARGV[7], ARGV[6])
-if longest > 0 then
+local add = {}
+local free, longest = grant(tonumber(ARGV[2]) - live(), ARGV[7], ARGV[6], add)
+local won = false
+for i = 1, #granted do
+  if granted[i] == token then won = true end
+end
+if not won and free > 0 then
+  add[#add + 1] = now + ttl
+  add[#add + 1] = token
+  longest = math.max(longest, ttl)
+  won = true
+end
+if #add > 0 then
+  redis.call('ZADD', holders, unpack(add))
   keep(holders, longest)
-  for i = 1, #granted do
-    if granted[i] == token then return {1, ttl, refused, unpack(granted)} end
-  end
 end
-if free > 0 then
-  redis.call('ZADD', holders, now + ttl, token)
-  keep(holders, ttl)
-  return {1, ttl, refused, unpack(granted)}
-end
+if won then return {1, ttl, refused, unpack(granted)} end
 if mode ~= '0' then
   local lease = tonumber(ARGV[5])
   if ARGV[8] == '1' then
@@ -179,21 +183,24 @@ local mine = redis.call('ZSCORE', holders, token)
 if not mine then return {0, 0} end
 mine = tonumber(mine)
 if mine < 0 then return {1, 0} end
-local released, longest = 1, 0
+-- A live permit given back frees one (holders never exceed the limit): that one goes to the
+-- queue without counting; other free ones (expired holders) go at the next poll or attempt.
+local released, longest, free, add = 1, 0, 1, {}
 if mine <= now then
   redis.call('ZREM', holders, token)
   released = 0
+  free = tonumber(ARGV[3]) - live()
 else
   longest = tonumber(ARGV[2])
-  redis.call('ZADD', holders, -(now + longest), token)
+  add[1] = -(now + longest)
+  add[2] = token
 end
 -- Drop the expired holders and spent tombstones now and then (one release in eight, by the
 -- clock): enough to keep the set small, and most releases skip it.
 if nowUs % 8 < 1 then redis.call('ZREMRANGEBYSCORE', holders, -now, now) end
-if redis.call('EXISTS', queue) == 1 then
-  local _, held = grant(tonumber(ARGV[3]) - live(), ARGV[5], ARGV[4])
-  longest = math.max(longest, held)
-end
+local _, held = grant(free, ARGV[5], ARGV[4], add)
+longest = math.max(longest, held)
+if #add > 0 then redis.call('ZADD', holders, unpack(add)) end
 if longest > 0 then keep(holders, longest) end
 if redis.call('EXISTS', mark) == 1 then redis.pcall('PUBLISH', ARGV[6], ARGV[7]) end
 return {released, refused, unpack(granted)}`,
@@ -215,8 +222,12 @@ redis.call('ZREM', queue, ARGV[5])
 local mine = redis.call('ZSCORE', holders, token)
 if not mine or tonumber(mine) <= now then return {0, 0} end
 redis.call('ZREM', holders, token)
-local _, longest = grant(tonumber(ARGV[2]) - live(), ARGV[4], ARGV[3])
-if longest > 0 then keep(holders, longest) end
+local add = {}
+local _, longest = grant(1, ARGV[4], ARGV[3], add)
+if #add > 0 then
+  redis.call('ZADD', holders, unpack(add))
+  keep(holders, longest)
+end
 return {1, refused, unpack(granted)}`,
   4,
 );

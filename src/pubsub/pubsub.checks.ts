@@ -46,7 +46,7 @@ export function checkDeliveryOptions(
   const bufferSize = options.bufferSize ?? defaults.bufferSize;
   if (!Number.isInteger(bufferSize) || bufferSize < 1 || bufferSize > 1_000_000) {
     throw new RangeError(
-      `PubSubService: options.bufferSize must be an integer from 1 to 1000000, got ${String(options.bufferSize)}`,
+      `PubSubService: options.bufferSize must be an integer from 1 to 1000000 (messages), got ${String(options.bufferSize)}`,
     );
   }
   const handlerTimeout = options.handlerTimeout ?? defaults.handlerTimeout;

@@ -6,6 +6,7 @@ import {
   type GapEntry,
 } from '../../src/pubsub/delivery-queue.js';
 import { escapeGlob, flagsFor, mergeFlags, missingFlags } from '../../src/pubsub/keyspace.js';
+import { validatePubSubOptions } from '../../src/pubsub/pubsub.options.js';
 import { keySlot as hashSlot } from '../../src/toolkit/slots.js';
 
 function sink(deliver: (message: string) => unknown = () => undefined) {
@@ -99,5 +100,25 @@ describe('hashSlot', () => {
     expect(hashSlot('foo')).toBe(12182);
     expect(hashSlot('{user1000}.following')).toBe(hashSlot('user1000'));
     expect(hashSlot('foo{}{bar}')).toBe(8363);
+  });
+});
+
+describe('pubsub options', () => {
+  it('name the option, the value and its unit', () => {
+    expect(() => validatePubSubOptions({ bufferSize: 0 })).toThrow(
+      'pubsub.bufferSize = 0; expected an integer from 1 to 1000000 (messages)',
+    );
+    expect(() => validatePubSubOptions({ handlerTimeout: -1 })).toThrow(
+      'pubsub.handlerTimeout = -1; expected a positive number of milliseconds',
+    );
+    expect(() => validatePubSubOptions({ pingInterval: 'x' })).toThrow(
+      'pubsub.pingInterval = "x"; expected a positive number of milliseconds',
+    );
+    expect(validatePubSubOptions({ pingInterval: 0, handlerTimeout: 1.5 })).toEqual({
+      keyspaceEvents: 'check',
+      bufferSize: 1000,
+      handlerTimeout: 2,
+      pingInterval: 0,
+    });
   });
 });

@@ -92,7 +92,7 @@ export interface MetricSources {
   /** Times the command connection came back after a drop. */
   reconnects: () => number;
   cache?: () => {
-    l1: { hits: number; misses: number; size: number; bytes: number };
+    l1: { hits: number; misses: number; size: number; bytes: number; evictions: number };
     l2: { hits: number; misses: number };
     loads: number;
     loadErrors: number;
@@ -273,6 +273,13 @@ export function instrumentConnection(meter: Meter, src: MetricSources): () => vo
         unit: '{entry}',
       }),
       (r) => r.observe(cache().l1.size, pool),
+    );
+    observe(
+      meter.createObservableCounter('nestjs_redis.cache.l1.evictions', {
+        description: 'Entries the in-process cache (L1) evicted to stay within its bounds.',
+        unit: '{entry}',
+      }),
+      (r) => r.observe(cache().l1.evictions, pool),
     );
     observe(
       meter.createObservableUpDownCounter('nestjs_redis.cache.l1.bytes', {

@@ -12,6 +12,7 @@ import { isCluster } from '../connection/client-factory.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
 import { PubSubService } from '../pubsub/pubsub.service.js';
+import { StreamsService } from '../streams/streams.service.js';
 
 import {
   createSpanFactory,
@@ -64,6 +65,7 @@ export class RedisTelemetry implements OnModuleInit, OnApplicationShutdown {
     client.on('ready', this.onReady);
     const cache = this.optional(CacheService);
     const pubsub = this.optional(PubSubService);
+    const streams = this.optional(StreamsService);
     const remove = instrumentConnection(meter, {
       name: connection.name,
       database: isCluster(client) ? 0 : Number((client.options as { db?: number }).db ?? 0),
@@ -81,6 +83,15 @@ export class RedisTelemetry implements OnModuleInit, OnApplicationShutdown {
       reconnects: () => Math.max(0, this.readyCount - 1),
       ...(cache ? { cache: () => cache.stats() } : {}),
       ...(pubsub ? { pubsub: () => pubsub.stats() } : {}),
+      ...(streams
+        ? {
+            streams: {
+              counters: () => streams.counters(),
+              groups: () => streams.consumedGroups(),
+              backlog: (stream: string, group: string) => streams.backlog(stream, group),
+            },
+          }
+        : {}),
     });
     this.undo = () => {
       remove();

@@ -3,9 +3,18 @@ import type { INestApplication } from '@nestjs/common';
 import { metrics } from '@opentelemetry/api';
 import { MeterProvider } from '@opentelemetry/sdk-metrics';
 
-import { CacheService, RedisModule } from '../../src/index.js';
+import {
+  CacheService,
+  getRedisToken,
+  RedisModule,
+  RedisService,
+  StreamsService,
+  type RedisClient,
+  type StreamCounters,
+} from '../../src/index.js';
+import { streamKeys } from '../../src/streams/streams.keys.js';
 import { startApp } from '../support/app.js';
-import { TestMetricReader, valueOf } from '../support/metrics.js';
+import { pointsOf, TestMetricReader, valueOf } from '../support/metrics.js';
 import { standaloneUrl, uniqueConnectionName, uniquePrefix, waitFor } from '../support/redis.js';
 
 // The instruments of each source, read through the OpenTelemetry SDK against a real server.
@@ -71,5 +80,157 @@ describe('L1 evictions', () => {
     expect(instrument?.descriptor.unit).toBe('{entry}');
     expect(valueOf(instrument, { 'db.client.connection.pool.name': 'default' })).toBe(4);
     expect(valueOf(all.get('nestjs_redis.cache.l1.size'))).toBe(0);
+  });
+});
+
+describe('stream counters, backlog and instruments', () => {
+  let app: INestApplication;
+  let streams: StreamsService;
+  let client: RedisClient;
+  const prefix = uniquePrefix('streamtel');
+
+  beforeAll(async () => {
+    app = await startApp({
+      imports: [
+        RedisModule.forRoot({
+          url: standaloneUrl(),
+          keyPrefix: prefix,
+          connectionName: uniqueConnectionName('streamtel'),
+          maxConnections: 20,
+        }),
+      ],
+    });
+    streams = app.get(StreamsService);
+    client = app.get<RedisClient>(getRedisToken());
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    const cleaner = await startApp({
+      imports: [RedisModule.forRoot({ url: standaloneUrl(), keyPrefix: prefix })],
+    });
+    await cleaner.get(RedisService).unlinkByPattern('*');
+    await cleaner.close();
+  });
+
+  it('counts deliveries, acks, failures, retries and dead letters exactly', async () => {
+    const before = streams.counters();
+    expect(before).toEqual({
+      delivered: 0,
+      acked: 0,
+      failed: 0,
+      retried: 0,
+      deadLettered: 0,
+      handlerFailures: 0,
+    } satisfies StreamCounters);
+    const producer = streams.producer<{ kind: string }>('outcomes');
+    await producer.add({ kind: 'ok' });
+    await producer.add({ kind: 'always-fails' });
+    await producer.add({ kind: 'fails-once' });
+    // Not written by a producer of this module: dead-lettered without a delivery.
+    await client.xadd(streamKeys('outcomes').stream, '*', 'x', '1');
+
+    await streams.consumer<{ kind: string }>(
+      'outcomes',
+      'workers',
+      (message, ctx) => {
+        if (message.kind === 'always-fails') throw new Error('no');
+        if (message.kind === 'fails-once' && ctx.deliveries === 1) throw new Error('not yet');
+      },
+      { visibilityTimeout: 100, maxAttempts: 2 },
+    );
+    await waitFor(
+      () => {
+        const c = streams.counters();
+        return c.acked === 2 && c.deadLettered === 2;
+      },
+      { what: 'every message to be settled' },
+    );
+    // ok: delivered, acked. always-fails: failed, retried, failed again at maxAttempts and
+    // dead-lettered. fails-once: failed, retried, acked. The raw entry: dead-lettered.
+    const expected: StreamCounters = {
+      delivered: 5,
+      acked: 2,
+      failed: 2,
+      retried: 2,
+      deadLettered: 2,
+      handlerFailures: 3,
+    };
+    expect(streams.counters()).toEqual(expected);
+    await expect(streams.backlog('outcomes', 'workers')).resolves.toEqual({
+      pending: 0,
+      lag: 0,
+      consumers: 1,
+    });
+    await expect(streams.backlog('outcomes', 'nobody')).resolves.toBeUndefined();
+    await expect(streams.backlog('no-such-stream', 'workers')).resolves.toBeUndefined();
+
+    const all = await reader.metrics();
+    const messages = all.get('nestjs_redis.stream.messages');
+    expect(messages?.descriptor.unit).toBe('{message}');
+    const byState = Object.fromEntries(
+      pointsOf(messages).map((p) => [String(p.attributes['nestjs_redis.stream.state']), p.value]),
+    );
+    expect(byState).toEqual({
+      delivered: 5,
+      acked: 2,
+      failed: 2,
+      retried: 2,
+      dead_lettered: 2,
+    });
+    expect(
+      valueOf(all.get('nestjs_redis.stream.handler_failures'), {
+        'db.client.connection.pool.name': 'default',
+      }),
+    ).toBe(3);
+    const group = {
+      'messaging.destination.name': 'outcomes',
+      'messaging.consumer.group.name': 'workers',
+    };
+    expect(valueOf(all.get('nestjs_redis.stream.pending'), group)).toBe(0);
+    expect(valueOf(all.get('nestjs_redis.stream.lag'), group)).toBe(0);
+    expect(valueOf(all.get('nestjs_redis.stream.consumers'), group)).toBe(1);
+    expect(valueOf(all.get('nestjs_redis.stream.in_flight'), group)).toBe(0);
+  });
+
+  it('reads lag, pending and in-flight of consumed groups only', async () => {
+    // A group nobody here consumes: never read by the metrics.
+    await client.xgroup('CREATE', streamKeys('elsewhere').stream, 'others', '0', 'MKSTREAM');
+    const producer = streams.producer<number>('slow');
+    for (let i = 0; i < 4; i++) await producer.add(i);
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let entered = 0;
+    await streams.consumer<number>('slow', 'careful', async () => {
+      entered += 1;
+      await gate;
+    });
+    await waitFor(() => entered === 1, { what: 'the first handler to start' });
+
+    // One message read and running (concurrency 1 reads no more), three not yet delivered.
+    await expect(streams.backlog('slow', 'careful')).resolves.toEqual({
+      pending: 1,
+      lag: 3,
+      consumers: 1,
+    });
+    const all = await reader.metrics();
+    const group = {
+      'messaging.destination.name': 'slow',
+      'messaging.consumer.group.name': 'careful',
+    };
+    expect(valueOf(all.get('nestjs_redis.stream.in_flight'), group)).toBe(1);
+    expect(valueOf(all.get('nestjs_redis.stream.pending'), group)).toBe(1);
+    expect(valueOf(all.get('nestjs_redis.stream.lag'), group)).toBe(3);
+    const groupsRead = pointsOf(all.get('nestjs_redis.stream.lag')).map(
+      (p) => p.attributes['messaging.consumer.group.name'],
+    );
+    expect(groupsRead.sort()).toEqual(['careful', 'workers']);
+
+    release();
+    await waitFor(
+      async () => (await streams.backlog('slow', 'careful'))?.pending === 0 && entered === 4,
+      { what: 'the slow group to catch up' },
+    );
+    expect(await streams.backlog('slow', 'careful')).toEqual({ pending: 0, lag: 0, consumers: 1 });
   });
 });

@@ -7,6 +7,8 @@ import type {
   ObservableResult,
 } from '@opentelemetry/api';
 
+import { DEFAULT_CONNECTION_NAME } from '../config/defaults.js';
+
 import { recordCommands } from './command-recorder.js';
 import {
   traceChannel,
@@ -163,7 +165,7 @@ export function instrumentConnection(meter: Meter, src: MetricSources): () => vo
     advice: { explicitBucketBoundaries: DURATION_BUCKETS },
   });
   // Only the semantic conventions' attributes here: the SDK hashes every attribute of every
-  // recording, and this runs once per command.
+  // recording, and this runs once per command (the objects are made once per command name).
   const attrsCache = new Map<string, Attributes>();
   const namespace = String(src.database);
   undo.push(
@@ -175,6 +177,7 @@ export function instrumentConnection(meter: Meter, src: MetricSources): () => vo
           'db.system.name': 'redis',
           'db.operation.name': operation,
           'db.namespace': namespace,
+          'db.client.connection.pool.name': src.name,
           ...(errorType !== undefined ? { 'error.type': errorType } : {}),
         };
         if (attrsCache.size < 2000) attrsCache.set(id, attrs);
@@ -371,7 +374,7 @@ export function instrumentConnection(meter: Meter, src: MetricSources): () => vo
 
   if (src.streams) undo.push(instrumentStreams(meter, src.streams, pool, () => src.client.status));
 
-  undo.push(instrumentOperations(meter));
+  undo.push(instrumentOperations(meter, src.name));
   return () => {
     for (const u of undo.splice(0)) u();
   };
@@ -485,11 +488,12 @@ function batch(
 }
 
 /**
- * Metrics from the traced operations, read off their tracing channels: only channels whose
- * operations cost a round trip anyway (never `cache.getOrSet`, which an L1 hit answers in
- * well under a microsecond).
+ * Metrics from the traced operations of the connection `connectionName`, read off their tracing channels
+ * (shared by every connection: each registration keeps its own connection's operations). Only
+ * channels whose operations cost a round trip anyway (never `cache.getOrSet`, which an L1 hit
+ * answers in well under a microsecond).
  */
-function instrumentOperations(meter: Meter): () => void {
+function instrumentOperations(meter: Meter, connectionName: string): () => void {
   const started = new WeakMap<object, number>();
   const undo: Array<() => void> = [];
   const listen = (
@@ -499,7 +503,8 @@ function instrumentOperations(meter: Meter): () => void {
     const channel = traceChannel(name);
     const handlers = {
       start: (ctx: RedisTraceContext & object) => {
-        started.set(ctx, performance.now());
+        if ((ctx.connection ?? DEFAULT_CONNECTION_NAME) === connectionName)
+          started.set(ctx, performance.now());
       },
       end: () => undefined,
       asyncStart: () => undefined,
@@ -519,8 +524,8 @@ function instrumentOperations(meter: Meter): () => void {
     channel.subscribe(handlers);
     undo.push(() => channel.unsubscribe(handlers));
   };
-  const attrs = (ctx: RedisTraceContext, extra: Attributes = {}): Attributes => ({
-    ...(ctx.connection !== undefined ? { 'db.client.connection.pool.name': ctx.connection } : {}),
+  const attrs = (_ctx: RedisTraceContext, extra: Attributes = {}): Attributes => ({
+    'db.client.connection.pool.name': connectionName,
     ...extra,
   });
 

@@ -5,7 +5,9 @@ import { MeterProvider } from '@opentelemetry/sdk-metrics';
 
 import {
   CacheService,
+  getCacheServiceToken,
   getRedisToken,
+  getStreamsServiceToken,
   RedisModule,
   RedisService,
   StreamsService,
@@ -232,5 +234,104 @@ describe('stream counters, backlog and instruments', () => {
       { what: 'the slow group to catch up' },
     );
     expect(await streams.backlog('slow', 'careful')).toEqual({ pending: 0, lag: 0, consumers: 1 });
+  });
+});
+
+describe('telemetry per named connection', () => {
+  let app: INestApplication;
+  const prefix = uniquePrefix('named-otel');
+  const pool = (name: string) => ({ 'db.client.connection.pool.name': name });
+  const connection = (name: string) =>
+    RedisModule.forRoot({
+      name,
+      url: standaloneUrl(),
+      keyPrefix: `${prefix}${name}:`,
+      connectionName: uniqueConnectionName(name),
+      cache: { l1: { maxEntries: 1 } },
+    });
+
+  beforeAll(async () => {
+    app = await startApp({ imports: [connection('alpha'), connection('beta')] });
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    const cleaner = await startApp({
+      imports: [RedisModule.forRoot({ url: standaloneUrl(), keyPrefix: prefix })],
+    });
+    await cleaner.get(RedisService).unlinkByPattern('*');
+    await cleaner.close();
+  });
+
+  it("labels each connection's instruments with its name and reads only its services", async () => {
+    const alpha = app.get<RedisClient>(getRedisToken('alpha'));
+    const beta = app.get<RedisClient>(getRedisToken('beta'));
+    for (let i = 0; i < 3; i++) await alpha.echo('a');
+    for (let i = 0; i < 2; i++) await beta.echo('b');
+
+    // Alpha's cache: two loads, and its one-entry L1 evicts one of them.
+    const cacheA = app.get<CacheService>(getCacheServiceToken('alpha'));
+    await waitFor(
+      async () => {
+        await cacheA.set('warm', 0);
+        return cacheA.stats().l1.size === 1;
+      },
+      { what: "alpha's L1 to keep a value" },
+    );
+    const evictedBefore = cacheA.stats().l1.evictions;
+    await cacheA.getOrSet('x', () => Promise.resolve(1));
+    await cacheA.getOrSet('y', () => Promise.resolve(2));
+    expect(cacheA.stats().l1.evictions).toBe(evictedBefore + 2);
+
+    // Beta's streams: two messages handled.
+    const streamsB = app.get<StreamsService>(getStreamsServiceToken('beta'));
+    const producer = streamsB.producer<number>('jobs');
+    await producer.add(1);
+    await producer.add(2);
+    await streamsB.consumer<number>('jobs', 'workers', () => undefined);
+    await waitFor(() => streamsB.counters().acked === 2, { what: "beta's messages" });
+
+    const all = await reader.metrics();
+    const duration = all.get('db.client.operation.duration');
+    const echoes = (name: string): unknown =>
+      (valueOf(duration, { ...pool(name), 'db.operation.name': 'ECHO' }) as { count: number })
+        ?.count;
+    expect(echoes('alpha')).toBe(3);
+    expect(echoes('beta')).toBe(2);
+
+    const evictions = all.get('nestjs_redis.cache.l1.evictions');
+    expect(valueOf(evictions, pool('alpha'))).toBe(evictedBefore + 2);
+    expect(valueOf(evictions, pool('beta'))).toBe(0);
+    const loads = all.get('nestjs_redis.cache.loads');
+    expect(valueOf(loads, pool('alpha'))).toBe(2);
+    expect(valueOf(loads, pool('beta'))).toBe(0);
+    // Fed by the tracing channels every connection shares: each operation counted once, under
+    // its own connection.
+    const loadDuration = all.get('nestjs_redis.cache.load.duration');
+    expect((valueOf(loadDuration, pool('alpha')) as { count: number }).count).toBe(2);
+    expect(pointsOf(loadDuration, pool('beta'))).toEqual([]);
+
+    const delivered = (name: string): unknown =>
+      valueOf(all.get('nestjs_redis.stream.messages'), {
+        ...pool(name),
+        'nestjs_redis.stream.state': 'delivered',
+      });
+    expect(delivered('beta')).toBe(2);
+    expect(delivered('alpha')).toBe(0);
+    const lag = all.get('nestjs_redis.stream.lag');
+    expect(valueOf(lag, { ...pool('beta'), 'messaging.consumer.group.name': 'workers' })).toBe(0);
+    expect(pointsOf(lag, pool('alpha'))).toEqual([]);
+
+    const commandConnections = all.get('db.client.connection.count');
+    for (const name of ['alpha', 'beta'])
+      expect(
+        valueOf(commandConnections, { ...pool(name), 'nestjs_redis.connection.role': 'command' }),
+      ).toBe(1);
+    // Every point of every instrument names its connection.
+    for (const metric of all.values())
+      for (const p of pointsOf(metric))
+        expect(['alpha', 'beta', 'default']).toContain(
+          p.attributes['db.client.connection.pool.name'],
+        );
   });
 });

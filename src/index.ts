@@ -99,6 +99,7 @@ export type {
   WithLockOptions,
 } from './lock/lock.service.js';
 export type { Lock } from './lock/lock.js';
+export type { LockStats } from './lock/lock-stats.js';
 export { WithLock } from './lock/with-lock.decorator.js';
 export type { LockResource } from './lock/with-lock.decorator.js';
 export type { Lease, Permit, ReadLock, WriteLock } from './lock/lease.js';

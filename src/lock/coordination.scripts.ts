@@ -40,18 +40,23 @@ const ANNOUNCE = `local function announce(mark, channel, message, force)
 end`;
 
 /**
- * Shared by the semaphore scripts: the time, the live holders, and handing freed permits to the
- * oldest live waiters of the queue. KEYS: holders, waiting mark, queue, entries.
+ * Shared by the semaphore scripts: the time, the live holders, and handing free permits to the
+ * oldest live waiters of the queue. KEYS: holders, waiting mark, queue, alive.
  *
- * A queue entry is `deadline|ttl|lease|processId`. A waiter renews it (deadline = now + lease)
- * every time it polls; one that stopped polling (its process died) is skipped once its
- * deadline passed. A waiter of the caller's process (`self`) gets its full TTL and is returned
- * in `granted` (the caller hands it over without any message); one of another process is told
- * on its grant channel and gets at most its lease, which it extends to the full TTL on receipt:
- * a permit granted to a waiter that died just before frees after its lease, not its TTL.
+ * A queue member is `token|processId|ttl|lease`, scored by arrival (server µs). A process that
+ * has waiters queued renews its liveness deadline in `alive` (process id → server ms, now +
+ * lease) at least every quarter lease; the waiters of a process that stopped renewing (it died
+ * or froze) are skipped once its deadline passed. A waiter of the caller's process (`self`)
+ * gets its full TTL and is returned in `granted` (the caller hands it over without a message);
+ * one of another process is told on its grant channel and gets at most its lease, which it
+ * extends to the full TTL on receipt: a permit granted to a waiter that just died frees after
+ * its lease, not its TTL.
+ *
+ * Holders with a score at or below now (expired, or negative: tombstones) are not counted;
+ * releases drop them.
  */
 const SEMAPHORE_PRELUDE = `
-local holders, mark, queue, entries = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local holders, mark, queue, alive = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local t = redis.call('TIME')
 local nowUs = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now = math.floor(nowUs / 1000)
@@ -63,51 +68,56 @@ local function keep(key, ms)
   if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, 2 * ms) end
 end
 local function live()
-  redis.call('ZREMRANGEBYSCORE', holders, -now, now)
   return redis.call('ZCOUNT', holders, '(' .. now, '+inf')
 end
 local function grant(free, channelPrefix, self)
-  local notify = {}
-  local longest = 0
+  local notify, longest = {}, 0
   while free > 0 do
     local batch = redis.call('ZRANGE', queue, 0, math.min(free, 64) - 1)
     if #batch == 0 then break end
     redis.call('ZREM', queue, unpack(batch))
-    local found = redis.call('HMGET', entries, unpack(batch))
-    redis.call('HDEL', entries, unpack(batch))
+    local parsed, pids = {}, {}
     for i = 1, #batch do
-      local dl, ttl, lease, pid = string.match(found[i] or '', '^(%d+)|(%d+)|(%d+)|(%x+)$')
-      if dl and tonumber(dl) >= now then
-        local w = batch[i]
-        local hold = tonumber(ttl)
+      local w, pid, ttl, lease = string.match(batch[i], '^(%x+)|(%x+)|(%d+)|(%d+)$')
+      parsed[i] = {w, pid, tonumber(ttl), tonumber(lease)}
+      pids[i] = pid or '-'
+    end
+    local deadlines = redis.call('HMGET', alive, unpack(pids))
+    local add = {}
+    for i = 1, #batch do
+      local w, pid, hold, lease = parsed[i][1], parsed[i][2], parsed[i][3], parsed[i][4]
+      if w and deadlines[i] and tonumber(deadlines[i]) >= now then
         free = free - 1
         if pid == self then
           granted[#granted + 1] = w
         else
-          hold = math.min(hold, tonumber(lease))
+          hold = math.min(hold, lease)
           notify[pid] = notify[pid] and (notify[pid] .. ',' .. w) or w
         end
-        redis.call('ZADD', holders, now + hold, w)
+        add[#add + 1] = now + hold
+        add[#add + 1] = w
         longest = math.max(longest, hold)
       end
     end
+    if #add > 0 then redis.call('ZADD', holders, unpack(add)) end
   end
-  if longest > 0 then keep(holders, longest) end
   for pid, ws in pairs(notify) do
     local r = redis.pcall('PUBLISH', channelPrefix .. pid, ws)
     if type(r) == 'table' and r.err then refused = 1 end
   end
-  return free
+  return free, longest
 end
 `;
 
 /**
  * Take a permit. Queued waiters go first: free permits are granted to the oldest live ones
  * before the caller may take one. Taken, and the caller waits (mode '1' first attempt, '2' a
- * poll), it is queued (once: a poll renews its entry and keeps its place). Finding its own
- * token live (a re-run, or a grant whose message was lost) is a success, renewed to the full TTL.
- * KEYS: holders, waiting mark, queue, entries.
- * ARGV: token, limit, ttl, mode ('0' never queue), lease (ms), process id, grant channel prefix.
+ * poll), it is queued (once: a poll keeps its place); `renew` '1' also renews this process's
+ * liveness. Finding its own token live (a re-run, or a grant whose message was lost) is a
+ * success, renewed to the full TTL.
+ * KEYS: holders, waiting mark, queue, alive.
+ * ARGV: token, limit, ttl, mode ('0' never queue), lease (ms), process id, grant channel
+ * prefix, renew ('1' | '0').
  * Returns `{1, ttl, refused, granted...}` or `{0, ms until the first holder expires, refused,
  * granted...}`; `granted`: tokens of this process's waiters just granted a permit (maybe the
  * caller's own), `refused`: a grant notification was denied (ACL).
@@ -122,9 +132,12 @@ if mine and tonumber(mine) > now then
   keep(holders, ttl)
   return {1, ttl, 0}
 end
-local free = grant(tonumber(ARGV[2]) - live(), ARGV[7], ARGV[6])
-for i = 1, #granted do
-  if granted[i] == token then return {1, ttl, refused, unpack(granted)} end
+local free, longest = grant(tonumber(ARGV[2]) - live(), ARGV[7], ARGV[6])
+if longest > 0 then
+  keep(holders, longest)
+  for i = 1, #granted do
+    if granted[i] == token then return {1, ttl, refused, unpack(granted)} end
+  end
 end
 if free > 0 then
   redis.call('ZADD', holders, now + ttl, token)
@@ -133,12 +146,13 @@ if free > 0 then
 end
 if mode ~= '0' then
   local lease = tonumber(ARGV[5])
-  redis.call('HSET', entries, token,
-    string.format('%.0f', now + lease) .. '|' .. ARGV[3] .. '|' .. ARGV[5] .. '|' .. ARGV[6])
-  redis.call('ZADD', queue, 'NX', string.format('%.0f', nowUs), token)
-  if redis.call('PTTL', queue) < lease or redis.call('PTTL', entries) < lease then
-    redis.call('PEXPIRE', queue, 2 * lease)
-    redis.call('PEXPIRE', entries, 2 * lease)
+  if ARGV[8] == '1' then
+    redis.call('HSET', alive, ARGV[6], now + lease)
+    keep(alive, lease)
+  end
+  local member = token .. '|' .. ARGV[6] .. '|' .. ARGV[3] .. '|' .. ARGV[5]
+  if redis.call('ZADD', queue, 'NX', string.format('%.0f', nowUs), member) == 1 then
+    keep(queue, lease)
   end
 end
 local first = redis.call('ZRANGEBYSCORE', holders, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
@@ -147,10 +161,11 @@ return {0, first[2] and (tonumber(first[2]) - now) or -1, refused, unpack(grante
 );
 
 /**
- * Release a permit, leaving a tombstone for `tombstone` ms, and grant the freed permit (and any
- * other free one) to the oldest live waiters. Announces on the released channel only while a
- * waiting mark exists (left by processes of the previous version, which wait for it).
- * KEYS: holders, waiting mark, queue, entries.
+ * Release a permit, leaving a tombstone for `tombstone` ms, and grant free permits to the
+ * oldest live waiters. Announces on the
+ * released channel only while a waiting mark exists (left by processes of the previous
+ * version, which wait for it).
+ * KEYS: holders, waiting mark, queue, alive.
  * ARGV: token, tombstone (ms), limit, process id, grant channel prefix, released channel,
  * released message.
  * Returns `{1 released now or by an earlier run | 0 had expired or was not ours, refused,
@@ -164,38 +179,44 @@ local mine = redis.call('ZSCORE', holders, token)
 if not mine then return {0, 0} end
 mine = tonumber(mine)
 if mine < 0 then return {1, 0} end
-local released = 1
+local released, longest = 1, 0
 if mine <= now then
   redis.call('ZREM', holders, token)
   released = 0
 else
-  local tombstone = tonumber(ARGV[2])
-  redis.call('ZADD', holders, -(now + tombstone), token)
-  keep(holders, tombstone)
+  longest = tonumber(ARGV[2])
+  redis.call('ZADD', holders, -(now + longest), token)
 end
-if redis.call('EXISTS', queue) == 1 then grant(tonumber(ARGV[3]) - live(), ARGV[5], ARGV[4]) end
+-- Drop the expired holders and spent tombstones now and then (one release in eight, by the
+-- clock): enough to keep the set small, and most releases skip it.
+if nowUs % 8 < 1 then redis.call('ZREMRANGEBYSCORE', holders, -now, now) end
+if redis.call('EXISTS', queue) == 1 then
+  local _, held = grant(tonumber(ARGV[3]) - live(), ARGV[5], ARGV[4])
+  longest = math.max(longest, held)
+end
+if longest > 0 then keep(holders, longest) end
 if redis.call('EXISTS', mark) == 1 then redis.pcall('PUBLISH', ARGV[6], ARGV[7]) end
 return {released, refused, unpack(granted)}`,
   4,
 );
 
 /**
- * A waiter gives up (its wait ran out, it was aborted, or the application stops): it leaves the
- * queue, or, if it was granted a permit meanwhile, passes the permit on.
- * KEYS: holders, waiting mark, queue, entries.
- * ARGV: token, limit, process id, grant channel prefix.
+ * A waiter gives up (its wait ran out, it was aborted, the application stops) or a grant
+ * reached nobody: it leaves the queue, or, if it was granted a permit meanwhile, passes the
+ * permit on. KEYS: holders, waiting mark, queue, alive.
+ * ARGV: token, limit, process id, grant channel prefix, queue member.
  * Returns `{1 it had been granted (passed on) | 0, refused, granted...}`.
  */
 export const SEMAPHORE_LEAVE = new LockScript<Array<number | string>>(
   'semaphore-leave',
   `${SEMAPHORE_PRELUDE}
 local token = ARGV[1]
-redis.call('ZREM', queue, token)
-redis.call('HDEL', entries, token)
+redis.call('ZREM', queue, ARGV[5])
 local mine = redis.call('ZSCORE', holders, token)
 if not mine or tonumber(mine) <= now then return {0, 0} end
 redis.call('ZREM', holders, token)
-grant(tonumber(ARGV[2]) - live(), ARGV[4], ARGV[3])
+local _, longest = grant(tonumber(ARGV[2]) - live(), ARGV[4], ARGV[3])
+if longest > 0 then keep(holders, longest) end
 return {1, refused, unpack(granted)}`,
   4,
 );

@@ -74,6 +74,8 @@ export class Coordinator {
   private refusedWarned = false;
   /** Grants reach this process by message (else its queued waiters find them by polling). */
   grantsSubscribed = false;
+  /** When this process last renewed its liveness in each semaphore's queue (ms, by name). */
+  private readonly renewedAt = new Map<string, number>();
 
   constructor(readonly connection: RedisConnection) {}
 
@@ -357,22 +359,56 @@ export class Coordinator {
   /**
    * Hands the grants a semaphore script reports (`reply[from..]`, tokens of this process's
    * waiters) to those waiters, except `self` (the caller, who reads its own outcome), and
-   * warns once when the script could not notify another process.
+   * warns once when the script could not notify another process. Returns the tokens granted
+   * to nobody: a waiter that gave up (and whose departure may have failed), to pass on.
    */
-  granted(reply: Array<number | string>, from: number, sentAt: number, self?: string): void {
+  granted(
+    reply: Array<number | string>,
+    from: number,
+    sentAt: number,
+    self?: string,
+  ): string[] | undefined {
     if (Number(reply[from - 1]) === 1) this.noteRefused();
+    let orphans: string[] | undefined;
     for (let i = from; i < reply.length; i++) {
       const token = String(reply[i]);
-      if (token !== self) this.grant(token, true, sentAt);
+      if (token !== self && !this.grant(token, true, sentAt) && !this.holds(token)) {
+        (orphans ??= []).push(token);
+      }
     }
+    return orphans;
   }
 
-  private grant(token: string, local: boolean, notBefore: number): void {
+  /** Tells a queued waiter of its grant; `false` when no waiter of that token is queued. */
+  private grant(token: string, local: boolean, notBefore: number): boolean {
     const waiter = this.queued.get(token);
-    // Gone: it gave up, and its `leave` passes the permit on.
-    if (!waiter) return;
+    // Gone: it gave up, and its `leave` passes the permit on (or did already).
+    if (!waiter) return false;
     waiter.grant ??= { local, notBefore };
     waiter.wake?.();
+    return true;
+  }
+
+  /** Whether this process holds a lease with this token. */
+  private holds(token: string): boolean {
+    for (const lease of this.leases) if (lease.token === token) return true;
+    return false;
+  }
+
+  /**
+   * Whether an attempt that may queue a waiter of semaphore `name` should renew this process's
+   * liveness there (at least every quarter lease while it has waiters queued).
+   */
+  renewDue(name: string): boolean {
+    const at = this.renewedAt.get(name);
+    return at === undefined || Date.now() - at >= this.waitMarkTtl / 4;
+  }
+
+  /** Records a renewal sent at `sentAt` that Redis carried out. */
+  renewed(name: string, sentAt: number): void {
+    // Names come and go (a semaphore per tenant, say): forget them all now and then.
+    if (this.renewedAt.size >= 1_000) this.renewedAt.clear();
+    this.renewedAt.set(name, sentAt);
   }
 
   private noteRefused(): void {
@@ -404,11 +440,16 @@ export class Coordinator {
    * Best effort: a semaphore waiter that gave up leaves the queue, or passes on a permit granted
    * to it meanwhile. Without it, its entry lapses after the queue lease anyway.
    */
-  leave(token: string, keys: string[], limit: number): void {
+  leave(token: string, member: string, keys: string[], limit: number): void {
+    const sentAt = Date.now();
     const run = SEMAPHORE_LEAVE.on(this.connection)
-      .run(keys, [token, limit, this.processId, this.grantChannelPrefix])
+      .run(keys, [token, limit, this.processId, this.grantChannelPrefix, member])
       .then(
-        (reply) => this.granted(reply, 2, Date.now()),
+        (reply) => {
+          for (const orphan of this.granted(reply, 2, sentAt) ?? []) {
+            this.leave(orphan, '', keys, limit);
+          }
+        },
         () => undefined,
       );
     this.leaving.add(run);

@@ -64,7 +64,8 @@ local function take(token, ttl, holder)
   redis.call('PEXPIRE', metaKey, tonumber(ttl) + ${META_IDLE_MS})
   return f
 end
-local function grant(channelPrefix, self)
+local handedOver = nil
+local function grant(channelPrefix, self, selfPid)
   while true do
     local w = redis.call('LPOP', queueKey)
     if not w then return false end
@@ -75,8 +76,12 @@ local function grant(channelPrefix, self)
       if dl and tonumber(dl) >= nowMs then
         local f = take(w, wttl, wh)
         if pid ~= '' and w ~= self then
-          local r = redis.pcall('PUBLISH', channelPrefix .. pid, w .. ':' .. string.format('%.0f', f))
-          if type(r) == 'table' and r.err then refused = 1 end
+          if pid == selfPid then
+            handedOver = w
+          else
+            local r = redis.pcall('PUBLISH', channelPrefix .. pid, w .. ':' .. string.format('%.0f', f))
+            if type(r) == 'table' and r.err then refused = 1 end
+          end
         end
         return w, f
       end
@@ -140,14 +145,17 @@ return 0`,
 );
 
 /**
- * Delete the lock if we own it and hand it to the oldest live waiter (notifying only that
- * waiter's process). The last four released tokens are remembered, so a release run twice
- * (ioredis re-sends an unanswered command after a reconnect) is still a success. The
- * notification is a `pcall`: a refused PUBLISH never fails the release.
- * KEYS: lock, meta, queue, entries. ARGV: token, channel prefix.
- * Returns `{1 released | 0 not ours, refused}`.
+ * Delete the lock if we own it and hand it to the oldest live waiter. A waiter of the
+ * releasing process (`process id`) is named in the reply, with its fencing token: no message,
+ * no second round trip; one of another process is told on its channel (a `pcall`: a refused
+ * PUBLISH never fails the release). The last four released tokens are remembered, so a release
+ * run twice (ioredis re-sends an unanswered command after a reconnect) is still a success (a
+ * waiter whose grant was in the lost reply finds it at its next poll).
+ * KEYS: lock, meta, queue, entries. ARGV: token, channel prefix, process id.
+ * Returns `{1 released | 0 not ours, refused}`, plus `granted token, fencing token` when the
+ * lock went to a waiter of this process.
  */
-export const RELEASE = new LockScript<[number, number]>(
+export const RELEASE = new LockScript<[number, number, string?, number?]>(
   'lock-release',
   `${PRELUDE}
 local token = ARGV[1]
@@ -156,7 +164,8 @@ if redis.call('GET', lockKey) == token then
   local r = redis.call('HGET', metaKey, 'r') or ''
   redis.call('HSET', metaKey, 'r', string.sub(token .. ',' .. r, 1, 4 * (#token + 1)))
   redis.call('HDEL', metaKey, 'h')
-  grant(ARGV[2], '')
+  local w, f = grant(ARGV[2], '', ARGV[3])
+  if handedOver then return {1, refused, w, f} end
   return {1, refused}
 end
 local r = redis.call('HGET', metaKey, 'r')

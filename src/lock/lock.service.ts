@@ -14,10 +14,12 @@ import { getRedisConnectionToken } from '../connection/tokens.js';
 import { resolveTemplate, type ArgumentTemplate } from '../discovery/decorated-methods.js';
 import type { DecoratorExplorer } from '../discovery/explorer.js';
 import { LockNotAcquiredError } from '../errors.js';
+import { registerLockStats } from '../telemetry/lock-metrics.js';
 import { trace, type RedisTraceContext } from '../telemetry/tracing.js';
 
 import { coordinatorFor } from './coordination.js';
 import type { LeaderElection, LeaderOptions } from './leader.js';
+import type { LockStats } from './lock-stats.js';
 import { WITH_LOCK_METADATA } from './lock.constants.js';
 import { HeldLock, type Lock, type LockOwner } from './lock.js';
 import { MAX_LOCK_DURATION_MS } from './lock.options.js';
@@ -132,6 +134,8 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
   private readonly owner: LockOwner;
   /** This process's id in grant channels and queue entries. */
   private readonly processId = randomBytes(8).toString('hex');
+  /** The growing figures of `stats()`. */
+  private readonly counts = { acquired: 0, handoffs: 0, losses: 0, timeouts: 0 };
 
   constructor(
     @Inject(getRedisConnectionToken()) private readonly connection: RedisConnection,
@@ -141,8 +145,26 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
       extend: (lock, ttl) => this.runExtend(lock, ttl),
       release: (lock) => this.runRelease(lock),
       forget: (lock) => this.held.delete(lock),
+      lost: () => {
+        this.counts.losses += 1;
+      },
       checkTtl: (ttl) => checkDuration('Lock.extend', 'ttl', ttl),
     };
+    registerLockStats(connection.client, () => this.stats());
+  }
+
+  /**
+   * This process's lock figures for this connection: locks held and callers waiting now, and
+   * since start the acquisitions, hand-offs, losses and timed-out waits. Counted in memory,
+   * no round trip; the same figures are OpenTelemetry instruments (`nestjs_redis.lock.*`).
+   *
+   * @example
+   * ```ts
+   * const { held, waiting, losses } = this.locks.stats();
+   * ```
+   */
+  stats(): LockStats {
+    return { held: this.held.size, waiting: this.pending.size, ...this.counts };
   }
 
   private get defaults() {
@@ -162,7 +184,8 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     try {
       const sentAt = Date.now();
       const reply = await this.runAcquire(resource, token, ttl, '0');
-      return reply[0] === 1 ? await this.granted(resource, token, ttl, reply, sentAt) : null;
+      if (reply[0] !== 1) return null;
+      return this.won(await this.granted(resource, token, ttl, reply, sentAt), false);
     } catch (err) {
       this.abandon(resource, token);
       if (err instanceof NotAcknowledged) {
@@ -369,6 +392,11 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     const token = this.tokens.next();
     const stop = (reason: string, cause?: unknown): LockNotAcquiredError =>
       new LockNotAcquiredError(resource, Date.now() - start, { reason, cause });
+    // The wait ran out (each call ends the acquisition: counted once).
+    const timedOut = (reason: string, cause?: unknown): LockNotAcquiredError => {
+      this.counts.timeouts += 1;
+      return stop(reason, cause);
+    };
     const aborted = (): LockNotAcquiredError | undefined => {
       if (signal?.aborted) return stop('the wait was aborted', signal.reason);
       if (this.abortWaits.signal.aborted) return stop('the application is shutting down');
@@ -387,15 +415,21 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     let grantedNoEarlierThan = start;
     let holderLeft = Infinity;
     let lastError: unknown;
+    // Whether an attempt found the lock taken (and queued us): a later success is a hand-off.
+    let queued = false;
     try {
       for (;;) {
         if (pending.fence !== undefined) {
           const fence = pending.fence;
+          // A release of this process says when it was sent: the grant came no earlier.
+          const notBefore = Math.max(grantedNoEarlierThan, pending.notBefore ?? 0);
           pending.fence = undefined;
+          pending.notBefore = undefined;
           try {
-            return await this.granted(resource, token, ttl, [1, fence, -1, 0], 0, {
-              grantedNoEarlierThan,
+            const lock = await this.granted(resource, token, ttl, [1, fence, -1, 0], 0, {
+              grantedNoEarlierThan: notBefore,
             });
+            return this.won(lock, true);
           } catch (err) {
             if (!(err instanceof NotAcknowledged) && !isTransient(err)) throw err;
             failures += 1;
@@ -409,10 +443,13 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
         if (mode === '2' || failures > 0) {
           const remaining = deadline - Date.now();
           if (remaining <= 0) {
-            if (lastError instanceof NotAcknowledged) throw stop(lastError.message);
+            if (lastError instanceof NotAcknowledged) throw timedOut(lastError.message);
             throw lastError
-              ? stop(`Redis did not answer: ${this.describe(lastError)}`, this.scrubbed(lastError))
-              : stop('it stayed locked');
+              ? timedOut(
+                  `Redis did not answer: ${this.describe(lastError)}`,
+                  this.scrubbed(lastError),
+                )
+              : timedOut('it stayed locked');
           }
           const poll =
             failures > 0
@@ -434,12 +471,14 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
             () =>
               aborted() ??
               (lastError instanceof NotAcknowledged
-                ? stop(lastError.message)
-                : stop('Redis did not answer within the wait')),
+                ? timedOut(lastError.message)
+                : timedOut('Redis did not answer within the wait')),
             signal,
             this.inFlight,
           );
-          if (reply[0] === 1) return await this.granted(resource, token, ttl, reply, sentAt);
+          if (reply[0] === 1) {
+            return this.won(await this.granted(resource, token, ttl, reply, sentAt), queued);
+          }
         } catch (err) {
           if (err instanceof LockNotAcquiredError) throw err;
           if (!(err instanceof NotAcknowledged) && !isTransient(err)) {
@@ -452,6 +491,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
         }
         failures = 0;
         lastError = undefined;
+        queued = true;
         mode = '2';
         grantedNoEarlierThan = sentAt;
         // The holder's TTL ends then at the latest: whoever polls first passes the lock on.
@@ -466,6 +506,13 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     } finally {
       this.pending.delete(token);
     }
+  }
+
+  /** Counts an acquisition (a hand-off when the caller had queued); returns the lock. */
+  private won(lock: HeldLock, handoff: boolean): HeldLock {
+    this.counts.acquired += 1;
+    if (handoff) this.counts.handoffs += 1;
+    return lock;
   }
 
   /** Waits `ms`, or until a grant message, `signal` or shutdown wakes us. */
@@ -632,11 +679,22 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     let attempt = 0;
     for (;;) {
       try {
-        const [ok, refused] = await RELEASE.on(this.connection).run(lockKeys(lock.resource), [
-          lock.token,
-          this.grantChannelPrefix,
-        ]);
+        const sentAt = Date.now();
+        const [ok, refused, waiter, fence] = await RELEASE.on(this.connection).run(
+          lockKeys(lock.resource),
+          [lock.token, this.grantChannelPrefix, this.processId],
+        );
         this.noteRefused(refused);
+        // Handed to a caller of this process: it learns here, not by message. One that gave up
+        // meanwhile is not pending any more; its departure (LEAVE) passes the lock on.
+        if (waiter !== undefined && waiter !== null) {
+          const pending = this.pending.get(String(waiter));
+          if (pending) {
+            pending.fence = Number(fence);
+            pending.notBefore = sentAt;
+            pending.wake?.();
+          }
+        }
         return Number(ok) === 1;
       } catch (err) {
         attempt += 1;
@@ -772,8 +830,10 @@ class NotAcknowledged extends Error {}
 
 /** A caller of this process queued in Redis. */
 interface PendingGrant {
-  /** Set by the grant message. */
+  /** Set by the grant message, or by the reply of a release of this process. */
   fence?: number;
+  /** When that release was sent (epoch ms): the grant happened no earlier. */
+  notBefore?: number;
   /** Ends the current sleep. */
   wake?: () => void;
 }

@@ -47,6 +47,8 @@ export interface LockOwner {
    */
   release(lock: HeldLock): Promise<boolean | 'unknown'>;
   forget(lock: HeldLock): void;
+  /** Called once when the lock is known lost (for the owner's counters). */
+  lost?(lock: HeldLock): void;
   /** Checks and rounds a TTL given to `extend` (throws a `RangeError` naming it). */
   checkTtl?(ttl: number): number;
 }
@@ -221,6 +223,7 @@ export class HeldLock implements Lock {
   /** The loss itself: its reason, and `signal` (if anyone has it) aborts with it. */
   private recordLoss(reason: string): void {
     this.lostError = new LockLostError(this.resource, this.fencingToken, reason);
+    this.owner.lost?.(this);
     this.controller?.abort(this.lostError);
   }
 

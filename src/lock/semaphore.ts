@@ -99,7 +99,7 @@ export class RedisSemaphore implements Semaphore {
           coordinator.channel,
           `s:${name}`,
         ]);
-        this.coordinator.granted(reply, 2, sentAt);
+        this.passOn(this.coordinator.granted(reply, 2, sentAt));
         return Number(reply[0]) === 1;
       },
     );
@@ -184,7 +184,7 @@ export class RedisSemaphore implements Semaphore {
       }
     } catch (err) {
       coordinator.dequeue(token);
-      coordinator.leave(token, this.keys, this.limit);
+      coordinator.leave(token, this.member(token), this.keys, this.limit);
       throw err;
     } finally {
       coordinator.dequeue(token);
@@ -210,6 +210,7 @@ export class RedisSemaphore implements Semaphore {
   private async attempt(token: string, mode: '0' | '1' | '2'): Promise<Array<number | string>> {
     const coordinator = this.coordinator;
     const sentAt = Date.now();
+    const renew = mode !== '0' && coordinator.renewDue(this.name);
     const reply = await SEMAPHORE_ACQUIRE.on(coordinator.connection).run(this.keys, [
       token,
       this.limit,
@@ -218,9 +219,25 @@ export class RedisSemaphore implements Semaphore {
       coordinator.waitMarkTtl,
       coordinator.processId,
       coordinator.grantChannelPrefix,
+      renew ? '1' : '0',
     ]);
-    coordinator.granted(reply, 3, sentAt, token);
+    // Renewed only if it queued us (a success never needed it).
+    if (renew && reply[0] !== 1) coordinator.renewed(this.name, sentAt);
+    this.passOn(coordinator.granted(reply, 3, sentAt, token));
     return reply;
+  }
+
+  /** Our queue member: what the acquire script queues for `token`. */
+  private member(token: string): string {
+    const c = this.coordinator;
+    return `${token}|${c.processId}|${this.ttl}|${c.waitMarkTtl}`;
+  }
+
+  /** Permits granted to waiters of this process that are gone: passed on to the next ones. */
+  private passOn(orphans: string[] | undefined): void {
+    for (const token of orphans ?? []) {
+      this.coordinator.leave(token, this.member(token), this.keys, this.limit);
+    }
   }
 
   /**

@@ -10,6 +10,7 @@ import type {
 import { DEFAULT_CONNECTION_NAME } from '../config/defaults.js';
 
 import { recordCommands } from './command-recorder.js';
+import { instrumentLocks } from './lock-metrics.js';
 import {
   traceChannel,
   type RedisTraceContext,
@@ -373,6 +374,8 @@ export function instrumentConnection(meter: Meter, src: MetricSources): () => vo
   }
 
   if (src.streams) undo.push(instrumentStreams(meter, src.streams, pool, () => src.client.status));
+  // Lock figures, when a LockService registered them for this client.
+  undo.push(instrumentLocks(meter, src.client, pool));
 
   undo.push(instrumentOperations(meter, src.name));
   return () => {

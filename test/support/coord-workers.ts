@@ -40,11 +40,18 @@ export interface CoordWorker<R> {
 
 /** Starts `test/support/coord-worker.mjs` with `spec` in a process of its own. */
 export function startCoordWorker<R = { done: number }>(spec: object): CoordWorker<R> {
-  const child = spawn(
-    process.execPath,
-    [`${root}test/support/coord-worker.mjs`, JSON.stringify(spec)],
-    { stdio: ['pipe', 'pipe', 'inherit'] },
-  );
+  return startWorker<R>('coord-worker.mjs', spec);
+}
+
+/** Starts `test/support/lock-worker.mjs` (same protocol: "ready", a start line, JSON last). */
+export function startLockWorker<R = { done: number }>(spec: object): CoordWorker<R> {
+  return startWorker<R>('lock-worker.mjs', spec);
+}
+
+function startWorker<R>(script: string, spec: object): CoordWorker<R> {
+  const child = spawn(process.execPath, [`${root}test/support/${script}`, JSON.stringify(spec)], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
   let out = '';
   let onReady: () => void = () => undefined;
   const started = new Promise<void>((resolve) => (onReady = resolve));
@@ -57,7 +64,7 @@ export function startCoordWorker<R = { done: number }>(spec: object): CoordWorke
     child.on('exit', (code, signal) => {
       const last = out.trim().split('\n').pop() ?? '';
       if (code === 0) resolve(JSON.parse(last) as R);
-      else reject(new Error(`coord worker exited with ${code ?? signal}: ${out}`));
+      else reject(new Error(`${script} exited with ${code ?? signal}: ${out}`));
     });
   });
   // Nobody may be awaiting `finished` for a worker that is killed on purpose.

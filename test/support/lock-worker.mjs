@@ -5,7 +5,8 @@
 // Prints "ready" once connected, waits for a line on stdin to start, then prints one JSON line
 // { done } and exits by itself.
 // With { mode: 'hold', ttl }: holds the lock in withLock until its signal aborts, printing
-// "held <fencingToken>" once it has it, then one JSON line { outcome, error, fencingToken }.
+// "held <fencingToken>" once it has it, then one JSON line { outcome, error, fencingToken, stats }
+// (stats: its LockService.stats() before closing).
 // With { mode: 'wait', rounds }: per round (the first starts with the start line, each next one
 // with another line on stdin) waits in acquire, prints "held <round>", releases, prints
 // "released <round>"; then one JSON line { done }. (After "held <round>" it also prints
@@ -54,8 +55,9 @@ if (spec.mode === 'hold') {
       (value) => ({ outcome: value }),
       (err) => ({ outcome: 'rejected', error: err.name, message: err.message }),
     );
+  const stats = locks.stats();
   await app.close();
-  process.stdout.write(JSON.stringify({ ...outcome, fencingToken }) + '\n');
+  process.stdout.write(JSON.stringify({ ...outcome, fencingToken, stats }) + '\n');
   process.stdin.destroy();
   process.exit(0);
 }

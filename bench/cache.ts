@@ -78,12 +78,16 @@ import { CacheService, RedisModule } from '../src/index.js';
 import {
   cleanupSteps,
   collectGarbage,
+  collectRounds,
   cpuPressure,
   exposedGc,
   fmtLoad,
   gcMs,
+  interleavedBursts,
+  measureLoops,
   median,
   packageVersion,
+  palindromicRound,
   prng,
   readArgs,
   redisUrlFor,
@@ -92,6 +96,7 @@ import {
   stopThrowawayServer,
   table,
   unlinkMatching,
+  type Sample,
 } from './harness.js';
 
 type Bento = BentoCache<Record<string, ReturnType<typeof bentostore>>>;
@@ -315,38 +320,6 @@ interface Config {
   weight?: number;
 }
 
-interface Sample {
-  ops: number;
-  ms: number;
-  opsPerSec: number;
-}
-
-async function measureConcurrent(config: Config, concurrency: number, ms: number): Promise<Sample> {
-  let ops = 0;
-  const start = performance.now();
-  const deadline = start + ms;
-  // One call in flight: check the clock every 16 calls (an L1 hit costs little more than
-  // reading it). More in flight: every call, so that all loops stop together.
-  const burst = concurrency === 1 ? 16 : 1;
-  const loop = async (l: number): Promise<void> => {
-    let n = 0;
-    while (ops < MAX_OPS_PER_MEASUREMENT && performance.now() < deadline) {
-      for (let k = 0; k < burst; k += 1) await config.op(l, n++);
-      ops += burst;
-    }
-  };
-  await Promise.all(Array.from({ length: concurrency }, (_, l) => loop(l)));
-  const elapsed = performance.now() - start;
-  const weighted = ops * (config.weight ?? 1);
-  return { ops: weighted, ms: elapsed, opsPerSec: (weighted * 1000) / elapsed };
-}
-
-function combine(a: Sample, b: Sample): Sample {
-  const ops = a.ops + b.ops;
-  const ms = a.ms + b.ms;
-  return { ops, ms, opsPerSec: (ops * 1000) / ms };
-}
-
 /** A round: every configuration `sliceMs`, in halves, A B C C B A. */
 async function sliceRound(
   configs: Config[],
@@ -354,14 +327,18 @@ async function sliceRound(
   sliceMs: number,
 ): Promise<Map<string, Sample>> {
   collectGarbage('major');
-  const order = shuffle([...configs]);
-  const halves = new Map<string, Sample[]>();
-  for (const c of [...order, ...[...order].reverse()]) {
-    collectGarbage('minor');
-    const s = await measureConcurrent(c, concurrency, sliceMs / 2);
-    halves.set(c.id, [...(halves.get(c.id) ?? []), s]);
-  }
-  return new Map([...halves].map(([id, [a, b]]) => [id, combine(a, b)]));
+  const halves = await palindromicRound(shuffle([...configs]), (c) =>
+    measureLoops(c.op, {
+      concurrency,
+      durationMs: sliceMs / 2,
+      // One call in flight: check the clock every 16 calls (an L1 hit costs little more than
+      // reading it). More in flight: every call, so that all loops stop together.
+      burst: concurrency === 1 ? 16 : 1,
+      maxOps: MAX_OPS_PER_MEASUREMENT,
+      weight: c.weight,
+    }),
+  );
+  return new Map([...halves].map(([c, sample]) => [c.id, sample]));
 }
 
 /**
@@ -370,29 +347,16 @@ async function sliceRound(
  */
 async function sequentialRound(configs: Config[], seqMs: number): Promise<Map<string, Sample>> {
   collectGarbage('major');
-  const count = new Map(configs.map((c) => [c.id, 0]));
-  const time = new Map(configs.map((c) => [c.id, 0]));
-  const deadline = performance.now() + seqMs * configs.length;
-  const order = [...configs];
-  let cycles = 0;
-  while (cycles * SEQUENTIAL_BURST < MAX_OPS_PER_MEASUREMENT && performance.now() < deadline) {
-    shuffle(order);
-    for (const c of order) {
-      let n = count.get(c.id)!;
-      const t0 = performance.now();
-      for (let k = 0; k < SEQUENTIAL_BURST; k += 1) await c.op(0, n++);
-      time.set(c.id, time.get(c.id)! + performance.now() - t0);
-      count.set(c.id, n);
-    }
-    cycles += 1;
-  }
-  return new Map(
-    configs.map((c) => {
-      const ops = count.get(c.id)!;
-      const ms = time.get(c.id)!;
-      return [c.id, { ops, ms, opsPerSec: (ops * 1000) / ms }];
-    }),
+  const samples = await interleavedBursts(
+    configs.map((c) => (n: number) => c.op(0, n)),
+    {
+      durationMs: seqMs * configs.length,
+      burst: SEQUENTIAL_BURST,
+      shuffle,
+      maxOps: MAX_OPS_PER_MEASUREMENT,
+    },
   );
+  return new Map(configs.map((c, i) => [c.id, samples[i]]));
 }
 
 interface ScenarioResult {
@@ -410,15 +374,18 @@ async function runScenario(
   mode: { concurrency: number } | 'sequential',
 ): Promise<ScenarioResult> {
   const t0 = performance.now();
-  const round = (): Promise<Map<string, Sample>> =>
-    mode === 'sequential'
-      ? sequentialRound(configs, settings.seqMs)
-      : sliceRound(configs, mode.concurrency, settings.sliceMs);
-  await round(); // warm-up
-  const samples: Record<string, number[]> = Object.fromEntries(configs.map((c) => [c.id, []]));
-  for (let r = 0; r < settings.rounds; r += 1) {
-    for (const [cid, s] of await round()) samples[cid].push(s.opsPerSec);
-  }
+  const rounds = await collectRounds({
+    ids: configs.map((c) => c.id),
+    rounds: settings.rounds,
+    warmup: 1,
+    round: () =>
+      mode === 'sequential'
+        ? sequentialRound(configs, settings.seqMs)
+        : sliceRound(configs, mode.concurrency, settings.sliceMs),
+  });
+  const samples: Record<string, number[]> = Object.fromEntries(
+    configs.map((c) => [c.id, rounds[c.id].map((x) => x.opsPerSec)]),
+  );
   const medians = Object.fromEntries(configs.map((c) => [c.id, median(samples[c.id])]));
   console.log(`  ${label}: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   return { id, label, samples, medians };

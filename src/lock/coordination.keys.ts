@@ -11,10 +11,18 @@ export function hashTag(name: string): string {
   return `{${name.replace(/[%{}]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)}}`;
 }
 
-/** Semaphore keys: the holders (sorted set: token → expiry, server ms) and the waiting mark. */
-export function semaphoreKeys(name: string): [holders: string, waiting: string] {
+/**
+ * Semaphore keys: the holders (sorted set: token → expiry, server ms), the waiting mark (set
+ * only by processes of the previous version, which wait for `coord:released`), the queue
+ * (sorted set: waiter token → arrival, server µs) and the queue entries (hash: waiter token →
+ * `deadline|ttl|lease|processId`, the deadline being when the waiter counts as dead unless it
+ * renews its entry).
+ */
+export function semaphoreKeys(
+  name: string,
+): [holders: string, waiting: string, queue: string, entries: string] {
   const base = `sem:${hashTag(name)}`;
-  return [base, `${base}:w`];
+  return [base, `${base}:w`, `${base}:q`, `${base}:qe`];
 }
 
 /**
@@ -35,8 +43,14 @@ export function leaderKeys(name: string): [leader: string, term: string] {
   return [base, `${base}:f`];
 }
 
-/** Channel on which releases of permits, read-write locks and leaderships are announced. */
+/** Channel on which releases of read-write locks and leaderships are announced. */
 export const COORDINATION_CHANNEL = 'coord:released';
+
+/**
+ * Channel prefix of semaphore grants: a release that hands permits to queued waiters of other
+ * processes publishes their tokens (comma-separated) on `<prefix>coord:grant:<process id>`.
+ */
+export const GRANT_CHANNEL = 'coord:grant:';
 
 /** Throws unless `name` is a usable name: a non-empty string of bounded length. */
 export function checkName(method: string, name: unknown): asserts name is string {

@@ -40,30 +40,164 @@ const ANNOUNCE = `local function announce(mark, channel, message, force)
 end`;
 
 /**
- * Take a permit if fewer than `limit` live holders. KEYS: holders, waiting.
- * ARGV: token, limit, ttl, waitMarkTtl (0: do not mark).
- * Returns `{1, holders}` or `{0, ms until the first holder expires}`.
+ * Shared by the semaphore scripts: the time, the live holders, and handing freed permits to the
+ * oldest live waiters of the queue. KEYS: holders, waiting mark, queue, entries.
+ *
+ * A queue entry is `deadline|ttl|lease|processId`. A waiter renews it (deadline = now + lease)
+ * every time it polls; one that stopped polling (its process died) is skipped once its
+ * deadline passed. A waiter of the caller's process (`self`) gets its full TTL and is returned
+ * in `granted` (the caller hands it over without any message); one of another process is told
+ * on its grant channel and gets at most its lease, which it extends to the full TTL on receipt:
+ * a permit granted to a waiter that died just before frees after its lease, not its TTL.
  */
-export const SEMAPHORE_ACQUIRE = new LockScript<[number, number]>(
+const SEMAPHORE_PRELUDE = `
+local holders, mark, queue, entries = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local t = redis.call('TIME')
+local nowUs = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = math.floor(nowUs / 1000)
+local refused = 0
+local granted = {}
+-- Keeps a key alive at least ms more, giving it twice that when it renews, so that a busy
+-- semaphore renews its keys' TTL now and then rather than on every call.
+local function keep(key, ms)
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, 2 * ms) end
+end
+local function live()
+  redis.call('ZREMRANGEBYSCORE', holders, -now, now)
+  return redis.call('ZCOUNT', holders, '(' .. now, '+inf')
+end
+local function grant(free, channelPrefix, self)
+  local notify = {}
+  local longest = 0
+  while free > 0 do
+    local batch = redis.call('ZRANGE', queue, 0, math.min(free, 64) - 1)
+    if #batch == 0 then break end
+    redis.call('ZREM', queue, unpack(batch))
+    local found = redis.call('HMGET', entries, unpack(batch))
+    redis.call('HDEL', entries, unpack(batch))
+    for i = 1, #batch do
+      local dl, ttl, lease, pid = string.match(found[i] or '', '^(%d+)|(%d+)|(%d+)|(%x+)$')
+      if dl and tonumber(dl) >= now then
+        local w = batch[i]
+        local hold = tonumber(ttl)
+        free = free - 1
+        if pid == self then
+          granted[#granted + 1] = w
+        else
+          hold = math.min(hold, tonumber(lease))
+          notify[pid] = notify[pid] and (notify[pid] .. ',' .. w) or w
+        end
+        redis.call('ZADD', holders, now + hold, w)
+        longest = math.max(longest, hold)
+      end
+    end
+  end
+  if longest > 0 then keep(holders, longest) end
+  for pid, ws in pairs(notify) do
+    local r = redis.pcall('PUBLISH', channelPrefix .. pid, ws)
+    if type(r) == 'table' and r.err then refused = 1 end
+  end
+  return free
+end
+`;
+
+/**
+ * Take a permit. Queued waiters go first: free permits are granted to the oldest live ones
+ * before the caller may take one. Taken, and the caller waits (mode '1' first attempt, '2' a
+ * poll), it is queued (once: a poll renews its entry and keeps its place). Finding its own
+ * token live (a re-run, or a grant whose message was lost) is a success, renewed to the full TTL.
+ * KEYS: holders, waiting mark, queue, entries.
+ * ARGV: token, limit, ttl, mode ('0' never queue), lease (ms), process id, grant channel prefix.
+ * Returns `{1, ttl, refused, granted...}` or `{0, ms until the first holder expires, refused,
+ * granted...}`; `granted`: tokens of this process's waiters just granted a permit (maybe the
+ * caller's own), `refused`: a grant notification was denied (ACL).
+ */
+export const SEMAPHORE_ACQUIRE = new LockScript<Array<number | string>>(
   'semaphore-acquire',
-  `${NOW}
-${KEEP_ALIVE}
-redis.call('ZREMRANGEBYSCORE', KEYS[1], -now, now)
-local ttl = tonumber(ARGV[3])
-local mine = redis.call('ZSCORE', KEYS[1], ARGV[1])
+  `${SEMAPHORE_PRELUDE}
+local token, ttl, mode = ARGV[1], tonumber(ARGV[3]), ARGV[4]
+local mine = redis.call('ZSCORE', holders, token)
 if mine and tonumber(mine) > now then
-  return {1, redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')}
+  redis.call('ZADD', holders, now + ttl, token)
+  keep(holders, ttl)
+  return {1, ttl, 0}
 end
-local held = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
-if held < tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
-  keep(KEYS[1], ttl)
-  return {1, held + 1}
+local free = grant(tonumber(ARGV[2]) - live(), ARGV[7], ARGV[6])
+for i = 1, #granted do
+  if granted[i] == token then return {1, ttl, refused, unpack(granted)} end
 end
-if ARGV[4] ~= '0' then redis.call('SET', KEYS[2], '1', 'PX', ARGV[4]) end
-local first = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-return {0, tonumber(first[2]) - now}`,
-  2,
+if free > 0 then
+  redis.call('ZADD', holders, now + ttl, token)
+  keep(holders, ttl)
+  return {1, ttl, refused, unpack(granted)}
+end
+if mode ~= '0' then
+  local lease = tonumber(ARGV[5])
+  redis.call('HSET', entries, token,
+    string.format('%.0f', now + lease) .. '|' .. ARGV[3] .. '|' .. ARGV[5] .. '|' .. ARGV[6])
+  redis.call('ZADD', queue, 'NX', string.format('%.0f', nowUs), token)
+  if redis.call('PTTL', queue) < lease or redis.call('PTTL', entries) < lease then
+    redis.call('PEXPIRE', queue, 2 * lease)
+    redis.call('PEXPIRE', entries, 2 * lease)
+  end
+end
+local first = redis.call('ZRANGEBYSCORE', holders, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+return {0, first[2] and (tonumber(first[2]) - now) or -1, refused, unpack(granted)}`,
+  4,
+);
+
+/**
+ * Release a permit, leaving a tombstone for `tombstone` ms, and grant the freed permit (and any
+ * other free one) to the oldest live waiters. Announces on the released channel only while a
+ * waiting mark exists (left by processes of the previous version, which wait for it).
+ * KEYS: holders, waiting mark, queue, entries.
+ * ARGV: token, tombstone (ms), limit, process id, grant channel prefix, released channel,
+ * released message.
+ * Returns `{1 released now or by an earlier run | 0 had expired or was not ours, refused,
+ * granted...}` (`granted`: tokens of this process's waiters now holding a permit).
+ */
+export const SEMAPHORE_RELEASE = new LockScript<Array<number | string>>(
+  'semaphore-release',
+  `${SEMAPHORE_PRELUDE}
+local token = ARGV[1]
+local mine = redis.call('ZSCORE', holders, token)
+if not mine then return {0, 0} end
+mine = tonumber(mine)
+if mine < 0 then return {1, 0} end
+local released = 1
+if mine <= now then
+  redis.call('ZREM', holders, token)
+  released = 0
+else
+  local tombstone = tonumber(ARGV[2])
+  redis.call('ZADD', holders, -(now + tombstone), token)
+  keep(holders, tombstone)
+end
+if redis.call('EXISTS', queue) == 1 then grant(tonumber(ARGV[3]) - live(), ARGV[5], ARGV[4]) end
+if redis.call('EXISTS', mark) == 1 then redis.pcall('PUBLISH', ARGV[6], ARGV[7]) end
+return {released, refused, unpack(granted)}`,
+  4,
+);
+
+/**
+ * A waiter gives up (its wait ran out, it was aborted, or the application stops): it leaves the
+ * queue, or, if it was granted a permit meanwhile, passes the permit on.
+ * KEYS: holders, waiting mark, queue, entries.
+ * ARGV: token, limit, process id, grant channel prefix.
+ * Returns `{1 it had been granted (passed on) | 0, refused, granted...}`.
+ */
+export const SEMAPHORE_LEAVE = new LockScript<Array<number | string>>(
+  'semaphore-leave',
+  `${SEMAPHORE_PRELUDE}
+local token = ARGV[1]
+redis.call('ZREM', queue, token)
+redis.call('HDEL', entries, token)
+local mine = redis.call('ZSCORE', holders, token)
+if not mine or tonumber(mine) <= now then return {0, 0} end
+redis.call('ZREM', holders, token)
+grant(tonumber(ARGV[2]) - live(), ARGV[4], ARGV[3])
+return {1, refused, unpack(granted)}`,
+  4,
 );
 
 /**

@@ -1,4 +1,4 @@
-import { randomFillSync } from 'node:crypto';
+import { randomBytes, randomFillSync } from 'node:crypto';
 
 import { Logger } from '@nestjs/common';
 
@@ -6,7 +6,8 @@ import type { RedisConnection } from '../connection/redis-connection.js';
 import { Waiters } from '../connection/waiters.js';
 import { LockNotAcquiredError } from '../errors.js';
 
-import { checkMs, checkName, COORDINATION_CHANNEL } from './coordination.keys.js';
+import { checkMs, checkName, COORDINATION_CHANNEL, GRANT_CHANNEL } from './coordination.keys.js';
+import { SEMAPHORE_LEAVE } from './coordination.scripts.js';
 import { RedisLeaderElection, type LeaderElection, type LeaderOptions } from './leader.js';
 import type { HeldLease, LeaseOps } from './lease.js';
 import {
@@ -23,10 +24,27 @@ export interface AttemptResult<T> {
   retryIn?: number;
 }
 
+/** A permit granted to a queued waiter of this process. */
+export interface Grant {
+  /** By a script this process ran (its reply), rather than by a message. */
+  local: boolean;
+  /** The grant happened no earlier than this (epoch ms). */
+  notBefore: number;
+}
+
+/** A semaphore waiter of this process, queued in Redis. */
+export interface QueuedWaiter {
+  /** Set when it was granted a permit. */
+  grant?: Grant;
+  /** Ends its current sleep. */
+  wake?: () => void;
+}
+
 /**
  * The shared machinery of semaphores, read-write locks and elections of one connection:
- * tokens, release notifications (one subscription, channel `coord:released`), the waiting loop,
- * and everything held, so that shutdown releases it. One per connection, created on first use.
+ * tokens, release notifications (one subscription, channel `coord:released`), semaphore grants
+ * (one subscription to this process's channel `coord:grant:<id>`), the waiting loop, and
+ * everything held, so that shutdown releases it. One per connection, created on first use.
  */
 export class Coordinator {
   readonly logger = new Logger('Redis:LockService');
@@ -41,6 +59,21 @@ export class Coordinator {
   private readonly pool = Buffer.allocUnsafe(16 * 256);
   private poolOffset = this.pool.length;
   private sweeper?: NodeJS.Timeout;
+  /** This process's id in semaphore queue entries and its grant channel. */
+  readonly processId = randomBytes(8).toString('hex');
+  /** Semaphore waiters of this process queued in Redis, by token. */
+  private readonly queued = new Map<string, QueuedWaiter>();
+  /** Semaphore acquisitions in progress (shutdown lets them leave their queues first). */
+  private readonly active = new Set<Promise<unknown>>();
+  /** Departures from semaphore queues in flight (shutdown waits for them). */
+  private readonly leaving = new Set<Promise<unknown>>();
+  private grantSubscription?: Promise<boolean>;
+  private unsubscribeGrants?: () => Promise<void>;
+  /** When subscribing to grants last failed (ms): retried at most once a minute. */
+  private grantSubscribeFailedAt = 0;
+  private refusedWarned = false;
+  /** Grants reach this process by message (else its queued waiters find them by polling). */
+  grantsSubscribed = false;
 
   constructor(readonly connection: RedisConnection) {}
 
@@ -109,6 +142,11 @@ export class Coordinator {
 
   get channel(): string {
     return `${this.connection.keyPrefix}${COORDINATION_CHANNEL}`;
+  }
+
+  /** Prefix of the per-process channels on which semaphore grants are told. */
+  get grantChannelPrefix(): string {
+    return `${this.connection.keyPrefix}${GRANT_CHANNEL}`;
   }
 
   /** Aborted once the application shuts down. */
@@ -261,21 +299,145 @@ export class Coordinator {
     return this.subscription;
   }
 
+  /**
+   * Subscribes once to this process's grant channel; without it, a queued semaphore waiter
+   * learns of its grant when it polls. A failure is warned about once, retried once a minute.
+   */
+  ensureGrantChannel(): Promise<boolean> {
+    if (!this.grantSubscription && Date.now() - this.grantSubscribeFailedAt < RESUBSCRIBE_MS) {
+      return Promise.resolve(false);
+    }
+    this.grantSubscription ??= Promise.resolve()
+      .then(() =>
+        this.connection.subscribe(`${this.grantChannelPrefix}${this.processId}`, (message) => {
+          const notBefore = Date.now();
+          for (const token of message.split(',')) this.grant(token, false, notBefore);
+        }),
+      )
+      .then(
+        (unsubscribe) => {
+          this.unsubscribeGrants = unsubscribe;
+          this.grantsSubscribed = true;
+          return true;
+        },
+        (err: unknown) => {
+          if (this.grantSubscribeFailedAt === 0) {
+            this.logger.warn(
+              `semaphore grant notifications unavailable, queued waiters poll every ~${this.defaults.retryInterval} ms: ${this.connection.scrub((err as Error).message)}`,
+            );
+          }
+          this.grantSubscribeFailedAt = Date.now();
+          this.grantSubscription = undefined;
+          return false;
+        },
+      );
+    return this.grantSubscription;
+  }
+
+  /** Remembers an acquisition until it settles (for shutdown); returns it. */
+  waiting<T>(run: Promise<T>): Promise<T> {
+    this.active.add(run);
+    const forget = (): boolean => this.active.delete(run);
+    run.then(forget, forget);
+    return run;
+  }
+
+  /** Registers a semaphore waiter of this process (before its first attempt is sent). */
+  enqueue(token: string): QueuedWaiter {
+    const waiter: QueuedWaiter = {};
+    this.queued.set(token, waiter);
+    return waiter;
+  }
+
+  /** Forgets a waiter: a grant for it from now on is passed on by its `leave`, or was its own. */
+  dequeue(token: string): void {
+    this.queued.delete(token);
+  }
+
+  /**
+   * Hands the grants a semaphore script reports (`reply[from..]`, tokens of this process's
+   * waiters) to those waiters, except `self` (the caller, who reads its own outcome), and
+   * warns once when the script could not notify another process.
+   */
+  granted(reply: Array<number | string>, from: number, sentAt: number, self?: string): void {
+    if (Number(reply[from - 1]) === 1) this.noteRefused();
+    for (let i = from; i < reply.length; i++) {
+      const token = String(reply[i]);
+      if (token !== self) this.grant(token, true, sentAt);
+    }
+  }
+
+  private grant(token: string, local: boolean, notBefore: number): void {
+    const waiter = this.queued.get(token);
+    // Gone: it gave up, and its `leave` passes the permit on.
+    if (!waiter) return;
+    waiter.grant ??= { local, notBefore };
+    waiter.wake?.();
+  }
+
+  private noteRefused(): void {
+    if (this.refusedWarned) return;
+    this.refusedWarned = true;
+    this.logger.warn(
+      'Redis refused PUBLISH of a semaphore grant (ACL channel rights?): permits are still ' +
+        `handed over in queue order, and waiters of other processes notice by polling every ~${this.defaults.retryInterval} ms. ` +
+        `Grant the user "&${this.grantChannelPrefix}*" for immediate hand-offs.`,
+    );
+  }
+
+  /** Waits `ms`, or until a grant, `signal` or shutdown wakes `waiter`. */
+  sleep(waiter: QueuedWaiter, ms: number, signal: AbortSignal | undefined): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        waiter.wake = undefined;
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, Math.max(0, ms));
+      waiter.wake = done;
+      signal?.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  /**
+   * Best effort: a semaphore waiter that gave up leaves the queue, or passes on a permit granted
+   * to it meanwhile. Without it, its entry lapses after the queue lease anyway.
+   */
+  leave(token: string, keys: string[], limit: number): void {
+    const run = SEMAPHORE_LEAVE.on(this.connection)
+      .run(keys, [token, limit, this.processId, this.grantChannelPrefix])
+      .then(
+        (reply) => this.granted(reply, 2, Date.now()),
+        () => undefined,
+      );
+    this.leaving.add(run);
+    void run.finally(() => this.leaving.delete(run));
+  }
+
   /** Stops every wait, resigns every leadership and releases every lease of this process. */
   async shutdown(): Promise<void> {
     this.stopping.abort();
     this.waiters.wakeEveryone();
+    for (const waiter of this.queued.values()) waiter.wake?.();
+    // Woken, queued waiters give up and leave their queues (or end with a permit, released below).
+    await Promise.allSettled([...this.active]);
     const elections = [...this.elections];
     const leases = [...this.leases];
     await Promise.allSettled([
       ...elections.map((e) => e.stop()),
       ...leases.map((l) => l.release()),
+      ...this.leaving,
     ]);
     clearInterval(this.sweeper);
     this.sweeper = undefined;
     const unsubscribe = this.unsubscribe;
     this.unsubscribe = undefined;
     await unsubscribe?.().catch(() => undefined);
+    const unsubscribeGrants = this.unsubscribeGrants;
+    this.unsubscribeGrants = undefined;
+    this.grantsSubscribed = false;
+    await unsubscribeGrants?.().catch(() => undefined);
     if (leases.length || elections.length) {
       this.logger.log(
         `released ${leases.length} permit(s)/read-write lock(s) and stopped ${elections.length} election(s) at shutdown`,
@@ -283,6 +445,8 @@ export class Coordinator {
     }
   }
 }
+
+const RESUBSCRIBE_MS = 60_000;
 
 const coordinators = new WeakMap<RedisConnection, Coordinator>();
 

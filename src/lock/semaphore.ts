@@ -1,6 +1,8 @@
-import type { Coordinator } from './coordination.js';
+import { LockNotAcquiredError } from '../errors.js';
+
+import type { Coordinator, Grant } from './coordination.js';
 import { checkMs, semaphoreKeys, tombstoneMs } from './coordination.keys.js';
-import { HOLDER_EXTEND, HOLDER_RELEASE, SEMAPHORE_ACQUIRE } from './coordination.scripts.js';
+import { HOLDER_EXTEND, SEMAPHORE_ACQUIRE, SEMAPHORE_RELEASE } from './coordination.scripts.js';
 import { HeldLease, runHolding, type LeaseOps, type Permit } from './lease.js';
 
 /** Options of `LockService.semaphore`. */
@@ -71,8 +73,7 @@ export interface Semaphore {
 
 /** The `Semaphore` implementation. */
 export class RedisSemaphore implements Semaphore {
-  private readonly keys: [string, string];
-  private readonly wakeKey: string;
+  private readonly keys: [string, string, string, string];
   private readonly ops: LeaseOps;
 
   constructor(
@@ -82,29 +83,33 @@ export class RedisSemaphore implements Semaphore {
     readonly ttl: number,
   ) {
     this.keys = semaphoreKeys(name);
-    this.wakeKey = `s:${name}`;
-    const [holders, waiting] = this.keys;
+    const [holders] = this.keys;
     const connection = coordinator.connection;
     this.ops = coordinator.leaseOps(
       `a permit of semaphore "${name}"`,
       async (token, ms) => (await HOLDER_EXTEND.on(connection).run([holders], [token, ms])) === 1,
-      async (token) =>
-        (await HOLDER_RELEASE.on(connection).run(
-          [holders, waiting],
-          [
-            token,
-            coordinator.channel,
-            this.wakeKey,
-            tombstoneMs(this.ttl),
-            coordinator.waiters.count(this.wakeKey) > 0 ? '1' : '0',
-          ],
-        )) === 1,
+      async (token) => {
+        const sentAt = Date.now();
+        const reply = await SEMAPHORE_RELEASE.on(connection).run(this.keys, [
+          token,
+          tombstoneMs(this.ttl),
+          this.limit,
+          coordinator.processId,
+          coordinator.grantChannelPrefix,
+          coordinator.channel,
+          `s:${name}`,
+        ]);
+        this.coordinator.granted(reply, 2, sentAt);
+        return Number(reply[0]) === 1;
+      },
     );
   }
 
   async tryAcquire(options: TryAcquirePermitOptions = {}): Promise<Permit | null> {
-    const result = await this.attempt(0, options.autoExtend ?? true);
-    return result.value ?? null;
+    const token = this.coordinator.token();
+    const sentAt = Date.now();
+    const reply = await this.attempt(token, '0');
+    return reply[0] === 1 ? this.hold(token, sentAt, options.autoExtend ?? true) : null;
   }
 
   acquire(options: AcquirePermitOptions = {}): Promise<Permit> {
@@ -113,10 +118,77 @@ export class RedisSemaphore implements Semaphore {
       'wait',
       options.wait ?? this.coordinator.defaults.wait,
     );
-    const autoExtend = options.autoExtend ?? true;
-    return this.coordinator.acquireWaiting(this.name, this.wakeKey, wait, options.signal, (mark) =>
-      this.attempt(mark, autoExtend),
+    return this.coordinator.waiting(
+      this.queueAndWait(wait, options.autoExtend ?? true, options.signal),
     );
+  }
+
+  /**
+   * One attempt that queues us (in Redis) if all permits are taken; then wait for a grant: in
+   * the reply of a release of this process, by a message on this process's grant channel, or,
+   * as the fallback (and to renew our queue entry), found by a poll every `retryInterval`.
+   */
+  private async queueAndWait(
+    wait: number,
+    autoExtend: boolean,
+    signal: AbortSignal | undefined,
+  ): Promise<Permit> {
+    const coordinator = this.coordinator;
+    const start = Date.now();
+    const deadline = start + wait;
+    const stop = (reason: string, cause?: unknown): LockNotAcquiredError =>
+      new LockNotAcquiredError(this.name, Date.now() - start, { reason, cause });
+    const stopped = (): LockNotAcquiredError | undefined => {
+      if (signal?.aborted) return stop('the wait was aborted', signal.reason);
+      if (coordinator.shutdownSignal.aborted) return stop('the application is shutting down');
+      return undefined;
+    };
+    const early = stopped();
+    if (early) throw early;
+    // Without the grant channel, a queued waiter learns of its grant by polling.
+    if (!coordinator.grantsSubscribed) await coordinator.ensureGrantChannel();
+    const token = coordinator.token();
+    // Registered before the first attempt: a grant may arrive before that attempt's reply.
+    const waiter = coordinator.enqueue(token);
+    let mode: '1' | '2' = '1';
+    // A grant happened after the latest attempt that found us still queued.
+    let queuedAt = start;
+    let holderLeft = Infinity;
+    try {
+      for (;;) {
+        if (waiter.grant) {
+          const permit = await this.fromGrant(token, waiter.grant, queuedAt, autoExtend);
+          waiter.grant = undefined;
+          if (permit) return permit;
+          mode = '1'; // it expired before we could confirm it: queue again
+          continue;
+        }
+        const halt = stopped();
+        if (halt) throw halt;
+        if (mode === '2') {
+          const remaining = deadline - Date.now();
+          if (remaining <= 0) throw stop('it stayed taken');
+          const poll = coordinator.defaults.retryInterval * (0.5 + Math.random() * 0.5);
+          await coordinator.sleep(waiter, Math.min(remaining, poll, holderLeft), signal);
+          if (waiter.grant) continue;
+          const again = stopped();
+          if (again) throw again;
+        }
+        const sentAt = Date.now();
+        const reply = await this.attempt(token, mode);
+        if (reply[0] === 1) return this.hold(token, sentAt, autoExtend);
+        mode = '2';
+        queuedAt = sentAt;
+        // Then the first holder expires unless renewed: whoever polls first passes it on.
+        holderLeft = Number(reply[1]) >= 0 ? Number(reply[1]) + 1 : Infinity;
+      }
+    } catch (err) {
+      coordinator.dequeue(token);
+      coordinator.leave(token, this.keys, this.limit);
+      throw err;
+    } finally {
+      coordinator.dequeue(token);
+    }
   }
 
   async withPermit<T>(
@@ -134,25 +206,47 @@ export class RedisSemaphore implements Semaphore {
     return this.coordinator.client.zcount(holders, `(${now}`, '+inf');
   }
 
-  private async attempt(
-    markTtl: number,
-    autoExtend: boolean,
-  ): Promise<{
-    value?: Permit;
-    retryIn?: number;
-  }> {
-    const token = this.coordinator.token();
+  /** One run of the acquire script; hands the grants it made to this process's waiters. */
+  private async attempt(token: string, mode: '0' | '1' | '2'): Promise<Array<number | string>> {
+    const coordinator = this.coordinator;
     const sentAt = Date.now();
-    const [ok, n] = await SEMAPHORE_ACQUIRE.on(this.coordinator.connection).run(this.keys, [
+    const reply = await SEMAPHORE_ACQUIRE.on(coordinator.connection).run(this.keys, [
       token,
       this.limit,
       this.ttl,
-      markTtl,
+      mode,
+      coordinator.waitMarkTtl,
+      coordinator.processId,
+      coordinator.grantChannelPrefix,
     ]);
-    if (ok !== 1) return { retryIn: Number(n) };
+    coordinator.granted(reply, 3, sentAt, token);
+    return reply;
+  }
+
+  /**
+   * The permit of a grant. One made by a release of this process has its full TTL from no
+   * earlier than that release was sent; one told by message has at most the queue lease, so it
+   * is extended to the full TTL first (`null` if it expired meanwhile).
+   */
+  private async fromGrant(
+    token: string,
+    grant: Grant,
+    queuedAt: number,
+    autoExtend: boolean,
+  ): Promise<Permit | null> {
+    const notBefore = Math.max(queuedAt, grant.notBefore);
+    if (grant.local && notBefore + this.ttl - Date.now() >= this.ttl / 2) {
+      return this.hold(token, notBefore, autoExtend);
+    }
+    const sentAt = Date.now();
+    if (!(await this.ops.extend(token, this.ttl))) return null;
+    return this.hold(token, sentAt, autoExtend);
+  }
+
+  private hold(token: string, sentAt: number, autoExtend: boolean): Permit {
     const permit = new HeldLease('permit', this.name, token, this.ttl, sentAt, this.ops);
     this.coordinator.track(permit);
     if (autoExtend) permit.autoExtend(this.coordinator.defaults.extendMargin);
-    return { value: permit };
+    return permit;
   }
 }

@@ -14,6 +14,11 @@
 //       with limit 1, the locks of read-write lock `<name>-<kind>`) until its signal aborts:
 //       prints "held <kind> <fencingToken>" for each, then one JSON line
 //       { <kind>: { outcome, error } } once all withPermit / withRead / withWrite settled.
+//   { mode: 'queue', name, limit, ttl, tag }
+//       on each line "acquire <label>" starts a withPermit on semaphore `name` (waiting up to a
+//       minute) whose section appends <label> to the list `{tag}:order`, then prints
+//       "done <label>" (or "failed <label> <error name>"); on "stop" waits for them all, closes
+//       and prints one JSON line { done }.
 //   { mode: 'leader', name, ttl }
 //       campaigns; prints "leader <term>" / "follower <term> <reason>" on every change; on a
 //       line "stop" on stdin resigns, closes and prints one JSON line { terms }.
@@ -155,6 +160,25 @@ if (spec.mode === 'hold') {
     }),
   );
   await finish(outcomes);
+}
+
+if (spec.mode === 'queue') {
+  const semaphore = locks.semaphore(spec.name, { limit: spec.limit, ttl: spec.ttl });
+  const runs = [];
+  for (let next = await line(); next !== 'stop'; next = await line()) {
+    const [command, label] = next.split(' ');
+    if (command !== 'acquire') continue;
+    runs.push(
+      semaphore
+        .withPermit(() => redis.rpush(`${t}:order`, label), { wait: 60_000 })
+        .then(
+          () => print(`done ${label}`),
+          (err) => print(`failed ${label} ${err.name}`),
+        ),
+    );
+  }
+  await Promise.all(runs);
+  await finish({ done: runs.length });
 }
 
 if (spec.mode === 'leader') {

@@ -171,7 +171,9 @@ export interface PubSubStats {
   subscriptions: number;
 }
 
-/** One subscription of a delivery queue on a subscriber connection (internal). */
+// ------------------------------------------------------------------- internal, not exported
+
+/** One subscription of a delivery queue on a subscriber connection. */
 export interface Subscription {
   hub: RedisSubscriber;
   queue: DeliveryQueue;

@@ -1,5 +1,6 @@
 import { describe, expect, it, jest } from '@jest/globals';
 
+import { Coalescer } from '../../src/common/async.js';
 import {
   DeliveryQueue,
   type DeliverySink,
@@ -120,5 +121,47 @@ describe('pubsub options', () => {
       handlerTimeout: 2,
       pingInterval: 0,
     });
+  });
+});
+
+describe('Coalescer (follow passes)', () => {
+  it('runs one pass per key at a time; calls meanwhile make one more pass, flags OR-ed', async () => {
+    const passes: Array<[string, boolean]> = [];
+    let release: (() => void) | undefined;
+    const coalescer = new Coalescer<string>(
+      async (key, flag) => {
+        passes.push([key, flag]);
+        if (passes.length === 1) await new Promise<void>((resolve) => (release = resolve));
+      },
+      { spacingMs: 1, proceed: () => true },
+    );
+    const first = coalescer.run('a');
+    void coalescer.run('a', true);
+    void coalescer.run('a');
+    const other = coalescer.run('b');
+    release!();
+    await Promise.all([first, other, coalescer.idle()]);
+    expect(passes).toEqual([
+      ['a', false],
+      ['b', false],
+      ['a', true],
+    ]);
+  });
+
+  it('stops asking for more once proceed() turns false', async () => {
+    let passes = 0;
+    let proceed = true;
+    const coalescer = new Coalescer<null>(
+      async () => {
+        passes += 1;
+        proceed = false;
+        await Promise.resolve();
+      },
+      { spacingMs: 1, proceed: () => proceed },
+    );
+    const done = coalescer.run(null);
+    void coalescer.run(null);
+    await done;
+    expect(passes).toBe(1);
   });
 });

@@ -1,7 +1,6 @@
 import {
   Inject,
   Injectable,
-  Logger,
   SetMetadata,
   type BeforeApplicationShutdown,
   type OnApplicationBootstrap,
@@ -130,7 +129,6 @@ export class StreamProducer<T = unknown> {
  */
 @Injectable()
 export class StreamsService implements OnApplicationBootstrap, BeforeApplicationShutdown {
-  private readonly logger: Logger;
   private readonly consumers = new Set<StreamConsumer<unknown>>();
   private readonly totals = emptyStreamCounters();
   private closing = false;
@@ -138,9 +136,7 @@ export class StreamsService implements OnApplicationBootstrap, BeforeApplication
   constructor(
     @Inject(getRedisConnectionToken()) private readonly connection: RedisConnection,
     private readonly explorer: DecoratorExplorer,
-  ) {
-    this.logger = new Logger(`Redis:${connection.name}:streams`);
-  }
+  ) {}
 
   /** A producer for the stream `name`. */
   producer<T = unknown>(name: string): StreamProducer<T> {

@@ -78,12 +78,16 @@ import { CacheService, RedisModule } from '../src/index.js';
 import {
   cleanupSteps,
   collectGarbage,
+  collectRounds,
   cpuPressure,
   exposedGc,
   fmtLoad,
   gcMs,
+  interleavedBursts,
+  measureLoops,
   median,
   packageVersion,
+  palindromicRound,
   prng,
   readArgs,
   redisUrlFor,
@@ -92,6 +96,7 @@ import {
   stopThrowawayServer,
   table,
   unlinkMatching,
+  type Sample,
 } from './harness.js';
 
 type Bento = BentoCache<Record<string, ReturnType<typeof bentostore>>>;
@@ -315,38 +320,6 @@ interface Config {
   weight?: number;
 }
 
-interface Sample {
-  ops: number;
-  ms: number;
-  opsPerSec: number;
-}
-
-async function measureConcurrent(config: Config, concurrency: number, ms: number): Promise<Sample> {
-  let ops = 0;
-  const start = performance.now();
-  const deadline = start + ms;
-  // One call in flight: check the clock every 16 calls (an L1 hit costs little more than
-  // reading it). More in flight: every call, so that all loops stop together.
-  const burst = concurrency === 1 ? 16 : 1;
-  const loop = async (l: number): Promise<void> => {
-    let n = 0;
-    while (ops < MAX_OPS_PER_MEASUREMENT && performance.now() < deadline) {
-      for (let k = 0; k < burst; k += 1) await config.op(l, n++);
-      ops += burst;
-    }
-  };
-  await Promise.all(Array.from({ length: concurrency }, (_, l) => loop(l)));
-  const elapsed = performance.now() - start;
-  const weighted = ops * (config.weight ?? 1);
-  return { ops: weighted, ms: elapsed, opsPerSec: (weighted * 1000) / elapsed };
-}
-
-function combine(a: Sample, b: Sample): Sample {
-  const ops = a.ops + b.ops;
-  const ms = a.ms + b.ms;
-  return { ops, ms, opsPerSec: (ops * 1000) / ms };
-}
-
 /** A round: every configuration `sliceMs`, in halves, A B C C B A. */
 async function sliceRound(
   configs: Config[],
@@ -354,14 +327,18 @@ async function sliceRound(
   sliceMs: number,
 ): Promise<Map<string, Sample>> {
   collectGarbage('major');
-  const order = shuffle([...configs]);
-  const halves = new Map<string, Sample[]>();
-  for (const c of [...order, ...[...order].reverse()]) {
-    collectGarbage('minor');
-    const s = await measureConcurrent(c, concurrency, sliceMs / 2);
-    halves.set(c.id, [...(halves.get(c.id) ?? []), s]);
-  }
-  return new Map([...halves].map(([id, [a, b]]) => [id, combine(a, b)]));
+  const halves = await palindromicRound(shuffle([...configs]), (c) =>
+    measureLoops(c.op, {
+      concurrency,
+      durationMs: sliceMs / 2,
+      // One call in flight: check the clock every 16 calls (an L1 hit costs little more than
+      // reading it). More in flight: every call, so that all loops stop together.
+      burst: concurrency === 1 ? 16 : 1,
+      maxOps: MAX_OPS_PER_MEASUREMENT,
+      weight: c.weight,
+    }),
+  );
+  return new Map([...halves].map(([c, sample]) => [c.id, sample]));
 }
 
 /**
@@ -370,29 +347,16 @@ async function sliceRound(
  */
 async function sequentialRound(configs: Config[], seqMs: number): Promise<Map<string, Sample>> {
   collectGarbage('major');
-  const count = new Map(configs.map((c) => [c.id, 0]));
-  const time = new Map(configs.map((c) => [c.id, 0]));
-  const deadline = performance.now() + seqMs * configs.length;
-  const order = [...configs];
-  let cycles = 0;
-  while (cycles * SEQUENTIAL_BURST < MAX_OPS_PER_MEASUREMENT && performance.now() < deadline) {
-    shuffle(order);
-    for (const c of order) {
-      let n = count.get(c.id)!;
-      const t0 = performance.now();
-      for (let k = 0; k < SEQUENTIAL_BURST; k += 1) await c.op(0, n++);
-      time.set(c.id, time.get(c.id)! + performance.now() - t0);
-      count.set(c.id, n);
-    }
-    cycles += 1;
-  }
-  return new Map(
-    configs.map((c) => {
-      const ops = count.get(c.id)!;
-      const ms = time.get(c.id)!;
-      return [c.id, { ops, ms, opsPerSec: (ops * 1000) / ms }];
-    }),
+  const samples = await interleavedBursts(
+    configs.map((c) => (n: number) => c.op(0, n)),
+    {
+      durationMs: seqMs * configs.length,
+      burst: SEQUENTIAL_BURST,
+      shuffle,
+      maxOps: MAX_OPS_PER_MEASUREMENT,
+    },
   );
+  return new Map(configs.map((c, i) => [c.id, samples[i]]));
 }
 
 interface ScenarioResult {
@@ -410,15 +374,18 @@ async function runScenario(
   mode: { concurrency: number } | 'sequential',
 ): Promise<ScenarioResult> {
   const t0 = performance.now();
-  const round = (): Promise<Map<string, Sample>> =>
-    mode === 'sequential'
-      ? sequentialRound(configs, settings.seqMs)
-      : sliceRound(configs, mode.concurrency, settings.sliceMs);
-  await round(); // warm-up
-  const samples: Record<string, number[]> = Object.fromEntries(configs.map((c) => [c.id, []]));
-  for (let r = 0; r < settings.rounds; r += 1) {
-    for (const [cid, s] of await round()) samples[cid].push(s.opsPerSec);
-  }
+  const rounds = await collectRounds({
+    ids: configs.map((c) => c.id),
+    rounds: settings.rounds,
+    warmup: 1,
+    round: () =>
+      mode === 'sequential'
+        ? sequentialRound(configs, settings.seqMs)
+        : sliceRound(configs, mode.concurrency, settings.sliceMs),
+  });
+  const samples: Record<string, number[]> = Object.fromEntries(
+    configs.map((c) => [c.id, rounds[c.id].map((x) => x.opsPerSec)]),
+  );
   const medians = Object.fromEntries(configs.map((c) => [c.id, median(samples[c.id])]));
   console.log(`  ${label}: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   return { id, label, samples, medians };
@@ -641,22 +608,14 @@ interface Context {
   setup: Redis;
 }
 
-async function sectionL1(ctx: Context) {
-  const { url, base, settings, state, setup } = ctx;
-  console.log('\n== Hot-key L1 hits (one key already in every L1, one call in flight)');
+/** The hot-key contenders, each holding `key` in its L1 already. */
+async function openL1(ctx: Context, key: string, value: Product) {
+  const { url, base, state } = ctx;
   const ours = (await openOurs(state, url, `${base}l1:`, { ttl: TTL_MS })).cache;
   await waitForL1(ours, 'probe');
   const bento = openBento(state, url, `${base}bento-l1`);
   const bentoRaw = openBento(state, url, `${base}bento-l1-noser`, false);
   const cm = openCacheManager(state, url, `${base}cm-l1`);
-
-  const key = 'product:1';
-  const value = product(1, VALUE_BYTES);
-  let loads = 0;
-  const loader = async (): Promise<Product> => {
-    loads += 1;
-    return value;
-  };
   await ours.set(key, value, { ttl: TTL_MS });
   await bento.set({ key, value, ttl: TTL_MS });
   await bentoRaw.set({ key, value, ttl: TTL_MS });
@@ -670,8 +629,15 @@ async function sectionL1(ctx: Context) {
   ] as const) {
     if (got?.id !== value.id) throw new Error(`${name}: hot key not readable`);
   }
+  return { ours, bento, bentoRaw, cm };
+}
 
-  const configs: Config[] = [
+function l1Configs(
+  { ours, bento, bentoRaw, cm }: Awaited<ReturnType<typeof openL1>>,
+  key: string,
+  loader: () => Promise<Product>,
+): Config[] {
+  return [
     { id: 'ours-get', label: 'ours get', op: () => ours.get(key) },
     {
       id: 'ours-getOrSet',
@@ -697,15 +663,10 @@ async function sectionL1(ctx: Context) {
       op: () => bentoRaw.getOrSet({ key, factory: loader, ttl: TTL_MS }),
     },
   ];
-  const getsBefore = await redisCommandCalls(setup, 'get');
-  const l1Before = ours.stats().l1;
-  const s = await runScenario('l1', 'hot-key L1 hits', configs, settings, { concurrency: 1 });
-  const redisGets = (await redisCommandCalls(setup, 'get')) - getsBefore;
-  const l1After = ours.stats().l1;
-  const oursMisses = l1After.misses - l1Before.misses;
-  if (loads > 0) throw new Error(`hot-key section: a loader ran ${loads} time(s)`);
+}
 
-  const ratios = {
+function l1Ratios(s: ScenarioResult, settings: Settings) {
+  return {
     getVsBento: ratioOf(s, 'ours-get', 'bento-get', settings, TARGETS.l1VsBento),
     getOrSetVsBento: ratioOf(s, 'ours-getOrSet', 'bento-getOrSet', settings, TARGETS.l1VsBento),
     getVsCacheManager: ratioOf(s, 'ours-get', 'cm-get', settings),
@@ -714,6 +675,15 @@ async function sectionL1(ctx: Context) {
     getOrSetVsBentoNoSerialize: ratioOf(s, 'ours-getOrSet', 'bento-noser-getOrSet', settings),
     getOrSetVsGet: ratioOf(s, 'ours-getOrSet', 'ours-get', settings),
   };
+}
+
+function printL1(
+  s: ScenarioResult,
+  configs: Config[],
+  ratios: ReturnType<typeof l1Ratios>,
+  redisGets: number,
+  oursMisses: number,
+): void {
   console.log(
     table(
       ['configuration', 'hits/s (median)'],
@@ -739,14 +709,51 @@ async function sectionL1(ctx: Context) {
       (redisGets === 0 ? ' (every hit was an L1 hit)' : ' (WARNING: some library read from L2)') +
       `; ours L1 misses: ${oursMisses}`,
   );
+}
+
+async function sectionL1(ctx: Context) {
+  const { settings, setup } = ctx;
+  console.log('\n== Hot-key L1 hits (one key already in every L1, one call in flight)');
+  const key = 'product:1';
+  const value = product(1, VALUE_BYTES);
+  let loads = 0;
+  const loader = async (): Promise<Product> => {
+    loads += 1;
+    return value;
+  };
+  const contenders = await openL1(ctx, key, value);
+  const configs = l1Configs(contenders, key, loader);
+  const getsBefore = await redisCommandCalls(setup, 'get');
+  const l1Before = contenders.ours.stats().l1;
+  const s = await runScenario('l1', 'hot-key L1 hits', configs, settings, { concurrency: 1 });
+  const redisGets = (await redisCommandCalls(setup, 'get')) - getsBefore;
+  const oursMisses = contenders.ours.stats().l1.misses - l1Before.misses;
+  if (loads > 0) throw new Error(`hot-key section: a loader ran ${loads} time(s)`);
+  const ratios = l1Ratios(s, settings);
+  printL1(s, configs, ratios, redisGets, oursMisses);
   return { scenario: s, ratios, redisGets, oursL1Misses: oursMisses };
 }
 
-async function sectionL2(ctx: Context) {
-  const { url, base, settings, state } = ctx;
-  console.log(
-    `\n== L2-only hits (ours with l1: false) vs raw ioredis, ${L2_KEYS} keys of ${VALUE_BYTES} B`,
-  );
+/** Our entry as stored in Redis (a Buffer), decoded as our L2 read path does. */
+function decodeOurs(buf: Buffer | null, key: string): unknown {
+  if (!buf) throw new Error(`missing ${key}`);
+  return decodeEntry(buf, jsonSerializer, key.length).value;
+}
+
+/** Our entry read as a string: the header line split off, then the JSON after it. */
+function decodeString(text: string | null): unknown {
+  if (text === null) throw new Error('missing');
+  const nl = text.indexOf('\n');
+  const h = JSON.parse(text.slice(0, nl)) as { f: number };
+  if (typeof h.f !== 'number') throw new Error('bad header');
+  return JSON.parse(text.slice(nl + 1));
+}
+
+const timeoutError = (): Error => new Error('timeout');
+
+/** Ours without L1, raw clients, and the 1024 values each reads, written once. */
+async function openL2(ctx: Context) {
+  const { url, base, state } = ctx;
   const prefix = `${base}l2:`;
   const ours = (await openOurs(state, url, prefix, { ttl: TTL_MS, l1: false })).cache;
   const raw = await openRaw(state, url);
@@ -761,124 +768,99 @@ async function sectionL2(ctx: Context) {
     await ours.set(keys[k], JSON.parse(text) as Product, { ttl: TTL_MS });
     await raw.set(plainKeys[k], text, 'PX', TTL_MS);
   }
-  let loads = 0;
-  const loader = async (): Promise<Product> => {
-    loads += 1;
-    return { id: -1 };
-  };
-  const decode = (buf: Buffer | null, k: number): unknown => {
-    if (!buf) throw new Error(`missing ${keys[k]}`);
-    return decodeEntry(buf, jsonSerializer, keys[k].length).value;
-  };
-  const decodeString = (text: string | null): unknown => {
-    if (text === null) throw new Error('missing');
-    const nl = text.indexOf('\n');
-    const h = JSON.parse(text.slice(0, nl)) as { f: number };
-    if (typeof h.f !== 'number') throw new Error('bad header');
-    return JSON.parse(text.slice(nl + 1));
-  };
-  const timeoutError = (): Error => new Error('timeout');
   const sweeper = new DeadlineSweeper();
   state.closers.push({ what: 'sweeper', close: async () => sweeper.stop() });
+  return { ours, raw, rawPrefixed, raw2, keys, plainKeys, entryKeys, fullEntryKeys, sweeper };
+}
 
-  const build = (concurrency: number): Config[] => {
-    const key = (l: number, n: number): number => (l + concurrency * n) % L2_KEYS;
-    return [
-      {
-        id: 'raw-get',
-        label: 'raw GET + JSON.parse',
-        op: async (l, n) => JSON.parse((await raw.get(plainKeys[key(l, n)]))!) as unknown,
-      },
-      {
-        id: 'raw-get-control',
-        label: 'raw GET + JSON.parse, 2nd connection (noise)',
-        op: async (l, n) => JSON.parse((await raw2.get(plainKeys[key(l, n)]))!) as unknown,
-      },
-      {
-        id: 'raw-getBuffer',
-        label: 'raw getBuffer + JSON.parse(buf.toString())',
-        op: async (l, n) =>
-          JSON.parse((await raw.getBuffer(plainKeys[key(l, n)]))!.toString()) as unknown,
-      },
-      {
-        id: 'entry-get',
-        label: '  our entry: GET (string) + header split',
-        op: async (l, n) => decodeString(await raw.get(fullEntryKeys[key(l, n)])),
-      },
-      {
-        id: 'entry-getBuffer',
-        label: '  our entry: getBuffer + decodeEntry',
-        op: async (l, n) => {
-          const k = key(l, n);
-          return decode(await raw.getBuffer(fullEntryKeys[k]), k);
-        },
-      },
-      {
-        id: 'entry-getBuffer-prefix',
-        label: '  + ioredis keyPrefix',
-        op: async (l, n) => {
-          const k = key(l, n);
-          return decode(await rawPrefixed.getBuffer(entryKeys[k]), k);
-        },
-      },
-      {
-        id: 'entry-getBuffer-prefix-timeout',
-        label: '  + withTimeout (cache.timeout)',
-        op: async (l, n) => {
-          const k = key(l, n);
-          const buf = await withTimeout(rawPrefixed.getBuffer(entryKeys[k]), 1000, timeoutError);
-          return decode(buf, k);
-        },
-      },
-      {
-        id: 'entry-getBuffer-prefix-sweeper',
-        label: '  + shared-sweeper timeout instead (suggestion)',
-        op: async (l, n) => {
-          const k = key(l, n);
-          const buf = await sweeper.bound(rawPrefixed.getBuffer(entryKeys[k]), 1000, timeoutError);
-          return decode(buf, k);
-        },
-      },
-      {
-        id: 'entry-lean',
-        label: '  lean read: keyPrefix, GET string + split, sweeper',
-        op: async (l, n) => {
-          const k = key(l, n);
-          return decodeString(
-            await sweeper.bound(rawPrefixed.get(entryKeys[k]), 1000, timeoutError),
-          );
-        },
-      },
-      { id: 'ours-get', label: 'ours get (l1: false)', op: (l, n) => ours.get(keys[key(l, n)]) },
-      {
-        id: 'ours-getOrSet',
-        label: 'ours getOrSet (l1: false)',
-        op: (l, n) => ours.getOrSet(keys[key(l, n)], loader, { ttl: TTL_MS }),
-      },
-    ];
-  };
-  // Sanity: every configuration reads the right value.
-  for (const c of build(1)) {
-    const v = (await c.op(0, 7)) as Product;
-    if (v?.id !== 7) throw new Error(`${c.label}: read ${JSON.stringify(v)?.slice(0, 80)}`);
-  }
-  const errorsBefore = ours.stats().redisErrors;
-  const seq = await runScenario('l2-seq', 'L2 hits sequential', build(1), settings, 'sequential');
-  const conc = await runScenario(
-    'l2-c64',
-    `L2 hits ${IN_FLIGHT} in flight`,
-    build(IN_FLIGHT),
-    settings,
+/**
+ * The L2 ladder at `concurrency` in flight: raw reads, our read path one piece at a time,
+ * two suggestions, and ours. No two calls in flight share a key.
+ */
+function l2Configs(
+  readers: Awaited<ReturnType<typeof openL2>>,
+  concurrency: number,
+  loader: () => Promise<Product>,
+): Config[] {
+  const { ours, raw, rawPrefixed, raw2, keys, plainKeys, entryKeys, fullEntryKeys, sweeper } =
+    readers;
+  const key = (l: number, n: number): number => (l + concurrency * n) % L2_KEYS;
+  const decode = (buf: Buffer | null, k: number): unknown => decodeOurs(buf, keys[k]);
+  return [
     {
-      concurrency: IN_FLIGHT,
+      id: 'raw-get',
+      label: 'raw GET + JSON.parse',
+      op: async (l, n) => JSON.parse((await raw.get(plainKeys[key(l, n)]))!) as unknown,
     },
-  );
-  if (loads > 0) throw new Error(`L2 section: a loader ran ${loads} time(s)`);
-  const stats = ours.stats();
-  if (stats.redisErrors > errorsBefore || stats.l2.misses > 0) {
-    throw new Error(`L2 section: ${stats.redisErrors} Redis errors, ${stats.l2.misses} misses`);
-  }
-  const ratiosOf = (s: ScenarioResult) => ({
+    {
+      id: 'raw-get-control',
+      label: 'raw GET + JSON.parse, 2nd connection (noise)',
+      op: async (l, n) => JSON.parse((await raw2.get(plainKeys[key(l, n)]))!) as unknown,
+    },
+    {
+      id: 'raw-getBuffer',
+      label: 'raw getBuffer + JSON.parse(buf.toString())',
+      op: async (l, n) =>
+        JSON.parse((await raw.getBuffer(plainKeys[key(l, n)]))!.toString()) as unknown,
+    },
+    {
+      id: 'entry-get',
+      label: '  our entry: GET (string) + header split',
+      op: async (l, n) => decodeString(await raw.get(fullEntryKeys[key(l, n)])),
+    },
+    {
+      id: 'entry-getBuffer',
+      label: '  our entry: getBuffer + decodeEntry',
+      op: async (l, n) => {
+        const k = key(l, n);
+        return decode(await raw.getBuffer(fullEntryKeys[k]), k);
+      },
+    },
+    {
+      id: 'entry-getBuffer-prefix',
+      label: '  + ioredis keyPrefix',
+      op: async (l, n) => {
+        const k = key(l, n);
+        return decode(await rawPrefixed.getBuffer(entryKeys[k]), k);
+      },
+    },
+    {
+      id: 'entry-getBuffer-prefix-timeout',
+      label: '  + withTimeout (cache.timeout)',
+      op: async (l, n) => {
+        const k = key(l, n);
+        const buf = await withTimeout(rawPrefixed.getBuffer(entryKeys[k]), 1000, timeoutError);
+        return decode(buf, k);
+      },
+    },
+    {
+      id: 'entry-getBuffer-prefix-sweeper',
+      label: '  + shared-sweeper timeout instead (suggestion)',
+      op: async (l, n) => {
+        const k = key(l, n);
+        const buf = await sweeper.bound(rawPrefixed.getBuffer(entryKeys[k]), 1000, timeoutError);
+        return decode(buf, k);
+      },
+    },
+    {
+      id: 'entry-lean',
+      label: '  lean read: keyPrefix, GET string + split, sweeper',
+      op: async (l, n) => {
+        const k = key(l, n);
+        return decodeString(await sweeper.bound(rawPrefixed.get(entryKeys[k]), 1000, timeoutError));
+      },
+    },
+    { id: 'ours-get', label: 'ours get (l1: false)', op: (l, n) => ours.get(keys[key(l, n)]) },
+    {
+      id: 'ours-getOrSet',
+      label: 'ours getOrSet (l1: false)',
+      op: (l, n) => ours.getOrSet(keys[key(l, n)], loader, { ttl: TTL_MS }),
+    },
+  ];
+}
+
+function l2Ratios(s: ScenarioResult, settings: Settings) {
+  return {
     getVsRaw: ratioOf(s, 'ours-get', 'raw-get', settings, TARGETS.l2VsRaw),
     getOrSetVsRaw: ratioOf(s, 'ours-getOrSet', 'raw-get', settings, TARGETS.l2VsRaw),
     control: ratioOf(s, 'raw-get-control', 'raw-get', settings),
@@ -890,15 +872,24 @@ async function sectionL2(ctx: Context) {
     sweeper: ratioOf(s, 'entry-getBuffer-prefix-sweeper', 'entry-getBuffer-prefix', settings),
     serviceLayer: ratioOf(s, 'ours-get', 'entry-getBuffer-prefix-timeout', settings),
     leanVsRaw: ratioOf(s, 'entry-lean', 'raw-get', settings),
-  });
-  const ratios = { sequential: ratiosOf(seq), inFlight64: ratiosOf(conc) };
+  };
+}
+
+type L2Ratios = ReturnType<typeof l2Ratios>;
+
+function printL2(
+  seq: ScenarioResult,
+  conc: ScenarioResult,
+  configs: Config[],
+  ratios: { sequential: L2Ratios; inFlight64: L2Ratios },
+): void {
   console.log(
     table(
       ['configuration', 'sequential hits/s', `${IN_FLIGHT} in flight hits/s`],
-      build(1).map((c) => [c.label, fmtOps(seq.medians[c.id]), fmtOps(conc.medians[c.id])]),
+      configs.map((c) => [c.label, fmtOps(seq.medians[c.id]), fmtOps(conc.medians[c.id])]),
     ),
   );
-  const rows = (label: string, r: ReturnType<typeof ratiosOf>): string[][] => [
+  const rows = (label: string, r: L2Ratios): string[][] => [
     ratioRow(`${label}: ours get / raw GET+parse`, r.getVsRaw),
     ratioRow(`${label}: ours getOrSet / raw GET+parse`, r.getOrSetVsRaw),
     ratioRow(`${label}: noise: same config, 2nd connection`, r.control),
@@ -914,6 +905,42 @@ async function sectionL2(ctx: Context) {
   console.log(
     table(RATIO_HEADER, [...rows('seq', ratios.sequential), ...rows('c64', ratios.inFlight64)]),
   );
+}
+
+async function sectionL2(ctx: Context) {
+  const { settings } = ctx;
+  console.log(
+    `\n== L2-only hits (ours with l1: false) vs raw ioredis, ${L2_KEYS} keys of ${VALUE_BYTES} B`,
+  );
+  const readers = await openL2(ctx);
+  const ours = readers.ours;
+  let loads = 0;
+  const loader = async (): Promise<Product> => {
+    loads += 1;
+    return { id: -1 };
+  };
+  const build = (concurrency: number): Config[] => l2Configs(readers, concurrency, loader);
+  // Sanity: every configuration reads the right value.
+  for (const c of build(1)) {
+    const v = (await c.op(0, 7)) as Product;
+    if (v?.id !== 7) throw new Error(`${c.label}: read ${JSON.stringify(v)?.slice(0, 80)}`);
+  }
+  const errorsBefore = ours.stats().redisErrors;
+  const seq = await runScenario('l2-seq', 'L2 hits sequential', build(1), settings, 'sequential');
+  const conc = await runScenario(
+    'l2-c64',
+    `L2 hits ${IN_FLIGHT} in flight`,
+    build(IN_FLIGHT),
+    settings,
+    { concurrency: IN_FLIGHT },
+  );
+  if (loads > 0) throw new Error(`L2 section: a loader ran ${loads} time(s)`);
+  const stats = ours.stats();
+  if (stats.redisErrors > errorsBefore || stats.l2.misses > 0) {
+    throw new Error(`L2 section: ${stats.redisErrors} Redis errors, ${stats.l2.misses} misses`);
+  }
+  const ratios = { sequential: l2Ratios(seq, settings), inFlight64: l2Ratios(conc, settings) };
+  printL2(seq, conc, build(1), ratios);
   return { sequential: seq, inFlight64: conc, ratios };
 }
 
@@ -1044,13 +1071,11 @@ interface StampedeRun {
   ok: boolean;
 }
 
-async function sectionStampede(ctx: Context) {
-  const { url, base, settings, state } = ctx;
-  const total = 2 * STAMPEDE_CALLS_PER_INSTANCE;
-  console.log(
-    `\n== Stampede: ${total} getOrSet of one missing key over 2 instances, loader ${LOADER_MS} ms`,
-  );
-  type Call = (key: string, loader: () => Promise<Product>) => Promise<Product>;
+type StampedeCall = (key: string, loader: () => Promise<Product>) => Promise<Product>;
+
+/** Two instances of each library, sharing their Redis keys: `[instance A, instance B]`. */
+async function openStampede(ctx: Context): Promise<Record<string, [StampedeCall, StampedeCall]>> {
+  const { url, base, state } = ctx;
   const oursA = (await openOurs(state, url, `${base}st:`, { ttl: TTL_MS })).cache;
   const oursB = (await openOurs(state, url, `${base}st:`, { ttl: TTL_MS })).cache;
   await waitForL1(oursA, 'probe-a');
@@ -1059,7 +1084,7 @@ async function sectionStampede(ctx: Context) {
   const bentoB = openBento(state, url, `${base}bento-st`);
   const cmA = openCacheManager(state, url, `${base}cm-st`);
   const cmB = openCacheManager(state, url, `${base}cm-st`);
-  const libs: Record<string, [Call, Call]> = {
+  return {
     ours: [
       (key, loader) => oursA.getOrSet(key, loader, { ttl: TTL_MS }),
       (key, loader) => oursB.getOrSet(key, loader, { ttl: TTL_MS }),
@@ -1073,51 +1098,49 @@ async function sectionStampede(ctx: Context) {
       (key, loader) => cmB.wrap(key, loader, TTL_MS),
     ],
   };
-  const once = async (lib: string, key: string, id: number): Promise<StampedeRun> => {
-    const [a, b] = libs[lib];
-    const value = product(id, VALUE_BYTES);
-    const loads: [number, number] = [0, 0];
-    const loader = (i: 0 | 1) => async (): Promise<Product> => {
-      loads[i] += 1;
-      await sleep(LOADER_MS);
-      return value;
-    };
-    const la = loader(0);
-    const lb = loader(1);
-    const done: number[] = [];
-    const t0 = performance.now();
-    const calls: Array<Promise<Product>> = [];
-    for (let i = 0; i < STAMPEDE_CALLS_PER_INSTANCE; i += 1) {
-      for (const call of [a(key, la), b(key, lb)]) {
-        calls.push(
-          call.then((v) => {
-            done.push(performance.now() - t0);
-            return v;
-          }),
-        );
-      }
-    }
-    const results = await Promise.all(calls);
-    const ms = performance.now() - t0;
-    return {
-      loads: loads[0] + loads[1],
-      loadsPerInstance: loads,
-      ms,
-      p50Ms: median(done),
-      ok: results.every((r) => r?.id === id),
-    };
+}
+
+/** One stampede: 500 calls on each instance at once, for a key none has. */
+async function stampedeOnce(
+  [a, b]: [StampedeCall, StampedeCall],
+  key: string,
+  id: number,
+): Promise<StampedeRun> {
+  const value = product(id, VALUE_BYTES);
+  const loads: [number, number] = [0, 0];
+  const loader = (i: 0 | 1) => async (): Promise<Product> => {
+    loads[i] += 1;
+    await sleep(LOADER_MS);
+    return value;
   };
-  const runs: Record<string, StampedeRun[]> = Object.fromEntries(
-    Object.keys(libs).map((l) => [l, []]),
-  );
-  for (const lib of Object.keys(libs)) await once(lib, `stampede:${lib}:warm-up`, 0); // warm-up
-  for (let r = 0; r < settings.stampedeRuns; r += 1) {
-    for (const lib of shuffle(Object.keys(libs))) {
-      await sleep(50); // let the previous run's invalidations and bus messages settle
-      runs[lib].push(await once(lib, `stampede:${lib}:${r}`, 1000 + r));
+  const la = loader(0);
+  const lb = loader(1);
+  const done: number[] = [];
+  const t0 = performance.now();
+  const calls: Array<Promise<Product>> = [];
+  for (let i = 0; i < STAMPEDE_CALLS_PER_INSTANCE; i += 1) {
+    for (const call of [a(key, la), b(key, lb)]) {
+      calls.push(
+        call.then((v) => {
+          done.push(performance.now() - t0);
+          return v;
+        }),
+      );
     }
   }
-  const summary = Object.fromEntries(
+  const results = await Promise.all(calls);
+  const ms = performance.now() - t0;
+  return {
+    loads: loads[0] + loads[1],
+    loadsPerInstance: loads,
+    ms,
+    p50Ms: median(done),
+    ok: results.every((r) => r?.id === id),
+  };
+}
+
+function summariseStampede(runs: Record<string, StampedeRun[]>) {
+  return Object.fromEntries(
     Object.entries(runs).map(([lib, rs]) => [
       lib,
       {
@@ -1130,6 +1153,9 @@ async function sectionStampede(ctx: Context) {
       },
     ]),
   );
+}
+
+function printStampede(summary: ReturnType<typeof summariseStampede>): void {
   console.log(
     table(
       [
@@ -1152,6 +1178,29 @@ async function sectionStampede(ctx: Context) {
       ]),
     ),
   );
+}
+
+async function sectionStampede(ctx: Context) {
+  const { settings } = ctx;
+  const total = 2 * STAMPEDE_CALLS_PER_INSTANCE;
+  console.log(
+    `\n== Stampede: ${total} getOrSet of one missing key over 2 instances, loader ${LOADER_MS} ms`,
+  );
+  const libs = await openStampede(ctx);
+  const runs: Record<string, StampedeRun[]> = Object.fromEntries(
+    Object.keys(libs).map((l) => [l, []]),
+  );
+  for (const lib of Object.keys(libs)) {
+    await stampedeOnce(libs[lib], `stampede:${lib}:warm-up`, 0); // warm-up
+  }
+  for (let r = 0; r < settings.stampedeRuns; r += 1) {
+    for (const lib of shuffle(Object.keys(libs))) {
+      await sleep(50); // let the previous run's invalidations and bus messages settle
+      runs[lib].push(await stampedeOnce(libs[lib], `stampede:${lib}:${r}`, 1000 + r));
+    }
+  }
+  const summary = summariseStampede(runs);
+  printStampede(summary);
   return { runs, summary };
 }
 
@@ -1198,41 +1247,26 @@ function checkEstimates(gcFull: () => number): ShapeCheck[] {
   return out;
 }
 
-async function sectionMemory(ctx: Context) {
-  const { url, base, settings, state, setup } = ctx;
-  const maxBytes = settings.memoryMaxBytes;
-  const n = settings.memoryKeys;
-  // Never binds before the byte bound: every entry is estimated at 200 B or more.
-  const maxEntries = Math.min(n, Math.max(10_000, Math.ceil(maxBytes / 200)));
-  console.log(
-    `\n== L1 memory bound: ${n.toLocaleString('en-US')} keys through set, ` +
-      `l1 { maxBytes: ${fmtMiB(maxBytes)}, maxEntries: ${maxEntries.toLocaleString('en-US')} }`,
-  );
-  if (!exposedGc) console.log('  (no --expose-gc: heap figures include garbage)');
-  // `gc()` without options: `gc({ type: 'major' })` leaves up to ~150 B per key written behind
-  // here (measured), which would be charged to L1.
-  const gcFull = (): number => {
-    exposedGc?.();
-    exposedGc?.();
-    return process.memoryUsage().heapUsed;
-  };
-  const heapBeforeBoot = gcFull();
-  const opened = await openOurs(
-    state,
-    url,
-    `${base}mem:`,
-    { ttl: 2_000, l1: { maxBytes, maxEntries } },
-    { autoPipelining: true },
-  );
-  const cache = opened.cache;
-  await waitForL1(cache, 'probe');
-  const heapAfterBoot = gcFull();
-  // Texts from a pool (generating a product costs as much as writing it); every key still gets
-  // an object of its own, parsed from its text as a database driver would hand it over.
-  const pool = Array.from({ length: MEMORY_POOL }, (_, k) =>
-    productText(k, 200 + Math.floor(prng(k * 7 + 3)() * 825)),
-  ); // 200 B - 1 KB
-  const before = gcFull();
+/**
+ * A full collection, then the heap in use. `gc()` without options: `gc({ type: 'major' })`
+ * leaves up to ~150 B per key written behind here (measured), which would be charged to L1.
+ */
+function gcFull(): number {
+  exposedGc?.();
+  exposedGc?.();
+  return process.memoryUsage().heapUsed;
+}
+
+/**
+ * Writes `n` keys through `set`, `concurrency` at a time, with texts from `pool`; returns the
+ * order in which the writes completed and how long they took, logging progress every 10 s.
+ */
+async function writeMemoryKeys(
+  cache: CacheService,
+  pool: string[],
+  n: number,
+  concurrency: number,
+): Promise<{ order: Uint32Array; completed: number; insertMs: number }> {
   const order = new Uint32Array(n);
   let next = 0;
   let completed = 0;
@@ -1256,84 +1290,68 @@ async function sectionMemory(ctx: Context) {
     }
   }, 1_000);
   try {
-    await Promise.all(Array.from({ length: settings.memoryConcurrency }, worker));
+    await Promise.all(Array.from({ length: concurrency }, worker));
   } finally {
     clearInterval(progress);
   }
-  const insertMs = performance.now() - t0;
-  const errors = cache.stats().redisErrors;
-  await sleep(500); // our own invalidation messages still arriving
-  const after = gcFull();
-  const stats = cache.stats().l1;
-  const growth = after - before;
-  // Entries in L1: the most recently written `stats.size`.
-  let payloadSum = 0;
-  for (let k = completed - stats.size; k < completed; k += 1) {
-    payloadSum += pool[order[k] % MEMORY_POOL].length;
-  }
-  const meanPayload = stats.size ? payloadSum / stats.size : 0;
-  const meanKeyLength = `m:${Math.floor(n / 2)}`.length;
-  const redisMemory = Number(
-    /used_memory:(\d+)/.exec(String(await setup.info('memory')))?.[1] ?? 0,
-  );
-  const result = {
-    keys: n,
-    maxBytes,
-    maxEntries,
-    insertSeconds: Math.round(insertMs) / 1000,
-    setsPerSec: Math.round((n * 1000) / insertMs),
-    redisErrors: errors,
-    heapBeforeBoot,
-    heapBefore: before,
-    heapAfter: after,
-    growth,
-    growthOverBound: growth / maxBytes,
-    l1Entries: stats.size,
-    l1EstimatedBytes: stats.bytes,
-    estimatedPerEntry: stats.size ? stats.bytes / stats.size : 0,
-    realPerEntry: stats.size ? growth / stats.size : 0,
-    meanPayloadBytes: meanPayload,
-    meanKeyLength,
-    lruPreallocatedHeap: heapAfterBoot - heapBeforeBoot,
-    redisUsedMemoryAfter: redisMemory,
-    target: TARGETS.memory,
-    verdict: (growth <= TARGETS.memory * maxBytes ? 'MET' : 'MISSED') as Verdict,
-  };
+  return { order, completed, insertMs: performance.now() - t0 };
+}
+
+interface MemoryResult {
+  keys: number;
+  maxBytes: number;
+  maxEntries: number;
+  insertSeconds: number;
+  setsPerSec: number;
+  redisErrors: number;
+  heapBeforeBoot: number;
+  heapBefore: number;
+  heapAfter: number;
+  growth: number;
+  growthOverBound: number;
+  l1Entries: number;
+  l1EstimatedBytes: number;
+  estimatedPerEntry: number;
+  realPerEntry: number;
+  meanPayloadBytes: number;
+  meanKeyLength: number;
+  lruPreallocatedHeap: number;
+  redisUsedMemoryAfter: number;
+  target: number;
+  verdict: Verdict;
+}
+
+function printMemory(r: MemoryResult): void {
   console.log(
     table(
       ['figure', 'value'],
       [
-        ['keys written', n.toLocaleString('en-US')],
-        [
-          'time / rate',
-          `${result.insertSeconds.toFixed(1)} s, ${fmtOps(result.setsPerSec)} sets/s`,
-        ],
-        ['heap after boot -> after writes', `${fmtMiB(before)} -> ${fmtMiB(after)}`],
+        ['keys written', r.keys.toLocaleString('en-US')],
+        ['time / rate', `${r.insertSeconds.toFixed(1)} s, ${fmtOps(r.setsPerSec)} sets/s`],
+        ['heap after boot -> after writes', `${fmtMiB(r.heapBefore)} -> ${fmtMiB(r.heapAfter)}`],
         [
           'heap growth / bound',
-          `${fmtMiB(growth)} / ${fmtMiB(maxBytes)} = ${result.growthOverBound.toFixed(3)}`,
+          `${fmtMiB(r.growth)} / ${fmtMiB(r.maxBytes)} = ${r.growthOverBound.toFixed(3)}`,
         ],
-        ['target', `<= ${TARGETS.memory} x bound: ${result.verdict}`],
+        ['target', `<= ${TARGETS.memory} x bound: ${r.verdict}`],
         [
           'L1 entries / estimated bytes',
-          `${stats.size.toLocaleString('en-US')} / ${fmtMiB(stats.bytes)}`,
+          `${r.l1Entries.toLocaleString('en-US')} / ${fmtMiB(r.l1EstimatedBytes)}`,
         ],
         [
           'per entry: estimated / real (growth)',
-          `${result.estimatedPerEntry.toFixed(0)} B / ${result.realPerEntry.toFixed(0)} B`,
+          `${r.estimatedPerEntry.toFixed(0)} B / ${r.realPerEntry.toFixed(0)} B`,
         ],
-        ['mean JSON payload of entries in L1', `${meanPayload.toFixed(0)} B`],
-        ['boot heap of the instance (LRU arrays incl.)', fmtMiB(result.lruPreallocatedHeap)],
-        ['Redis used_memory after', fmtMiB(redisMemory)],
-        ['Redis errors during writes', String(errors)],
+        ['mean JSON payload of entries in L1', `${r.meanPayloadBytes.toFixed(0)} B`],
+        ['boot heap of the instance (LRU arrays incl.)', fmtMiB(r.lruPreallocatedHeap)],
+        ['Redis used_memory after', fmtMiB(r.redisUsedMemoryAfter)],
+        ['Redis errors during writes', String(r.redisErrors)],
       ],
     ),
   );
-  await cache.clear();
-  state.closers.splice(state.closers.indexOf(opened.closer), 1);
-  await opened.app.close();
+}
 
-  const shapes = checkEstimates(gcFull);
+function printShapes(shapes: ShapeCheck[]): void {
   console.log(
     `\n  estimateSize vs heap by kind of value (${SHAPE_ENTRIES.toLocaleString('en-US')} entries each, as read from L2)`,
   );
@@ -1349,6 +1367,86 @@ async function sectionMemory(ctx: Context) {
       ]),
     ),
   );
+}
+
+async function sectionMemory(ctx: Context) {
+  const { url, base, settings, state, setup } = ctx;
+  const maxBytes = settings.memoryMaxBytes;
+  const n = settings.memoryKeys;
+  // Never binds before the byte bound: every entry is estimated at 200 B or more.
+  const maxEntries = Math.min(n, Math.max(10_000, Math.ceil(maxBytes / 200)));
+  console.log(
+    `\n== L1 memory bound: ${n.toLocaleString('en-US')} keys through set, ` +
+      `l1 { maxBytes: ${fmtMiB(maxBytes)}, maxEntries: ${maxEntries.toLocaleString('en-US')} }`,
+  );
+  if (!exposedGc) console.log('  (no --expose-gc: heap figures include garbage)');
+  const heapBeforeBoot = gcFull();
+  const l1 = { maxBytes, maxEntries };
+  const opened = await openOurs(
+    state,
+    url,
+    `${base}mem:`,
+    { ttl: 2_000, l1 },
+    { autoPipelining: true },
+  );
+  const cache = opened.cache;
+  await waitForL1(cache, 'probe');
+  const heapAfterBoot = gcFull();
+  // Texts from a pool (generating a product costs as much as writing it); every key still gets
+  // an object of its own, parsed from its text as a database driver would hand it over.
+  const pool = Array.from({ length: MEMORY_POOL }, (_, k) =>
+    productText(k, 200 + Math.floor(prng(k * 7 + 3)() * 825)),
+  ); // 200 B - 1 KB
+  const before = gcFull();
+  const { order, completed, insertMs } = await writeMemoryKeys(
+    cache,
+    pool,
+    n,
+    settings.memoryConcurrency,
+  );
+  const errors = cache.stats().redisErrors;
+  await sleep(500); // our own invalidation messages still arriving
+  const after = gcFull();
+  const stats = cache.stats().l1;
+  const growth = after - before;
+  // Entries in L1: the most recently written `stats.size`.
+  let payloadSum = 0;
+  for (let k = completed - stats.size; k < completed; k += 1) {
+    payloadSum += pool[order[k] % MEMORY_POOL].length;
+  }
+  const redisMemory = Number(
+    /used_memory:(\d+)/.exec(String(await setup.info('memory')))?.[1] ?? 0,
+  );
+  const result: MemoryResult = {
+    keys: n,
+    maxBytes,
+    maxEntries,
+    insertSeconds: Math.round(insertMs) / 1000,
+    setsPerSec: Math.round((n * 1000) / insertMs),
+    redisErrors: errors,
+    heapBeforeBoot,
+    heapBefore: before,
+    heapAfter: after,
+    growth,
+    growthOverBound: growth / maxBytes,
+    l1Entries: stats.size,
+    l1EstimatedBytes: stats.bytes,
+    estimatedPerEntry: stats.size ? stats.bytes / stats.size : 0,
+    realPerEntry: stats.size ? growth / stats.size : 0,
+    meanPayloadBytes: stats.size ? payloadSum / stats.size : 0,
+    meanKeyLength: `m:${Math.floor(n / 2)}`.length,
+    lruPreallocatedHeap: heapAfterBoot - heapBeforeBoot,
+    redisUsedMemoryAfter: redisMemory,
+    target: TARGETS.memory,
+    verdict: growth <= TARGETS.memory * maxBytes ? 'MET' : 'MISSED',
+  };
+  printMemory(result);
+  await cache.clear();
+  state.closers.splice(state.closers.indexOf(opened.closer), 1);
+  await opened.app.close();
+
+  const shapes = checkEstimates(gcFull);
+  printShapes(shapes);
   return { ...result, shapes };
 }
 
@@ -1372,21 +1470,9 @@ async function cleanup(state: State): Promise<void> {
   steps.report();
 }
 
-async function run(settings: Settings, state: State): Promise<void> {
-  const wall = performance.now();
-  const loadStart = os.loadavg();
-  const pressureStart = cpuPressure();
-  const url = await redisUrlFor(state);
-  const where = url.replace(/\/\/([^@/]*)@/, '//***@');
-  const runId = `${process.pid}-${Date.now().toString(36)}`;
-  const base = `bench:cache:${runId}:`;
-  state.pattern = `${base}*`;
-  const setup = new Redis(url, { lazyConnect: true });
-  setup.on('error', () => undefined);
-  state.setup = setup;
-  await setup.connect();
+async function readVersions(setup: Redis) {
   const redisVersion = /redis_version:(\S+)/.exec(String(await setup.info('server')))?.[1] ?? '?';
-  const versions = {
+  return {
     node: process.version,
     ioredis: await packageVersion('ioredis'),
     bentocache: await packageVersion('bentocache'),
@@ -1396,27 +1482,32 @@ async function run(settings: Settings, state: State): Promise<void> {
     'lru-cache': await packageVersion('lru-cache'),
     redis: redisVersion,
   };
-  console.log(
-    `cache benchmark: ${Object.entries(versions)
-      .map(([k, v]) => `${k} ${v}`)
-      .join(', ')} at ${where}; ` +
-      `${os.cpus().length} CPUs, ${fmtLoad(loadStart, pressureStart)}`,
-  );
-  console.log(
-    `sections ${settings.only.join(', ')}; 1 warm-up + ${settings.rounds} rounds, ${settings.sliceMs} ms ` +
-      `per configuration per round (sequential L2: ${settings.seqMs} ms)` +
-      (exposedGc ? '' : ' (run node with --expose-gc for GC between slices and heap figures)'),
-  );
-  const ctx: Context = { url, base, settings, state, setup };
-  const has = (s: Section): boolean => settings.only.includes(s);
-  const l1 = has('l1') ? await sectionL1(ctx) : undefined;
-  const l2 = has('l2') ? await sectionL2(ctx) : undefined;
-  const fill = has('fill') ? await sectionFill(ctx) : undefined;
-  const pipeline = has('pipeline') ? await sectionPipeline(ctx) : undefined;
-  const stampede = has('stampede') ? await sectionStampede(ctx) : undefined;
-  const memory = has('memory') ? await sectionMemory(ctx) : undefined;
+}
 
-  // ----- summary -----
+/** What the sections measured (those that ran). */
+interface Sections {
+  l1?: Awaited<ReturnType<typeof sectionL1>>;
+  l2?: Awaited<ReturnType<typeof sectionL2>>;
+  fill?: Awaited<ReturnType<typeof sectionFill>>;
+  pipeline?: Awaited<ReturnType<typeof sectionPipeline>>;
+  stampede?: Awaited<ReturnType<typeof sectionStampede>>;
+  memory?: Awaited<ReturnType<typeof sectionMemory>>;
+}
+
+async function runSections(ctx: Context): Promise<Sections> {
+  const has = (s: Section): boolean => ctx.settings.only.includes(s);
+  return {
+    l1: has('l1') ? await sectionL1(ctx) : undefined,
+    l2: has('l2') ? await sectionL2(ctx) : undefined,
+    fill: has('fill') ? await sectionFill(ctx) : undefined,
+    pipeline: has('pipeline') ? await sectionPipeline(ctx) : undefined,
+    stampede: has('stampede') ? await sectionStampede(ctx) : undefined,
+    memory: has('memory') ? await sectionMemory(ctx) : undefined,
+  };
+}
+
+/** The summary table's rows, and the verdicts among them. */
+function summary({ l1, l2, fill, pipeline, stampede, memory }: Sections) {
   const rows: string[][] = [];
   const verdicts: Verdict[] = [];
   const add = (label: string, figure: string, target: string, verdict: Verdict | ''): void => {
@@ -1424,71 +1515,43 @@ async function run(settings: Settings, state: State): Promise<void> {
     if (verdict) verdicts.push(verdict);
   };
   const pr = (r: Ratio): string => `${fmtRatio(r.paired)} (${fmtInterval(r.interval)})`;
+  const addRatio = (label: string, r: Ratio, target = ''): void =>
+    add(label, pr(r), target, target ? r.verdict! : '');
   if (l1) {
-    add(
-      'L1 hot key: ours get / bentocache get',
-      pr(l1.ratios.getVsBento),
-      '>= 1.5',
-      l1.ratios.getVsBento.verdict!,
-    );
-    add(
+    addRatio('L1 hot key: ours get / bentocache get', l1.ratios.getVsBento, '>= 1.5');
+    addRatio(
       'L1 hot key: ours getOrSet / bentocache getOrSet',
-      pr(l1.ratios.getOrSetVsBento),
+      l1.ratios.getOrSetVsBento,
       '>= 1.5',
-      l1.ratios.getOrSetVsBento.verdict!,
     );
-    add('L1 hot key: ours get / cache-manager get', pr(l1.ratios.getVsCacheManager), '', '');
-    add(
-      'L1 hot key: ours getOrSet / cache-manager wrap',
-      pr(l1.ratios.getOrSetVsCacheManager),
-      '',
-      '',
-    );
+    addRatio('L1 hot key: ours get / cache-manager get', l1.ratios.getVsCacheManager);
+    addRatio('L1 hot key: ours getOrSet / cache-manager wrap', l1.ratios.getOrSetVsCacheManager);
   }
   if (l2) {
     for (const [mode, r] of [
       ['sequential', l2.ratios.sequential],
       [`${IN_FLIGHT} in flight`, l2.ratios.inFlight64],
     ] as const) {
-      add(`L2 ${mode}: ours get / raw GET+parse`, pr(r.getVsRaw), '>= 0.9', r.getVsRaw.verdict!);
-      add(
-        `L2 ${mode}: ours getOrSet / raw GET+parse`,
-        pr(r.getOrSetVsRaw),
-        '>= 0.9',
-        r.getOrSetVsRaw.verdict!,
-      );
-      add(`L2 ${mode}: raw getBuffer / raw GET`, pr(r.getBufferVsGet), '', '');
+      addRatio(`L2 ${mode}: ours get / raw GET+parse`, r.getVsRaw, '>= 0.9');
+      addRatio(`L2 ${mode}: ours getOrSet / raw GET+parse`, r.getOrSetVsRaw, '>= 0.9');
+      addRatio(`L2 ${mode}: raw getBuffer / raw GET`, r.getBufferVsGet);
     }
   }
   if (fill) {
-    add(
-      'fill: ours L1+L2 / bentocache L1+L2',
-      pr(fill.ratios.vsBento),
-      '>= 1.0',
-      fill.ratios.vsBento.verdict!,
-    );
-    add(
-      'fill: ours L1+L2 / naive GET+SET',
-      pr(fill.ratios.vsNaive),
-      '>= 0.6',
-      fill.ratios.vsNaive.verdict!,
-    );
-    add('fill: ours l1:false / naive GET+SET', pr(fill.ratios.l2VsNaive), '', '');
+    addRatio('fill: ours L1+L2 / bentocache L1+L2', fill.ratios.vsBento, '>= 1.0');
+    addRatio('fill: ours L1+L2 / naive GET+SET', fill.ratios.vsNaive, '>= 0.6');
+    addRatio('fill: ours l1:false / naive GET+SET', fill.ratios.l2VsNaive);
   }
-  if (pipeline) add(`pipeline of ${PIPELINE_DEPTH}: getBuffer / GET`, pr(pipeline.ratio), '', '');
-  if (stampede) {
-    for (const [lib, x] of Object.entries(stampede.summary)) {
-      add(
-        `stampede ${lib}: loader runs, all served (ms)`,
-        `${x.loadsMedian}, ${x.msMedian.toFixed(1)}`,
-        lib === 'ours' ? '1, < 150' : '',
-        lib === 'ours'
-          ? x.loadsMedian === 1 && x.msMedian < 150 && x.allOk
-            ? 'MET'
-            : 'MISSED'
-          : '',
-      );
-    }
+  if (pipeline) addRatio(`pipeline of ${PIPELINE_DEPTH}: getBuffer / GET`, pipeline.ratio);
+  for (const [lib, x] of Object.entries(stampede?.summary ?? {})) {
+    const ours = lib === 'ours';
+    const met = x.loadsMedian === 1 && x.msMedian < 150 && x.allOk;
+    add(
+      `stampede ${lib}: loader runs, all served (ms)`,
+      `${x.loadsMedian}, ${x.msMedian.toFixed(1)}`,
+      ours ? '1, < 150' : '',
+      ours ? (met ? 'MET' : 'MISSED') : '',
+    );
   }
   if (memory) {
     add(
@@ -1498,24 +1561,36 @@ async function run(settings: Settings, state: State): Promise<void> {
       memory.verdict,
     );
   }
-  const loadEnd = os.loadavg();
-  const pressureEnd = cpuPressure();
-  const seconds = (performance.now() - wall) / 1000;
-  console.log('\nSummary (paired ratio, 90% interval)');
-  console.log(table(['figure', 'value', 'target', 'verdict'], rows));
-  console.log(
-    `${seconds.toFixed(1)} s (gc ${(gcMs() / 1000).toFixed(1)} s), ${fmtLoad(loadEnd, pressureEnd)}`,
-  );
-  const json = {
+  return { rows, verdicts };
+}
+
+function benchJson(
+  sections: Sections,
+  verdicts: Verdict[],
+  run: {
+    versions: Awaited<ReturnType<typeof readVersions>>;
+    settings: Settings;
+    load: { start: number[]; end: number[] };
+    pressure: { start?: number; end?: number };
+    seconds: number;
+  },
+) {
+  const { l1, l2, fill, pipeline, stampede, memory } = sections;
+  return {
     bench: 'cache',
     date: new Date().toISOString(),
-    versions,
+    versions: run.versions,
     cpus: os.cpus().length,
     cpuModel: os.cpus()[0]?.model,
-    loadavg: { start: loadStart, end: loadEnd },
-    cpuPressureAvg60: { start: pressureStart ?? null, end: pressureEnd ?? null },
+    loadavg: run.load,
+    cpuPressureAvg60: { start: run.pressure.start ?? null, end: run.pressure.end ?? null },
     server: process.env.REDIS_URL ? 'REDIS_URL' : 'ephemeral',
-    settings: { ...settings, valueBytes: VALUE_BYTES, inFlight: IN_FLIGHT, gc: Boolean(exposedGc) },
+    settings: {
+      ...run.settings,
+      valueBytes: VALUE_BYTES,
+      inFlight: IN_FLIGHT,
+      gc: Boolean(exposedGc),
+    },
     l1: l1 && {
       medians: l1.scenario.medians,
       samples: l1.scenario.samples,
@@ -1540,9 +1615,53 @@ async function run(settings: Settings, state: State): Promise<void> {
       : verdicts.includes('INCONCLUSIVE')
         ? 'INCONCLUSIVE'
         : 'MET',
-    seconds: Math.round(seconds * 10) / 10,
+    seconds: Math.round(run.seconds * 10) / 10,
     gcSeconds: Math.round(gcMs() / 100) / 10,
   };
+}
+
+async function run(settings: Settings, state: State): Promise<void> {
+  const wall = performance.now();
+  const loadStart = os.loadavg();
+  const pressureStart = cpuPressure();
+  const url = await redisUrlFor(state);
+  const where = url.replace(/\/\/([^@/]*)@/, '//***@');
+  const runId = `${process.pid}-${Date.now().toString(36)}`;
+  const base = `bench:cache:${runId}:`;
+  state.pattern = `${base}*`;
+  const setup = new Redis(url, { lazyConnect: true });
+  setup.on('error', () => undefined);
+  state.setup = setup;
+  await setup.connect();
+  const versions = await readVersions(setup);
+  console.log(
+    `cache benchmark: ${Object.entries(versions)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')} at ${where}; ` +
+      `${os.cpus().length} CPUs, ${fmtLoad(loadStart, pressureStart)}`,
+  );
+  console.log(
+    `sections ${settings.only.join(', ')}; 1 warm-up + ${settings.rounds} rounds, ${settings.sliceMs} ms ` +
+      `per configuration per round (sequential L2: ${settings.seqMs} ms)` +
+      (exposedGc ? '' : ' (run node with --expose-gc for GC between slices and heap figures)'),
+  );
+  const sections = await runSections({ url, base, settings, state, setup });
+  const { rows, verdicts } = summary(sections);
+  const loadEnd = os.loadavg();
+  const pressureEnd = cpuPressure();
+  const seconds = (performance.now() - wall) / 1000;
+  console.log('\nSummary (paired ratio, 90% interval)');
+  console.log(table(['figure', 'value', 'target', 'verdict'], rows));
+  console.log(
+    `${seconds.toFixed(1)} s (gc ${(gcMs() / 1000).toFixed(1)} s), ${fmtLoad(loadEnd, pressureEnd)}`,
+  );
+  const json = benchJson(sections, verdicts, {
+    versions,
+    settings,
+    load: { start: loadStart, end: loadEnd },
+    pressure: { start: pressureStart, end: pressureEnd },
+    seconds,
+  });
   console.log(`BENCH_JSON ${JSON.stringify(json)}`);
 }
 

@@ -74,14 +74,17 @@ export interface PairedRounds<N extends string = string> {
 }
 
 /**
- * The paired-rounds engine every benchmark shares: `rounds` rounds in which each contender
- * measures once, in an order that changes from round to round (rotated, or shuffled with
- * `random`) so that drift and warm-up hit every contender alike; `between` runs before each
- * measurement (a timed GC, say). Ratios are taken within a round, then summarised by median.
+ * The paired-rounds engine every benchmark shares: `warmup` rounds whose figures are dropped,
+ * then `rounds` rounds in which each contender measures once, in an order that changes from
+ * round to round (rotated, or shuffled with `random`) so that drift and warm-up hit every
+ * contender alike; `between` runs before each measurement (a timed GC, say). Ratios are taken
+ * within a round, then summarised by median.
  */
 export async function pairedRounds<N extends string>(spec: {
   rounds: number;
   contenders: ReadonlyArray<RoundContender<N>>;
+  /** Rounds measured first and left out of the figures. @defaultValue 0 */
+  warmup?: number;
   /** Shuffle the order every round with this PRNG (default: rotate it by one each round). */
   random?: () => number;
   between?: () => void;
@@ -89,7 +92,8 @@ export async function pairedRounds<N extends string>(spec: {
   const samples = Object.fromEntries(
     spec.contenders.map((c) => [c.name, [] as number[]]),
   ) as Record<N, number[]>;
-  for (let round = 0; round < spec.rounds; round += 1) {
+  const warmup = spec.warmup ?? 0;
+  for (let round = 0; round < warmup + spec.rounds; round += 1) {
     const order = [...spec.contenders];
     if (spec.random) {
       const random = spec.random;
@@ -102,7 +106,8 @@ export async function pairedRounds<N extends string>(spec: {
     }
     for (const contender of order) {
       spec.between?.();
-      samples[contender.name].push(await contender.measure(round));
+      const figure = await contender.measure(round);
+      if (round >= warmup) samples[contender.name].push(figure);
     }
   }
   return {
@@ -110,6 +115,137 @@ export async function pairedRounds<N extends string>(spec: {
     ratios: (a, b) => samples[a].map((value, i) => value / samples[b][i]),
     median: (name) => median(samples[name]),
   };
+}
+
+/**
+ * Rounds that each measure every contender at once (`round` returns a figure per contender):
+ * `warmup` rounds first, left out, then `rounds` rounds whose figures are collected per id.
+ */
+export async function collectRounds<K extends string>(spec: {
+  ids: readonly K[];
+  rounds: number;
+  warmup?: number;
+  round: (round: number) => Promise<Map<K, Sample>>;
+}): Promise<Record<K, Sample[]>> {
+  const samples = Object.fromEntries(spec.ids.map((id) => [id, [] as Sample[]])) as Record<
+    K,
+    Sample[]
+  >;
+  const warmup = spec.warmup ?? 0;
+  for (let round = 0; round < warmup; round += 1) await spec.round(round);
+  for (let round = 0; round < spec.rounds; round += 1) {
+    for (const [id, sample] of await spec.round(round)) samples[id].push(sample);
+  }
+  return samples;
+}
+
+/** What one timed measurement did: operations, milliseconds, and their rate. */
+export interface Sample {
+  ops: number;
+  ms: number;
+  opsPerSec: number;
+}
+
+export const sampleOf = (ops: number, ms: number): Sample => ({
+  ops,
+  ms,
+  opsPerSec: (ops * 1000) / ms,
+});
+
+/** Two measurements of the same thing (the halves of a slice) as one. */
+export const combineSamples = (a: Sample, b: Sample): Sample =>
+  sampleOf(a.ops + b.ops, a.ms + b.ms);
+
+/**
+ * Runs `op(loop, n)` in `concurrency` concurrent loops (`n`: the loop's own call count) until
+ * `durationMs` has passed or `maxOps` calls were made. The clock is read every `burst` calls
+ * (a very cheap call costs little more than reading it); every call, so that all loops stop
+ * together, when more than one is in flight. Each call counts `weight` operations.
+ */
+export async function measureLoops(
+  op: (loop: number, n: number) => Promise<unknown>,
+  spec: {
+    concurrency: number;
+    durationMs: number;
+    burst?: number;
+    maxOps?: number;
+    weight?: number;
+  },
+): Promise<Sample> {
+  const burst = spec.burst ?? 1;
+  const maxOps = spec.maxOps ?? Infinity;
+  let ops = 0;
+  const start = performance.now();
+  const deadline = start + spec.durationMs;
+  const loop = async (l: number): Promise<void> => {
+    let n = 0;
+    while (ops < maxOps && performance.now() < deadline) {
+      for (let k = 0; k < burst; k += 1) await op(l, n++);
+      ops += burst;
+    }
+  };
+  await Promise.all(Array.from({ length: spec.concurrency }, (_, l) => loop(l)));
+  return sampleOf(ops * (spec.weight ?? 1), performance.now() - start);
+}
+
+/**
+ * Strictly sequential calls of several contenders, interleaved in bursts: per cycle a burst of
+ * `burst` awaited calls of each in turn, in an order `shuffle` changes every cycle (so that no
+ * contender always follows the same one), each burst timed, until `durationMs` has passed.
+ * Returns, per contender, its calls over the summed time of its bursts: sequential throughput
+ * measured in the same time window as every other contender's. Bursts rather than single
+ * calls, because work a client leaves behind after its promise resolves (auto-pipelining
+ * settles through setImmediate and process.nextTick) would otherwise be charged to the one
+ * that runs next; at a burst boundary that is 1/burst of it.
+ */
+export async function interleavedBursts(
+  ops: ReadonlyArray<(n: number) => Promise<unknown>>,
+  spec: {
+    durationMs: number;
+    burst: number;
+    shuffle: (order: number[]) => unknown;
+    maxOps?: number;
+  },
+): Promise<Sample[]> {
+  const count = new Array<number>(ops.length).fill(0);
+  const time = new Array<number>(ops.length).fill(0);
+  const order = ops.map((_, i) => i);
+  const maxOps = spec.maxOps ?? Infinity;
+  const deadline = performance.now() + spec.durationMs;
+  let cycles = 0;
+  while (cycles * spec.burst < maxOps && performance.now() < deadline) {
+    spec.shuffle(order);
+    for (const i of order) {
+      const op = ops[i];
+      let n = count[i];
+      const t0 = performance.now();
+      for (let k = 0; k < spec.burst; k += 1) await op(n++);
+      time[i] += performance.now() - t0;
+      count[i] = n;
+    }
+    cycles += 1;
+  }
+  return count.map((c, i) => sampleOf(c, time[i]));
+}
+
+/**
+ * A palindromic round: each of `order` measures one half of its time, then each again in
+ * reverse order (A B C C B A), which cancels drift linear over the round; with --expose-gc a
+ * young-generation GC runs before every half, so none pays for the garbage of the one before.
+ * Returns each contender's two halves combined.
+ */
+export async function palindromicRound<T>(
+  order: readonly T[],
+  measureHalf: (item: T) => Promise<Sample>,
+): Promise<Map<T, Sample>> {
+  const halves = new Map<T, Sample>();
+  for (const item of [...order, ...[...order].reverse()]) {
+    collectGarbage('minor');
+    const sample = await measureHalf(item);
+    const first = halves.get(item);
+    halves.set(item, first ? combineSamples(first, sample) : sample);
+  }
+  return halves;
 }
 
 /** `scripts/redis/servers.mjs`, found by walking up from the compiled benchmark. */

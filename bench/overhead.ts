@@ -60,18 +60,23 @@ import { RedisModule, getRedisToken } from '../src/index.js';
 import {
   cleanupSteps,
   collectGarbage,
+  collectRounds,
   cpuPressure,
   exposedGc,
   fmtLoad,
   gcMs,
+  interleavedBursts,
+  measureLoops,
   median,
   packageVersion,
+  palindromicRound,
   readArgs,
   redisUrlFor,
   runBenchmark,
   sampler,
   stopThrowawayServer,
   table,
+  type Sample,
 } from './harness.js';
 
 const TARGET_RATIO = 0.97;
@@ -220,67 +225,6 @@ const { shuffle, medianInterval } = sampler(0x2545f491);
 // Measurement
 // ---------------------------------------------------------------------------------------------
 
-interface Sample {
-  ops: number;
-  ms: number;
-  opsPerSec: number;
-}
-
-/** Runs `op` in `concurrency` loops until `durationMs` has passed; counts completed commands. */
-async function measureConcurrent(
-  op: () => Promise<unknown>,
-  concurrency: number,
-  durationMs: number,
-): Promise<Sample> {
-  let ops = 0;
-  const start = performance.now();
-  const deadline = start + durationMs;
-  const loop = async (): Promise<void> => {
-    while (ops < MAX_OPS_PER_MEASUREMENT && performance.now() < deadline) {
-      await op();
-      ops += 1;
-    }
-  };
-  const loops: Array<Promise<void>> = [];
-  for (let i = 0; i < concurrency; i += 1) loops.push(loop());
-  await Promise.all(loops);
-  const ms = performance.now() - start;
-  return { ops, ms, opsPerSec: (ops * 1000) / ms };
-}
-
-/**
- * Strictly sequential commands, interleaved across configurations in bursts: per cycle, a burst
- * of `SEQUENTIAL_BURST` awaited commands of each configuration in turn (in a fresh random order
- * every cycle, so that no configuration always follows the same one), each burst timed, until
- * `durationMs` has passed. Returns for each its commands / the summed time of its bursts.
- * Bursts rather than single commands, because work a client leaves behind after its promise
- * resolves (auto-pipelining settles through setImmediate and process.nextTick) would otherwise
- * be charged to the configuration that runs next; at a burst boundary that is 1/16 of it.
- */
-async function measureSequential(
-  ops: Array<() => Promise<unknown>>,
-  durationMs: number,
-): Promise<Sample[]> {
-  const n = ops.length;
-  const count = new Array<number>(n).fill(0);
-  const time = new Array<number>(n).fill(0);
-  const order = ops.map((_, i) => i);
-  const deadline = performance.now() + durationMs;
-  let cycle = 0;
-  while (cycle * SEQUENTIAL_BURST < MAX_OPS_PER_MEASUREMENT && performance.now() < deadline) {
-    shuffle(order);
-    for (const i of order) {
-      const op = ops[i];
-      const t0 = performance.now();
-      for (let k = 0; k < SEQUENTIAL_BURST; k += 1) await op();
-      time[i] += performance.now() - t0;
-      count[i] += SEQUENTIAL_BURST;
-    }
-    cycle += 1;
-  }
-  return count.map((c, i) => ({ ops: c, ms: time[i], opsPerSec: (c * 1000) / time[i] }));
-}
-
 /**
  * The module/raw pairs (same options) of round `r` of a 64-in-flight scenario, each as
  * [first, second]: the pairs in a fresh random order every round, and which side of a pair goes
@@ -297,12 +241,6 @@ function roundPairs<T extends { pair: string; kind: Kind }>(items: T[], r: numbe
   });
 }
 
-function combine(a: Sample, b: Sample): Sample {
-  const ops = a.ops + b.ops;
-  const ms = a.ms + b.ms;
-  return { ops, ms, opsPerSec: (ops * 1000) / ms };
-}
-
 /** One round of a scenario: a sample for every configuration. */
 async function measureRound(
   configs: LiveConfig[],
@@ -311,30 +249,31 @@ async function measureRound(
   settings: Settings,
   round: number,
 ): Promise<Map<string, Sample>> {
-  const out = new Map<string, Sample>();
   collectGarbage('major');
   if (concurrency === 1) {
-    const samples = await measureSequential(
+    const samples = await interleavedBursts(
       configs.map((c) => ops.get(c.id)!),
-      settings.seqMs * configs.length,
+      {
+        durationMs: settings.seqMs * configs.length,
+        burst: SEQUENTIAL_BURST,
+        shuffle,
+        maxOps: MAX_OPS_PER_MEASUREMENT,
+      },
     );
-    configs.forEach((c, i) => out.set(c.id, samples[i]));
-    return out;
+    return new Map(configs.map((c, i) => [c.id, samples[i]]));
   }
   // A B B A: the two halves of each side's time straddle the other's, which cancels drift that
   // is linear over the pair's 2 x sliceMs.
-  const half = settings.sliceMs / 2;
-  const slice = (c: LiveConfig): Promise<Sample> => {
-    collectGarbage('minor');
-    return measureConcurrent(ops.get(c.id)!, concurrency, half);
-  };
-  for (const [first, second] of roundPairs(configs, round)) {
-    const a1 = await slice(first);
-    const b1 = await slice(second);
-    const b2 = await slice(second);
-    const a2 = await slice(first);
-    out.set(first.id, combine(a1, a2));
-    out.set(second.id, combine(b1, b2));
+  const out = new Map<string, Sample>();
+  for (const pair of roundPairs(configs, round)) {
+    const halves = await palindromicRound(pair, (c) =>
+      measureLoops(ops.get(c.id)!, {
+        concurrency,
+        durationMs: settings.sliceMs / 2,
+        maxOps: MAX_OPS_PER_MEASUREMENT,
+      }),
+    );
+    for (const [c, sample] of halves) out.set(c.id, sample);
   }
   return out;
 }
@@ -473,14 +412,11 @@ interface Comparison {
 
 type Verdict = 'MET' | 'MISSED' | 'INCONCLUSIVE';
 
-async function run(settings: Settings, state: State): Promise<Verdict> {
-  const wall = performance.now();
-  const loadStart = os.loadavg();
-  const pressureStart = cpuPressure();
+type Results = Record<string, Record<string, Sample[]>>;
 
+/** The setup client, the keys the scenarios read and write, and the server's version. */
+async function prepare(state: State): Promise<{ url: string; keys: Keys; redisVersion: string }> {
   const url = await redisUrlFor(state);
-  const where = url.replace(/\/\/([^@/]*)@/, '//***@');
-
   state.setup = await openRawClient(url, {});
   const runId = `${process.pid}-${Date.now().toString(36)}`;
   const keys: Keys = {
@@ -495,7 +431,11 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
   await state.setup.set(keys.get1k, keys.value1k);
   const serverInfo = String(await state.setup.info('server'));
   const redisVersion = /redis_version:(\S+)/.exec(serverInfo)?.[1] ?? 'unknown';
+  return { url, keys, redisVersion };
+}
 
+/** Opens every configuration and checks that its options reached the connection. */
+async function openConfigs(url: string, state: State): Promise<LiveConfig[]> {
   for (const spec of CONFIGS) {
     const opened =
       spec.kind === 'module'
@@ -516,36 +456,32 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
       throw new Error(`${spec.label}: write coalescing is ${effective.coalescing ? 'on' : 'off'}`);
     }
   }
-  const configs = state.configs;
-  const byId = (id: string): LiveConfig => configs.find((c) => c.id === id)!;
-  const describe = (e: Effective): string =>
-    `RESP${e.serverResp}, auto-pipelining ${e.autoPipelining ? 'on' : 'off'}, ` +
-    `write coalescing ${e.coalescing ? 'on' : 'off'}`;
+  return state.configs;
+}
 
-  console.log(
-    `overhead benchmark: node ${process.version}, ioredis ${await packageVersion('ioredis')}, redis ${redisVersion} ` +
-      `at ${where}, ${os.cpus().length} CPUs, ${fmtLoad(loadStart, pressureStart)}`,
-  );
-  console.log(
-    `${configs.length} configurations x ${SCENARIOS.length} scenarios; 1 warm-up + ${settings.rounds} rounds per scenario: ` +
-      `sequential ${settings.seqMs} ms, ${CONCURRENCY} in flight ${settings.sliceMs} ms per configuration per round` +
-      (exposedGc ? '' : ' (run node with --expose-gc to collect garbage between slices)'),
-  );
-  console.log(
-    `module defaults: ${describe(byId('module-defaults').effective)}; ` +
-      `raw ioredis defaults: ${describe(byId('raw-defaults').effective)}`,
-  );
+const describeEffective = (e: Effective): string =>
+  `RESP${e.serverResp}, auto-pipelining ${e.autoPipelining ? 'on' : 'off'}, ` +
+  `write coalescing ${e.coalescing ? 'on' : 'off'}`;
 
-  const results: Record<string, Record<string, Sample[]>> = {};
+const configById = (configs: LiveConfig[], id: string): LiveConfig =>
+  configs.find((c) => c.id === id)!;
+
+/** Every scenario: one warm-up round, then `rounds` rounds; a progress line each. */
+async function measureScenarios(
+  configs: LiveConfig[],
+  keys: Keys,
+  settings: Settings,
+): Promise<Results> {
+  const results: Results = {};
   for (const scenario of SCENARIOS) {
     const t0 = performance.now();
     const ops = new Map(configs.map((c) => [c.id, scenario.op(c.client, keys)]));
-    await measureRound(configs, ops, scenario.concurrency, settings, 0); // warm-up
-    const samples: Record<string, Sample[]> = Object.fromEntries(configs.map((c) => [c.id, []]));
-    for (let r = 0; r < settings.rounds; r += 1) {
-      const round = await measureRound(configs, ops, scenario.concurrency, settings, r);
-      for (const [id, sample] of round) samples[id].push(sample);
-    }
+    const samples = await collectRounds({
+      ids: configs.map((c) => c.id),
+      rounds: settings.rounds,
+      warmup: 1,
+      round: (r) => measureRound(configs, ops, scenario.concurrency, settings, r),
+    });
     results[scenario.id] = samples;
     const m = (id: string): number => median(samples[id].map((s) => s.opsPerSec));
     console.log(
@@ -554,8 +490,16 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
         `(${((performance.now() - t0) / 1000).toFixed(1)} s)`,
     );
   }
+  return results;
+}
 
-  // ----- figures -----
+interface Effect {
+  paired: number;
+  interval: [number, number];
+}
+
+/** Reading the results: medians, and ratios paired within each round. */
+function reader(results: Results) {
   const rates = (scenario: string, id: string): number[] =>
     results[scenario][id].map((s) => s.opsPerSec);
   const med = (scenario: string, id: string): number => median(rates(scenario, id));
@@ -563,6 +507,10 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
     const bs = rates(scenario, b);
     return rates(scenario, a).map((x, i) => x / bs[i]);
   };
+  const pairedEffect = (ratios: number[]): Effect => ({
+    paired: median(ratios),
+    interval: medianInterval(ratios),
+  });
   const compare = (scenario: string, a: string, b: string): Comparison => {
     const ratios = perRound(scenario, a, b);
     return {
@@ -573,9 +521,15 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
       pairedInterval: medianInterval(ratios),
     };
   };
-  const byScenario = <T>(fn: (s: ScenarioSpec) => T): Record<string, T> =>
-    Object.fromEntries(SCENARIOS.map((s) => [s.id, fn(s)]));
+  return { rates, med, perRound, pairedEffect, compare };
+}
 
+const byScenario = <T>(fn: (s: ScenarioSpec) => T): Record<string, T> =>
+  Object.fromEntries(SCENARIOS.map((s) => [s.id, fn(s)]));
+
+/** The headline, the matrix, each option's effect, the noise floor and the verdict. */
+function figures(results: Results, configs: LiveConfig[], settings: Settings) {
+  const { perRound, pairedEffect, compare } = reader(results);
   const headline = byScenario((s) => compare(s.id, 'module-defaults', 'raw-defaults'));
   const sameOptions = byScenario((s) =>
     Object.fromEntries(
@@ -586,25 +540,20 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
     ),
   );
   /** Effect of one option: per-round ratio, module and raw pooled (both are ioredis). */
-  const effect = (
-    s: string,
-    a: Combo,
-    b: Combo,
-  ): { paired: number; interval: [number, number] } => {
-    const ratios = (['module', 'raw'] as const).flatMap((k) =>
-      perRound(s, `${k}-${comboId(a)}`, `${k}-${comboId(b)}`),
+  const effect = (s: string, a: Combo, b: Combo): Effect =>
+    pairedEffect(
+      (['module', 'raw'] as const).flatMap((k) =>
+        perRound(s, `${k}-${comboId(a)}`, `${k}-${comboId(b)}`),
+      ),
     );
-    return { paired: median(ratios), interval: medianInterval(ratios) };
-  };
   const effects = byScenario((s) => ({
     resp3VsResp2ApOff: effect(s.id, MATRIX[2], MATRIX[0]),
     resp3VsResp2ApOn: effect(s.id, MATRIX[3], MATRIX[1]),
     apOnVsOffResp2: effect(s.id, MATRIX[1], MATRIX[0]),
     apOnVsOffResp3: effect(s.id, MATRIX[3], MATRIX[2]),
-    coalescingOnVsOff: (() => {
-      const ratios = perRound(s.id, 'module-coalescing', `module-${comboId(MATRIX[2])}`);
-      return { paired: median(ratios), interval: medianInterval(ratios) };
-    })(),
+    coalescingOnVsOff: pairedEffect(
+      perRound(s.id, 'module-coalescing', `module-${comboId(MATRIX[2])}`),
+    ),
   }));
   // Noise floor: a defaults connection against the matrix connection with identical options.
   const twinOf = (c: LiveConfig): LiveConfig | undefined =>
@@ -617,20 +566,16 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
         o.effective.coalescing === c.effective.coalescing,
     );
   const controls = (['module-defaults', 'raw-defaults'] as const).flatMap((id) => {
-    const twin = twinOf(byId(id));
+    const twin = twinOf(configById(configs, id));
     if (!twin) return [];
     return [
       {
         a: id,
         b: twin.id,
-        perScenario: byScenario((s) => {
-          const ratios = perRound(s.id, id, twin.id);
-          return { paired: median(ratios), interval: medianInterval(ratios) };
-        }),
+        perScenario: byScenario((s) => pairedEffect(perRound(s.id, id, twin.id))),
       },
     ];
   });
-
   const minPaired = Math.min(...Object.values(headline).map((h) => h.paired));
   const minRatio = Math.min(...Object.values(headline).map((h) => h.ratio));
   // MET: every paired ratio reaches the target. MISSED: some scenario is below it beyond the
@@ -641,17 +586,23 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
         Object.values(headline).some((h) => h.pairedInterval[1] < TARGET_RATIO)
       ? 'MISSED'
       : 'INCONCLUSIVE';
+  return { headline, sameOptions, effects, controls, minPaired, minRatio, verdict };
+}
 
-  // ----- tables -----
+type Figures = ReturnType<typeof figures>;
+
+const fmtEffect = (e: Effect): string => `${fmtRatio(e.paired)} ${fmtInterval(e.interval)}`;
+
+function printHeadline(f: Figures, configs: LiveConfig[]): void {
   console.log(
-    `\nHeadline: module defaults (${describe(byId('module-defaults').effective)}) vs raw ioredis defaults ` +
-      `(${describe(byId('raw-defaults').effective)})`,
+    `\nHeadline: module defaults (${describeEffective(configById(configs, 'module-defaults').effective)}) vs raw ioredis defaults ` +
+      `(${describeEffective(configById(configs, 'raw-defaults').effective)})`,
   );
   console.log(
     table(
       ['scenario', 'module ops/s', 'raw ops/s', 'ratio', 'paired', '90% interval'],
       SCENARIOS.map((s) => {
-        const h = headline[s.id];
+        const h = f.headline[s.id];
         return [
           s.label,
           fmtOps(h.module),
@@ -663,7 +614,10 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
       }),
     ),
   );
+}
 
+function printMatrix(f: Figures, results: Results): void {
+  const { med } = reader(results);
   console.log('\nProtocol / auto-pipelining matrix (median ops/s)');
   const matrixIds = MATRIX.flatMap((combo) =>
     (['module', 'raw'] as const).map((k) => ({ id: `${k}-${comboId(combo)}`, k, combo })),
@@ -679,7 +633,6 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
       SCENARIOS.map((s) => [s.label, ...matrixIds.map(({ id }) => fmtOps(med(s.id, id)))]),
     ),
   );
-
   console.log('\nModule vs raw with the same options (paired ratio, 90% interval)');
   console.log(
     table(
@@ -687,16 +640,16 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
       SCENARIOS.map((s) => [
         s.label,
         ...MATRIX.map((combo) => {
-          const c = sameOptions[s.id][comboId(combo)];
+          const c = f.sameOptions[s.id][comboId(combo)];
           return `${fmtRatio(c.paired)} ${fmtInterval(c.pairedInterval)}`;
         }),
       ]),
     ),
   );
+}
 
+function printEffects(f: Figures): void {
   console.log('\nEffect of each option (paired ratio over module and raw, 90% interval)');
-  const fmtEffect = (e: { paired: number; interval: [number, number] }): string =>
-    `${fmtRatio(e.paired)} ${fmtInterval(e.interval)}`;
   console.log(
     table(
       [
@@ -708,7 +661,7 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
         'coalescing on/off (module)',
       ],
       SCENARIOS.map((s) => {
-        const e = effects[s.id];
+        const e = f.effects[s.id];
         return [
           s.label,
           fmtEffect(e.resp3VsResp2ApOff),
@@ -720,39 +673,47 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
       }),
     ),
   );
-
-  if (controls.length > 0) {
+  if (f.controls.length > 0) {
     console.log(
       '\nNoise floor: two connections with identical options (paired ratio, 90% interval; ideal 1.000)',
     );
     console.log(
       table(
-        ['scenario', ...controls.map((c) => `${c.a} / ${c.b}`)],
-        SCENARIOS.map((s) => [s.label, ...controls.map((c) => fmtEffect(c.perScenario[s.id]))]),
+        ['scenario', ...f.controls.map((c) => `${c.a} / ${c.b}`)],
+        SCENARIOS.map((s) => [s.label, ...f.controls.map((c) => fmtEffect(c.perScenario[s.id]))]),
       ),
     );
   }
+}
 
-  const loadEnd = os.loadavg();
-  const pressureEnd = cpuPressure();
-  const seconds = (performance.now() - wall) / 1000;
-  console.log(
-    `\nHeadline (module defaults / raw defaults): lowest paired ratio ${fmtRatio(minPaired)} ` +
-      `(lowest ratio of medians ${fmtRatio(minRatio)}); target >= ${TARGET_RATIO}: ${verdict}. ` +
-      `${seconds.toFixed(1)} s (gc ${(gcMs() / 1000).toFixed(1)} s), ${fmtLoad(loadEnd, pressureEnd)}`,
-  );
+/** The machine and run context of the report. */
+interface RunContext {
+  wall: number;
+  loadStart: number[];
+  pressureStart: number | undefined;
+  redisVersion: string;
+}
 
+function printJson(
+  ctx: RunContext & { loadEnd: number[]; pressureEnd: number | undefined; seconds: number },
+  f: Figures,
+  results: Results,
+  configs: LiveConfig[],
+  settings: Settings,
+  ioredisVersion: string,
+): void {
+  const { med, rates } = reader(results);
   const round = (n: number): number => Math.round(n * 1000) / 1000;
   const json = {
     bench: 'overhead',
     date: new Date().toISOString(),
     node: process.version,
-    ioredis: await packageVersion('ioredis'),
-    redis: redisVersion,
+    ioredis: ioredisVersion,
+    redis: ctx.redisVersion,
     cpus: os.cpus().length,
     cpuModel: os.cpus()[0]?.model,
-    loadavg: { start: loadStart, end: loadEnd },
-    cpuPressureAvg60: { start: pressureStart ?? null, end: pressureEnd ?? null },
+    loadavg: { start: ctx.loadStart, end: ctx.loadEnd },
+    cpuPressureAvg60: { start: ctx.pressureStart ?? null, end: ctx.pressureEnd ?? null },
     server: process.env.REDIS_URL ? 'REDIS_URL' : 'ephemeral',
     settings: {
       ...settings,
@@ -775,19 +736,60 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
     samples: byScenario((s) =>
       Object.fromEntries(configs.map((c) => [c.id, rates(s.id, c.id).map(Math.round)])),
     ),
-    headline,
-    sameOptions,
-    effects,
-    controls,
+    headline: f.headline,
+    sameOptions: f.sameOptions,
+    effects: f.effects,
+    controls: f.controls,
     target: TARGET_RATIO,
-    minHeadlinePaired: round(minPaired),
-    minHeadlineRatio: round(minRatio),
-    verdict,
-    seconds: round(seconds),
+    minHeadlinePaired: round(f.minPaired),
+    minHeadlineRatio: round(f.minRatio),
+    verdict: f.verdict,
+    seconds: round(ctx.seconds),
     gcSeconds: round(gcMs() / 1000),
   };
   console.log(`BENCH_JSON ${JSON.stringify(json)}`);
-  return verdict;
+}
+
+async function run(settings: Settings, state: State): Promise<Verdict> {
+  const wall = performance.now();
+  const loadStart = os.loadavg();
+  const pressureStart = cpuPressure();
+  const { url, keys, redisVersion } = await prepare(state);
+  const where = url.replace(/\/\/([^@/]*)@/, '//***@');
+  const configs = await openConfigs(url, state);
+  const ioredisVersion = await packageVersion('ioredis');
+
+  console.log(
+    `overhead benchmark: node ${process.version}, ioredis ${ioredisVersion}, redis ${redisVersion} ` +
+      `at ${where}, ${os.cpus().length} CPUs, ${fmtLoad(loadStart, pressureStart)}`,
+  );
+  console.log(
+    `${configs.length} configurations x ${SCENARIOS.length} scenarios; 1 warm-up + ${settings.rounds} rounds per scenario: ` +
+      `sequential ${settings.seqMs} ms, ${CONCURRENCY} in flight ${settings.sliceMs} ms per configuration per round` +
+      (exposedGc ? '' : ' (run node with --expose-gc to collect garbage between slices)'),
+  );
+  console.log(
+    `module defaults: ${describeEffective(configById(configs, 'module-defaults').effective)}; ` +
+      `raw ioredis defaults: ${describeEffective(configById(configs, 'raw-defaults').effective)}`,
+  );
+
+  const results = await measureScenarios(configs, keys, settings);
+  const f = figures(results, configs, settings);
+  printHeadline(f, configs);
+  printMatrix(f, results);
+  printEffects(f);
+
+  const loadEnd = os.loadavg();
+  const pressureEnd = cpuPressure();
+  const seconds = (performance.now() - wall) / 1000;
+  console.log(
+    `\nHeadline (module defaults / raw defaults): lowest paired ratio ${fmtRatio(f.minPaired)} ` +
+      `(lowest ratio of medians ${fmtRatio(f.minRatio)}); target >= ${TARGET_RATIO}: ${f.verdict}. ` +
+      `${seconds.toFixed(1)} s (gc ${(gcMs() / 1000).toFixed(1)} s), ${fmtLoad(loadEnd, pressureEnd)}`,
+  );
+  const ctx = { wall, loadStart, pressureStart, redisVersion, loadEnd, pressureEnd, seconds };
+  printJson(ctx, f, results, configs, settings, ioredisVersion);
+  return f.verdict;
 }
 
 await runBenchmark('overhead', {

@@ -232,9 +232,8 @@ async function expiryLatencies(
   return out;
 }
 
-async function run(settings: Settings, state: State): Promise<number> {
-  const url = await redisUrlFor(state);
-  const base = `bench:pubsub:${process.pid}-${Date.now()}:`;
+/** Our subscriber (through `PubSubService`) and a raw ioredis one, each on a channel of its own. */
+async function openContenders(url: string, base: string, state: State) {
   const publisher = new Redis(url);
   const rawSub = new Redis(url);
   state.clients.push(publisher, rawSub);
@@ -251,17 +250,18 @@ async function run(settings: Settings, state: State): Promise<number> {
   rawSub.on('message', (_channel: string, message: string) =>
     raw.onMessage(JSON.parse(message) as { n: number }),
   );
+  return { publisher, pubsub, contenders: [ours, raw] };
+}
 
+/** Throughput and latency of both, in paired rounds after a warm-up that is not counted. */
+async function measure(publisher: Redis, contenders: Contender[], settings: Settings) {
   const random = prng(20261203);
   const lat: Record<Contender['name'], number[]> = { ours: [], raw: [] };
-  const contenders = [ours, raw];
-
   // Warm-up: JIT and connections, not counted.
   for (const c of contenders) {
     await throughput(publisher, c, Math.min(settings.messages, 5_000), settings.window);
     await latencies(publisher, c, 50);
   }
-
   const rounds = await pairedRounds({
     rounds: settings.rounds,
     random,
@@ -271,8 +271,6 @@ async function run(settings: Settings, state: State): Promise<number> {
       measure: () => throughput(publisher, c, settings.messages, settings.window),
     })),
   });
-  const rates = rounds.samples;
-  const paired = rounds.ratios('ours', 'raw');
   await pairedRounds({
     rounds: settings.rounds,
     random,
@@ -286,24 +284,24 @@ async function run(settings: Settings, state: State): Promise<number> {
       },
     })),
   });
-  const expiry = await expiryLatencies(pubsub, url, state, base, settings.expiries);
+  return { rates: rounds.samples, paired: rounds.ratios('ours', 'raw'), lat };
+}
 
-  const load = os.loadavg();
-  const versions = {
-    ioredis: await packageVersion('ioredis'),
-    node: process.versions.node,
-  };
-  const pairedMedian = median(paired);
-  const figures = {
+type Measured = Awaited<ReturnType<typeof measure>>;
+type Expiry = Awaited<ReturnType<typeof expiryLatencies>>;
+
+async function figuresOf(m: Measured, expiry: Expiry, pubsub: PubSubService, settings: Settings) {
+  const { rates, paired, lat } = m;
+  return {
     settings,
-    versions,
-    load,
+    versions: { ioredis: await packageVersion('ioredis'), node: process.versions.node },
+    load: os.loadavg(),
     cpuPressure: cpuPressure(),
     throughput: {
       ours: median(rates.ours),
       raw: median(rates.raw),
       ratio: median(rates.ours) / median(rates.raw),
-      paired: pairedMedian,
+      paired: median(paired),
       pairedMin: Math.min(...paired),
       pairedMax: Math.max(...paired),
     },
@@ -319,37 +317,32 @@ async function run(settings: Settings, state: State): Promise<number> {
     },
     stats: pubsub.stats(),
   };
-  const verdict = pairedMedian >= TARGET_RATIO ? 'MET' : 'MISSED';
+}
 
-  const f0 = (n: number): string => Math.round(n).toLocaleString('en-US');
-  const f3 = (n: number): string => n.toFixed(3);
+type Figures = Awaited<ReturnType<typeof figuresOf>>;
+
+const f0 = (n: number): string => Math.round(n).toLocaleString('en-US');
+const f3 = (n: number): string => n.toFixed(3);
+
+function print(figures: Figures, verdict: string, settings: Settings): void {
+  const { versions, throughput: t, latencyMs: lat } = figures;
   console.log(
     `pub/sub: PubSubService vs raw ioredis subscriber — ioredis ${versions.ioredis}, node ${versions.node}, ` +
       `${settings.rounds} rounds × ${settings.messages} messages (window ${settings.window}), ` +
-      `${settings.samples} latency samples per round; ${fmtLoad(load, figures.cpuPressure)}`,
+      `${settings.samples} latency samples per round; ${fmtLoad(figures.load, figures.cpuPressure)}`,
   );
   console.log(
     table(
       ['contender', 'messages/s (median)', 'latency p50 ms', 'latency p99 ms'],
       [
-        [
-          'ours',
-          f0(figures.throughput.ours),
-          f3(figures.latencyMs.ours.p50),
-          f3(figures.latencyMs.ours.p99),
-        ],
-        [
-          'raw',
-          f0(figures.throughput.raw),
-          f3(figures.latencyMs.raw.p50),
-          f3(figures.latencyMs.raw.p99),
-        ],
+        ['ours', f0(t.ours), f3(lat.ours.p50), f3(lat.ours.p99)],
+        ['raw', f0(t.raw), f3(lat.raw.p50), f3(lat.raw.p99)],
       ],
     ),
   );
   console.log(
-    `throughput ours/raw: paired ${pairedMedian.toFixed(3)} (rounds ${f3(figures.throughput.pairedMin)}..${f3(figures.throughput.pairedMax)}), ` +
-      `ratio of medians ${f3(figures.throughput.ratio)}; target >= ${TARGET_RATIO}: ${verdict}`,
+    `throughput ours/raw: paired ${t.paired.toFixed(3)} (rounds ${f3(t.pairedMin)}..${f3(t.pairedMax)}), ` +
+      `ratio of medians ${f3(t.ratio)}; target >= ${TARGET_RATIO}: ${verdict}`,
   );
   const e = figures.expiryNoticeMs;
   console.log(
@@ -365,6 +358,17 @@ async function run(settings: Settings, state: State): Promise<number> {
       ],
     ),
   );
+}
+
+async function run(settings: Settings, state: State): Promise<number> {
+  const url = await redisUrlFor(state);
+  const base = `bench:pubsub:${process.pid}-${Date.now()}:`;
+  const { publisher, pubsub, contenders } = await openContenders(url, base, state);
+  const measured = await measure(publisher, contenders, settings);
+  const expiry = await expiryLatencies(pubsub, url, state, base, settings.expiries);
+  const figures = await figuresOf(measured, expiry, pubsub, settings);
+  const verdict = figures.throughput.paired >= TARGET_RATIO ? 'MET' : 'MISSED';
+  print(figures, verdict, settings);
   console.log(`BENCH_JSON ${JSON.stringify({ verdict, ...figures })}`);
   return settings.check && verdict === 'MISSED' ? 1 : 0;
 }

@@ -57,8 +57,10 @@ import { RedisModule, SessionService } from '../src/index.js';
 import {
   cleanupSteps,
   collectGarbage,
+  measureLoops,
   median,
   packageVersion,
+  pairedRounds,
   quantile,
   readArgs,
   redisUrlFor,
@@ -210,32 +212,26 @@ async function measure(
   ms: number,
   sess: SessionData,
   current: Map<string, SessionData>,
-) {
-  let cycles = 0;
+): Promise<number> {
   let next = Math.floor(Math.random() * c.sids.length);
-  const start = performance.now();
-  const deadline = start + ms;
-  const loop = async (): Promise<void> => {
-    while (performance.now() < deadline) {
-      const sid = c.sids[next++ % c.sids.length];
-      await c.api.set(sid, current.get(sid) ?? sess);
-      const got = await c.api.get(sid);
-      if (!got) throw new Error(`${c.id}: get after set found nothing`);
-      const loaded = c.api.createSession(sid, got) as session.Session & SessionData;
-      loaded.touch();
-      await c.api.touch(sid, loaded);
-      current.set(sid, loaded);
-      cycles += 1;
-    }
+  const cycle = async (): Promise<void> => {
+    const sid = c.sids[next++ % c.sids.length];
+    await c.api.set(sid, current.get(sid) ?? sess);
+    const got = await c.api.get(sid);
+    if (!got) throw new Error(`${c.id}: get after set found nothing`);
+    const loaded = c.api.createSession(sid, got) as session.Session & SessionData;
+    loaded.touch();
+    await c.api.touch(sid, loaded);
+    current.set(sid, loaded);
   };
-  await Promise.all(Array.from({ length: inFlight }, loop));
-  return (cycles * 1000) / (performance.now() - start);
+  const sample = await measureLoops(cycle, { concurrency: inFlight, durationMs: ms });
+  return sample.opsPerSec;
 }
 
 /** Seeded, so that runs shuffle and resample alike. */
 // sampler's functions are closures over the seeded state: they do not use `this`.
 // eslint-disable-next-line @typescript-eslint/unbound-method -- see above
-const { shuffle, medianInterval } = sampler(0x7f4a7c15);
+const { random, medianInterval } = sampler(0x7f4a7c15);
 
 const round2 = (n: number): number => Math.round(n * 100) / 100;
 
@@ -274,12 +270,22 @@ async function cleanup(state: State): Promise<void> {
   steps.report();
 }
 
-async function run(settings: Settings, state: State): Promise<void> {
-  const wall = performance.now();
-  const url = await redisUrlFor(state);
-  const prefix = `bench:session:${process.pid}-${Date.now().toString(36)}:`;
-  state.prefix = prefix;
+type Versions = Awaited<ReturnType<typeof readVersions>>;
 
+async function readVersions(ioredis: Redis) {
+  const redisInfo = String(await ioredis.info('server'));
+  return {
+    node: process.version,
+    redis: /redis_version:(\S+)/.exec(redisInfo)?.[1] ?? 'unknown',
+    ioredis: await packageVersion('ioredis'),
+    'connect-redis': await packageVersion('connect-redis'),
+    redisClient: await packageVersion('redis'),
+    'express-session': await packageVersion('express-session'),
+  };
+}
+
+/** Every store under test, on connections of its own. */
+async function openStores(url: string, prefix: string, state: State) {
   @Module({ imports: [RedisModule.forRoot({ url, keyPrefix: `${prefix}ours:` })] })
   class BenchModule {}
   state.app = await NestFactory.createApplicationContext(BenchModule, { logger: false });
@@ -300,25 +306,16 @@ async function run(settings: Settings, state: State): Promise<void> {
   state.ioredis = new Redis(url, { lazyConnect: true });
   await state.ioredis.connect();
   const pattern = new IoredisPatternStore(state.ioredis, `${prefix}io:`);
+  return { sessions, ours, oursAp, connectRedis, pattern };
+}
 
-  const redisInfo = String(await state.ioredis.info('server'));
-  const versions = {
-    node: process.version,
-    redis: /redis_version:(\S+)/.exec(redisInfo)?.[1] ?? 'unknown',
-    ioredis: await packageVersion('ioredis'),
-    'connect-redis': await packageVersion('connect-redis'),
-    redisClient: await packageVersion('redis'),
-    'express-session': await packageVersion('express-session'),
-  };
-  console.log(
-    `session benchmark: node ${versions.node}, redis ${versions.redis}, ioredis ${versions.ioredis}, ` +
-      `connect-redis ${versions['connect-redis']} + node-redis ${versions.redisClient}, ` +
-      `express-session ${versions['express-session']}; ${settings.rounds} rounds of ${settings.sliceMs} ms per store`,
-  );
+type Stores = Awaited<ReturnType<typeof openStores>>;
 
+function contendersOf(stores: Stores, versions: Versions): Contender[] {
+  const { sessions, ours, oursAp, connectRedis, pattern } = stores;
   // Session ids as express-session would hand them to each store.
   const sids = Array.from({ length: SESSION_IDS }, () => ours.genid(undefined as never));
-  const contenders: Contender[] = [
+  return [
     { id: 'ours', label: 'ours (RedisSessionStore)', api: promisify(ours), sids },
     {
       id: 'ours-plain-get',
@@ -341,27 +338,40 @@ async function run(settings: Settings, state: State): Promise<void> {
       sids,
     },
   ];
-  const sess = makeSession('bench-user');
-  const sessionBytes = JSON.stringify(sess).length;
+}
 
-  // 1. set + get + touch cycles. Per store, the session each id's next `set` saves.
+/** Scenario 1: set + get + touch cycles/s per store, per number in flight. */
+async function measureCycles(
+  contenders: Contender[],
+  sess: SessionData,
+  settings: Settings,
+): Promise<Record<string, Record<string, number[]>>> {
+  // Per store, the session each id's next `set` saves.
   const loadedBy = new Map(contenders.map((c) => [c.id, new Map<string, SessionData>()]));
   const cycles: Record<string, Record<string, number[]>> = {};
   for (const inFlight of IN_FLIGHT) {
-    const perStore: Record<string, number[]> = Object.fromEntries(
-      contenders.map((c) => [c.id, []]),
-    );
-    for (let round = 0; round <= settings.rounds; round += 1) {
-      for (const c of shuffle([...contenders])) {
-        collectGarbage('major');
-        const rate = await measure(c, inFlight, settings.sliceMs, sess, loadedBy.get(c.id)!);
-        if (round > 0) perStore[c.id].push(rate); // round 0 warms up
-      }
-    }
-    cycles[String(inFlight)] = perStore;
+    const rounds = await pairedRounds({
+      rounds: settings.rounds,
+      warmup: 1,
+      random,
+      between: () => collectGarbage('major'),
+      contenders: contenders.map((c) => ({
+        name: c.id,
+        measure: () => measure(c, inFlight, settings.sliceMs, sess, loadedBy.get(c.id)!),
+      })),
+    });
+    cycles[String(inFlight)] = rounds.samples;
   }
+  return cycles;
+}
 
-  // 2. destroyAllForUser of 100 sessions, and the connect-redis way for context.
+/** Scenario 2: destroyAllForUser of 100 sessions, and the connect-redis way for context. */
+async function measureDestroy(
+  stores: Stores,
+  contenders: Contender[],
+  settings: Settings,
+): Promise<{ destroyMs: number[]; baselineMs: number[]; crSessionCount: number }> {
+  const { sessions, connectRedis } = stores;
   const destroyMs: number[] = [];
   const baselineMs: number[] = [];
   const userData = makeSession('x') as unknown as Record<string, unknown>;
@@ -378,11 +388,11 @@ async function run(settings: Settings, state: State): Promise<void> {
     if (ended !== USER_SESSIONS) throw new Error(`destroyAllForUser ended ${ended}, expected 100`);
     if (round > 0) destroyMs.push(ms);
   }
+  const api = contenders.find((c) => c.id === 'connect-redis')!.api;
   for (let round = 0; round <= Math.min(settings.destroyRounds, 10); round += 1) {
     const userId = `bench-user-${round}`;
-    const crSids = sids.slice(0, USER_SESSIONS).map((sid) => `${sid}-${round}`);
+    const crSids = contenders[0].sids.slice(0, USER_SESSIONS).map((sid) => `${sid}-${round}`);
     const userSess = makeSession(userId);
-    const api = contenders.find((c) => c.id === 'connect-redis')!.api;
     await Promise.all(crSids.map((sid) => api.set(sid, userSess)));
     collectGarbage('major');
     const t0 = performance.now();
@@ -395,19 +405,28 @@ async function run(settings: Settings, state: State): Promise<void> {
     if (round > 0) baselineMs.push(ms);
   }
   const crSessionCount = (await connectRedis.length()) as number;
+  return { destroyMs, baselineMs, crSessionCount };
+}
 
-  // Report: every store against connect-redis, and ours against its command pattern on ioredis.
+const compare = (a: number[], b: number[]) => {
+  const paired = a.map((x, i) => x / b[i]);
+  const interval = medianInterval(paired);
+  return {
+    ratio: round2(median(a) / median(b)),
+    paired: round2(median(paired)),
+    pairedInterval: interval.map(round2) as [number, number],
+  };
+};
+
+/** Every store against connect-redis, and ours against its command pattern on ioredis. */
+function reportCycles(
+  cycles: Record<string, Record<string, number[]>>,
+  contenders: Contender[],
+  sessionBytes: number,
+  settings: Settings,
+): Record<string, unknown> {
   const figures: Record<string, unknown> = {};
   const rows: string[][] = [];
-  const compare = (a: number[], b: number[]) => {
-    const paired = a.map((x, i) => x / b[i]);
-    const interval = medianInterval(paired);
-    return {
-      ratio: round2(median(a) / median(b)),
-      paired: round2(median(paired)),
-      pairedInterval: interval.map(round2) as [number, number],
-    };
-  };
   for (const inFlight of IN_FLIGHT) {
     const per = cycles[String(inFlight)];
     const entry: Record<string, unknown> = {};
@@ -440,6 +459,11 @@ async function run(settings: Settings, state: State): Promise<void> {
       `ours vs connect-redis's pattern on the same ioredis client, ${inFlight} in flight: ${o.paired.toFixed(2)}x (paired)`,
     );
   }
+  return figures;
+}
+
+function reportDestroy(timings: Awaited<ReturnType<typeof measureDestroy>>, settings: Settings) {
+  const { destroyMs, baselineMs, crSessionCount } = timings;
   const destroy = {
     sessions: USER_SESSIONS,
     medianMs: round2(median(destroyMs)),
@@ -467,6 +491,29 @@ async function run(settings: Settings, state: State): Promise<void> {
       ],
     ),
   );
+  return destroy;
+}
+
+async function run(settings: Settings, state: State): Promise<void> {
+  const wall = performance.now();
+  const url = await redisUrlFor(state);
+  const prefix = `bench:session:${process.pid}-${Date.now().toString(36)}:`;
+  state.prefix = prefix;
+  const stores = await openStores(url, prefix, state);
+  const versions = await readVersions(state.ioredis!);
+  console.log(
+    `session benchmark: node ${versions.node}, redis ${versions.redis}, ioredis ${versions.ioredis}, ` +
+      `connect-redis ${versions['connect-redis']} + node-redis ${versions.redisClient}, ` +
+      `express-session ${versions['express-session']}; ${settings.rounds} rounds of ${settings.sliceMs} ms per store`,
+  );
+  const contenders = contendersOf(stores, versions);
+  const sess = makeSession('bench-user');
+  const sessionBytes = JSON.stringify(sess).length;
+
+  const cycles = await measureCycles(contenders, sess, settings);
+  const timings = await measureDestroy(stores, contenders, settings);
+  const figures = reportCycles(cycles, contenders, sessionBytes, settings);
+  const destroy = reportDestroy(timings, settings);
   const headline = (figures.inFlight1 as Record<string, { vsConnectRedis: { paired: number } }>)
     .ours.vsConnectRedis;
   const verdict = headline.paired >= TARGET_RATIO ? 'MET' : 'MISSED';

@@ -239,18 +239,11 @@ async function mixed(
   return result;
 }
 
-async function run(settings: Settings, state: State): Promise<void> {
-  const url = await redisUrlFor(state);
-  const base = `bench:tracking:${process.pid}-${Date.now()}:`;
-  state.base = base;
-  const writer = new Redis(url);
-  state.clients.push(writer);
-
-  const bcast = await tier(url, 'bcast', state, base);
-  const dflt = await tier(url, 'default', state, base);
-  const ttlOnly = await tier(url, undefined, state, base);
-
-  // The floor: a hand-written RESP2 redirect and BCAST tracking, nothing else.
+/**
+ * The floor: a hand-written RESP2 redirect and BCAST tracking, nothing else. Resolves, for each
+ * call of the returned function, when the next invalidation message arrives.
+ */
+async function rawFloor(url: string, base: string, state: State): Promise<() => Promise<number>> {
   const rawTracked = new Redis(url);
   const rawRedirect = new Redis(url, { protocol: 2 });
   state.clients.push(rawTracked, rawRedirect);
@@ -263,37 +256,38 @@ async function run(settings: Settings, state: State): Promise<void> {
   });
   await rawRedirect.subscribe('__redis__:invalidate');
   await rawTracked.call('CLIENT', 'TRACKING', 'ON', 'REDIRECT', rawId, 'BCAST', 'PREFIX', base);
+  return () => new Promise<number>((resolve) => (rawWake = () => resolve(performance.now())));
+}
 
-  // 1. Invalidation delay.
+type DelayName = 'bcast' | 'default' | 'raw';
+type DelayRuns = Record<DelayName, { afterAck: number[]; afterSend: number[] }>;
+
+/** Scenario 1: the invalidation delay of each contender, in a random order every round. */
+async function measureDelays(
+  tiers: { bcast: Tier; dflt: Tier },
+  writer: Redis,
+  raw: () => Promise<number>,
+  base: string,
+  settings: Settings,
+  random: () => number,
+): Promise<DelayRuns> {
   const delayKey = `${base}delay`;
   await writer.set(delayKey, 'v');
   const holdIn = (t: Tier) => async () => {
     await read(t, delayKey, settings.ttlMs, Date.now());
     if (!t.l1.has(delayKey)) throw new Error('the key did not enter L1');
   };
-  const raw = () => new Promise<number>((resolve) => (rawWake = () => resolve(performance.now())));
-  const delayRuns = {
-    bcast: { afterAck: [] as number[], afterSend: [] as number[] },
-    default: { afterAck: [] as number[], afterSend: [] as number[] },
-    raw: { afterAck: [] as number[], afterSend: [] as number[] },
+  const of = (t: Tier) => () =>
+    delays(writer, delayKey, settings.samples, holdIn(t), () => waitInvalidation(t, delayKey));
+  const delayRuns: DelayRuns = {
+    bcast: { afterAck: [], afterSend: [] },
+    default: { afterAck: [], afterSend: [] },
+    raw: { afterAck: [], afterSend: [] },
   };
-  const random = prng(20261204);
   for (let round = 0; round < settings.rounds; round += 1) {
     const contenders = [
-      [
-        'bcast',
-        () =>
-          delays(writer, delayKey, settings.samples, holdIn(bcast), () =>
-            waitInvalidation(bcast, delayKey),
-          ),
-      ],
-      [
-        'default',
-        () =>
-          delays(writer, delayKey, settings.samples, holdIn(dflt), () =>
-            waitInvalidation(dflt, delayKey),
-          ),
-      ],
+      ['bcast', of(tiers.bcast)],
+      ['default', of(tiers.dflt)],
       ['raw', () => delays(writer, delayKey, settings.samples, () => Promise.resolve(), raw)],
     ] as const;
     const order = [...contenders].sort(() => random() - 0.5);
@@ -304,20 +298,23 @@ async function run(settings: Settings, state: State): Promise<void> {
       delayRuns[name].afterSend.push(...r.afterSend);
     }
   }
+  return delayRuns;
+}
 
-  // 2. Mixed load.
+/** Scenario 2: every variant under the mixed load, in a random order every round. */
+async function measureMixes(
+  variants: Array<[string, Tier | undefined]>,
+  writer: Redis,
+  base: string,
+  settings: Settings,
+  random: () => number,
+): Promise<Map<string, MixResult[]>> {
   const keys = Array.from({ length: settings.keys }, (_, i) => `${base}k:${i}`);
   for (let i = 0; i < keys.length; i += 500) {
     const pipeline = writer.pipeline();
     for (const key of keys.slice(i, i + 500)) pipeline.set(key, '0');
     await pipeline.exec();
   }
-  const variants: Array<[string, Tier | undefined]> = [
-    ['no L1', undefined],
-    ['L1 without tracking', ttlOnly],
-    ['tracking bcast', bcast],
-    ['tracking default', dflt],
-  ];
   const mixes = new Map<string, MixResult[]>(variants.map(([n]) => [n, []]));
   for (let round = 0; round < settings.rounds; round += 1) {
     const order = [...variants].sort(() => random() - 0.5);
@@ -327,63 +324,52 @@ async function run(settings: Settings, state: State): Promise<void> {
       mixes.get(name)!.push(await mixed(t, writer, keys, settings, random, settings.seconds));
     }
   }
+  return mixes;
+}
 
-  const load = os.loadavg();
-  const versions = { ioredis: await packageVersion('ioredis'), node: process.versions.node };
+function summariseDelays(delayRuns: DelayRuns) {
   const q = (values: number[]) => ({
     p50: quantile(values, 0.5),
     p99: quantile(values, 0.99),
     max: Math.max(...values),
   });
-  const delay = {
-    bcast: { afterAck: q(delayRuns.bcast.afterAck), afterSend: q(delayRuns.bcast.afterSend) },
-    default: { afterAck: q(delayRuns.default.afterAck), afterSend: q(delayRuns.default.afterSend) },
-    raw: { afterAck: q(delayRuns.raw.afterAck), afterSend: q(delayRuns.raw.afterSend) },
-  };
-  const mix = Object.fromEntries(
-    variants.map(([name]) => {
-      const runs = mixes.get(name)!;
-      const sum = (f: (r: MixResult) => number) => runs.reduce((s, r) => s + f(r), 0);
-      return [
-        name,
-        {
-          hits: sum((r) => r.hits),
-          hitRate:
-            sum((r) => r.hits) /
-            Math.max(
-              1,
-              sum((r) => r.reads),
-            ),
-          opsPerSecond: median(runs.map((r) => r.ops / settings.seconds)),
-          stale: sum((r) => r.stale),
-          staleRate:
-            sum((r) => r.stale) /
-            Math.max(
-              1,
-              sum((r) => r.hits),
-            ),
-          invalidations: sum((r) => r.invalidations),
-          writes: sum((r) => r.ops - r.reads),
-        },
-      ];
-    }),
-  );
-  const figures = {
-    settings,
-    versions,
-    load,
-    cpuPressure: cpuPressure(),
-    delayMs: delay,
-    mix,
-    trackingStats: { bcast: bcast.tracking!.stats(), default: dflt.tracking!.stats() },
-  };
+  const of = (name: DelayName) => ({
+    afterAck: q(delayRuns[name].afterAck),
+    afterSend: q(delayRuns[name].afterSend),
+  });
+  return { bcast: of('bcast'), default: of('default'), raw: of('raw') };
+}
 
-  const f3 = (n: number): string => n.toFixed(3);
-  const pct = (n: number): string => `${(n * 100).toFixed(1)}%`;
-  console.log(
-    `cache tracking — ioredis ${versions.ioredis}, node ${versions.node}, ${settings.rounds} rounds; ` +
-      `${fmtLoad(load, figures.cpuPressure)}`,
-  );
+function summariseMix(runs: MixResult[], settings: Settings) {
+  const sum = (f: (r: MixResult) => number) => runs.reduce((s, r) => s + f(r), 0);
+  return {
+    hits: sum((r) => r.hits),
+    hitRate:
+      sum((r) => r.hits) /
+      Math.max(
+        1,
+        sum((r) => r.reads),
+      ),
+    opsPerSecond: median(runs.map((r) => r.ops / settings.seconds)),
+    stale: sum((r) => r.stale),
+    staleRate:
+      sum((r) => r.stale) /
+      Math.max(
+        1,
+        sum((r) => r.hits),
+      ),
+    invalidations: sum((r) => r.invalidations),
+    writes: sum((r) => r.ops - r.reads),
+  };
+}
+
+type Delay = ReturnType<typeof summariseDelays>;
+type Mix = ReturnType<typeof summariseMix>;
+
+const f3 = (n: number): string => n.toFixed(3);
+const pct = (n: number): string => `${(n * 100).toFixed(1)}%`;
+
+function printDelays(delay: Delay, settings: Settings): void {
   console.log(
     `\ninvalidation delay after an external SET (${settings.samples} samples × ${settings.rounds} rounds), ms`,
   );
@@ -400,6 +386,9 @@ async function run(settings: Settings, state: State): Promise<void> {
       ]),
     ),
   );
+}
+
+function printMixes(mix: Record<string, Mix>, variants: string[], settings: Settings): void {
   console.log(
     `\nmixed load: ${settings.keys} keys (we read half), ${settings.writeRatio}% external writes, ` +
       `${settings.concurrency} loops, ${settings.seconds} s × ${settings.rounds} rounds per variant; ` +
@@ -417,7 +406,7 @@ async function run(settings: Settings, state: State): Promise<void> {
         'invalidations',
         'writes',
       ],
-      variants.map(([name]) => {
+      variants.map((name) => {
         const m = mix[name];
         return [
           name,
@@ -431,6 +420,55 @@ async function run(settings: Settings, state: State): Promise<void> {
         ];
       }),
     ),
+  );
+}
+
+async function run(settings: Settings, state: State): Promise<void> {
+  const url = await redisUrlFor(state);
+  const base = `bench:tracking:${process.pid}-${Date.now()}:`;
+  state.base = base;
+  const writer = new Redis(url);
+  state.clients.push(writer);
+
+  const bcast = await tier(url, 'bcast', state, base);
+  const dflt = await tier(url, 'default', state, base);
+  const ttlOnly = await tier(url, undefined, state, base);
+  const raw = await rawFloor(url, base, state);
+
+  const random = prng(20261204);
+  const delayRuns = await measureDelays({ bcast, dflt }, writer, raw, base, settings, random);
+  const variants: Array<[string, Tier | undefined]> = [
+    ['no L1', undefined],
+    ['L1 without tracking', ttlOnly],
+    ['tracking bcast', bcast],
+    ['tracking default', dflt],
+  ];
+  const mixes = await measureMixes(variants, writer, base, settings, random);
+
+  const load = os.loadavg();
+  const versions = { ioredis: await packageVersion('ioredis'), node: process.versions.node };
+  const delay = summariseDelays(delayRuns);
+  const mix = Object.fromEntries(
+    variants.map(([name]) => [name, summariseMix(mixes.get(name)!, settings)]),
+  );
+  const figures = {
+    settings,
+    versions,
+    load,
+    cpuPressure: cpuPressure(),
+    delayMs: delay,
+    mix,
+    trackingStats: { bcast: bcast.tracking!.stats(), default: dflt.tracking!.stats() },
+  };
+  console.log(
+    `cache tracking — ioredis ${versions.ioredis}, node ${versions.node}, ${settings.rounds} rounds; ` +
+      `${fmtLoad(load, figures.cpuPressure)}`,
+  );
+  printDelays(delay, settings);
+  printMixes(
+    mix,
+    variants.map(([name]) => name),
+    settings,
   );
   console.log(`BENCH_JSON ${JSON.stringify(figures)}`);
 }

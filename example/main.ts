@@ -1,7 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 
-import { AppModule } from './app.module.js';
+import type { DemoTelemetry } from './telemetry.js';
 
 /** The example only ever listens on loopback. */
 const HOST = '127.0.0.1';
@@ -18,8 +18,18 @@ function listenPort(): number {
   return port;
 }
 
+/**
+ * `OTEL_DEMO=1`: the OpenTelemetry SDK, started before the app module (and through it ioredis)
+ * is imported, so that the ioredis instrumentation can patch it.
+ */
+async function startTelemetry(): Promise<DemoTelemetry | undefined> {
+  if (process.env.OTEL_DEMO !== '1') return undefined;
+  const { startTelemetry: start } = await import('./telemetry.js');
+  return start();
+}
+
 /** Copy-paste commands for every endpoint of the example. */
-function tryIt(base: string): string {
+function tryIt(base: string, otel: boolean): string {
   const json = `-H 'Content-Type: application/json'`;
   return [
     '',
@@ -44,17 +54,29 @@ function tryIt(base: string): string {
     `  curl ${base}/session/me -H 'Authorization: Bearer <id>'`,
     `  curl ${base}/session/devices -H 'Authorization: Bearer <id>'`,
     `  curl -X POST ${base}/session/logout-everywhere -H 'Authorization: Bearer <id>'`,
+    ...(otel
+      ? [
+          `  curl ${base}/metrics                 # OpenTelemetry metrics, Prometheus text`,
+          '  (spans are printed below, one "otel-span {...}" line each)',
+        ]
+      : []),
     '',
   ].join('\n');
 }
 
 async function bootstrap(): Promise<void> {
   const port = listenPort();
+  const otel = await startTelemetry();
+  const { AppModule } = await import('./app.module.js');
   // abortOnError: false, so that a startup failure (e.g. Redis unreachable) is an error we can
   // report and exit on, instead of process.abort().
   const app = await NestFactory.create(AppModule, { abortOnError: false });
   // SIGINT / SIGTERM close the app: the Redis connections are QUIT before the process exits.
   app.enableShutdownHooks();
+  if (otel) {
+    app.use(otel.requestSpans);
+    app.use('/metrics', otel.metrics);
+  }
   try {
     await app.listen(port, HOST);
   } catch (err) {
@@ -67,7 +89,7 @@ async function bootstrap(): Promise<void> {
     }
     throw err;
   }
-  process.stdout.write(`${tryIt(`http://${HOST}:${port}`)}\n`);
+  process.stdout.write(`${tryIt(`http://${HOST}:${port}`, otel !== undefined)}\n`);
 }
 
 bootstrap().catch((err: unknown) => {

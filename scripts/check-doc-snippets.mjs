@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Type-checks every ```ts block of README.md and docs/*.md against the BUILT package (dist/, run
 // `npm run build` first), the way an application sees it: through the package name and its
-// `exports`, with the strict, skipLibCheck: false options of test/types/tsconfig.json.
+// `exports`, with the strict, skipLibCheck: false options of test/types/tsconfig.json (unused
+// locals allowed: a snippet may declare a value only to show it).
 //
 // Each block becomes its own module in a temporary folder under test/types/. A block may leave
 // out the imports of names it uses from the package, NestJS, @nestjs/config, @nestjs/terminus,
@@ -85,7 +86,13 @@ const config = ts.getParsedCommandLineOfConfigFile(
     },
   },
 );
-const options = { ...config.options, noEmit: true };
+// A snippet shows one step: a value it declares for the reader may go unused.
+const options = {
+  ...config.options,
+  noEmit: true,
+  noUnusedLocals: false,
+  noUnusedParameters: false,
+};
 
 // Inside the repository, so that `nestjs-redis-infra` resolves to this package's own exports
 // (self-reference) and everything else to its node_modules. Ignored by git through its own file.

@@ -161,7 +161,9 @@ export { OnStreamMessage, StreamProducer, StreamsService } from './streams/strea
 export type { StreamAddOptions } from './streams/streams.service.js';
 export { StreamConsumer } from './streams/stream-consumer.js';
 export type {
+  StreamBacklog,
   StreamConsumerOptions,
+  StreamCounters,
   StreamHandler,
   StreamMessageContext,
   StreamStats,

@@ -236,13 +236,22 @@ function withConnection(definition: DynamicModule, extras: RedisModuleExtras): D
       new RedisHealthMonitor(connection, moduleRef),
     inject: [connectionToken, ModuleRef],
   });
+  // OpenTelemetry for this connection (idle without an SDK); the default one under its class.
+  providers.push({
+    provide:
+      name === DEFAULT_CONNECTION_NAME
+        ? RedisTelemetry
+        : Symbol.for(`nestjs-redis-infra:RedisTelemetry:${name}`),
+    useFactory: (connection: RedisConnection, moduleRef: ModuleRef) =>
+      new RedisTelemetry(connection, moduleRef),
+    inject: [connectionToken, ModuleRef],
+  });
   const services = serviceProviders(name, connectionToken);
   providers.push(...services.providers);
   const exported: InjectionToken[] = [getRedisToken(name), connectionToken, ...services.exported];
   if (name === DEFAULT_CONNECTION_NAME) {
     // Alerts are one stream for the application; a named connection's probe finds this one.
-    // Metrics read the services' counters by class, so they describe the default connection.
-    providers.push(RedisAlerts, RedisTelemetry);
+    providers.push(RedisAlerts);
     exported.push(RedisAlerts);
   }
   return {

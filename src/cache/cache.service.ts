@@ -455,7 +455,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
     return subscription;
   }
 
-  /** Hits and misses per tier, loads, errors, stale values served, stampede waits, L1 size. */
+  /** Hits and misses per tier, loads, errors, stale values served, stampede waits, L1 size and evictions. */
   stats(): CacheStats {
     const c = this.state.counters;
     return {
@@ -464,6 +464,7 @@ export class CacheService implements OnModuleInit, BeforeApplicationShutdown, Lo
         misses: c.l1Misses,
         size: this.local.size,
         bytes: this.local.bytes,
+        evictions: this.local.evictions,
         enabled: this.local.enabled,
       },
       l2: { hits: c.l2Hits, misses: c.l2Misses },

@@ -58,7 +58,17 @@ export type CacheLoader<T> = (context: CacheLoaderContext) => Promise<T> | T;
 
 /** Counters since startup. */
 export interface CacheStats {
-  l1: { hits: number; misses: number; size: number; bytes: number; enabled: boolean };
+  l1: {
+    hits: number;
+    misses: number;
+    /** Entries held now. */
+    size: number;
+    /** Approximate bytes held now. */
+    bytes: number;
+    /** Entries pushed out to make room (`maxEntries` or `maxBytes` reached), since start. */
+    evictions: number;
+    enabled: boolean;
+  };
   l2: { hits: number; misses: number };
   /** Loader runs. */
   loads: number;

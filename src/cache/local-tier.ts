@@ -39,6 +39,8 @@ export class LocalTier {
   readonly lru?: LRUCache<string, CacheEntry>;
   /** Set when `cache.l1.tracking` is on. */
   guard?: LocalGuard;
+  /** Entries pushed out to make room (`maxEntries` or `maxBytes`); never deletes or expiries. */
+  private evicted = 0;
 
   constructor(
     options: ResolvedCacheOptions,
@@ -51,6 +53,10 @@ export class LocalTier {
         max: l1.maxEntries,
         maxSize: l1.maxBytes,
         sizeCalculation: (entry) => entry.size,
+        // 'evict' is the LRU making room; a replaced, deleted or cleared entry is not counted.
+        dispose: (_entry, _key, reason) => {
+          if (reason === 'evict') this.evicted += 1;
+        },
       });
     }
   }
@@ -101,5 +107,10 @@ export class LocalTier {
 
   get bytes(): number {
     return this.lru?.calculatedSize ?? 0;
+  }
+
+  /** Entries evicted for size or count since the cache started. */
+  get evictions(): number {
+    return this.evicted;
   }
 }

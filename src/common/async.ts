@@ -193,3 +193,50 @@ export class DeadlineGroup {
     }
   }
 }
+
+/**
+ * Runs a pass (following a cluster's slot owners, say) one at a time per key. A call while the
+ * key's pass runs asks for one more after it, its flag OR-ed into the next pass's, instead of
+ * starting another; that next pass waits `spacingMs` first, so a signal that keeps firing (each
+ * retry answered `MOVED` while a slot map stays stale) costs no busy loop. `proceed()` turning
+ * false (a shutdown) ends the loop.
+ */
+export class Coalescer<K> {
+  private readonly running = new Map<K, { again: boolean; flag: boolean; done: Promise<void> }>();
+
+  constructor(
+    private readonly pass: (key: K, flag: boolean) => Promise<void>,
+    private readonly options: { spacingMs: number; proceed: () => boolean },
+  ) {}
+
+  /** Runs or re-arms the pass of `key`; resolves once no pass of `key` is due any more. */
+  run(key: K, flag = false): Promise<void> {
+    const state = this.running.get(key);
+    if (state) {
+      state.again = true;
+      state.flag ||= flag;
+      return state.done;
+    }
+    const next = { again: false, flag, done: Promise.resolve() };
+    next.done = (async () => {
+      try {
+        do {
+          const current = next.flag;
+          next.again = false;
+          next.flag = false;
+          await this.pass(key, current);
+          if (next.again && this.options.proceed()) await pause(this.options.spacingMs);
+        } while (next.again && this.options.proceed());
+      } finally {
+        this.running.delete(key);
+      }
+    })();
+    this.running.set(key, next);
+    return next.done;
+  }
+
+  /** Settles once the passes running now are done. */
+  async idle(): Promise<void> {
+    await Promise.allSettled([...this.running.values()].map((state) => state.done));
+  }
+}

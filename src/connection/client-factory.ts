@@ -233,9 +233,9 @@ function reconnectAfterSwitchRace(client: Redis): void {
 }
 
 /**
- * `disconnect()`, then wait (bounded) for the socket to be gone so nothing lingers. A client
- * between reconnect attempts has no socket: ioredis then emits no `end`, so there is nothing
- * to wait for.
+ * `disconnect()`, then wait (bounded) for the socket (every node's, on a cluster) to be gone so
+ * nothing lingers. A client between reconnect attempts has no socket: ioredis then emits no
+ * `end`, so there is nothing to wait for.
  */
 export async function disconnectAndWait(client: RedisClient, bound: number): Promise<void> {
   closingOnPurpose.add(client);
@@ -249,7 +249,14 @@ export async function disconnectAndWait(client: RedisClient, bound: number): Pro
     markEnded(client);
     return;
   }
-  const ended = new Promise<void>((resolve) => client.once('end', () => resolve()));
+  // A cluster reports `end` as soon as it has let go of its nodes, before their sockets have
+  // closed: wait for every node that has a socket, too.
+  const open = isCluster(client)
+    ? client.nodes('all').filter((node) => ['connect', 'ready', 'connecting'].includes(node.status))
+    : [];
+  const ended = Promise.all(
+    [client, ...open].map((c) => new Promise<void>((resolve) => c.once('end', () => resolve()))),
+  );
   client.disconnect();
   // ioredis destroys the socket after `disconnectTimeout` (= shutdownTimeout) at the latest.
   await withTimeout(ended, bound + 100, () => new Error('end timeout')).catch(() => undefined);

@@ -362,7 +362,9 @@ export class RedisConnection
   private dropDedicated(client: RedisClient): void {
     this.dedicatedWatchers.get(client)?.();
     this.dedicatedWatchers.delete(client);
-    client.disconnect();
+    // A caller may have closed it already (a stream consumer drops a blocked reader). A second
+    // disconnect() on a closed socket arms ioredis's 2 s destroy timer, which then never clears.
+    if (client.status !== 'end') client.disconnect();
   }
 
   private watch(client: RedisClient, role: ConnectionRole): () => void {

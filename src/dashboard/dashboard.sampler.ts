@@ -6,6 +6,7 @@ import { CacheService, type CacheStats } from '../cache/cache.service.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
 import type { SlowlogEntry } from '../diagnostics/diagnostics.js';
+import { LockService } from '../lock/lock.service.js';
 import { PubSubService, type PubSubStats } from '../pubsub/pubsub.service.js';
 import { RedisService, type RedisStats } from '../redis.service.js';
 import { StreamsService } from '../streams/streams.service.js';
@@ -34,7 +35,7 @@ export interface DashboardSample {
   connections: { open: number; max: number };
   cache: CacheStats | null;
   pubsub: PubSubStats | null;
-  /** Lock operations running now: `withLock` calls holding a lock, `acquire` calls waiting. */
+  /** `LockService.stats()`: locks held and callers waiting now, acquired and failed (timeouts and losses) since the start. */
   locks: { held: number; waiting: number; acquired: number; failed: number };
   /** Session operations since the start, by name. */
   sessions: Record<string, number>;
@@ -174,6 +175,7 @@ export class RedisDashboardSampler implements OnModuleDestroy {
     const cache = this.optional(CacheService);
     const pubsub = this.optional(PubSubService);
     const streams = this.optional(StreamsService);
+    const lockStats = this.optional(LockService)?.stats();
     const guard = async <T>(what: string, fn: () => Promise<T>): Promise<T | null> => {
       try {
         return await fn();
@@ -225,7 +227,16 @@ export class RedisDashboardSampler implements OnModuleDestroy {
       },
       cache: cache ? cache.stats() : null,
       pubsub: pubsub ? pubsub.stats() : null,
-      locks: { ...this.locks },
+      // The service's own figures count every lock of this process since it started (also
+      // those taken before a page was opened); the trace channels are the fallback.
+      locks: lockStats
+        ? {
+            held: lockStats.held,
+            waiting: lockStats.waiting,
+            acquired: lockStats.acquired,
+            failed: lockStats.timeouts + lockStats.losses,
+          }
+        : { ...this.locks },
       sessions: { ...this.sessions },
       streams: streamRows,
       slowlog: this.slowlog,

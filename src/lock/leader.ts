@@ -123,7 +123,7 @@ export class RedisLeaderElection implements LeaderElection {
   }
 
   off(event: 'change', listener: (change: LeadershipChange) => void): this {
-    this.listeners.delete(listener);
+    if ((event as string) === 'change') this.listeners.delete(listener);
     return this;
   }
 

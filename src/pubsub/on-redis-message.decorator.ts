@@ -5,9 +5,9 @@ import type {
   OnRedisMessageMetadata,
   OnRedisMessageOptions,
   PubSubSource,
-} from './pubsub.service.js';
+} from './pubsub.types.js';
 
-export type { OnRedisMessageOptions } from './pubsub.service.js';
+export type { OnRedisMessageOptions } from './pubsub.types.js';
 
 /**
  * Calls the decorated method with every message published on a channel, or on every channel

@@ -1,3 +1,4 @@
+import { durationOption, integerOption } from '../common/option-checks.js';
 import { RedisConfigError } from '../errors.js';
 
 /** Defaults for `PubSubService`. */
@@ -67,8 +68,8 @@ export function validatePubSubOptions(value: unknown): ResolvedPubSubOptions {
     pingInterval:
       o.pingInterval === 0
         ? 0
-        : positive(o.pingInterval, 'pubsub.pingInterval', PUBSUB_DEFAULTS.pingInterval),
-    handlerTimeout: positive(
+        : durationOption(o.pingInterval, 'pubsub.pingInterval', PUBSUB_DEFAULTS.pingInterval),
+    handlerTimeout: durationOption(
       o.handlerTimeout,
       'pubsub.handlerTimeout',
       PUBSUB_DEFAULTS.handlerTimeout,
@@ -76,19 +77,8 @@ export function validatePubSubOptions(value: unknown): ResolvedPubSubOptions {
   };
 }
 
-function positive(value: unknown, label: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-    throw new RedisConfigError(label, value, 'a positive number of milliseconds');
-  }
-  return Math.ceil(value);
-}
-
-/** `undefined` stays undefined; anything else must be an integer in [1, 1e6]. */
+/** `undefined` stays undefined; anything else must be an integer in [1, 1e6] (messages). */
 export function checkBufferSize(value: unknown, label: string): number | undefined {
   if (value === undefined) return undefined;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 1_000_000) {
-    throw new RedisConfigError(label, value, 'an integer from 1 to 1000000');
-  }
-  return value;
+  return integerOption(value, label, 0, [1, 1_000_000], 'messages');
 }

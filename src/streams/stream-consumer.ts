@@ -79,6 +79,57 @@ export interface StreamStats {
   groups: Array<{ name: string; pending: number; consumers: number; lag: number | null }>;
 }
 
+/**
+ * What `StreamsService.counters()` reports: this process's consumers of one connection, since
+ * the application started (a stopped consumer's counts stay). One message may count several
+ * times: each delivery is one `delivered`.
+ */
+export interface StreamCounters {
+  /** Deliveries handed to a handler: first ones and redeliveries alike. */
+  delivered: number;
+  /** Deliveries acknowledged (`XACK`) after their handler returned. */
+  acked: number;
+  /**
+   * Deliveries that ended without an acknowledgement and stay pending, to be delivered again
+   * after `visibilityTimeout`: the handler threw before `maxAttempts`, or the ack failed.
+   */
+  failed: number;
+  /** Redeliveries: deliveries after a message's first (taken over after `visibilityTimeout`). */
+  retried: number;
+  /**
+   * Messages moved to `<stream>:dead` (or dropped, with `deadLetter: false`): failed
+   * `maxAttempts` times, or undecodable.
+   */
+  deadLettered: number;
+  /** Handler calls that threw or rejected (the last attempt before dead-lettering included). */
+  handlerFailures: number;
+}
+
+/** What `StreamsService.backlog` reports for one consumer group, as Redis sees it. */
+export interface StreamBacklog {
+  /** Entries delivered to the group's consumers and not yet acknowledged (`XPENDING` count). */
+  pending: number;
+  /**
+   * Entries of the stream not yet delivered to the group (`XINFO GROUPS` lag); `null` when
+   * Redis cannot tell (entries deleted or trimmed between the group's position and the end).
+   */
+  lag: number | null;
+  /** Consumers the group knows (live or not: Redis keeps a name until it is deleted). */
+  consumers: number;
+}
+
+/** A fresh set of zero counters. */
+export function emptyStreamCounters(): StreamCounters {
+  return {
+    delivered: 0,
+    acked: 0,
+    failed: 0,
+    retried: 0,
+    deadLettered: 0,
+    handlerFailures: 0,
+  };
+}
+
 export interface ResolvedConsumerOptions {
   concurrency: number;
   visibilityTimeout: number;
@@ -119,6 +170,8 @@ export class StreamConsumer<T = unknown> {
     private readonly keys: StreamKeys,
     private readonly handler: StreamHandler<T>,
     private readonly options: ResolvedConsumerOptions,
+    /** The service's totals, shared by its consumers (`StreamsService.counters()`). */
+    private readonly totals: StreamCounters = emptyStreamCounters(),
   ) {
     this.logger = new Logger(`Redis:${connection.name}:streams`);
   }
@@ -137,6 +190,11 @@ export class StreamConsumer<T = unknown> {
     scans: number;
   }> {
     return { ...this.counters };
+  }
+
+  /** Handlers running now. */
+  get inFlightCount(): number {
+    return this.inFlight.size;
   }
 
   /** Creates the group if needed and starts reading. */
@@ -289,6 +347,8 @@ export class StreamConsumer<T = unknown> {
       );
       return;
     }
+    this.totals.delivered += 1;
+    if (deliveries > 1) this.totals.retried += 1;
     try {
       await this.handler(message, {
         id,
@@ -299,10 +359,12 @@ export class StreamConsumer<T = unknown> {
       });
     } catch (err) {
       this.counters.failed += 1;
+      this.totals.handlerFailures += 1;
       const text = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
       if (deliveries >= this.options.maxAttempts) {
         await this.bury(id, data, deliveries, text);
       } else {
+        this.totals.failed += 1;
         await RECORD_ERROR.run(
           client,
           [this.keys.errors],
@@ -317,7 +379,9 @@ export class StreamConsumer<T = unknown> {
         await ACK.run(client, [this.keys.stream, this.keys.errors], [this.group, id]);
       else await client.xack(this.keys.stream, this.group, id);
       this.counters.processed += 1;
+      this.totals.acked += 1;
     } catch (err) {
+      this.totals.failed += 1;
       // Stays pending: delivered again after visibilityTimeout. At least once, never lost.
       this.logger.warn(`could not acknowledge ${id} on ${this.describe()}: ${this.scrub(err)}`);
     }
@@ -339,6 +403,7 @@ export class StreamConsumer<T = unknown> {
         );
       }
       this.counters.deadLettered += 1;
+      this.totals.deadLettered += 1;
     } catch (err) {
       this.logger.warn(`could not dead-letter ${id} on ${this.describe()}: ${this.scrub(err)}`);
     }

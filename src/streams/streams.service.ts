@@ -1,7 +1,6 @@
 import {
   Inject,
   Injectable,
-  Logger,
   SetMetadata,
   type BeforeApplicationShutdown,
   type OnApplicationBootstrap,
@@ -14,8 +13,11 @@ import { checkDuration, checkInteger, checkName, shown } from '../toolkit/args.j
 
 import {
   defaultConsumerName,
+  emptyStreamCounters,
   StreamConsumer,
   type ResolvedConsumerOptions,
+  type StreamBacklog,
+  type StreamCounters,
   type StreamConsumerOptions,
   type StreamHandler,
   type StreamStats,
@@ -127,16 +129,14 @@ export class StreamProducer<T = unknown> {
  */
 @Injectable()
 export class StreamsService implements OnApplicationBootstrap, BeforeApplicationShutdown {
-  private readonly logger: Logger;
   private readonly consumers = new Set<StreamConsumer<unknown>>();
+  private readonly totals = emptyStreamCounters();
   private closing = false;
 
   constructor(
     @Inject(getRedisConnectionToken()) private readonly connection: RedisConnection,
     private readonly explorer: DecoratorExplorer,
-  ) {
-    this.logger = new Logger(`Redis:${connection.name}:streams`);
-  }
+  ) {}
 
   /** A producer for the stream `name`. */
   producer<T = unknown>(name: string): StreamProducer<T> {
@@ -167,6 +167,7 @@ export class StreamsService implements OnApplicationBootstrap, BeforeApplication
       streamKeys(stream),
       handler,
       resolveConsumerOptions(options),
+      this.totals,
     );
     await consumer.start();
     this.consumers.add(consumer as StreamConsumer<unknown>);
@@ -178,29 +179,91 @@ export class StreamsService implements OnApplicationBootstrap, BeforeApplication
     checkName(stream, 'stream name', 1024);
     const keys = streamKeys(stream);
     const client = this.connection.client;
-    const [length, deadLetters] = await Promise.all([
+    const [length, deadLetters, groups] = await Promise.all([
       client.xlen(keys.stream),
       client.xlen(keys.dead),
+      this.readGroups(stream),
     ]);
-    let groups: unknown[] = [];
-    try {
-      groups = (await client.xinfo('GROUPS', keys.stream)) as unknown[];
-    } catch (err) {
-      if (!(err instanceof Error && /no such key/i.test(err.message))) throw err;
-    }
     return {
       length,
       deadLetters,
-      groups: groups.map((flat) => {
-        const info = pairs(flat as unknown[]);
-        return {
-          name: String(info.name),
-          pending: Number(info.pending ?? 0),
-          consumers: Number(info.consumers ?? 0),
-          lag: info.lag === null || info.lag === undefined ? null : Number(info.lag),
-        };
-      }),
+      groups: [...groups].map(([name, g]) => ({
+        name,
+        pending: g.pending,
+        consumers: g.consumers,
+        lag: g.lag,
+      })),
     };
+  }
+
+  /**
+   * What this process's consumers (of this connection) did since the application started:
+   * deliveries, acknowledgements, failures, redeliveries, dead letters, handler failures.
+   * Counted in memory: reading them sends nothing to Redis.
+   *
+   * @example
+   * ```ts
+   * const { delivered, acked, handlerFailures } = streams.counters();
+   * ```
+   */
+  counters(): StreamCounters {
+    return { ...this.totals };
+  }
+
+  /**
+   * How far `group` is behind on `stream`, as Redis sees it (one `XINFO GROUPS`): entries
+   * delivered and not yet acknowledged (`pending`), entries not yet delivered (`lag`), and the
+   * group's consumers. `undefined` when the stream or the group does not exist.
+   *
+   * @example
+   * ```ts
+   * const backlog = await streams.backlog('emails', 'mailer');
+   * if (backlog && (backlog.lag ?? 0) > 10_000) logger.warn('the mailer is falling behind');
+   * ```
+   */
+  async backlog(stream: string, group: string): Promise<StreamBacklog | undefined> {
+    checkName(stream, 'stream name', 1024);
+    checkName(group, 'consumer group', 256);
+    return (await this.readGroups(stream)).get(group);
+  }
+
+  /**
+   * The groups this process consumes now, each once, with its handlers running now (several
+   * consumers of one group add up); for the metrics, which read only these.
+   * @internal
+   */
+  consumedGroups(): Array<{ stream: string; group: string; inFlight: number }> {
+    const out = new Map<string, { stream: string; group: string; inFlight: number }>();
+    for (const c of this.consumers) {
+      const id = JSON.stringify([c.stream, c.group]);
+      const found = out.get(id);
+      if (found) found.inFlight += c.inFlightCount;
+      else out.set(id, { stream: c.stream, group: c.group, inFlight: c.inFlightCount });
+    }
+    return [...out.values()];
+  }
+
+  /** Every group of `stream` by name (empty when the stream does not exist). */
+  private async readGroups(stream: string): Promise<Map<string, StreamBacklog>> {
+    let groups: unknown[] = [];
+    try {
+      groups = (await this.connection.client.xinfo(
+        'GROUPS',
+        streamKeys(stream).stream,
+      )) as unknown[];
+    } catch (err) {
+      if (!(err instanceof Error && /no such key/i.test(err.message))) throw err;
+    }
+    const out = new Map<string, StreamBacklog>();
+    for (const flat of groups) {
+      const info = pairs(flat as unknown[]);
+      out.set(String(info.name), {
+        pending: Number(info.pending ?? 0),
+        lag: info.lag === null || info.lag === undefined ? null : Number(info.lag),
+        consumers: Number(info.consumers ?? 0),
+      });
+    }
+    return out;
   }
 
   /** Starts a consumer for every `@OnStreamMessage` method of the application's providers. */

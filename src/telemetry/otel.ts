@@ -1,5 +1,13 @@
 import type * as OpenTelemetryApi from '@opentelemetry/api';
-import type { Attributes, Meter, ObservableResult } from '@opentelemetry/api';
+import type {
+  Attributes,
+  BatchObservableResult,
+  Meter,
+  Observable,
+  ObservableResult,
+} from '@opentelemetry/api';
+
+import { DEFAULT_CONNECTION_NAME } from '../config/defaults.js';
 
 import { recordCommands } from './command-recorder.js';
 import { instrumentLocks } from './lock-metrics.js';
@@ -93,7 +101,7 @@ export interface MetricSources {
   /** Times the command connection came back after a drop. */
   reconnects: () => number;
   cache?: () => {
-    l1: { hits: number; misses: number; size: number; bytes: number };
+    l1: { hits: number; misses: number; size: number; bytes: number; evictions: number };
     l2: { hits: number; misses: number };
     loads: number;
     loadErrors: number;
@@ -113,7 +121,32 @@ export interface MetricSources {
     handlerTimeouts: number;
     subscriptions: number;
   };
+  streams?: StreamSources;
 }
+
+/** What the stream instruments read: counters from memory, backlogs from Redis. */
+export interface StreamSources {
+  counters: () => {
+    delivered: number;
+    acked: number;
+    failed: number;
+    retried: number;
+    deadLettered: number;
+    handlerFailures: number;
+  };
+  /** The groups this process consumes now, with the handlers running for each. */
+  groups: () => Array<{ stream: string; group: string; inFlight: number }>;
+  backlog: (
+    stream: string,
+    group: string,
+  ) => Promise<{ pending: number; lag: number | null; consumers: number } | undefined>;
+}
+
+/**
+ * How long one collection waits for the stream backlogs (a Redis round trip per group): an
+ * exporter must not hang on a slow or unreachable server; the figures are skipped instead.
+ */
+export const BACKLOG_READ_TIMEOUT_MS = 1_000;
 
 /** Histogram boundaries the database semantic conventions recommend, in seconds. */
 const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10];
@@ -133,7 +166,7 @@ export function instrumentConnection(meter: Meter, src: MetricSources): () => vo
     advice: { explicitBucketBoundaries: DURATION_BUCKETS },
   });
   // Only the semantic conventions' attributes here: the SDK hashes every attribute of every
-  // recording, and this runs once per command.
+  // recording, and this runs once per command (the objects are made once per command name).
   const attrsCache = new Map<string, Attributes>();
   const namespace = String(src.database);
   undo.push(
@@ -145,6 +178,7 @@ export function instrumentConnection(meter: Meter, src: MetricSources): () => vo
           'db.system.name': 'redis',
           'db.operation.name': operation,
           'db.namespace': namespace,
+          'db.client.connection.pool.name': src.name,
           ...(errorType !== undefined ? { 'error.type': errorType } : {}),
         };
         if (attrsCache.size < 2000) attrsCache.set(id, attrs);
@@ -276,6 +310,13 @@ export function instrumentConnection(meter: Meter, src: MetricSources): () => vo
       (r) => r.observe(cache().l1.size, pool),
     );
     observe(
+      meter.createObservableCounter('nestjs_redis.cache.l1.evictions', {
+        description: 'Entries the in-process cache (L1) evicted to stay within its bounds.',
+        unit: '{entry}',
+      }),
+      (r) => r.observe(cache().l1.evictions, pool),
+    );
+    observe(
       meter.createObservableUpDownCounter('nestjs_redis.cache.l1.bytes', {
         description: 'Approximate bytes held by the in-process cache (L1).',
         unit: 'By',
@@ -332,20 +373,130 @@ export function instrumentConnection(meter: Meter, src: MetricSources): () => vo
     );
   }
 
+  if (src.streams) undo.push(instrumentStreams(meter, src.streams, pool, () => src.client.status));
   // Lock figures, when a LockService registered them for this client.
   undo.push(instrumentLocks(meter, src.client, pool));
-  undo.push(instrumentOperations(meter));
+
+  undo.push(instrumentOperations(meter, src.name));
   return () => {
     for (const u of undo.splice(0)) u();
   };
 }
 
 /**
- * Metrics from the traced operations, read off their tracing channels: only channels whose
- * operations cost a round trip anyway (never `cache.getOrSet`, which an L1 hit answers in
- * well under a microsecond).
+ * Stream instruments: message counters from the service's memory; per consumed group, the
+ * handlers running here and, read from Redis only when the exporter collects, the group's
+ * consumers, lag and pending entries. Groups are named by the stream and group names the code
+ * consumes (a set the application's consumers bound, not its data).
  */
-function instrumentOperations(meter: Meter): () => void {
+function instrumentStreams(
+  meter: Meter,
+  streams: StreamSources,
+  pool: Attributes,
+  status: () => string,
+): () => void {
+  const undo: Array<() => void> = [];
+  const groupAttrs = (g: { stream: string; group: string }): Attributes => ({
+    ...pool,
+    'messaging.destination.name': g.stream,
+    'messaging.consumer.group.name': g.group,
+  });
+
+  const messages = meter.createObservableCounter('nestjs_redis.stream.messages', {
+    description: 'Stream messages by what happened to them in this process.',
+    unit: '{message}',
+  });
+  const failures = meter.createObservableCounter('nestjs_redis.stream.handler_failures', {
+    description: 'Stream handler calls that threw or rejected.',
+    unit: '{failure}',
+  });
+  const inFlight = meter.createObservableGauge('nestjs_redis.stream.in_flight', {
+    description: 'Stream handlers running now in this process, per consumed group.',
+    unit: '{message}',
+  });
+  const local = (r: BatchObservableResult): void => {
+    const c = streams.counters();
+    const states = [
+      ['delivered', c.delivered],
+      ['acked', c.acked],
+      ['failed', c.failed],
+      ['retried', c.retried],
+      ['dead_lettered', c.deadLettered],
+    ] as const;
+    for (const [state, value] of states)
+      r.observe(messages, value, { ...pool, 'nestjs_redis.stream.state': state });
+    r.observe(failures, c.handlerFailures, pool);
+    for (const g of streams.groups()) r.observe(inFlight, g.inFlight, groupAttrs(g));
+  };
+  batch(meter, undo, [messages, failures, inFlight], local);
+
+  const consumers = meter.createObservableGauge('nestjs_redis.stream.consumers', {
+    description: 'Consumers a consumed group has, as Redis counts them (XINFO GROUPS).',
+    unit: '{consumer}',
+  });
+  const lag = meter.createObservableGauge('nestjs_redis.stream.lag', {
+    description: 'Entries of the stream not yet delivered to a consumed group.',
+    unit: '{message}',
+  });
+  const pending = meter.createObservableGauge('nestjs_redis.stream.pending', {
+    description: 'Entries delivered to a consumed group and not yet acknowledged.',
+    unit: '{message}',
+  });
+  const remote = async (r: BatchObservableResult): Promise<void> => {
+    const groups = streams.groups();
+    if (groups.length === 0 || status() !== 'ready') return;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<'late'>((resolve) => {
+      timer = setTimeout(() => resolve('late'), BACKLOG_READ_TIMEOUT_MS);
+      timer.unref?.();
+    });
+    const read = Promise.all(
+      groups.map(async (g) => {
+        const b = await streams.backlog(g.stream, g.group).catch(() => undefined);
+        return [g, b] as const;
+      }),
+    );
+    const found = await Promise.race([read, deadline]).finally(() => clearTimeout(timer));
+    if (found === 'late') return;
+    for (const [g, b] of found) {
+      if (!b) continue;
+      const attrs = groupAttrs(g);
+      r.observe(consumers, b.consumers, attrs);
+      r.observe(pending, b.pending, attrs);
+      if (b.lag !== null) r.observe(lag, b.lag, attrs);
+    }
+  };
+  batch(meter, undo, [consumers, lag, pending], remote);
+  return () => {
+    for (const u of undo.splice(0)) u();
+  };
+}
+
+/** A batch callback that never fails the collection; its removal goes to `undo`. */
+function batch(
+  meter: Meter,
+  undo: Array<() => void>,
+  observables: Observable[],
+  cb: (r: BatchObservableResult) => void | Promise<void>,
+): void {
+  const safe = async (r: BatchObservableResult): Promise<void> => {
+    try {
+      await cb(r);
+    } catch {
+      // A figure that cannot be read this time is skipped, never an exporter failure.
+    }
+  };
+  meter.addBatchObservableCallback(safe, observables);
+  undo.push(() => meter.removeBatchObservableCallback(safe, observables));
+}
+
+/**
+ * Metrics from the traced operations of the connection `connectionName`, read off their tracing channels
+ * (shared by every connection: each registration keeps its own connection's operations). Only
+ * channels whose operations cost a round trip anyway (never `cache.getOrSet`, which an L1 hit
+ * answers in well under a microsecond).
+ */
+function instrumentOperations(meter: Meter, connectionName: string): () => void {
   const started = new WeakMap<object, number>();
   const undo: Array<() => void> = [];
   const listen = (
@@ -355,7 +506,8 @@ function instrumentOperations(meter: Meter): () => void {
     const channel = traceChannel(name);
     const handlers = {
       start: (ctx: RedisTraceContext & object) => {
-        started.set(ctx, performance.now());
+        if ((ctx.connection ?? DEFAULT_CONNECTION_NAME) === connectionName)
+          started.set(ctx, performance.now());
       },
       end: () => undefined,
       asyncStart: () => undefined,
@@ -375,8 +527,8 @@ function instrumentOperations(meter: Meter): () => void {
     channel.subscribe(handlers);
     undo.push(() => channel.unsubscribe(handlers));
   };
-  const attrs = (ctx: RedisTraceContext, extra: Attributes = {}): Attributes => ({
-    ...(ctx.connection !== undefined ? { 'db.client.connection.pool.name': ctx.connection } : {}),
+  const attrs = (_ctx: RedisTraceContext, extra: Attributes = {}): Attributes => ({
+    'db.client.connection.pool.name': connectionName,
     ...extra,
   });
 

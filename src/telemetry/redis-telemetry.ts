@@ -10,8 +10,14 @@ import { ModuleRef } from '@nestjs/core';
 import { CacheService } from '../cache/cache.service.js';
 import { isCluster } from '../connection/client-factory.js';
 import { RedisConnection } from '../connection/redis-connection.js';
-import { getRedisConnectionToken } from '../connection/tokens.js';
+import {
+  getCacheServiceToken,
+  getPubSubServiceToken,
+  getRedisConnectionToken,
+  getStreamsServiceToken,
+} from '../connection/tokens.js';
 import { PubSubService } from '../pubsub/pubsub.service.js';
+import { StreamsService } from '../streams/streams.service.js';
 
 import {
   createSpanFactory,
@@ -28,10 +34,12 @@ const instrumented = new WeakSet<RedisConnection>();
 let spanUsers = 0;
 
 /**
- * Connects the default connection to OpenTelemetry, when the application has
- * `@opentelemetry/api` and registered an SDK before the application started: command
- * durations, connection, cache and pub/sub metrics, and child spans for the module's own
+ * Connects one connection to OpenTelemetry, when the application has `@opentelemetry/api` and
+ * registered an SDK before the application started: command durations, connection, cache,
+ * pub/sub and stream metrics, each with `db.client.connection.pool.name` = the connection's
+ * name and read from that connection's services only, and child spans for the module's own
  * operations. Without the API or an SDK it does nothing and the command path stays untouched.
+ * The module registers one per connection (the class itself for the default connection).
  */
 @Injectable()
 export class RedisTelemetry implements OnModuleInit, OnApplicationShutdown {
@@ -62,8 +70,11 @@ export class RedisTelemetry implements OnModuleInit, OnApplicationShutdown {
     // The first `ready` is the connection opening; each later one is a reconnect.
     if (client.status === 'ready') this.readyCount = 1;
     client.on('ready', this.onReady);
-    const cache = this.optional(CacheService);
-    const pubsub = this.optional(PubSubService);
+    // This connection's services, by their per-connection tokens (the default connection's
+    // are aliases of the classes): a named connection's instruments never read another's.
+    const cache = this.optional<CacheService>(getCacheServiceToken(connection.name));
+    const pubsub = this.optional<PubSubService>(getPubSubServiceToken(connection.name));
+    const streams = this.optional<StreamsService>(getStreamsServiceToken(connection.name));
     const remove = instrumentConnection(meter, {
       name: connection.name,
       database: isCluster(client) ? 0 : Number((client.options as { db?: number }).db ?? 0),
@@ -81,13 +92,22 @@ export class RedisTelemetry implements OnModuleInit, OnApplicationShutdown {
       reconnects: () => Math.max(0, this.readyCount - 1),
       ...(cache ? { cache: () => cache.stats() } : {}),
       ...(pubsub ? { pubsub: () => pubsub.stats() } : {}),
+      ...(streams
+        ? {
+            streams: {
+              counters: () => streams.counters(),
+              groups: () => streams.consumedGroups(),
+              backlog: (stream: string, group: string) => streams.backlog(stream, group),
+            },
+          }
+        : {}),
     });
     this.undo = () => {
       remove();
       client.off('ready', this.onReady);
       instrumented.delete(connection);
     };
-    this.logger.debug('OpenTelemetry metrics registered');
+    this.logger.debug(`OpenTelemetry metrics registered for connection "${connection.name}"`);
   }
 
   onApplicationShutdown(): void {
@@ -97,9 +117,9 @@ export class RedisTelemetry implements OnModuleInit, OnApplicationShutdown {
     this.usesSpans = false;
   }
 
-  private optional<T>(type: abstract new (...args: never[]) => T): T | undefined {
+  private optional<T>(token: symbol): T | undefined {
     try {
-      return this.moduleRef.get(type, { strict: false });
+      return this.moduleRef.get<T>(token, { strict: false });
     } catch {
       return undefined;
     }

@@ -12,9 +12,12 @@ import {
   type INestApplication,
 } from '@nestjs/common';
 import { chromium, type Browser } from 'playwright-core';
+import { firstValueFrom } from 'rxjs';
 
+import { RedisDashboardSampler } from '../../src/dashboard/dashboard.sampler.js';
 import {
   CacheService,
+  LockService,
   RedisDashboardModule,
   RedisModule,
   StreamsService,
@@ -114,6 +117,19 @@ describe('RedisDashboardModule', () => {
       const next = await reader.read();
       if (next.done) break;
     }
+  });
+
+  it('shows the locks this process holds, also those taken before the page opened', async () => {
+    const sampler = app.get(RedisDashboardSampler);
+    const locks = app.get(LockService);
+    const lock = await locks.acquire('dash-held');
+    const before = await firstValueFrom(sampler.samples);
+    expect(before.locks).toMatchObject({ held: 1, waiting: 0 });
+    expect(before.locks.acquired).toBeGreaterThanOrEqual(1);
+    expect(await lock.release()).toBe(true);
+    const after = await firstValueFrom(sampler.samples);
+    expect(after.locks).toMatchObject({ held: 0, waiting: 0 });
+    expect(after.locks.acquired).toBe(before.locks.acquired);
   });
 
   it('rejects bad options naming them', () => {

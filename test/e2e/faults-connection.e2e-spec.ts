@@ -14,6 +14,8 @@ import {
 import { Test } from '@nestjs/testing';
 import type { Redis } from 'ioredis';
 
+import type { RedisConnection } from '../../src/connection/redis-connection.js';
+import { getRedisConnectionToken } from '../../src/connection/tokens.js';
 import {
   CacheService,
   getRedisToken,
@@ -347,6 +349,37 @@ describe('connection faults', () => {
       await app.get(CacheService).get('faults:first');
       await app.close();
       expect(logger.text).not.toContain('Check that Redis is running');
+    } finally {
+      await redis.stop();
+    }
+  });
+
+  it('a dedicated connection its user already closed leaves no timer after app.close()', async () => {
+    // A stream consumer closes its blocked reader itself when it stops; the pool then drops the
+    // connection. Closing it a second time armed ioredis's socket-destroy timer, which never
+    // cleared because the socket's close event had already passed.
+    const redis = await startStandalone({ baseDir: dir });
+    try {
+      const before = handleCounts();
+      const app = await listen({ url: redis.url }, new InspectingLogger());
+      const connection = app.get<RedisConnection>(getRedisConnectionToken());
+      const outcome = connection.withDedicated(async (client) => {
+        const blocked = client.blpop('faults:never', 30);
+        await waitFor(
+          async () =>
+            String(await sendCommand({ port: redis.port }, ['CLIENT', 'LIST'])).includes(
+              'cmd=blpop',
+            ),
+          {
+            what: 'BLPOP to block',
+          },
+        );
+        client.disconnect();
+        return blocked;
+      });
+      await expect(outcome).rejects.toThrow('Connection is closed');
+      await app.close();
+      expect(noMoreThan(handleCounts(), before)).toBe(true);
     } finally {
       await redis.stop();
     }

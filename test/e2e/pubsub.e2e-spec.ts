@@ -314,7 +314,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         /handlerTimeout must be a positive number/,
       );
       await expect(pubsub.subscribe('c', () => undefined, { bufferSize: 0 })).rejects.toThrow(
-        /bufferSize must be an integer/,
+        /bufferSize must be an integer from 1 to 1000000 \(messages\)/,
       );
       expect(() => pubsub.messages({ pattern: '' })).toThrow(/source.pattern must be a non-empty/);
       await expect(pubsub.onKeyEvent('nope' as never, '*', () => undefined)).rejects.toThrow(

@@ -153,6 +153,7 @@ describe('telemetry with the OpenTelemetry SDK', () => {
           'db.system.name': 'redis',
           'db.operation.name': 'SET',
           'db.namespace': '0',
+          'db.client.connection.pool.name': 'default',
         });
         expect((set?.value as { count: number }).count).toBeGreaterThanOrEqual(1);
         // Two GETs through the pipeline and one alone: each command counts once.

@@ -228,6 +228,32 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       expect(rejections).toEqual([]);
     });
 
+    it('app.close() returns once every socket it opened is closed (every node of a cluster)', async () => {
+      const other = await startApp({
+        imports: [
+          RedisModule.forRoot({
+            ...topology.options,
+            keyPrefix: prefix,
+            connectionName: uniqueConnectionName('close-sockets'),
+          }),
+        ],
+      });
+      const otherClient = other.get<RedisClient>(getRedisToken());
+      const otherService = other.get(RedisService);
+      await Promise.all(Array.from({ length: 30 }, (_, i) => otherClient.set(`close:${i}`, i)));
+      await otherService.unlinkByPattern('close:*');
+      await otherService.withDedicatedConnection((c) => c.ping());
+      const clients: Redis[] =
+        otherClient instanceof Cluster ? otherClient.nodes('all') : [otherClient];
+      const open = (): string[] =>
+        clients.filter((c) => c.stream && !c.stream.destroyed).map((c) => `${c.options.port}`);
+      expect(open().length).toBeGreaterThan(0);
+      await other.close();
+      // Not one socket left closing in the background: a cluster reports `end` before its
+      // nodes' sockets have closed.
+      expect(open()).toEqual([]);
+    });
+
     it('sends the commands written in one tick together, in two system calls per socket, also after a reconnect', async () => {
       const keys = Array.from({ length: 200 }, (_, i) => `coalesce:${i}`);
       await Promise.all(keys.map((key) => client.set(key, key)));

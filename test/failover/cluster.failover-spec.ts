@@ -37,7 +37,7 @@ async function slotOf(node: RespTarget, key: string): Promise<number> {
 }
 
 /** A hash tag whose slot `master` serves now. */
-async function tagOn(topology: ClusterTopology, master: ClusterNode): Promise<string> {
+async function tagOn(master: ClusterNode): Promise<string> {
   const view = await clusterNodes(auth(master));
   for (let i = 0; i < 1_000; i += 1) {
     const tag = `{fo${i}}`;
@@ -196,7 +196,7 @@ describe('Cluster', () => {
   it.each(CASES)(
     '$label: writes keep growing; the services work again; every error is known and redacted',
     async ({ label, shard, fault, losesNothing }) => {
-      const tag = await tagOn(topology, topology.masters[shard]);
+      const tag = await tagOn(topology.masters[shard]);
       const slot = await slotOf(topology.masters[shard], tag);
       const probe = new WriteProbe(client, `${tag}:probe`);
       const loop = new ServiceLoop(app!, tag);

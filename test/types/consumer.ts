@@ -22,6 +22,7 @@ import {
   RedisHealthIndicator,
   RedisModule,
   RedisService,
+  StreamsService,
   type RedisCacheL1Options,
   type RedisConnectionOptions,
   type RedisConnectionTarget,
@@ -30,6 +31,8 @@ import {
   type RedisModuleOptions,
   type RedisRetryOnTimeoutOptions,
   type RedisStats,
+  type StreamBacklog,
+  type StreamCounters,
 } from 'nestjs-redis-infra';
 
 // The option groups a module of the application's own can build and pass on, piece by piece.
@@ -117,3 +120,16 @@ export const codes = [
   new LockNotAcquiredError('r', 10).code,
   new LockLostError('r', 1, 'expired').code,
 ] as const;
+
+// Stream telemetry an app can read itself: process counters and the backlog Redis keeps.
+export async function streamFigures(
+  streams: StreamsService,
+): Promise<[StreamCounters, StreamBacklog | undefined]> {
+  const counters = streams.counters();
+  const handled: number = counters.acked + counters.failed;
+  void handled;
+  const backlog = await streams.backlog('emails', 'mailer');
+  const waiting: number | undefined = backlog && backlog.pending + (backlog.lag ?? 0);
+  void waiting;
+  return [counters, backlog];
+}

@@ -1,11 +1,13 @@
 import { describe, expect, it, jest } from '@jest/globals';
 
+import { Coalescer } from '../../src/common/async.js';
 import {
   DeliveryQueue,
   type DeliverySink,
   type GapEntry,
 } from '../../src/pubsub/delivery-queue.js';
 import { escapeGlob, flagsFor, mergeFlags, missingFlags } from '../../src/pubsub/keyspace.js';
+import { validatePubSubOptions } from '../../src/pubsub/pubsub.options.js';
 import { keySlot as hashSlot } from '../../src/toolkit/slots.js';
 
 function sink(deliver: (message: string) => unknown = () => undefined) {
@@ -99,5 +101,67 @@ describe('hashSlot', () => {
     expect(hashSlot('foo')).toBe(12182);
     expect(hashSlot('{user1000}.following')).toBe(hashSlot('user1000'));
     expect(hashSlot('foo{}{bar}')).toBe(8363);
+  });
+});
+
+describe('pubsub options', () => {
+  it('name the option, the value and its unit', () => {
+    expect(() => validatePubSubOptions({ bufferSize: 0 })).toThrow(
+      'pubsub.bufferSize = 0; expected an integer from 1 to 1000000 (messages)',
+    );
+    expect(() => validatePubSubOptions({ handlerTimeout: -1 })).toThrow(
+      'pubsub.handlerTimeout = -1; expected a positive number of milliseconds',
+    );
+    expect(() => validatePubSubOptions({ pingInterval: 'x' })).toThrow(
+      'pubsub.pingInterval = "x"; expected a positive number of milliseconds',
+    );
+    expect(validatePubSubOptions({ pingInterval: 0, handlerTimeout: 1.5 })).toEqual({
+      keyspaceEvents: 'check',
+      bufferSize: 1000,
+      handlerTimeout: 2,
+      pingInterval: 0,
+    });
+  });
+});
+
+describe('Coalescer (follow passes)', () => {
+  it('runs one pass per key at a time; calls meanwhile make one more pass, flags OR-ed', async () => {
+    const passes: Array<[string, boolean]> = [];
+    let release: (() => void) | undefined;
+    const coalescer = new Coalescer<string>(
+      async (key, flag) => {
+        passes.push([key, flag]);
+        if (passes.length === 1) await new Promise<void>((resolve) => (release = resolve));
+      },
+      { spacingMs: 1, proceed: () => true },
+    );
+    const first = coalescer.run('a');
+    void coalescer.run('a', true);
+    void coalescer.run('a');
+    const other = coalescer.run('b');
+    release!();
+    await Promise.all([first, other, coalescer.idle()]);
+    expect(passes).toEqual([
+      ['a', false],
+      ['b', false],
+      ['a', true],
+    ]);
+  });
+
+  it('stops asking for more once proceed() turns false', async () => {
+    let passes = 0;
+    let proceed = true;
+    const coalescer = new Coalescer<null>(
+      async () => {
+        passes += 1;
+        proceed = false;
+        await Promise.resolve();
+      },
+      { spacingMs: 1, proceed: () => proceed },
+    );
+    const done = coalescer.run(null);
+    void coalescer.run(null);
+    await done;
+    expect(passes).toBe(1);
   });
 });

@@ -58,8 +58,12 @@ import {
   getRedisToken,
   type RedisModuleOptions,
 } from '../src/index.js';
-import { createSpanFactory, instrumentConnection } from '../src/telemetry/otel.js';
-import { setSpanFactory, trace } from '../src/telemetry/tracing.js';
+import {
+  createSpanFactory,
+  instrumentConnection,
+  type MetricSources,
+} from '../src/telemetry/otel.js';
+import { setSpanFactory, trace, type SpanFactory } from '../src/telemetry/tracing.js';
 
 import {
   cleanupSteps,
@@ -159,11 +163,219 @@ async function openApp(url: string, dashboard: boolean): Promise<INestApplicatio
   });
 }
 
+/** The OpenTelemetry SDK objects, registered globally once; variants switch what is hooked to them. */
+interface Sdk {
+  spans: InMemorySpanExporter;
+  tracerProvider: TracerProvider;
+  factory: SpanFactory;
+  /** The SDK's MeterProvider with no reader. */
+  noReader: MeterProvider;
+  /** A MeterProvider with an in-memory exporter collecting every second. */
+  withReader: MeterProvider;
+}
+
+async function registerSdk(): Promise<Sdk> {
+  const spans = new InMemorySpanExporter();
+  const tracerProvider = new TracerProvider({
+    spanProcessors: [new SimpleSpanProcessor({ exporter: spans })],
+  });
+  otelTrace.setGlobalTracerProvider(tracerProvider);
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  const api = await import('@opentelemetry/api');
+  const factory = createSpanFactory(api);
+  const noReader = new MeterProvider();
+  const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
+  const withReader = new MeterProvider({
+    readers: [new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 1000 })],
+  });
+  return { spans, tracerProvider, factory, noReader, withReader };
+}
+
+async function unregisterSdk(sdk: Sdk): Promise<void> {
+  await sdk.withReader.shutdown();
+  await sdk.noReader.shutdown();
+  await sdk.tracerProvider.shutdown();
+  metrics.disable();
+  otelTrace.disable();
+  context.disable();
+}
+
+async function printSetup(): Promise<void> {
+  console.log(
+    `telemetry bench: node ${process.version}, ${os.cpus().length} cpus, load ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}, @opentelemetry/api ${await packageVersion('@opentelemetry/api')}, ` +
+      `sdk-metrics ${await packageVersion('@opentelemetry/sdk-metrics')}, rounds ${rounds}, slice ${sliceMs} ms`,
+  );
+}
+
+const none = (): (() => void) => () => undefined;
+
+/** Section `l1`: `getOrSet` of a hot key, untraced and traced with and without an SDK. */
+function l1Section(sdk: Sdk, hot: () => Promise<unknown>): Promise<Record<string, unknown>> {
+  const tracer = otelTrace.getTracer('bench');
+  return section('L1 hit: getOrSet of a hot key', [
+    { label: 'getOrSet, no trace call', enter: none, call: hot },
+    {
+      label: 'traced, no API/SDK',
+      enter: none,
+      call: () => trace('cache.getOrSet', { connection: 'default' }, hot),
+    },
+    {
+      label: 'traced, SDK, no parent span',
+      enter: () => {
+        setSpanFactory(sdk.factory);
+        return () => setSpanFactory(undefined);
+      },
+      call: () => trace('cache.getOrSet', { connection: 'default' }, hot),
+    },
+    {
+      label: 'traced, SDK, child span exported',
+      enter: () => {
+        setSpanFactory(sdk.factory);
+        return () => {
+          setSpanFactory(undefined);
+          sdk.spans.reset();
+        };
+      },
+      call: () =>
+        tracer.startActiveSpan('request', (parent) =>
+          trace('cache.getOrSet', { connection: 'default' }, hot).finally(() => parent.end()),
+        ),
+    },
+    {
+      label: 'request span alone (reference)',
+      enter: () => () => sdk.spans.reset(),
+      call: () => tracer.startActiveSpan('request', (parent) => hot().finally(() => parent.end())),
+    },
+  ]);
+}
+
+/** Section `l2`: a `GET` with no SDK, with a MeterProvider without reader, with an exporter. */
+function l2Section(
+  sdk: Sdk,
+  connection: MetricSources,
+  get: () => Promise<unknown>,
+): Promise<Record<string, unknown>> {
+  return section('L2 read: GET of 1 KB through the module client', [
+    { label: 'no SDK (command path untouched)', enter: none, call: get },
+    {
+      label: 'SDK MeterProvider, no reader',
+      enter: () => instrumentConnection(sdk.noReader.getMeter('nestjs-redis-infra'), connection),
+      call: get,
+    },
+    {
+      label: 'SDK + in-memory exporter (1 s)',
+      enter: () => instrumentConnection(sdk.withReader.getMeter('nestjs-redis-infra'), connection),
+      call: get,
+    },
+  ]);
+}
+
+/**
+ * Section `hook`: the command hook on a client that answers at once; prints the nanoseconds it
+ * adds per command and, when `l2` ran, that share of its `GET`.
+ */
+async function hookSection(
+  sdk: Sdk,
+  connection: MetricSources,
+  l2: { rows: Array<{ perSec: number }> } | undefined,
+): Promise<Record<string, unknown>> {
+  // A client whose commands are answered at once: what is left is the hook's own cost.
+  const fake = {
+    sendCommand(command: { name: string; promise?: Promise<unknown> }): Promise<unknown> {
+      command.promise = Promise.resolve('OK');
+      return command.promise;
+    },
+  };
+  const fakeSources = { ...connection, client: fake as unknown as Redis };
+  const send = (): Promise<unknown> => fake.sendCommand({ name: 'get' });
+  const hook = await section('Hook alone: per command, with an instant reply', [
+    { label: 'no hook', enter: none, call: send },
+    {
+      label: 'hook + SDK, no reader',
+      enter: () => instrumentConnection(sdk.noReader.getMeter('nestjs-redis-infra'), fakeSources),
+      call: send,
+    },
+    {
+      label: 'hook + SDK + exporter',
+      enter: () => instrumentConnection(sdk.withReader.getMeter('nestjs-redis-infra'), fakeSources),
+      call: send,
+    },
+  ]);
+  const rows = (hook as { rows: Array<{ label: string; perSec: number }> }).rows;
+  const baseNs = 1e9 / rows[0].perSec;
+  const getNs = l2 ? 1e9 / l2.rows[0].perSec : undefined;
+  for (const r of rows.slice(1)) {
+    const added = 1e9 / r.perSec - baseNs;
+    console.log(
+      `${r.label}: +${added.toFixed(0)} ns per command` +
+        (getNs
+          ? ` = ${((100 * added) / getNs).toFixed(2)} % of this run's GET (${(getNs / 1000).toFixed(0)} us)`
+          : ''),
+    );
+  }
+  return hook;
+}
+
+/** Section `dashboard`: a `GET` with and without one dashboard page's sampler subscribed. */
+function dashboardSection(
+  app: INestApplicationContext,
+  get: () => Promise<unknown>,
+): Promise<Record<string, unknown>> {
+  const sampler = app.get(RedisDashboardSampler);
+  return section('Dashboard: GET of 1 KB with one page open', [
+    { label: 'no page open', enter: none, call: get },
+    {
+      label: 'one page open (1 s samples)',
+      enter: () => {
+        const sub: Subscription = sampler.samples.subscribe();
+        return () => sub.unsubscribe();
+      },
+      call: get,
+    },
+  ]);
+}
+
+/** Writes the keys the sections read, prints the setup, then runs the sections `--only` names. */
+async function runSections(app: INestApplicationContext): Promise<Record<string, unknown>> {
+  const results: Record<string, unknown> = {};
+  const client = app.get<Redis>(getRedisToken());
+  const cache = app.get(CacheService);
+  const value = JSON.stringify({ payload: 'x'.repeat(1000) });
+  await client.set('v', value);
+  await cache.getOrSet('hot', () => Promise.resolve({ id: 1 }), { ttl: 600_000 });
+  await printSetup();
+
+  const sdk = await registerSdk();
+  const hot = (): Promise<unknown> =>
+    cache.getOrSet('hot', () => Promise.resolve({ id: 1 }), { ttl: 600_000 });
+  const connection: MetricSources = {
+    name: 'default',
+    database: 0,
+    client,
+    connections: () => ({ byRole: { command: 1 }, max: 10 }),
+    reconnects: () => 0,
+    cache: () => cache.stats(),
+  };
+  const get = (): Promise<unknown> => client.getBuffer('v');
+
+  if (only.has('l1')) results.l1 = await l1Section(sdk, hot);
+  if (only.has('l2')) results.l2 = await l2Section(sdk, connection, get);
+  if (only.has('hook')) {
+    const l2 = results.l2 as { rows: Array<{ perSec: number }> } | undefined;
+    results.hook = await hookSection(sdk, connection, l2);
+  }
+  if (only.has('dashboard')) results.dashboard = await dashboardSection(app, get);
+  await unregisterSdk(sdk);
+  return results;
+}
+
 async function main(): Promise<void> {
   const holder: ThrowawayServer = {};
   const steps = cleanupSteps();
   let app: INestApplicationContext | undefined;
-  const results: Record<string, unknown> = {};
   const stop = async (): Promise<void> => {
     if (app) {
       const client = app.get<Redis>(getRedisToken());
@@ -178,161 +390,7 @@ async function main(): Promise<void> {
   try {
     const url = await redisUrlFor(holder);
     app = await openApp(url, only.has('dashboard'));
-    const client = app.get<Redis>(getRedisToken());
-    const cache = app.get(CacheService);
-    const value = JSON.stringify({ payload: 'x'.repeat(1000) });
-    await client.set('v', value);
-    await cache.getOrSet('hot', () => Promise.resolve({ id: 1 }), { ttl: 600_000 });
-    console.log(
-      `telemetry bench: node ${process.version}, ${os.cpus().length} cpus, load ${os
-        .loadavg()
-        .map((l) => l.toFixed(2))
-        .join(' ')}, @opentelemetry/api ${await packageVersion('@opentelemetry/api')}, ` +
-        `sdk-metrics ${await packageVersion('@opentelemetry/sdk-metrics')}, rounds ${rounds}, slice ${sliceMs} ms`,
-    );
-
-    // SDK objects, registered globally once; variants switch what is hooked to them.
-    const spans = new InMemorySpanExporter();
-    const tracerProvider = new TracerProvider({
-      spanProcessors: [new SimpleSpanProcessor({ exporter: spans })],
-    });
-    otelTrace.setGlobalTracerProvider(tracerProvider);
-    context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
-    const api = await import('@opentelemetry/api');
-    const factory = createSpanFactory(api);
-    const noReader = new MeterProvider();
-    const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
-    const withReader = new MeterProvider({
-      readers: [new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 1000 })],
-    });
-    const none = (): (() => void) => () => undefined;
-    const hot = (): Promise<unknown> =>
-      cache.getOrSet('hot', () => Promise.resolve({ id: 1 }), { ttl: 600_000 });
-    const connection = {
-      name: 'default',
-      database: 0,
-      client,
-      connections: () => ({ byRole: { command: 1 }, max: 10 }),
-      reconnects: () => 0,
-      cache: () => cache.stats(),
-    };
-
-    if (only.has('l1')) {
-      const tracer = otelTrace.getTracer('bench');
-      results.l1 = await section('L1 hit: getOrSet of a hot key', [
-        { label: 'getOrSet, no trace call', enter: none, call: hot },
-        {
-          label: 'traced, no API/SDK',
-          enter: none,
-          call: () => trace('cache.getOrSet', { connection: 'default' }, hot),
-        },
-        {
-          label: 'traced, SDK, no parent span',
-          enter: () => {
-            setSpanFactory(factory);
-            return () => setSpanFactory(undefined);
-          },
-          call: () => trace('cache.getOrSet', { connection: 'default' }, hot),
-        },
-        {
-          label: 'traced, SDK, child span exported',
-          enter: () => {
-            setSpanFactory(factory);
-            return () => {
-              setSpanFactory(undefined);
-              spans.reset();
-            };
-          },
-          call: () =>
-            tracer.startActiveSpan('request', (parent) =>
-              trace('cache.getOrSet', { connection: 'default' }, hot).finally(() => parent.end()),
-            ),
-        },
-        {
-          label: 'request span alone (reference)',
-          enter: () => () => spans.reset(),
-          call: () =>
-            tracer.startActiveSpan('request', (parent) => hot().finally(() => parent.end())),
-        },
-      ]);
-    }
-
-    const get = (): Promise<unknown> => client.getBuffer('v');
-    if (only.has('l2')) {
-      results.l2 = await section('L2 read: GET of 1 KB through the module client', [
-        { label: 'no SDK (command path untouched)', enter: none, call: get },
-        {
-          label: 'SDK MeterProvider, no reader',
-          enter: () => instrumentConnection(noReader.getMeter('nestjs-redis-infra'), connection),
-          call: get,
-        },
-        {
-          label: 'SDK + in-memory exporter (1 s)',
-          enter: () => instrumentConnection(withReader.getMeter('nestjs-redis-infra'), connection),
-          call: get,
-        },
-      ]);
-    }
-
-    if (only.has('hook')) {
-      // A client whose commands are answered at once: what is left is the hook's own cost.
-      const fake = {
-        sendCommand(command: { name: string; promise?: Promise<unknown> }): Promise<unknown> {
-          command.promise = Promise.resolve('OK');
-          return command.promise;
-        },
-      };
-      const fakeSources = { ...connection, client: fake as unknown as typeof client };
-      const send = (): Promise<unknown> => fake.sendCommand({ name: 'get' });
-      const hook = await section('Hook alone: per command, with an instant reply', [
-        { label: 'no hook', enter: none, call: send },
-        {
-          label: 'hook + SDK, no reader',
-          enter: () => instrumentConnection(noReader.getMeter('nestjs-redis-infra'), fakeSources),
-          call: send,
-        },
-        {
-          label: 'hook + SDK + exporter',
-          enter: () => instrumentConnection(withReader.getMeter('nestjs-redis-infra'), fakeSources),
-          call: send,
-        },
-      ]);
-      const rows = (hook as { rows: Array<{ label: string; perSec: number }> }).rows;
-      const baseNs = 1e9 / rows[0].perSec;
-      const l2 = results.l2 as { rows: Array<{ perSec: number }> } | undefined;
-      const getNs = l2 ? 1e9 / l2.rows[0].perSec : undefined;
-      for (const r of rows.slice(1)) {
-        const added = 1e9 / r.perSec - baseNs;
-        console.log(
-          `${r.label}: +${added.toFixed(0)} ns per command` +
-            (getNs
-              ? ` = ${((100 * added) / getNs).toFixed(2)} % of this run's GET (${(getNs / 1000).toFixed(0)} us)`
-              : ''),
-        );
-      }
-      results.hook = hook;
-    }
-
-    if (only.has('dashboard')) {
-      const sampler = app.get(RedisDashboardSampler);
-      results.dashboard = await section('Dashboard: GET of 1 KB with one page open', [
-        { label: 'no page open', enter: none, call: get },
-        {
-          label: 'one page open (1 s samples)',
-          enter: () => {
-            const sub: Subscription = sampler.samples.subscribe();
-            return () => sub.unsubscribe();
-          },
-          call: get,
-        },
-      ]);
-    }
-    await withReader.shutdown();
-    await noReader.shutdown();
-    await tracerProvider.shutdown();
-    metrics.disable();
-    otelTrace.disable();
-    context.disable();
+    const results = await runSections(app);
     console.log(`BENCH_JSON ${JSON.stringify({ rounds, sliceMs, results })}`);
   } finally {
     await stop();

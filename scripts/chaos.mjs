@@ -353,51 +353,141 @@ function heapUsed() {
   return process.memoryUsage().heapUsed;
 }
 
-async function main() {
-  const baseDir = fs.mkdtempSync(path.join(os.tmpdir(), 'nestjs-redis-infra-chaos-'));
-  let server;
-  let app;
+/** Gives up (exit 2, the server stopped) if the run has not finished long after its end. */
+function startWatchdog(currentServer) {
   const watchdog = setTimeout(
     () => {
       console.error(`chaos: not finished ${WATCHDOG_GRACE_MS} ms after its end: giving up`);
-      Promise.resolve(server?.stop())
+      Promise.resolve(currentServer()?.stop())
         .catch(() => {})
         .finally(() => process.exit(2));
     },
     SECONDS * 1000 + WATCHDOG_GRACE_MS,
   );
   watchdog.unref();
+  return watchdog;
+}
+
+/** The HTTP app with the module on `server`, not listening yet. */
+function createApp(server, logger) {
+  class ChaosModule {}
+  Module({
+    imports: [
+      RedisModule.forRoot({
+        url: server.url,
+        connectionName: CONNECTION_NAME,
+        keyPrefix: KEY_PREFIX,
+      }),
+    ],
+    controllers: [ChaosController],
+  })(ChaosModule);
+  return NestFactory.create(ChaosModule, { logger });
+}
+
+/** Listens on a free loopback port; returns the base URL. */
+async function listenOnLoopback(app) {
+  await app.listen(0, '127.0.0.1');
+  return (await app.getUrl()).replace('[::1]', '127.0.0.1');
+}
+
+/** Every route once, so the subscriber exists and scripts are loaded. */
+async function warmUp(baseUrl) {
+  for (const route of ['cache', 'session', 'lock']) {
+    const response = await fetch(`${baseUrl}/chaos/${route}`, {
+      signal: AbortSignal.timeout(10_000),
+    });
+    if (!response.ok)
+      throw new Error(
+        `warm-up: /chaos/${route} answered ${response.status}: ${await response.text()}`,
+      );
+  }
+}
+
+async function readCounter(server) {
+  return Number((await sendCommand(server, ['GET', `chaos:${COUNTER_KEY}`])) ?? 0);
+}
+
+/** The request loops and the two fault loops, until `until`. */
+function runTrafficAndFaults(baseUrl, server, until) {
+  return Promise.all([
+    ...Object.entries(LOOPS).flatMap(([route, n]) =>
+      Array.from({ length: n }, () => requestLoop(baseUrl, route, until)),
+    ),
+    faultLoop(KILL_EVERY_MS, until, async () => {
+      const n = await killOurCommandConnections(server);
+      stats.kills.command += n;
+      stats.kills.rounds += 1;
+      if (n === 0) stats.kills.foundNone += 1;
+    }),
+    faultLoop(PUBSUB_KILL_EVERY_MS, until, async () => {
+      stats.kills.pubsub += Number(await sendCommand(server, ['CLIENT', 'KILL', 'TYPE', 'pubsub']));
+    }),
+  ]);
+}
+
+/** The defects of a run, by kind, and their total. */
+function countDefects({ exact, heapBefore, heapAfter }) {
+  const heapGrowthMb = (heapAfter - heapBefore) / 1024 / 1024;
+  // Failed requests the routes did not classify (an error outside them, a hang, a crash).
+  const unexplained = Math.max(
+    0,
+    stats.failed - stats.noAnswer - verdicts.honest - verdicts.defect,
+  );
+  const defects = {
+    'untyped or false errors': verdicts.defect,
+    'requests without an answer': stats.noAnswer,
+    'failures outside the routes': unexplained,
+    'inexact counter': exact ? 0 : 1,
+    'sessions lost right after create': sessionsLost.count,
+    [`heap growth over ${LEAK_MB} MB`]: heapGrowthMb > LEAK_MB ? 1 : 0,
+  };
+  const defectCount = Object.values(defects).reduce((a, b) => a + b, 0);
+  return { defects, defectCount };
+}
+
+function printSummary(run, { defects, defectCount }, logger) {
+  const { elapsed, counter, completed, exact, heapBefore, heapAfter } = run;
+  console.log(
+    [
+      `chaos: ${stats.requests} requests in ${elapsed.toFixed(1)} s (${Math.round(stats.requests / elapsed)}/s), ` +
+        `${stats.ok} ok, ${stats.failed} failed (non-2xx or no answer)`,
+      ...[...stats.failures]
+        .sort((a, b) => b[1] - a[1])
+        .slice(0, 10)
+        .map(([t, n]) => `  ${n}× ${t}`),
+      ...[...routeErrors]
+        .sort((a, b) => b[1] - a[1])
+        .slice(0, 10)
+        .map(([t, n]) => `  ${n}× ${t}`),
+      `counter under withLock: ${counter}, sections completed: ${completed} -> ${exact ? 'exact' : 'INEXACT'}`,
+      `sessions not found right after create: ${sessionsLost.count}`,
+      `longest stall (no successful request): ${Math.round(stats.longestStallMs)} ms; slowest request: ${Math.round(stats.maxLatencyMs)} ms`,
+      `kills: command connection ${stats.kills.command} in ${stats.kills.rounds} rounds (${stats.kills.foundNone} found none), subscriber ${stats.kills.pubsub}`,
+      `heap: ${mb(heapBefore)} MB -> ${mb(heapAfter)} MB (${heapAfter >= heapBefore ? '+' : ''}${mb(heapAfter - heapBefore)} MB)` +
+        (globalThis.gc ? '' : ' (no --expose-gc: indicative only)'),
+      `app log lines by level: ${JSON.stringify(logger.counts)}`,
+      `classification: ${verdicts.honest} honest typed outcomes, ${defectCount} defects ` +
+        JSON.stringify(defects),
+      ...logger.samples.map((s) => `  ${s}`),
+    ].join('\n'),
+  );
+}
+
+async function main() {
+  const baseDir = fs.mkdtempSync(path.join(os.tmpdir(), 'nestjs-redis-infra-chaos-'));
+  let server;
+  let app;
+  const watchdog = startWatchdog(() => server);
   try {
     server = await startStandalone({ baseDir });
     shared.server = server;
     const logger = new CountingLogger();
-    class ChaosModule {}
-    Module({
-      imports: [
-        RedisModule.forRoot({
-          url: server.url,
-          connectionName: CONNECTION_NAME,
-          keyPrefix: KEY_PREFIX,
-        }),
-      ],
-      controllers: [ChaosController],
-    })(ChaosModule);
-    app = await NestFactory.create(ChaosModule, { logger });
-    await app.listen(0, '127.0.0.1');
-    const baseUrl = (await app.getUrl()).replace('[::1]', '127.0.0.1');
+    app = await createApp(server, logger);
+    const baseUrl = await listenOnLoopback(app);
 
-    // Warm-up: every route once, so the subscriber exists and scripts are loaded.
-    for (const route of ['cache', 'session', 'lock']) {
-      const response = await fetch(`${baseUrl}/chaos/${route}`, {
-        signal: AbortSignal.timeout(10_000),
-      });
-      if (!response.ok)
-        throw new Error(
-          `warm-up: /chaos/${route} answered ${response.status}: ${await response.text()}`,
-        );
-    }
+    await warmUp(baseUrl);
     const completedBefore = sections.completed;
-    const counterBefore = Number((await sendCommand(server, ['GET', `chaos:${COUNTER_KEY}`])) ?? 0);
+    const counterBefore = await readCounter(server);
     const heapBefore = heapUsed();
 
     console.log(
@@ -407,77 +497,24 @@ async function main() {
     const started = performance.now();
     const until = started + SECONDS * 1000;
     stats.lastOkAt = started;
-    await Promise.all([
-      ...Object.entries(LOOPS).flatMap(([route, n]) =>
-        Array.from({ length: n }, () => requestLoop(baseUrl, route, until)),
-      ),
-      faultLoop(KILL_EVERY_MS, until, async () => {
-        const n = await killOurCommandConnections(server);
-        stats.kills.command += n;
-        stats.kills.rounds += 1;
-        if (n === 0) stats.kills.foundNone += 1;
-      }),
-      faultLoop(PUBSUB_KILL_EVERY_MS, until, async () => {
-        stats.kills.pubsub += Number(
-          await sendCommand(server, ['CLIENT', 'KILL', 'TYPE', 'pubsub']),
-        );
-      }),
-    ]);
+    await runTrafficAndFaults(baseUrl, server, until);
     const elapsed = (performance.now() - started) / 1000;
     const heapAfter = heapUsed();
-    const counter =
-      Number((await sendCommand(server, ['GET', `chaos:${COUNTER_KEY}`])) ?? 0) - counterBefore;
+    const counter = (await readCounter(server)) - counterBefore;
     const completed = sections.completed - completedBefore;
 
     await app.close();
     app = undefined;
 
     const exact = counter === completed;
-    const heapGrowthMb = (heapAfter - heapBefore) / 1024 / 1024;
-    // Failed requests the routes did not classify (an error outside them, a hang, a crash).
-    const unexplained = Math.max(
-      0,
-      stats.failed - stats.noAnswer - verdicts.honest - verdicts.defect,
-    );
-    const defects = {
-      'untyped or false errors': verdicts.defect,
-      'requests without an answer': stats.noAnswer,
-      'failures outside the routes': unexplained,
-      'inexact counter': exact ? 0 : 1,
-      'sessions lost right after create': sessionsLost.count,
-      [`heap growth over ${LEAK_MB} MB`]: heapGrowthMb > LEAK_MB ? 1 : 0,
-    };
-    const defectCount = Object.values(defects).reduce((a, b) => a + b, 0);
-    console.log(
-      [
-        `chaos: ${stats.requests} requests in ${elapsed.toFixed(1)} s (${Math.round(stats.requests / elapsed)}/s), ` +
-          `${stats.ok} ok, ${stats.failed} failed (non-2xx or no answer)`,
-        ...[...stats.failures]
-          .sort((a, b) => b[1] - a[1])
-          .slice(0, 10)
-          .map(([t, n]) => `  ${n}× ${t}`),
-        ...[...routeErrors]
-          .sort((a, b) => b[1] - a[1])
-          .slice(0, 10)
-          .map(([t, n]) => `  ${n}× ${t}`),
-        `counter under withLock: ${counter}, sections completed: ${completed} -> ${exact ? 'exact' : 'INEXACT'}`,
-        `sessions not found right after create: ${sessionsLost.count}`,
-        `longest stall (no successful request): ${Math.round(stats.longestStallMs)} ms; slowest request: ${Math.round(stats.maxLatencyMs)} ms`,
-        `kills: command connection ${stats.kills.command} in ${stats.kills.rounds} rounds (${stats.kills.foundNone} found none), subscriber ${stats.kills.pubsub}`,
-        `heap: ${mb(heapBefore)} MB -> ${mb(heapAfter)} MB (${heapAfter >= heapBefore ? '+' : ''}${mb(heapAfter - heapBefore)} MB)` +
-          (globalThis.gc ? '' : ' (no --expose-gc: indicative only)'),
-        `app log lines by level: ${JSON.stringify(logger.counts)}`,
-        `classification: ${verdicts.honest} honest typed outcomes, ${defectCount} defects ` +
-          JSON.stringify(defects),
-        ...logger.samples.map((s) => `  ${s}`),
-      ].join('\n'),
-    );
+    const verdict = countDefects({ exact, heapBefore, heapAfter });
+    printSummary({ elapsed, counter, completed, exact, heapBefore, heapAfter }, verdict, logger);
     if (stats.kills.command === 0) {
       console.log('chaos: no command connection was killed: the run proved nothing');
       return 2;
     }
-    console.log(`chaos: ${defectCount > 0 ? 'FAILED' : 'passed'}`);
-    return defectCount > 0 ? 1 : 0;
+    console.log(`chaos: ${verdict.defectCount > 0 ? 'FAILED' : 'passed'}`);
+    return verdict.defectCount > 0 ? 1 : 0;
   } finally {
     clearTimeout(watchdog);
     if (app) await app.close().catch(() => {});

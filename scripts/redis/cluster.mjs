@@ -137,6 +137,106 @@ async function nudgeReplicationOffsets(probes, replicasPerMaster, nudged) {
   );
 }
 
+function validateClusterOptions(masters, replicasPerMaster, nodeTimeout) {
+  if (!Number.isInteger(masters) || masters < 3)
+    throw new TypeError('startCluster: masters must be an integer >= 3');
+  if (!Number.isInteger(replicasPerMaster) || replicasPerMaster < 0) {
+    throw new TypeError('startCluster: replicasPerMaster must be a non-negative integer');
+  }
+  if (!Number.isInteger(nodeTimeout) || nodeTimeout < 100)
+    throw new TypeError('startCluster: nodeTimeout must be an integer >= 100');
+}
+
+/** Launch `total` cluster-enabled nodes at once; `started` gets each one that came up, by port. */
+async function startClusterNodes({ bin, base, deadline, started }, total, nodeTimeout) {
+  const results = await Promise.allSettled(
+    Array.from({ length: total }, () =>
+      launchWithFreshPorts(
+        2,
+        async ([port, busPort]) => {
+          const dir = path.join(base, String(port));
+          await fsp.rm(path.join(dir, `nodes-${port}.conf`), { force: true });
+          const argv = [
+            ...commonArgs(port, dir),
+            '--cluster-enabled',
+            'yes',
+            '--cluster-config-file',
+            `nodes-${port}.conf`,
+            '--cluster-port',
+            String(busPort),
+            '--cluster-node-timeout',
+            String(nodeTimeout),
+          ];
+          return {
+            bin,
+            argv,
+            port,
+            busPort,
+            dir,
+            label: `cluster node ${HOST}:${port} (bus ${busPort})`,
+          };
+        },
+        remaining(deadline),
+      ).then(({ pid, spec }) => {
+        started.push({ host: HOST, port: spec.port, busPort: spec.busPort, pid, dir: spec.dir });
+      }),
+    ),
+  );
+  const failed = results.filter((r) => r.status === 'rejected');
+  if (failed.length) throw failed[0].reason;
+  started.sort((a, b) => a.port - b.port);
+}
+
+/** Wait until every node agrees the cluster is ready; returns the last probes of the nodes. */
+async function waitForClusterReady(started, total, replicasPerMaster, deadline) {
+  let probes = [];
+  const nudged = new Set();
+  await waitFor(
+    deadline,
+    `Redis Cluster on ports ${started.map((n) => n.port).join(',')}`,
+    async () => {
+      probes = await Promise.all(
+        started.map(async (n) => ({
+          port: n.port,
+          ...(await probeClusterNode(n, PROBE_TIMEOUT_MS)),
+        })),
+      );
+      await nudgeReplicationOffsets(probes, replicasPerMaster, nudged);
+      const problems = clusterProblems(probes, total, replicasPerMaster);
+      return problems.length === 0 ? true : problems.slice(0, 6).join('; ');
+    },
+    () => logTails(started.slice(0, 2)),
+  );
+  return probes;
+}
+
+/** The topology of the started nodes, with each one's id and role as it sees itself. */
+function clusterTopology(started, probes) {
+  const nodes = started.map((n) => {
+    const me = probes.find((p) => p.port === n.port).nodes.find((x) => x.myself);
+    return {
+      host: HOST,
+      port: n.port,
+      pid: n.pid,
+      busPort: n.busPort,
+      id: me.id,
+      role: me.role,
+      masterId: me.masterId,
+      dir: n.dir,
+    };
+  });
+  const topology = {
+    nodes,
+    masters: nodes.filter((n) => n.role === 'master'),
+    replicas: nodes.filter((n) => n.role === 'replica'),
+    async stop() {
+      await stopNodesByDir(topology.replicas);
+      await stopNodesByDir(topology.masters);
+    },
+  };
+  return topology;
+}
+
 /**
  * Start a Redis Cluster: masters * (1 + replicasPerMaster) nodes, each with its own free port and
  * its own free cluster bus port (`--cluster-port`), created with `redis-cli --cluster create`.
@@ -149,56 +249,14 @@ export async function startCluster({
   timeoutMs = DEFAULT_CLUSTER_TIMEOUT_MS,
 } = {}) {
   const base = requireBaseDir(baseDir, 'startCluster');
-  if (!Number.isInteger(masters) || masters < 3)
-    throw new TypeError('startCluster: masters must be an integer >= 3');
-  if (!Number.isInteger(replicasPerMaster) || replicasPerMaster < 0) {
-    throw new TypeError('startCluster: replicasPerMaster must be a non-negative integer');
-  }
-  if (!Number.isInteger(nodeTimeout) || nodeTimeout < 100)
-    throw new TypeError('startCluster: nodeTimeout must be an integer >= 100');
+  validateClusterOptions(masters, replicasPerMaster, nodeTimeout);
   const { server: bin, cli } = findRedisBinaries();
   const total = masters * (1 + replicasPerMaster);
   const deadline = Date.now() + timeoutMs;
   const started = []; // { host, port, busPort, pid, dir }
 
   try {
-    const results = await Promise.allSettled(
-      Array.from({ length: total }, () =>
-        launchWithFreshPorts(
-          2,
-          async ([port, busPort]) => {
-            const dir = path.join(base, String(port));
-            await fsp.rm(path.join(dir, `nodes-${port}.conf`), { force: true });
-            const argv = [
-              ...commonArgs(port, dir),
-              '--cluster-enabled',
-              'yes',
-              '--cluster-config-file',
-              `nodes-${port}.conf`,
-              '--cluster-port',
-              String(busPort),
-              '--cluster-node-timeout',
-              String(nodeTimeout),
-            ];
-            return {
-              bin,
-              argv,
-              port,
-              busPort,
-              dir,
-              label: `cluster node ${HOST}:${port} (bus ${busPort})`,
-            };
-          },
-          remaining(deadline),
-        ).then(({ pid, spec }) => {
-          started.push({ host: HOST, port: spec.port, busPort: spec.busPort, pid, dir: spec.dir });
-        }),
-      ),
-    );
-    const failed = results.filter((r) => r.status === 'rejected');
-    if (failed.length) throw failed[0].reason;
-    started.sort((a, b) => a.port - b.port);
-
+    await startClusterNodes({ bin, base, deadline, started }, total, nodeTimeout);
     await execFileText(
       cli,
       [
@@ -211,49 +269,8 @@ export async function startCluster({
       ],
       Math.max(1000, remaining(deadline)),
     );
-
-    let probes = [];
-    const nudged = new Set();
-    await waitFor(
-      deadline,
-      `Redis Cluster on ports ${started.map((n) => n.port).join(',')}`,
-      async () => {
-        probes = await Promise.all(
-          started.map(async (n) => ({
-            port: n.port,
-            ...(await probeClusterNode(n, PROBE_TIMEOUT_MS)),
-          })),
-        );
-        await nudgeReplicationOffsets(probes, replicasPerMaster, nudged);
-        const problems = clusterProblems(probes, total, replicasPerMaster);
-        return problems.length === 0 ? true : problems.slice(0, 6).join('; ');
-      },
-      () => logTails(started.slice(0, 2)),
-    );
-
-    const nodes = started.map((n) => {
-      const me = probes.find((p) => p.port === n.port).nodes.find((x) => x.myself);
-      return {
-        host: HOST,
-        port: n.port,
-        pid: n.pid,
-        busPort: n.busPort,
-        id: me.id,
-        role: me.role,
-        masterId: me.masterId,
-        dir: n.dir,
-      };
-    });
-    const topology = {
-      nodes,
-      masters: nodes.filter((n) => n.role === 'master'),
-      replicas: nodes.filter((n) => n.role === 'replica'),
-      async stop() {
-        await stopNodesByDir(topology.replicas);
-        await stopNodesByDir(topology.masters);
-      },
-    };
-    return topology;
+    const probes = await waitForClusterReady(started, total, replicasPerMaster, deadline);
+    return clusterTopology(started, probes);
   } catch (error) {
     await stopNodesByDir(started).catch(() => {});
     throw error;

@@ -93,13 +93,64 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
+/** Maps an option path to what the user set: the option itself or the environment variable. */
+type Label = (path: string) => string;
+
+/** The credentials and TLS options of a connection, which a URL may complete. */
+interface Credentials {
+  username: string | undefined;
+  password: string | undefined;
+  tls: TlsConnectionOptions | undefined;
+}
+
+/** A validated target and its human-readable address. */
+interface TargetWithAddress {
+  target: ResolvedTarget;
+  address: string;
+}
+
 function validate(o: ConnectionInput, sources: Sources, name: string): ResolvedConnectionConfig {
   const label = (path: string): string => sources[path] ?? path;
 
   if (typeof name !== 'string' || name.trim() === '') {
     throw new RedisConfigError('name', name, 'a non-empty string');
   }
+  checkSingleTarget(o, label);
 
+  const keyPrefix = o.keyPrefix ?? DEFAULTS.keyPrefix;
+  if (typeof keyPrefix !== 'string') {
+    throw new RedisConfigError(label('keyPrefix'), keyPrefix, 'a string such as "app:"');
+  }
+  const connection = validateConnectionOptions(
+    o,
+    name,
+    label,
+    // Set from the environment: the variable to add is the command timeout's.
+    sources.retryOnTimeout ? 'REDIS_COMMAND_TIMEOUT_MS' : undefined,
+  );
+
+  const given: Credentials = {
+    username: optionalString(o.username, 'username'),
+    password: optionalString(o.password, 'password', true),
+    tls: validateTls(o.tls, label('tls')),
+  };
+  const { target, address, credentials } = resolveTarget(o, sources, label, given);
+  const { username, password, tls } = credentials;
+
+  return {
+    name,
+    target,
+    username,
+    password,
+    tls,
+    keyPrefix,
+    ...connection,
+    address,
+  };
+}
+
+/** Throws when `o` names more than one target, or a URL together with a host or port. */
+function checkSingleTarget(o: ConnectionInput, label: Label): void {
   const targets = (['url', 'sentinel', 'cluster', 'client'] as const).filter(
     (k) => o[k] !== undefined,
   );
@@ -117,73 +168,79 @@ function validate(o: ConnectionInput, sources: Sources, name: string): ResolvedC
       'either url or host/port, not both',
     );
   }
+}
 
-  const keyPrefix = o.keyPrefix ?? DEFAULTS.keyPrefix;
-  if (typeof keyPrefix !== 'string') {
-    throw new RedisConfigError(label('keyPrefix'), keyPrefix, 'a string such as "app:"');
+/** The one target `o` names (a host and port by default), with the credentials it completes. */
+function resolveTarget(
+  o: ConnectionInput,
+  sources: Sources,
+  label: Label,
+  credentials: Credentials,
+): TargetWithAddress & { credentials: Credentials } {
+  if (o.client !== undefined) return { ...clientTarget(o.client), credentials };
+  if (o.cluster !== undefined) return { ...clusterTarget(o, sources, label), credentials };
+  if (o.sentinel !== undefined) return { ...sentinelTarget(o, sources, label), credentials };
+  if (o.url !== undefined) return urlTarget(o, label, credentials);
+  return { ...hostTarget(o, label, credentials), credentials };
+}
+
+function clientTarget(client: NonNullable<ConnectionInput['client']>): TargetWithAddress {
+  const c = client as unknown as { status?: unknown; sendCommand?: unknown };
+  if (c === null || typeof c !== 'object' || typeof c.sendCommand !== 'function') {
+    throw new RedisConfigError(
+      'client',
+      Object.prototype.toString.call(client),
+      'an ioredis Redis or Cluster instance',
+    );
   }
-  const connection = validateConnectionOptions(
-    o,
-    name,
-    label,
-    // Set from the environment: the variable to add is the command timeout's.
-    sources.retryOnTimeout ? 'REDIS_COMMAND_TIMEOUT_MS' : undefined,
-  );
+  return {
+    target: { kind: 'client', client },
+    address: 'a client passed in by the application',
+  };
+}
 
-  let username = optionalString(o.username, 'username');
-  let password = optionalString(o.password, 'password', true);
-  let tls = validateTls(o.tls, label('tls'));
-  let target: ResolvedTarget;
-  let address: string;
+function clusterTarget(o: ConnectionInput, sources: Sources, label: Label): TargetWithAddress {
+  const c = o.cluster;
+  if (c === null || typeof c !== 'object') {
+    throw new RedisConfigError(label('cluster'), c, 'an object { nodes: [{ host, port }, ...] }');
+  }
+  const nodes = validateNodes(c.nodes, sources.cluster ?? 'cluster.nodes');
+  const scaleReads = c.scaleReads ?? 'master';
+  if (!['master', 'slave', 'all'].includes(scaleReads)) {
+    throw new RedisConfigError('cluster.scaleReads', scaleReads, "'master', 'slave' or 'all'");
+  }
+  if (o.db !== undefined && o.db !== 0) {
+    throw new RedisConfigError(label('db'), o.db, '0 (a cluster has a single database)');
+  }
+  return {
+    target: { kind: 'cluster', nodes, scaleReads, clusterOptions: c.clusterOptions ?? {} },
+    address: `cluster ${nodes.map(formatNode).join(',')}`,
+  };
+}
 
-  if (o.client !== undefined) {
-    const c = o.client as unknown as { status?: unknown; sendCommand?: unknown };
-    if (c === null || typeof c !== 'object' || typeof c.sendCommand !== 'function') {
-      throw new RedisConfigError(
-        'client',
-        Object.prototype.toString.call(o.client),
-        'an ioredis Redis or Cluster instance',
-      );
-    }
-    target = { kind: 'client', client: o.client };
-    address = 'a client passed in by the application';
-  } else if (o.cluster !== undefined) {
-    const c = o.cluster;
-    if (c === null || typeof c !== 'object') {
-      throw new RedisConfigError(label('cluster'), c, 'an object { nodes: [{ host, port }, ...] }');
-    }
-    const nodes = validateNodes(c.nodes, sources.cluster ?? 'cluster.nodes');
-    const scaleReads = c.scaleReads ?? 'master';
-    if (!['master', 'slave', 'all'].includes(scaleReads)) {
-      throw new RedisConfigError('cluster.scaleReads', scaleReads, "'master', 'slave' or 'all'");
-    }
-    if (o.db !== undefined && o.db !== 0) {
-      throw new RedisConfigError(label('db'), o.db, '0 (a cluster has a single database)');
-    }
-    target = { kind: 'cluster', nodes, scaleReads, clusterOptions: c.clusterOptions ?? {} };
-    address = `cluster ${nodes.map(formatNode).join(',')}`;
-  } else if (o.sentinel !== undefined) {
-    const s = o.sentinel;
-    if (s === null || typeof s !== 'object') {
-      throw new RedisConfigError(
-        label('sentinel'),
-        s,
-        'an object { sentinels: [{ host, port }], name }',
-      );
-    }
-    const sentinels = validateNodes(s.sentinels, sources.sentinel ?? 'sentinel.sentinels');
-    if (typeof s.name !== 'string' || s.name.trim() === '') {
-      throw new RedisConfigError(
-        sources.sentinel ? 'REDIS_SENTINEL_NAME' : 'sentinel.name',
-        s.name,
-        'the monitored master name, e.g. "mymaster"',
-      );
-    }
-    const role = s.role ?? 'master';
-    if (role !== 'master' && role !== 'slave') {
-      throw new RedisConfigError('sentinel.role', role, "'master' or 'slave'");
-    }
-    target = {
+function sentinelTarget(o: ConnectionInput, sources: Sources, label: Label): TargetWithAddress {
+  const s = o.sentinel;
+  if (s === null || typeof s !== 'object') {
+    throw new RedisConfigError(
+      label('sentinel'),
+      s,
+      'an object { sentinels: [{ host, port }], name }',
+    );
+  }
+  const sentinels = validateNodes(s.sentinels, sources.sentinel ?? 'sentinel.sentinels');
+  if (typeof s.name !== 'string' || s.name.trim() === '') {
+    throw new RedisConfigError(
+      sources.sentinel ? 'REDIS_SENTINEL_NAME' : 'sentinel.name',
+      s.name,
+      'the monitored master name, e.g. "mymaster"',
+    );
+  }
+  const role = s.role ?? 'master';
+  if (role !== 'master' && role !== 'slave') {
+    throw new RedisConfigError('sentinel.role', role, "'master' or 'slave'");
+  }
+  return {
+    target: {
       kind: 'sentinel',
       sentinels,
       name: s.name,
@@ -196,40 +253,42 @@ function validate(o: ConnectionInput, sources: Sources, name: string): ResolvedC
         'sentinel.failoverDetector',
         DEFAULTS.sentinelFailoverDetector,
       ),
-    };
-    address = `sentinel master "${s.name}" via ${sentinels.map(formatNode).join(',')}`;
-  } else if (o.url !== undefined) {
-    const parsed = parseRedisUrl(o.url, label('url'));
-    username ??= parsed.username;
-    password ??= parsed.password;
-    if (parsed.tls && tls === undefined) tls = {};
-    target = {
-      kind: 'standalone',
-      host: parsed.host,
-      port: parsed.port,
-      db: o.db === undefined ? parsed.db : dbIndex(o.db, label('db')),
-    };
-    address = describeStandalone(target, username, password, tls);
-  } else {
-    const host = o.host ?? DEFAULTS.host;
-    if (typeof host !== 'string' || host.trim() === '') {
-      throw new RedisConfigError(label('host'), host, 'a host name or IP address');
-    }
-    const port = portNumber(o.port ?? DEFAULTS.port, label('port'));
-    target = { kind: 'standalone', host, port, db: dbIndex(o.db, label('db')) };
-    address = describeStandalone(target, username, password, tls);
-  }
-
-  return {
-    name,
-    target,
-    username,
-    password,
-    tls,
-    keyPrefix,
-    ...connection,
-    address,
+    },
+    address: `sentinel master "${s.name}" via ${sentinels.map(formatNode).join(',')}`,
   };
+}
+
+/** A `url` target; the URL's user, password and scheme fill what the options leave unset. */
+function urlTarget(
+  o: ConnectionInput,
+  label: Label,
+  given: Credentials,
+): TargetWithAddress & { credentials: Credentials } {
+  const parsed = parseRedisUrl(o.url, label('url'));
+  const credentials: Credentials = {
+    username: given.username ?? parsed.username,
+    password: given.password ?? parsed.password,
+    tls: parsed.tls && given.tls === undefined ? {} : given.tls,
+  };
+  const target = {
+    kind: 'standalone' as const,
+    host: parsed.host,
+    port: parsed.port,
+    db: o.db === undefined ? parsed.db : dbIndex(o.db, label('db')),
+  };
+  const { username, password, tls } = credentials;
+  return { target, address: describeStandalone(target, username, password, tls), credentials };
+}
+
+function hostTarget(o: ConnectionInput, label: Label, credentials: Credentials): TargetWithAddress {
+  const host = o.host ?? DEFAULTS.host;
+  if (typeof host !== 'string' || host.trim() === '') {
+    throw new RedisConfigError(label('host'), host, 'a host name or IP address');
+  }
+  const port = portNumber(o.port ?? DEFAULTS.port, label('port'));
+  const target = { kind: 'standalone' as const, host, port, db: dbIndex(o.db, label('db')) };
+  const { username, password, tls } = credentials;
+  return { target, address: describeStandalone(target, username, password, tls) };
 }
 
 /** Parses `redis://` / `rediss://` URLs; the error shows the URL with its password redacted. */

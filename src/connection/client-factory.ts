@@ -77,17 +77,68 @@ export function clientSecrets(config: ResolvedRedisConfig): Array<string | undef
   return [config.password, target.kind === 'sentinel' ? target.sentinelPassword : undefined];
 }
 
+/** A target of the given kind. */
+type TargetOf<K extends ResolvedRedisConfig['target']['kind']> = Extract<
+  ResolvedRedisConfig['target'],
+  { kind: K }
+>;
+
+/** What every kind of client is built from. */
+interface ClientParts {
+  role: ConnectionRole;
+  /** The connection options every client shares. */
+  base: RedisOptions;
+  keyPrefix: string | undefined;
+  retryStrategy: (times: number) => number | null;
+  autoPipelining: boolean;
+}
+
 function newClient(
   config: ResolvedRedisConfig,
   role: ConnectionRole,
   node?: { host: string; port: number },
 ): RedisClient {
   const target = config.target;
-  // Pub/sub channels are not keys; the subscriber gets no key prefix.
-  const keyPrefix = role === 'subscriber' ? undefined : config.keyPrefix || undefined;
-  const retryStrategy = (times: number): number | null => backoffDelay(times, config.retry);
+  const parts: ClientParts = {
+    role,
+    base: baseOptions(config, role),
+    // Pub/sub channels are not keys; the subscriber gets no key prefix.
+    keyPrefix: role === 'subscriber' ? undefined : config.keyPrefix || undefined,
+    retryStrategy: (times: number): number | null => backoffDelay(times, config.retry),
+    autoPipelining: role === 'command' && config.autoPipelining,
+  };
 
-  const base: RedisOptions = {
+  if (node) {
+    // A plain connection to one node of a cluster: PUBLISH is broadcast to every node, so a
+    // subscriber needs just one, with reconnects we can watch (the Cluster's internal
+    // subscriber reconnects silently, and a drop would go unnoticed).
+    const { base, retryStrategy } = parts;
+    return new Redis({ ...base, retryStrategy, host: node.host, port: node.port });
+  }
+
+  switch (target.kind) {
+    case 'cluster':
+      return newClusterClient(target, parts);
+    case 'sentinel':
+      return newSentinelClient(target, parts, config.tls !== undefined);
+    case 'standalone':
+      return new Redis({
+        ...parts.base,
+        keyPrefix: parts.keyPrefix,
+        enableAutoPipelining: parts.autoPipelining,
+        retryStrategy: parts.retryStrategy,
+        host: target.host,
+        port: target.port,
+        db: target.db,
+      });
+    case 'client':
+      return duplicateClient(target.client, parts);
+  }
+}
+
+/** The options every connection of `config` in `role` shares, whatever the target. */
+function baseOptions(config: ResolvedRedisConfig, role: ConnectionRole): RedisOptions {
+  return {
     ...config.redisOptions,
     username: config.username,
     password: config.password,
@@ -109,77 +160,62 @@ function newClient(
       ? { autoResendUnfulfilledCommands: false }
       : {}),
   };
+}
 
-  if (node) {
-    // A plain connection to one node of a cluster: PUBLISH is broadcast to every node, so a
-    // subscriber needs just one, with reconnects we can watch (the Cluster's internal
-    // subscriber reconnects silently, and a drop would go unnoticed).
-    return new Redis({ ...base, retryStrategy, host: node.host, port: node.port });
-  }
+function newClusterClient(target: TargetOf<'cluster'>, parts: ClientParts): Cluster {
+  const options: ClusterOptions = {
+    ...CLUSTER_FAILOVER_DEFAULTS,
+    ...target.clusterOptions,
+    keyPrefix: parts.keyPrefix,
+    scaleReads: target.scaleReads,
+    lazyConnect: true,
+    enableAutoPipelining: parts.autoPipelining,
+    clusterRetryStrategy: parts.retryStrategy,
+    redisOptions: parts.base,
+  };
+  return new Cluster(target.nodes, options);
+}
 
-  switch (target.kind) {
-    case 'cluster': {
-      const options: ClusterOptions = {
-        ...CLUSTER_FAILOVER_DEFAULTS,
-        ...target.clusterOptions,
-        keyPrefix,
-        scaleReads: target.scaleReads,
-        lazyConnect: true,
-        enableAutoPipelining: role === 'command' && config.autoPipelining,
-        clusterRetryStrategy: retryStrategy,
-        redisOptions: base,
-      };
-      return new Cluster(target.nodes, options);
-    }
-    case 'sentinel':
-      return new Redis({
-        ...base,
-        keyPrefix,
-        enableAutoPipelining: role === 'command' && config.autoPipelining,
-        retryStrategy: (times: number) => {
-          const delay = retryStrategy(times);
-          return delay === null ? null : Math.min(delay, SENTINEL_MAX_RECONNECT_DELAY);
-        },
-        sentinels: target.sentinels,
-        name: target.name,
-        role: target.role,
-        db: target.db,
-        sentinelUsername: target.sentinelUsername,
-        sentinelPassword: target.sentinelPassword,
-        sentinelRetryStrategy: retryStrategy,
-        failoverDetector: target.failoverDetector,
-        enableTLSForSentinelMode: config.tls !== undefined,
-      });
-    case 'standalone':
-      return new Redis({
-        ...base,
-        keyPrefix,
-        enableAutoPipelining: role === 'command' && config.autoPipelining,
-        retryStrategy,
-        host: target.host,
-        port: target.port,
-        db: target.db,
-      });
-    case 'client': {
-      // Extra connections for a client the application owns copy its settings.
-      const source = target.client;
-      if (isCluster(source)) {
-        return source.duplicate(undefined, {
-          lazyConnect: true,
-          keyPrefix,
-          enableAutoPipelining: false,
-          redisOptions: { ...source.options.redisOptions, connectionName: base.connectionName },
-        });
-      }
-      return source.duplicate({
-        lazyConnect: true,
-        keyPrefix,
-        enableAutoPipelining: false,
-        connectionName: base.connectionName,
-        ...(role === 'subscriber' ? { autoResubscribe: false } : {}),
-      });
-    }
+function newSentinelClient(target: TargetOf<'sentinel'>, parts: ClientParts, tls: boolean): Redis {
+  const { retryStrategy } = parts;
+  return new Redis({
+    ...parts.base,
+    keyPrefix: parts.keyPrefix,
+    enableAutoPipelining: parts.autoPipelining,
+    retryStrategy: (times: number) => {
+      const delay = retryStrategy(times);
+      return delay === null ? null : Math.min(delay, SENTINEL_MAX_RECONNECT_DELAY);
+    },
+    sentinels: target.sentinels,
+    name: target.name,
+    role: target.role,
+    db: target.db,
+    sentinelUsername: target.sentinelUsername,
+    sentinelPassword: target.sentinelPassword,
+    sentinelRetryStrategy: retryStrategy,
+    failoverDetector: target.failoverDetector,
+    enableTLSForSentinelMode: tls,
+  });
+}
+
+/** Extra connections for a client the application owns copy its settings. */
+function duplicateClient(source: RedisClient, parts: ClientParts): RedisClient {
+  const { keyPrefix, base, role } = parts;
+  if (isCluster(source)) {
+    return source.duplicate(undefined, {
+      lazyConnect: true,
+      keyPrefix,
+      enableAutoPipelining: false,
+      redisOptions: { ...source.options.redisOptions, connectionName: base.connectionName },
+    });
   }
+  return source.duplicate({
+    lazyConnect: true,
+    keyPrefix,
+    enableAutoPipelining: false,
+    connectionName: base.connectionName,
+    ...(role === 'subscriber' ? { autoResubscribe: false } : {}),
+  });
 }
 
 /** Clients being closed by us: their `end` is wanted. */

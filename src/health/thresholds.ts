@@ -198,148 +198,172 @@ export function evaluate(
 ): CheckOutcome[] {
   const out: CheckOutcome[] = [];
   const nodes = sample.nodes;
-  if (needsInfo(t)) {
-    const denied = infoDenied(nodes);
-    out.push({
-      check: 'permission',
-      ok: !denied,
-      value: denied ? 'INFO' : null,
-      threshold: null,
-      ...(denied ? { message: NOPERM_INFO } : {}),
-    });
-  }
-  if (sample.clusterState !== undefined) {
-    const ok = sample.clusterState === 'ok';
-    out.push({
-      check: 'clusterState',
-      ok,
-      value: sample.clusterState,
-      threshold: 'ok',
-      ...(ok ? {} : { message: `cluster_state is ${sample.clusterState}` }),
-    });
-  }
-  if (t.maxLatency !== undefined) {
-    const ok = sample.latency <= t.maxLatency;
-    out.push({
-      check: 'latency',
-      ok,
-      value: sample.latency,
-      threshold: t.maxLatency,
-      ...(ok
-        ? {}
-        : { message: `PING took ${sample.latency} ms, more than maxLatency (${t.maxLatency} ms)` }),
-    });
-  }
-  if (t.maxMemoryRatio !== undefined) {
-    let used = 0;
-    let max = 0;
-    let worst: number | null = null;
-    for (const n of nodes) {
-      if (!n.memory) continue;
-      used += n.memory.used;
-      max += n.memory.max;
-      if (n.memory.max > 0) worst = Math.max(worst ?? 0, n.memory.used / n.memory.max);
-    }
-    const ok = worst === null || worst <= t.maxMemoryRatio;
-    out.push({
-      check: 'memory',
-      ok,
-      value: worst === null ? null : Math.round(worst * 10_000) / 10_000,
-      threshold: t.maxMemoryRatio,
-      ...(ok
-        ? {}
-        : {
-            message:
-              `memory use ${pct(worst ?? 0)} exceeds maxMemoryRatio ${pct(t.maxMemoryRatio)} ` +
-              `(used_memory ${used} of maxmemory ${max} bytes)`,
-          }),
-    });
-  }
-  if (t.maxFragmentation !== undefined) {
-    const ratios = nodes
-      .map((n) => n.memory?.fragmentationRatio)
-      .filter((r): r is number => typeof r === 'number');
-    const worst = ratios.length ? Math.max(...ratios) : null;
-    const ok = worst === null || worst <= t.maxFragmentation;
-    out.push({
-      check: 'fragmentation',
-      ok,
-      value: worst,
-      threshold: t.maxFragmentation,
-      ...(ok
-        ? {}
-        : {
-            message: `mem_fragmentation_ratio ${worst} exceeds maxFragmentation ${t.maxFragmentation}`,
-          }),
-    });
-  }
-  if (t.maxPoolUsage !== undefined) {
-    const usage = pool.max > 0 ? Math.round((pool.open / pool.max) * 10_000) / 10_000 : 0;
-    const ok = usage <= t.maxPoolUsage;
-    out.push({
-      check: 'poolUsage',
-      ok,
-      value: usage,
-      threshold: t.maxPoolUsage,
-      ...(ok
-        ? {}
-        : {
-            message:
-              `${pool.open} of maxConnections ${pool.max} connections open (${pct(usage)}), ` +
-              `more than maxPoolUsage ${pct(t.maxPoolUsage)}`,
-          }),
-    });
-  }
-  if (t.minVersion !== undefined) {
-    const version = lowestVersion(nodes);
-    const ok = version === undefined || compareVersions(version, t.minVersion) >= 0;
-    out.push({
-      check: 'version',
-      ok,
-      value: version ?? null,
-      threshold: t.minVersion,
-      ...(ok
-        ? {}
-        : { message: `redis_version ${version} is older than minVersion ${t.minVersion}` }),
-    });
-  }
-  if (t.requireEvictionPolicy !== undefined) {
-    const req = normalizePolicy(t.requireEvictionPolicy);
-    const policies = req?.policies ?? [];
-    const bad = nodes.find((n) => n.memory && !policies.includes(n.memory.policy));
-    const value = bad?.memory?.policy ?? nodes.find((n) => n.memory)?.memory?.policy ?? null;
-    out.push({
-      check: 'evictionPolicy',
-      ok: !bad,
-      ...(bad && req?.mode === 'warn' ? { warn: true } : {}),
-      value,
-      threshold: policies,
-      ...(bad
-        ? {
-            message:
-              `maxmemory-policy is ${bad.memory?.policy} on ${bad.address}, ` +
-              `expected ${policies.join(' or ')}`,
-          }
-        : {}),
-    });
-  }
-  if (t.maxReplicationLag !== undefined) {
-    const lags = nodes.flatMap((n) => n.replicas.map((r) => r.lagBytes));
-    const worst = lags.length ? Math.max(...lags) : null;
-    const ok = worst === null || worst <= t.maxReplicationLag;
-    out.push({
-      check: 'replicationLag',
-      ok,
-      value: worst,
-      threshold: t.maxReplicationLag,
-      ...(ok
-        ? {}
-        : {
-            message: `a replica is ${worst} bytes behind, more than maxReplicationLag ${t.maxReplicationLag}`,
-          }),
-    });
-  }
+  if (needsInfo(t)) out.push(checkPermission(nodes));
+  if (sample.clusterState !== undefined) out.push(checkClusterState(sample.clusterState));
+  if (t.maxLatency !== undefined) out.push(checkLatency(sample.latency, t.maxLatency));
+  if (t.maxMemoryRatio !== undefined) out.push(checkMemory(nodes, t.maxMemoryRatio));
+  if (t.maxFragmentation !== undefined) out.push(checkFragmentation(nodes, t.maxFragmentation));
+  if (t.maxPoolUsage !== undefined) out.push(checkPoolUsage(pool, t.maxPoolUsage));
+  if (t.minVersion !== undefined) out.push(checkVersion(nodes, t.minVersion));
+  if (t.requireEvictionPolicy !== undefined)
+    out.push(checkEvictionPolicy(nodes, t.requireEvictionPolicy));
+  if (t.maxReplicationLag !== undefined) out.push(checkReplicationLag(nodes, t.maxReplicationLag));
   return out;
+}
+
+function checkPermission(nodes: readonly NodeDiagnostics[]): CheckOutcome {
+  const denied = infoDenied(nodes);
+  return {
+    check: 'permission',
+    ok: !denied,
+    value: denied ? 'INFO' : null,
+    threshold: null,
+    ...(denied ? { message: NOPERM_INFO } : {}),
+  };
+}
+
+function checkClusterState(clusterState: string): CheckOutcome {
+  const ok = clusterState === 'ok';
+  return {
+    check: 'clusterState',
+    ok,
+    value: clusterState,
+    threshold: 'ok',
+    ...(ok ? {} : { message: `cluster_state is ${clusterState}` }),
+  };
+}
+
+function checkLatency(latency: number, maxLatency: number): CheckOutcome {
+  const ok = latency <= maxLatency;
+  return {
+    check: 'latency',
+    ok,
+    value: latency,
+    threshold: maxLatency,
+    ...(ok ? {} : { message: `PING took ${latency} ms, more than maxLatency (${maxLatency} ms)` }),
+  };
+}
+
+function checkMemory(nodes: readonly NodeDiagnostics[], maxMemoryRatio: number): CheckOutcome {
+  let used = 0;
+  let max = 0;
+  let worst: number | null = null;
+  for (const n of nodes) {
+    if (!n.memory) continue;
+    used += n.memory.used;
+    max += n.memory.max;
+    if (n.memory.max > 0) worst = Math.max(worst ?? 0, n.memory.used / n.memory.max);
+  }
+  const ok = worst === null || worst <= maxMemoryRatio;
+  return {
+    check: 'memory',
+    ok,
+    value: worst === null ? null : Math.round(worst * 10_000) / 10_000,
+    threshold: maxMemoryRatio,
+    ...(ok
+      ? {}
+      : {
+          message:
+            `memory use ${pct(worst ?? 0)} exceeds maxMemoryRatio ${pct(maxMemoryRatio)} ` +
+            `(used_memory ${used} of maxmemory ${max} bytes)`,
+        }),
+  };
+}
+
+function checkFragmentation(
+  nodes: readonly NodeDiagnostics[],
+  maxFragmentation: number,
+): CheckOutcome {
+  const ratios = nodes
+    .map((n) => n.memory?.fragmentationRatio)
+    .filter((r): r is number => typeof r === 'number');
+  const worst = ratios.length ? Math.max(...ratios) : null;
+  const ok = worst === null || worst <= maxFragmentation;
+  return {
+    check: 'fragmentation',
+    ok,
+    value: worst,
+    threshold: maxFragmentation,
+    ...(ok
+      ? {}
+      : {
+          message: `mem_fragmentation_ratio ${worst} exceeds maxFragmentation ${maxFragmentation}`,
+        }),
+  };
+}
+
+function checkPoolUsage(pool: PoolFigures, maxPoolUsage: number): CheckOutcome {
+  const usage = pool.max > 0 ? Math.round((pool.open / pool.max) * 10_000) / 10_000 : 0;
+  const ok = usage <= maxPoolUsage;
+  return {
+    check: 'poolUsage',
+    ok,
+    value: usage,
+    threshold: maxPoolUsage,
+    ...(ok
+      ? {}
+      : {
+          message:
+            `${pool.open} of maxConnections ${pool.max} connections open (${pct(usage)}), ` +
+            `more than maxPoolUsage ${pct(maxPoolUsage)}`,
+        }),
+  };
+}
+
+function checkVersion(nodes: readonly NodeDiagnostics[], minVersion: string): CheckOutcome {
+  const version = lowestVersion(nodes);
+  const ok = version === undefined || compareVersions(version, minVersion) >= 0;
+  return {
+    check: 'version',
+    ok,
+    value: version ?? null,
+    threshold: minVersion,
+    ...(ok ? {} : { message: `redis_version ${version} is older than minVersion ${minVersion}` }),
+  };
+}
+
+function checkEvictionPolicy(
+  nodes: readonly NodeDiagnostics[],
+  requirement: NonNullable<RedisHealthThresholds['requireEvictionPolicy']>,
+): CheckOutcome {
+  const req = normalizePolicy(requirement);
+  const policies = req?.policies ?? [];
+  const bad = nodes.find((n) => n.memory && !policies.includes(n.memory.policy));
+  const value = bad?.memory?.policy ?? nodes.find((n) => n.memory)?.memory?.policy ?? null;
+  return {
+    check: 'evictionPolicy',
+    ok: !bad,
+    ...(bad && req?.mode === 'warn' ? { warn: true } : {}),
+    value,
+    threshold: policies,
+    ...(bad
+      ? {
+          message:
+            `maxmemory-policy is ${bad.memory?.policy} on ${bad.address}, ` +
+            `expected ${policies.join(' or ')}`,
+        }
+      : {}),
+  };
+}
+
+function checkReplicationLag(
+  nodes: readonly NodeDiagnostics[],
+  maxReplicationLag: number,
+): CheckOutcome {
+  const lags = nodes.flatMap((n) => n.replicas.map((r) => r.lagBytes));
+  const worst = lags.length ? Math.max(...lags) : null;
+  const ok = worst === null || worst <= maxReplicationLag;
+  return {
+    check: 'replicationLag',
+    ok,
+    value: worst,
+    threshold: maxReplicationLag,
+    ...(ok
+      ? {}
+      : {
+          message: `a replica is ${worst} bytes behind, more than maxReplicationLag ${maxReplicationLag}`,
+        }),
+  };
 }
 
 const NOPERM_INFO =

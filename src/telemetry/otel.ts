@@ -151,6 +151,21 @@ export const BACKLOG_READ_TIMEOUT_MS = 1_000;
 /** Histogram boundaries the database semantic conventions recommend, in seconds. */
 const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10];
 
+/** What `MetricSources.cache` returns. */
+type CacheFigures = ReturnType<NonNullable<MetricSources['cache']>>;
+
+/** What `MetricSources.pubsub` returns. */
+type PubSubFigures = ReturnType<NonNullable<MetricSources['pubsub']>>;
+
+/** An observable instrument whose callbacks can be added and removed. */
+interface ObservableInstrument {
+  addCallback(cb: (r: ObservableResult) => void): void;
+  removeCallback(cb: (r: ObservableResult) => void): void;
+}
+
+/** Adds a callback to an observable instrument; the callback's removal goes to `undo`. */
+type Observe = (instrument: ObservableInstrument, cb: (r: ObservableResult) => void) => void;
+
 /**
  * Registers every instrument of one connection on `meter`; returns what removes them (the
  * command hook and the observable callbacks). Attributes are low-cardinality only: command
@@ -160,6 +175,24 @@ export function instrumentConnection(meter: Meter, src: MetricSources): () => vo
   const undo: Array<() => void> = [];
   const pool = { 'db.client.connection.pool.name': src.name };
 
+  undo.push(instrumentCommandDuration(meter, src));
+  const observe = safeObserver(undo);
+  instrumentConnectionCounts(meter, src, pool, observe);
+  if (src.cache) instrumentCache(meter, src.cache, pool, observe);
+  if (src.pubsub) instrumentPubSub(meter, src.pubsub, pool, observe);
+
+  if (src.streams) undo.push(instrumentStreams(meter, src.streams, pool, () => src.client.status));
+  // Lock figures, when a LockService registered them for this client.
+  undo.push(instrumentLocks(meter, src.client, pool));
+
+  undo.push(instrumentOperations(meter, src.name));
+  return () => {
+    for (const u of undo.splice(0)) u();
+  };
+}
+
+/** The duration histogram of every command the connection sends; returns what unhooks it. */
+function instrumentCommandDuration(meter: Meter, src: MetricSources): () => void {
   const duration = meter.createHistogram('db.client.operation.duration', {
     description: 'Duration of Redis commands sent through the connection.',
     unit: 's',
@@ -169,31 +202,26 @@ export function instrumentConnection(meter: Meter, src: MetricSources): () => vo
   // recording, and this runs once per command (the objects are made once per command name).
   const attrsCache = new Map<string, Attributes>();
   const namespace = String(src.database);
-  undo.push(
-    recordCommands(src.client, (operation, seconds, errorType) => {
-      const id = errorType === undefined ? operation : `${operation}\u0000${errorType}`;
-      let attrs = attrsCache.get(id);
-      if (!attrs) {
-        attrs = {
-          'db.system.name': 'redis',
-          'db.operation.name': operation,
-          'db.namespace': namespace,
-          'db.client.connection.pool.name': src.name,
-          ...(errorType !== undefined ? { 'error.type': errorType } : {}),
-        };
-        if (attrsCache.size < 2000) attrsCache.set(id, attrs);
-      }
-      duration.record(seconds, attrs);
-    }),
-  );
+  return recordCommands(src.client, (operation, seconds, errorType) => {
+    const id = errorType === undefined ? operation : `${operation}\u0000${errorType}`;
+    let attrs = attrsCache.get(id);
+    if (!attrs) {
+      attrs = {
+        'db.system.name': 'redis',
+        'db.operation.name': operation,
+        'db.namespace': namespace,
+        'db.client.connection.pool.name': src.name,
+        ...(errorType !== undefined ? { 'error.type': errorType } : {}),
+      };
+      if (attrsCache.size < 2000) attrsCache.set(id, attrs);
+    }
+    duration.record(seconds, attrs);
+  });
+}
 
-  const observe = (
-    instrument: {
-      addCallback(cb: (r: ObservableResult) => void): void;
-      removeCallback(cb: (r: ObservableResult) => void): void;
-    },
-    cb: (r: ObservableResult) => void,
-  ): void => {
+/** An `Observe` whose callbacks never fail the collection and whose removals go to `undo`. */
+function safeObserver(undo: Array<() => void>): Observe {
+  return (instrument, cb) => {
     const safe = (r: ObservableResult): void => {
       try {
         cb(r);
@@ -204,7 +232,15 @@ export function instrumentConnection(meter: Meter, src: MetricSources): () => vo
     instrument.addCallback(safe);
     undo.push(() => instrument.removeCallback(safe));
   };
+}
 
+/** Connections held open by role, the `maxConnections` bound and the reconnects. */
+function instrumentConnectionCounts(
+  meter: Meter,
+  src: MetricSources,
+  pool: Attributes,
+  observe: Observe,
+): void {
   observe(
     meter.createObservableUpDownCounter('db.client.connection.count', {
       description: 'Connections this registration holds open, by role.',
@@ -230,157 +266,160 @@ export function instrumentConnection(meter: Meter, src: MetricSources): () => vo
     }),
     (r) => r.observe(src.reconnects(), pool),
   );
+}
 
-  const cache = src.cache;
-  if (cache) {
-    observe(
-      meter.createObservableCounter('nestjs_redis.cache.requests', {
-        description: 'Cache lookups by tier (l1, l2) and result (hit, miss).',
-        unit: '{request}',
-      }),
-      (r) => {
-        const s = cache();
-        r.observe(s.l1.hits, {
-          ...pool,
-          'nestjs_redis.cache.tier': 'l1',
-          'nestjs_redis.cache.result': 'hit',
-        });
-        r.observe(s.l1.misses, {
-          ...pool,
-          'nestjs_redis.cache.tier': 'l1',
-          'nestjs_redis.cache.result': 'miss',
-        });
-        r.observe(s.l2.hits, {
-          ...pool,
-          'nestjs_redis.cache.tier': 'l2',
-          'nestjs_redis.cache.result': 'hit',
-        });
-        r.observe(s.l2.misses, {
-          ...pool,
-          'nestjs_redis.cache.tier': 'l2',
-          'nestjs_redis.cache.result': 'miss',
-        });
-      },
-    );
-    const counters: Array<
-      [string, string, string, (s: ReturnType<NonNullable<MetricSources['cache']>>) => number]
-    > = [
-      [
-        'nestjs_redis.cache.stampede_waits',
-        'getOrSet calls that waited for a load already running.',
-        '{wait}',
-        (s) => s.stampedeWaits,
-      ],
-      ['nestjs_redis.cache.loads', 'Loader runs.', '{load}', (s) => s.loads],
-      [
-        'nestjs_redis.cache.load_errors',
-        'Loader runs that threw or timed out.',
-        '{load}',
-        (s) => s.loadErrors,
-      ],
-      [
-        'nestjs_redis.cache.stale_served',
-        'Stale values returned under grace.',
-        '{value}',
-        (s) => s.staleServed,
-      ],
-      [
-        'nestjs_redis.cache.early_refreshes',
-        'Early refreshes started by XFetch.',
-        '{refresh}',
-        (s) => s.earlyRefreshes,
-      ],
-      [
-        'nestjs_redis.cache.redis_errors',
-        'Redis calls of the cache that failed (it degraded).',
-        '{error}',
-        (s) => s.redisErrors,
-      ],
-    ];
-    for (const [name, description, unit, read] of counters) {
-      observe(meter.createObservableCounter(name, { description, unit }), (r) =>
-        r.observe(read(cache()), pool),
-      );
-    }
-    observe(
-      meter.createObservableUpDownCounter('nestjs_redis.cache.l1.size', {
-        description: 'Entries in the in-process cache (L1).',
-        unit: '{entry}',
-      }),
-      (r) => r.observe(cache().l1.size, pool),
-    );
-    observe(
-      meter.createObservableCounter('nestjs_redis.cache.l1.evictions', {
-        description: 'Entries the in-process cache (L1) evicted to stay within its bounds.',
-        unit: '{entry}',
-      }),
-      (r) => r.observe(cache().l1.evictions, pool),
-    );
-    observe(
-      meter.createObservableUpDownCounter('nestjs_redis.cache.l1.bytes', {
-        description: 'Approximate bytes held by the in-process cache (L1).',
-        unit: 'By',
-      }),
-      (r) => r.observe(cache().l1.bytes, pool),
+/** The cache's plain counters: name, description, unit and the figure each reads. */
+const CACHE_COUNTERS: ReadonlyArray<
+  readonly [string, string, string, (s: CacheFigures) => number]
+> = [
+  [
+    'nestjs_redis.cache.stampede_waits',
+    'getOrSet calls that waited for a load already running.',
+    '{wait}',
+    (s) => s.stampedeWaits,
+  ],
+  ['nestjs_redis.cache.loads', 'Loader runs.', '{load}', (s) => s.loads],
+  [
+    'nestjs_redis.cache.load_errors',
+    'Loader runs that threw or timed out.',
+    '{load}',
+    (s) => s.loadErrors,
+  ],
+  [
+    'nestjs_redis.cache.stale_served',
+    'Stale values returned under grace.',
+    '{value}',
+    (s) => s.staleServed,
+  ],
+  [
+    'nestjs_redis.cache.early_refreshes',
+    'Early refreshes started by XFetch.',
+    '{refresh}',
+    (s) => s.earlyRefreshes,
+  ],
+  [
+    'nestjs_redis.cache.redis_errors',
+    'Redis calls of the cache that failed (it degraded).',
+    '{error}',
+    (s) => s.redisErrors,
+  ],
+];
+
+/** Cache instruments: lookups by tier and result, the plain counters, the L1's size. */
+function instrumentCache(
+  meter: Meter,
+  cache: () => CacheFigures,
+  pool: Attributes,
+  observe: Observe,
+): void {
+  observe(
+    meter.createObservableCounter('nestjs_redis.cache.requests', {
+      description: 'Cache lookups by tier (l1, l2) and result (hit, miss).',
+      unit: '{request}',
+    }),
+    (r) => {
+      const s = cache();
+      r.observe(s.l1.hits, {
+        ...pool,
+        'nestjs_redis.cache.tier': 'l1',
+        'nestjs_redis.cache.result': 'hit',
+      });
+      r.observe(s.l1.misses, {
+        ...pool,
+        'nestjs_redis.cache.tier': 'l1',
+        'nestjs_redis.cache.result': 'miss',
+      });
+      r.observe(s.l2.hits, {
+        ...pool,
+        'nestjs_redis.cache.tier': 'l2',
+        'nestjs_redis.cache.result': 'hit',
+      });
+      r.observe(s.l2.misses, {
+        ...pool,
+        'nestjs_redis.cache.tier': 'l2',
+        'nestjs_redis.cache.result': 'miss',
+      });
+    },
+  );
+  for (const [name, description, unit, read] of CACHE_COUNTERS) {
+    observe(meter.createObservableCounter(name, { description, unit }), (r) =>
+      r.observe(read(cache()), pool),
     );
   }
+  observe(
+    meter.createObservableUpDownCounter('nestjs_redis.cache.l1.size', {
+      description: 'Entries in the in-process cache (L1).',
+      unit: '{entry}',
+    }),
+    (r) => r.observe(cache().l1.size, pool),
+  );
+  observe(
+    meter.createObservableCounter('nestjs_redis.cache.l1.evictions', {
+      description: 'Entries the in-process cache (L1) evicted to stay within its bounds.',
+      unit: '{entry}',
+    }),
+    (r) => r.observe(cache().l1.evictions, pool),
+  );
+  observe(
+    meter.createObservableUpDownCounter('nestjs_redis.cache.l1.bytes', {
+      description: 'Approximate bytes held by the in-process cache (L1).',
+      unit: 'By',
+    }),
+    (r) => r.observe(cache().l1.bytes, pool),
+  );
+}
 
-  const pubsub = src.pubsub;
-  if (pubsub) {
-    observe(
-      meter.createObservableCounter('nestjs_redis.pubsub.messages', {
-        description: 'Pub/sub messages by what happened to them.',
-        unit: '{message}',
-      }),
-      (r) => {
-        const s = pubsub();
-        for (const state of ['published', 'received', 'delivered', 'dropped'] as const) {
-          r.observe(s[state], { ...pool, 'nestjs_redis.pubsub.state': state });
-        }
-      },
-    );
-    observe(
-      meter.createObservableCounter('nestjs_redis.pubsub.gaps', {
-        description: 'Gap notices raised (a reconnect or a full buffer lost messages).',
-        unit: '{gap}',
-      }),
-      (r) => r.observe(pubsub().gaps, pool),
-    );
-    observe(
-      meter.createObservableCounter('nestjs_redis.pubsub.reconnects', {
-        description: 'Times a subscriber connection came back after a drop.',
-        unit: '{reconnect}',
-      }),
-      (r) => r.observe(pubsub().reconnects, pool),
-    );
-    observe(
-      meter.createObservableCounter('nestjs_redis.pubsub.handler_failures', {
-        description: 'Message handlers that threw (error) or did not settle in time (timeout).',
-        unit: '{failure}',
-      }),
-      (r) => {
-        const s = pubsub();
-        r.observe(s.handlerErrors, { ...pool, 'nestjs_redis.failure': 'error' });
-        r.observe(s.handlerTimeouts, { ...pool, 'nestjs_redis.failure': 'timeout' });
-      },
-    );
-    observe(
-      meter.createObservableUpDownCounter('nestjs_redis.pubsub.subscriptions', {
-        description: 'Subscriptions open now.',
-        unit: '{subscription}',
-      }),
-      (r) => r.observe(pubsub().subscriptions, pool),
-    );
-  }
-
-  if (src.streams) undo.push(instrumentStreams(meter, src.streams, pool, () => src.client.status));
-  // Lock figures, when a LockService registered them for this client.
-  undo.push(instrumentLocks(meter, src.client, pool));
-
-  undo.push(instrumentOperations(meter, src.name));
-  return () => {
-    for (const u of undo.splice(0)) u();
-  };
+/** Pub/sub instruments: messages by state, gaps, reconnects, handler failures, subscriptions. */
+function instrumentPubSub(
+  meter: Meter,
+  pubsub: () => PubSubFigures,
+  pool: Attributes,
+  observe: Observe,
+): void {
+  observe(
+    meter.createObservableCounter('nestjs_redis.pubsub.messages', {
+      description: 'Pub/sub messages by what happened to them.',
+      unit: '{message}',
+    }),
+    (r) => {
+      const s = pubsub();
+      for (const state of ['published', 'received', 'delivered', 'dropped'] as const) {
+        r.observe(s[state], { ...pool, 'nestjs_redis.pubsub.state': state });
+      }
+    },
+  );
+  observe(
+    meter.createObservableCounter('nestjs_redis.pubsub.gaps', {
+      description: 'Gap notices raised (a reconnect or a full buffer lost messages).',
+      unit: '{gap}',
+    }),
+    (r) => r.observe(pubsub().gaps, pool),
+  );
+  observe(
+    meter.createObservableCounter('nestjs_redis.pubsub.reconnects', {
+      description: 'Times a subscriber connection came back after a drop.',
+      unit: '{reconnect}',
+    }),
+    (r) => r.observe(pubsub().reconnects, pool),
+  );
+  observe(
+    meter.createObservableCounter('nestjs_redis.pubsub.handler_failures', {
+      description: 'Message handlers that threw (error) or did not settle in time (timeout).',
+      unit: '{failure}',
+    }),
+    (r) => {
+      const s = pubsub();
+      r.observe(s.handlerErrors, { ...pool, 'nestjs_redis.failure': 'error' });
+      r.observe(s.handlerTimeouts, { ...pool, 'nestjs_redis.failure': 'timeout' });
+    },
+  );
+  observe(
+    meter.createObservableUpDownCounter('nestjs_redis.pubsub.subscriptions', {
+      description: 'Subscriptions open now.',
+      unit: '{subscription}',
+    }),
+    (r) => r.observe(pubsub().subscriptions, pool),
+  );
 }
 
 /**

@@ -12,16 +12,13 @@ export function hashTag(name: string): string {
 }
 
 /**
- * Semaphore keys: the holders (sorted set: token → expiry, server ms), the waiting mark (set
- * only by processes of the previous version, which wait for `coord:released`), the queue
- * (sorted set: `token|processId|ttl|lease` → arrival, server µs) and the liveness of the
- * processes with waiters queued (hash: process id → deadline, server ms).
+ * Semaphore keys: the holders (sorted set: token → expiry, server ms), the queue (sorted set:
+ * `token|processId|ttl|lease` → arrival, server µs) and the liveness of the processes with
+ * waiters queued (hash: process id → deadline, server ms).
  */
-export function semaphoreKeys(
-  name: string,
-): [holders: string, waiting: string, queue: string, alive: string] {
+export function semaphoreKeys(name: string): [holders: string, queue: string, alive: string] {
   const base = `sem:${hashTag(name)}`;
-  return [base, `${base}:w`, `${base}:q`, `${base}:qe`];
+  return [base, `${base}:q`, `${base}:qe`];
 }
 
 /**

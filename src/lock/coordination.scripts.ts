@@ -41,7 +41,7 @@ end`;
 
 /**
  * Shared by the semaphore scripts: the time, the live holders, and handing free permits to the
- * oldest live waiters of the queue. KEYS: holders, waiting mark, queue, alive.
+ * oldest live waiters of the queue. KEYS: holders, queue, alive.
  *
  * A queue member is `token|processId|ttl|lease`, scored by arrival (server µs). A process that
  * has waiters queued renews its liveness deadline in `alive` (process id → server ms, now +
@@ -57,7 +57,7 @@ end`;
  * now (expired, or negative: tombstones) are not counted; releases drop them.
  */
 const SEMAPHORE_PRELUDE = `
-local holders, mark, queue, alive = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local holders, queue, alive = KEYS[1], KEYS[2], KEYS[3]
 local t = redis.call('TIME')
 local nowUs = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now = math.floor(nowUs / 1000)
@@ -114,7 +114,7 @@ end
  * poll), it is queued (once: a poll keeps its place); `renew` '1' also renews this process's
  * liveness. Finding its own token live (a re-run, or a grant whose message was lost) is a
  * success, renewed to the full TTL.
- * KEYS: holders, waiting mark, queue, alive.
+ * KEYS: holders, queue, alive.
  * ARGV: token, limit, ttl, mode ('0' never queue), lease (ms), process id, grant channel
  * prefix, renew ('1' | '0').
  * Returns `{1, ttl, refused, granted...}` or `{0, ms until the first holder expires, refused,
@@ -161,17 +161,13 @@ if mode ~= '0' then
 end
 local first = redis.call('ZRANGEBYSCORE', holders, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
 return {0, first[2] and (tonumber(first[2]) - now) or -1, refused, unpack(granted)}`,
-  4,
+  3,
 );
 
 /**
- * Release a permit, leaving a tombstone for `tombstone` ms, and grant free permits to the
- * oldest live waiters. Announces on the
- * released channel only while a waiting mark exists (left by processes of the previous
- * version, which wait for it).
- * KEYS: holders, waiting mark, queue, alive.
- * ARGV: token, tombstone (ms), limit, process id, grant channel prefix, released channel,
- * released message.
+ * Release a permit, leaving a tombstone for `tombstone` ms, and grant the permit it frees to the
+ * oldest live waiter. KEYS: holders, queue, alive.
+ * ARGV: token, tombstone (ms), limit, process id, grant channel prefix.
  * Returns `{1 released now or by an earlier run | 0 had expired or was not ours, refused,
  * granted...}` (`granted`: tokens of this process's waiters now holding a permit).
  */
@@ -202,15 +198,14 @@ local _, held = grant(free, ARGV[5], ARGV[4], add)
 longest = math.max(longest, held)
 if #add > 0 then redis.call('ZADD', holders, unpack(add)) end
 if longest > 0 then keep(holders, longest) end
-if redis.call('EXISTS', mark) == 1 then redis.pcall('PUBLISH', ARGV[6], ARGV[7]) end
 return {released, refused, unpack(granted)}`,
-  4,
+  3,
 );
 
 /**
  * A waiter gives up (its wait ran out, it was aborted, the application stops) or a grant
  * reached nobody: it leaves the queue, or, if it was granted a permit meanwhile, passes the
- * permit on. KEYS: holders, waiting mark, queue, alive.
+ * permit on. KEYS: holders, queue, alive.
  * ARGV: token, limit, process id, grant channel prefix, queue member.
  * Returns `{1 it had been granted (passed on) | 0, refused, granted...}`.
  */
@@ -229,7 +224,7 @@ if #add > 0 then
   keep(holders, longest)
 end
 return {1, refused, unpack(granted)}`,
-  4,
+  3,
 );
 
 /**

@@ -75,7 +75,7 @@ export interface Semaphore {
 
 /** The `Semaphore` implementation. */
 export class RedisSemaphore implements Semaphore {
-  private readonly keys: [string, string, string, string];
+  private readonly keys: [string, string, string];
   private readonly ops: LeaseOps;
 
   constructor(
@@ -98,8 +98,6 @@ export class RedisSemaphore implements Semaphore {
           this.limit,
           coordinator.processId,
           coordinator.grantChannelPrefix,
-          coordinator.channel,
-          `s:${name}`,
         ]);
         this.passOn(this.coordinator.granted(reply, 2, sentAt));
         return Number(reply[0]) === 1;

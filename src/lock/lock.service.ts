@@ -14,7 +14,6 @@ import { getRedisConnectionToken } from '../connection/tokens.js';
 import { resolveTemplate, type ArgumentTemplate } from '../discovery/decorated-methods.js';
 import type { DecoratorExplorer } from '../discovery/explorer.js';
 import { LockNotAcquiredError } from '../errors.js';
-import { registerLockStats } from '../telemetry/lock-metrics.js';
 import { trace, type RedisTraceContext } from '../telemetry/tracing.js';
 
 import { coordinatorFor } from './coordination.js';
@@ -150,7 +149,6 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
       },
       checkTtl: (ttl) => checkDuration('Lock.extend', 'ttl', ttl),
     };
-    registerLockStats(connection.client, () => this.stats());
   }
 
   /**

@@ -2,18 +2,6 @@ import type { Attributes, Meter } from '@opentelemetry/api';
 
 import type { LockStats } from '../lock/lock-stats.js';
 
-/**
- * The `LockService` figures of each command client, registered by the service when it is
- * created (before any `onModuleInit`, so before the metrics are). Keyed by the ioredis client:
- * that is what the metrics of a connection are registered for.
- */
-const sources = new WeakMap<object, () => LockStats>();
-
-/** Makes `read` the lock figures of `client` (the last registration wins). */
-export function registerLockStats(client: object, read: () => LockStats): void {
-  sources.set(client, read);
-}
-
 /** The six lock instruments: name, description, unit, gauge (up-down) or counter, figure. */
 const INSTRUMENTS: ReadonlyArray<[string, string, string, boolean, keyof LockStats]> = [
   ['nestjs_redis.lock.held', 'Locks this process holds now.', '{lock}', true, 'held'],
@@ -55,12 +43,14 @@ const INSTRUMENTS: ReadonlyArray<[string, string, string, boolean, keyof LockSta
 ];
 
 /**
- * Registers the lock instruments of `client` on `meter`, if a `LockService` registered its
- * figures for it; returns what removes them. One `stats()` read per collection serves all six.
+ * Registers the lock instruments of one connection's `LockService` on `meter` (`read` is its
+ * `stats()`); returns what removes them. One `stats()` read per collection serves all six.
  */
-export function instrumentLocks(meter: Meter, client: object, attributes: Attributes): () => void {
-  const read = sources.get(client);
-  if (!read) return () => undefined;
+export function instrumentLocks(
+  meter: Meter,
+  read: () => LockStats,
+  attributes: Attributes,
+): () => void {
   const instruments = INSTRUMENTS.map(([name, description, unit, gauge]) =>
     gauge
       ? meter.createObservableUpDownCounter(name, { description, unit })

@@ -8,6 +8,7 @@ import type {
 } from '@opentelemetry/api';
 
 import { DEFAULT_CONNECTION_NAME } from '../config/defaults.js';
+import type { LockStats } from '../lock/lock-stats.js';
 
 import { recordCommands } from './command-recorder.js';
 import { instrumentLocks } from './lock-metrics.js';
@@ -122,6 +123,8 @@ export interface MetricSources {
     subscriptions: number;
   };
   streams?: StreamSources;
+  /** `LockService.stats()` of this connection. */
+  locks?: () => LockStats;
 }
 
 /** What the stream instruments read: counters from memory, backlogs from Redis. */
@@ -182,8 +185,7 @@ export function instrumentConnection(meter: Meter, src: MetricSources): () => vo
   if (src.pubsub) instrumentPubSub(meter, src.pubsub, pool, observe);
 
   if (src.streams) undo.push(instrumentStreams(meter, src.streams, pool, () => src.client.status));
-  // Lock figures, when a LockService registered them for this client.
-  undo.push(instrumentLocks(meter, src.client, pool));
+  if (src.locks) undo.push(instrumentLocks(meter, src.locks, pool));
 
   undo.push(instrumentOperations(meter, src.name));
   return () => {

@@ -12,10 +12,12 @@ import { isCluster } from '../connection/client-factory.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import {
   getCacheServiceToken,
+  getLockServiceToken,
   getPubSubServiceToken,
   getRedisConnectionToken,
   getStreamsServiceToken,
 } from '../connection/tokens.js';
+import { LockService } from '../lock/lock.service.js';
 import { PubSubService } from '../pubsub/pubsub.service.js';
 import { StreamsService } from '../streams/streams.service.js';
 
@@ -75,6 +77,7 @@ export class RedisTelemetry implements OnModuleInit, OnApplicationShutdown {
     const cache = this.optional<CacheService>(getCacheServiceToken(connection.name));
     const pubsub = this.optional<PubSubService>(getPubSubServiceToken(connection.name));
     const streams = this.optional<StreamsService>(getStreamsServiceToken(connection.name));
+    const locks = this.optional<LockService>(getLockServiceToken(connection.name));
     const remove = instrumentConnection(meter, {
       name: connection.name,
       database: isCluster(client) ? 0 : Number((client.options as { db?: number }).db ?? 0),
@@ -92,6 +95,7 @@ export class RedisTelemetry implements OnModuleInit, OnApplicationShutdown {
       reconnects: () => Math.max(0, this.readyCount - 1),
       ...(cache ? { cache: () => cache.stats() } : {}),
       ...(pubsub ? { pubsub: () => pubsub.stats() } : {}),
+      ...(locks ? { locks: () => locks.stats() } : {}),
       ...(streams
         ? {
             streams: {

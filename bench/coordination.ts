@@ -119,7 +119,33 @@ const fmt = (n: number, digits = 0): string =>
   Number.isFinite(n) ? n.toFixed(digits).replace(/\B(?=(\d{3})+(?!\d))/g, ',') : '-';
 const ratio = (xs: number[]): string => (xs.length ? `${median(xs).toFixed(2)}x` : '-');
 
-async function run(settings: Settings, state: State): Promise<void> {
+/** The module, the peers' clients and the contenders of one run. */
+interface Bench {
+  settings: Settings;
+  /** A plain client that reads the server's command count. */
+  stats: Redis;
+  ours(limit: number): Contender;
+  rsSemaphore(limit: number): Contender;
+  rsMutex: Contender;
+  /** Slices measured so far: each uses names of its own. */
+  slices: number;
+}
+
+/** Per contender and setting (`label|suffix`), one figure per round. */
+type Figures = Map<string, number[]>;
+
+function addFigure(figures: Figures, key: string, ...values: number[]): void {
+  figures.set(key, [...(figures.get(key) ?? []), ...values]);
+}
+
+/** Ratios a / b of the rounds both were measured in. */
+function pairRatios(a: string, b: string, suffix: string, source: Figures): number[] {
+  const xs = source.get(`${a}|${suffix}`) ?? [];
+  const ys = source.get(`${b}|${suffix}`) ?? [];
+  return xs.map((x, i) => x / (ys[i] ?? NaN)).filter(Number.isFinite);
+}
+
+async function openBench(settings: Settings, state: State): Promise<Bench> {
   const url = await redisUrlFor(state);
   const prefix = `bench:coord:${process.pid}-${Date.now()}:`;
   state.prefix = prefix;
@@ -167,7 +193,214 @@ async function run(settings: Settings, state: State): Promise<void> {
       return () => mutex.release();
     },
   };
+  return { settings, stats, ours, rsSemaphore, rsMutex, slices: 0 };
+}
 
+/** Acquire + release per second by `inFlight` loops, each on names of its own. */
+async function uncontendedSlice(bench: Bench, c: Contender, inFlight: number): Promise<number> {
+  collectGarbage('major');
+  const id = bench.slices++;
+  const deadline = performance.now() + bench.settings.sliceMs;
+  let ops = 0;
+  const start = performance.now();
+  await Promise.all(
+    Array.from({ length: inFlight }, async (_, loop) => {
+      for (let i = 0; performance.now() < deadline; i++) {
+        const release = await c.acquire(`u${id}:${loop}:${i % NAMES_PER_LOOP}`);
+        await release();
+        ops += 1;
+      }
+    }),
+  );
+  return ops / ((performance.now() - start) / 1000);
+}
+
+/** Section 1: measures, prints and returns the uncontended figures and ratios. */
+async function measureUncontended(
+  bench: Bench,
+): Promise<{ json: Record<string, unknown>; ratios: Record<string, string> }> {
+  const uncontended = [
+    bench.ours(UNCONTENDED_LIMIT),
+    bench.rsSemaphore(UNCONTENDED_LIMIT),
+    bench.ours(1),
+    bench.rsMutex,
+  ];
+  const opsPerSec: Figures = new Map();
+  for (let round = -1; round < bench.settings.rounds; round++) {
+    for (const inFlight of IN_FLIGHT) {
+      for (const c of shuffle(uncontended)) {
+        const rate = await uncontendedSlice(bench, c, inFlight);
+        if (round >= 0) addFigure(opsPerSec, `${c.label}|${inFlight}`, rate);
+      }
+    }
+  }
+  const rows: string[][] = [];
+  const json: Record<string, unknown> = {};
+  for (const inFlight of IN_FLIGHT) {
+    for (const c of uncontended) {
+      const xs = opsPerSec.get(`${c.label}|${inFlight}`) ?? [];
+      json[`${c.label} @${inFlight}`] = Math.round(median(xs));
+      rows.push([`${c.label}`, String(inFlight), fmt(median(xs))]);
+    }
+  }
+  const ours = `ours ${UNCONTENDED_LIMIT}`;
+  const theirs = `rs Semaphore ${UNCONTENDED_LIMIT}`;
+  const ratios = {
+    [`${ours} / rs Semaphore @1`]: ratio(pairRatios(ours, theirs, '1', opsPerSec)),
+    [`${ours} / rs Semaphore @16`]: ratio(pairRatios(ours, theirs, '16', opsPerSec)),
+    'ours 1 / rs Mutex @1': ratio(pairRatios('ours 1', 'rs Mutex', '1', opsPerSec)),
+    'ours 1 / rs Mutex @16': ratio(pairRatios('ours 1', 'rs Mutex', '16', opsPerSec)),
+  };
+  console.log('\n1. Uncontended acquire + release per second (median over rounds)\n');
+  console.log(table(['contender', 'in flight', 'ops/s'], rows));
+  console.log('\nratios (median of per-round ratios):', JSON.stringify(ratios));
+  return { json, ratios };
+}
+
+/** What the contended slices collect, per `label|limit`. */
+interface ContendedFigures {
+  tput: Figures;
+  handoffs: Figures;
+  perSection: Figures;
+  fairness: Figures;
+  violations: number;
+}
+
+/** `settings.workers` workers contend for one name for one slice; adds its figures. */
+async function contendedSlice(
+  bench: Bench,
+  figures: ContendedFigures,
+  c: Contender,
+  limit: number,
+): Promise<void> {
+  const { settings } = bench;
+  collectGarbage('major');
+  const name = `c${bench.slices++}`;
+  let active = 0;
+  let sections = 0;
+  let releasedAt: number | undefined;
+  const gaps: number[] = [];
+  const before = await commandsProcessed(bench.stats);
+  const start = performance.now();
+  const deadline = start + settings.sliceMs;
+  const perWorker = new Array<number>(settings.workers).fill(0);
+  await Promise.all(
+    Array.from({ length: settings.workers }, async (_, worker) => {
+      while (performance.now() < deadline) {
+        const release = await c.acquire(name);
+        const now = performance.now();
+        if (limit === 1 && releasedAt !== undefined) gaps.push(now - releasedAt);
+        active += 1;
+        if (active > limit) figures.violations += 1;
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        active -= 1;
+        sections += 1;
+        perWorker[worker] += 1;
+        releasedAt = performance.now();
+        await release();
+      }
+    }),
+  );
+  const elapsed = (performance.now() - start) / 1000;
+  const commands = (await commandsProcessed(bench.stats)) - before - 1;
+  const key = `${c.label}|${limit}`;
+  addFigure(figures.tput, key, sections / elapsed);
+  addFigure(figures.perSection, key, commands / Math.max(1, sections));
+  addFigure(figures.fairness, key, jain(perWorker));
+  if (limit === 1) addFigure(figures.handoffs, key, ...gaps);
+}
+
+/** Section 2: measures, prints and returns the contended figures, ratios and violations. */
+async function measureContended(
+  bench: Bench,
+): Promise<{ json: Record<string, unknown>; ratios: Record<string, string>; violations: number }> {
+  const contended: Array<{ c: Contender; limit: number }> = [
+    { c: bench.ours(1), limit: 1 },
+    { c: bench.rsMutex, limit: 1 },
+    { c: bench.rsSemaphore(1), limit: 1 },
+    { c: bench.ours(4), limit: 4 },
+    { c: bench.rsSemaphore(4), limit: 4 },
+  ];
+  const figures: ContendedFigures = {
+    tput: new Map(),
+    handoffs: new Map(),
+    perSection: new Map(),
+    fairness: new Map(),
+    violations: 0,
+  };
+  for (let round = -1; round < bench.settings.rounds; round++) {
+    for (const { c, limit } of shuffle(contended)) {
+      // The warm-up round does the same work into figures that are dropped.
+      const into: ContendedFigures =
+        round < 0
+          ? {
+              tput: new Map(),
+              handoffs: new Map(),
+              perSection: new Map(),
+              fairness: new Map(),
+              violations: 0,
+            }
+          : figures;
+      await contendedSlice(bench, into, c, limit);
+      if (round < 0) figures.violations += into.violations;
+    }
+  }
+  const json = reportContended(bench, contended, figures);
+  const ratios = {
+    'ours 1 / rs Mutex': ratio(pairRatios('ours 1', 'rs Mutex', '1', figures.tput)),
+    'ours 1 / rs Semaphore 1': ratio(pairRatios('ours 1', 'rs Semaphore 1', '1', figures.tput)),
+    'ours 4 / rs Semaphore 4': ratio(pairRatios('ours 4', 'rs Semaphore 4', '4', figures.tput)),
+  };
+  console.log('\nthroughput ratios (median of per-round ratios):', JSON.stringify(ratios));
+  console.log(`exclusion violations: ${figures.violations}`);
+  return { json, ratios, violations: figures.violations };
+}
+
+/** Prints the contended table; returns its figures for the JSON line. */
+function reportContended(
+  bench: Bench,
+  contended: Array<{ c: Contender; limit: number }>,
+  figures: ContendedFigures,
+): Record<string, unknown> {
+  const rows: string[][] = [];
+  const json: Record<string, unknown> = {};
+  for (const { c, limit } of contended) {
+    const key = `${c.label}|${limit}`;
+    const gaps = figures.handoffs.get(key) ?? [];
+    const row = {
+      sectionsPerSec: Math.round(median(figures.tput.get(key) ?? [])),
+      commandsPerSection: Number(median(figures.perSection.get(key) ?? []).toFixed(1)),
+      handoffMedianMs: gaps.length ? Number(quantile(gaps, 0.5).toFixed(2)) : undefined,
+      handoffP90Ms: gaps.length ? Number(quantile(gaps, 0.9).toFixed(2)) : undefined,
+      // Sections spread over the workers (1 = even): a holder that takes a freed permit again
+      // at once (barging) gets high throughput and a low index.
+      jain: Number(median(figures.fairness.get(key) ?? []).toFixed(3)),
+    };
+    json[`${c.label} (limit ${limit})`] = row;
+    rows.push([
+      c.label,
+      String(limit),
+      fmt(row.sectionsPerSec),
+      row.commandsPerSection.toFixed(1),
+      row.handoffMedianMs?.toFixed(2) ?? '-',
+      row.handoffP90Ms?.toFixed(2) ?? '-',
+      row.jain.toFixed(3),
+    ]);
+  }
+  console.log(
+    `\n2. Contended: ${bench.settings.workers} workers on one name (median over rounds; hand-off over all)\n`,
+  );
+  console.log(
+    table(
+      ['contender', 'limit', 'sections/s', 'cmds/section', 'hand-off p50 ms', 'p90 ms', 'Jain'],
+      rows,
+    ),
+  );
+  return json;
+}
+
+async function run(settings: Settings, state: State): Promise<void> {
+  const bench = await openBench(settings, state);
   const versions = {
     node: process.version,
     ioredis: await packageVersion('ioredis'),
@@ -178,174 +411,11 @@ async function run(settings: Settings, state: State): Promise<void> {
       `load ${fmtLoad(os.loadavg(), cpuPressure())}, rounds ${settings.rounds}, slice ${settings.sliceMs} ms, ` +
       `${settings.workers} contending workers`,
   );
-
-  // --- 1. uncontended ----------------------------------------------------------------------
-  const uncontended = [ours(UNCONTENDED_LIMIT), rsSemaphore(UNCONTENDED_LIMIT), ours(1), rsMutex];
-  const opsPerSec = new Map<string, number[]>();
-  let slice = 0;
-  const uncontendedSlice = async (c: Contender, inFlight: number): Promise<number> => {
-    collectGarbage('major');
-    const id = slice++;
-    const deadline = performance.now() + settings.sliceMs;
-    let ops = 0;
-    const start = performance.now();
-    await Promise.all(
-      Array.from({ length: inFlight }, async (_, loop) => {
-        for (let i = 0; performance.now() < deadline; i++) {
-          const release = await c.acquire(`u${id}:${loop}:${i % NAMES_PER_LOOP}`);
-          await release();
-          ops += 1;
-        }
-      }),
-    );
-    return ops / ((performance.now() - start) / 1000);
-  };
-  for (let round = -1; round < settings.rounds; round++) {
-    for (const inFlight of IN_FLIGHT) {
-      for (const c of shuffle(uncontended)) {
-        const rate = await uncontendedSlice(c, inFlight);
-        if (round >= 0) {
-          const key = `${c.label}|${inFlight}`;
-          opsPerSec.set(key, [...(opsPerSec.get(key) ?? []), rate]);
-        }
-      }
-    }
-  }
-  const pairRatios = (a: string, b: string, suffix: string, source: Map<string, number[]>) => {
-    const xs = source.get(`${a}|${suffix}`) ?? [];
-    const ys = source.get(`${b}|${suffix}`) ?? [];
-    return xs.map((x, i) => x / (ys[i] ?? NaN)).filter(Number.isFinite);
-  };
-  const rows1: string[][] = [];
-  const json1: Record<string, unknown> = {};
-  for (const inFlight of IN_FLIGHT) {
-    for (const c of uncontended) {
-      const xs = opsPerSec.get(`${c.label}|${inFlight}`) ?? [];
-      json1[`${c.label} @${inFlight}`] = Math.round(median(xs));
-      rows1.push([`${c.label}`, String(inFlight), fmt(median(xs))]);
-    }
-  }
-  const r1 = {
-    [`ours ${UNCONTENDED_LIMIT} / rs Semaphore @1`]: ratio(
-      pairRatios(`ours ${UNCONTENDED_LIMIT}`, `rs Semaphore ${UNCONTENDED_LIMIT}`, '1', opsPerSec),
-    ),
-    [`ours ${UNCONTENDED_LIMIT} / rs Semaphore @16`]: ratio(
-      pairRatios(`ours ${UNCONTENDED_LIMIT}`, `rs Semaphore ${UNCONTENDED_LIMIT}`, '16', opsPerSec),
-    ),
-    'ours 1 / rs Mutex @1': ratio(pairRatios('ours 1', 'rs Mutex', '1', opsPerSec)),
-    'ours 1 / rs Mutex @16': ratio(pairRatios('ours 1', 'rs Mutex', '16', opsPerSec)),
-  };
-  console.log('\n1. Uncontended acquire + release per second (median over rounds)\n');
-  console.log(table(['contender', 'in flight', 'ops/s'], rows1));
-  console.log('\nratios (median of per-round ratios):', JSON.stringify(r1));
-
-  // --- 2. contended ------------------------------------------------------------------------
-  const contended: Array<{ c: Contender; limit: number }> = [
-    { c: ours(1), limit: 1 },
-    { c: rsMutex, limit: 1 },
-    { c: rsSemaphore(1), limit: 1 },
-    { c: ours(4), limit: 4 },
-    { c: rsSemaphore(4), limit: 4 },
-  ];
-  const tput = new Map<string, number[]>();
-  const handoffs = new Map<string, number[]>();
-  const perSection = new Map<string, number[]>();
-  const fairness = new Map<string, number[]>();
-  let violations = 0;
-  const contendedSlice = async (c: Contender, limit: number): Promise<void> => {
-    collectGarbage('major');
-    const name = `c${slice++}`;
-    let active = 0;
-    let sections = 0;
-    let releasedAt: number | undefined;
-    const gaps: number[] = [];
-    const before = await commandsProcessed(stats);
-    const start = performance.now();
-    const deadline = start + settings.sliceMs;
-    const perWorker = new Array<number>(settings.workers).fill(0);
-    await Promise.all(
-      Array.from({ length: settings.workers }, async (_, worker) => {
-        while (performance.now() < deadline) {
-          const release = await c.acquire(name);
-          const now = performance.now();
-          if (limit === 1 && releasedAt !== undefined) gaps.push(now - releasedAt);
-          active += 1;
-          if (active > limit) violations += 1;
-          await new Promise<void>((resolve) => setImmediate(resolve));
-          active -= 1;
-          sections += 1;
-          perWorker[worker] += 1;
-          releasedAt = performance.now();
-          await release();
-        }
-      }),
-    );
-    const elapsed = (performance.now() - start) / 1000;
-    const commands = (await commandsProcessed(stats)) - before - 1;
-    const key = `${c.label}|${limit}`;
-    tput.set(key, [...(tput.get(key) ?? []), sections / elapsed]);
-    perSection.set(key, [...(perSection.get(key) ?? []), commands / Math.max(1, sections)]);
-    fairness.set(key, [...(fairness.get(key) ?? []), jain(perWorker)]);
-    if (limit === 1) handoffs.set(key, [...(handoffs.get(key) ?? []), ...gaps]);
-  };
-  for (let round = -1; round < settings.rounds; round++) {
-    for (const { c, limit } of shuffle(contended)) {
-      if (round < 0) {
-        // Warm-up: same work, figures dropped.
-        const keep = [tput, perSection, handoffs, fairness].map((m) => new Map(m));
-        await contendedSlice(c, limit);
-        [tput, perSection, handoffs, fairness].forEach((m, i) => {
-          m.clear();
-          for (const [k, v] of keep[i]) m.set(k, v);
-        });
-      } else {
-        await contendedSlice(c, limit);
-      }
-    }
-  }
-  const rows2: string[][] = [];
-  const json2: Record<string, unknown> = {};
-  for (const { c, limit } of contended) {
-    const key = `${c.label}|${limit}`;
-    const gaps = handoffs.get(key) ?? [];
-    const figures = {
-      sectionsPerSec: Math.round(median(tput.get(key) ?? [])),
-      commandsPerSection: Number(median(perSection.get(key) ?? []).toFixed(1)),
-      handoffMedianMs: gaps.length ? Number(quantile(gaps, 0.5).toFixed(2)) : undefined,
-      handoffP90Ms: gaps.length ? Number(quantile(gaps, 0.9).toFixed(2)) : undefined,
-      // Sections spread over the workers (1 = even): a holder that takes a freed permit again
-      // at once (barging) gets high throughput and a low index.
-      jain: Number(median(fairness.get(key) ?? []).toFixed(3)),
-    };
-    json2[`${c.label} (limit ${limit})`] = figures;
-    rows2.push([
-      c.label,
-      String(limit),
-      fmt(figures.sectionsPerSec),
-      figures.commandsPerSection.toFixed(1),
-      figures.handoffMedianMs?.toFixed(2) ?? '-',
-      figures.handoffP90Ms?.toFixed(2) ?? '-',
-      figures.jain.toFixed(3),
-    ]);
-  }
-  const r2 = {
-    'ours 1 / rs Mutex': ratio(pairRatios('ours 1', 'rs Mutex', '1', tput)),
-    'ours 1 / rs Semaphore 1': ratio(pairRatios('ours 1', 'rs Semaphore 1', '1', tput)),
-    'ours 4 / rs Semaphore 4': ratio(pairRatios('ours 4', 'rs Semaphore 4', '4', tput)),
-  };
+  const uncontended = await measureUncontended(bench);
+  const contended = await measureContended(bench);
+  const { violations } = contended;
   console.log(
-    `\n2. Contended: ${settings.workers} workers on one name (median over rounds; hand-off over all)\n`,
-  );
-  console.log(
-    table(
-      ['contender', 'limit', 'sections/s', 'cmds/section', 'hand-off p50 ms', 'p90 ms', 'Jain'],
-      rows2,
-    ),
-  );
-  console.log('\nthroughput ratios (median of per-round ratios):', JSON.stringify(r2));
-  console.log(`exclusion violations: ${violations}`);
-  console.log(
-    `BENCH_JSON ${JSON.stringify({ versions, settings, uncontended: json1, uncontendedRatios: r1, contended: json2, contendedRatios: r2, violations })}`,
+    `BENCH_JSON ${JSON.stringify({ versions, settings, uncontended: uncontended.json, uncontendedRatios: uncontended.ratios, contended: contended.json, contendedRatios: contended.ratios, violations })}`,
   );
   if (violations > 0) throw new Error(`${violations} exclusion violations`);
 }

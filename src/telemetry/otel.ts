@@ -9,6 +9,8 @@ import type {
 
 import { DEFAULT_CONNECTION_NAME } from '../config/defaults.js';
 import type { LockStats } from '../lock/lock-stats.js';
+import type { PubSubStats } from '../pubsub/pubsub.types.js';
+import type { StreamCounters } from '../streams/stream-consumer.js';
 
 import { recordCommands } from './command-recorder.js';
 import { instrumentLocks } from './lock-metrics.js';
@@ -111,17 +113,7 @@ export interface MetricSources {
     earlyRefreshes: number;
     redisErrors: number;
   };
-  pubsub?: () => {
-    published: number;
-    received: number;
-    delivered: number;
-    dropped: number;
-    gaps: number;
-    reconnects: number;
-    handlerErrors: number;
-    handlerTimeouts: number;
-    subscriptions: number;
-  };
+  pubsub?: () => PubSubStats;
   streams?: StreamSources;
   /** `LockService.stats()` of this connection. */
   locks?: () => LockStats;
@@ -129,14 +121,7 @@ export interface MetricSources {
 
 /** What the stream instruments read: counters from memory, backlogs from Redis. */
 export interface StreamSources {
-  counters: () => {
-    delivered: number;
-    acked: number;
-    failed: number;
-    retried: number;
-    deadLettered: number;
-    handlerFailures: number;
-  };
+  counters: () => StreamCounters;
   /** The groups this process consumes now, with the handlers running for each. */
   groups: () => Array<{ stream: string; group: string; inFlight: number }>;
   backlog: (

@@ -1,5 +1,5 @@
 /**
- * Cache benchmark (issue 3, "Benchmark"): `CacheService` against bentocache 1.6 (L1 memory +
+ * Cache benchmark: `CacheService` against bentocache 1.6 (L1 memory +
  * L2 redis + redis bus, over ioredis), cache-manager 7 (in-memory Keyv in front of
  * `@keyv/redis`) and raw ioredis, on the same server, in one process and one run, with 1 KB
  * JSON values (a product with 20 fields).

@@ -1,5 +1,5 @@
 /**
- * Lock benchmark (issue 5): `LockService` against `@sesamecare-oss/redlock` 1.4.0 and
+ * Lock benchmark: `LockService` against `@sesamecare-oss/redlock` 1.4.0 and
  * `redlock` 5.0.0-beta.2 (both single-instance Redlock over one ioredis client), on the same
  * server, in one process and one run.
  *

@@ -1,5 +1,5 @@
 /**
- * Session benchmark (issue 4): `RedisSessionStore` (SessionService behind express-session's
+ * Session benchmark: `RedisSessionStore` (SessionService behind express-session's
  * store API) against `connect-redis`, on the same server, in one process and one run.
  *
  * Stores compared, each with its own connection:

@@ -223,12 +223,7 @@ export class RedisConnection
           this.reserveSlot(`subscriber connection to ${key}`);
           const client = createClient(this.config, 'subscriber', node);
           this.detachers.push(this.watch(client, 'subscriber'));
-          try {
-            await this.connectOrFail(client, 'subscriber');
-          } catch (err) {
-            client.disconnect();
-            throw err;
-          }
+          await this.connectOrFail(client, 'subscriber');
           return client;
         },
         logger: this.logger,
@@ -282,12 +277,7 @@ export class RedisConnection
         this.reserveSlot('subscriber connection');
         const client = createClient(this.config, 'subscriber', this.subscriberNode());
         this.detachers.push(this.watch(client, 'subscriber'));
-        try {
-          await this.connectOrFail(client, 'subscriber');
-        } catch (err) {
-          client.disconnect();
-          throw err;
-        }
+        await this.connectOrFail(client, 'subscriber');
         return client;
       },
       logger: this.logger,
@@ -352,7 +342,6 @@ export class RedisConnection
       await this.connectOrFail(client, 'dedicated');
     } catch (err) {
       detach();
-      client.disconnect();
       throw err;
     }
     this.dedicatedWatchers.set(client, detach);
@@ -378,8 +367,8 @@ export class RedisConnection
 
   /**
    * Connects and waits for `ready`, retrying with our backoff until `connectTimeout` has
-   * passed. On failure the client is stopped (no retry timer survives) and a
-   * `RedisConnectionError` names the address and the last cause.
+   * passed. On failure the client is stopped and its socket closed (no retry timer survives)
+   * and a `RedisConnectionError` names the address and the last cause.
    */
   private async connectOrFail(client: RedisClient, role: ConnectionRole): Promise<void> {
     let lastError: Error | undefined;
@@ -404,7 +393,9 @@ export class RedisConnection
     try {
       await withTimeout(ready, this.config.connectTimeout, () => new Error('timeout'));
     } catch (err) {
-      client.disconnect();
+      // Closed here, and waited for (bounded): the caller must not disconnect it again, which
+      // would arm ioredis's socket-destroy timer with no close event left to clear it.
+      await disconnectAndWait(client, this.config.shutdownTimeout);
       const cause = lastError ?? (err as Error);
       const reason =
         lastError === undefined

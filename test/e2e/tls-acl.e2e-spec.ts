@@ -124,6 +124,11 @@ async function workload(app: INestApplication): Promise<void> {
   await redis.unlinkByPattern('nothing-here:*');
 }
 
+/** The TCP sockets this process has open (none of the specs here keeps one between tests). */
+function openSockets(): string[] {
+  return process.getActiveResourcesInfo().filter((kind) => kind === 'TCPSocketWrap');
+}
+
 describe('TLS and ACL', () => {
   let server: TlsStandaloneServer;
   let admin: { port: number };
@@ -230,6 +235,7 @@ describe('TLS and ACL', () => {
       logger,
     ).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RedisConnectionError);
+    expect(openSockets()).toEqual([]); // closed before startup failed, not in the background
     const message = (err as Error).message;
     expect(message).toContain('certificate');
     expect(message).toContain('tls.ca');
@@ -246,6 +252,7 @@ describe('TLS and ACL', () => {
       logger,
     ).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RedisConnectionError);
+    expect(openSockets()).toEqual([]); // closed before startup failed, not in the background
     expect((err as Error).message).toContain('WRONGPASS');
     expect(inspect(err, { depth: 5 }) + logger.text).not.toContain('not-it');
   });

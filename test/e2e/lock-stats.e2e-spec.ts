@@ -1,13 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { INestApplication } from '@nestjs/common';
 import { metrics } from '@opentelemetry/api';
-import {
-  AggregationTemporality,
-  DataPointType,
-  MeterProvider,
-  MetricReader,
-  type MetricData,
-} from '@opentelemetry/sdk-metrics';
+import { DataPointType, MeterProvider, type MetricData } from '@opentelemetry/sdk-metrics';
 
 import {
   getRedisToken,
@@ -21,30 +15,16 @@ import {
 } from '../../src/index.js';
 import { startApp } from '../support/app.js';
 import { ensureBuilt, startLockWorker } from '../support/coord-workers.js';
+import { TestMetricReader } from '../support/metrics.js';
 import { standaloneUrl, uniqueConnectionName, uniquePrefix, waitFor } from '../support/redis.js';
 
-/** Collects on demand, cumulative: what an exporter would get at its next interval. */
-class TestReader extends MetricReader {
-  constructor() {
-    super({ aggregationTemporalitySelector: () => AggregationTemporality.CUMULATIVE });
+/** The figures of stats(); not the acquire-duration histogram of the traced operations. */
+async function lockMetrics(reader: TestMetricReader): Promise<Map<string, MetricData>> {
+  const out = new Map<string, MetricData>();
+  for (const [name, m] of await reader.metrics()) {
+    if (/^nestjs_redis\.lock\.[a-z]+$/.test(name) && m.dataPoints.length) out.set(name, m);
   }
-  protected async onForceFlush(): Promise<void> {}
-  protected async onShutdown(): Promise<void> {}
-  async lockMetrics(): Promise<Map<string, MetricData>> {
-    const { resourceMetrics, errors } = await this.collect();
-    expect(errors).toEqual([]);
-    const out = new Map<string, MetricData>();
-    for (const scope of resourceMetrics.scopeMetrics) {
-      if (scope.scope.name !== 'nestjs-redis-infra') continue;
-      for (const m of scope.metrics) {
-        // The figures of stats(); not the acquire-duration histogram of the traced operations.
-        if (/^nestjs_redis\.lock\.[a-z]+$/.test(m.descriptor.name) && m.dataPoints.length) {
-          out.set(m.descriptor.name, m);
-        }
-      }
-    }
-    return out;
-  }
+  return out;
 }
 
 const ZERO: LockStats = { held: 0, waiting: 0, acquired: 0, handoffs: 0, losses: 0, timeouts: 0 };
@@ -55,7 +35,7 @@ const ZERO: LockStats = { held: 0, waiting: 0, acquired: 0, handoffs: 0, losses:
  * was stopped); the OpenTelemetry instruments report the same figures.
  */
 describe('LockService.stats() and the nestjs_redis.lock.* instruments (standalone)', () => {
-  const reader = new TestReader();
+  const reader = new TestMetricReader();
   const meterProvider = new MeterProvider({ readers: [reader] });
   const prefix = uniquePrefix('lockstats');
   const connectionName = uniqueConnectionName('lockstats');
@@ -153,7 +133,7 @@ describe('LockService.stats() and the nestjs_redis.lock.* instruments (standalon
       what: 'a waiter',
     });
     const stats = locks.stats();
-    const got = await reader.lockMetrics();
+    const got = await lockMetrics(reader);
     const figures: Array<[string, keyof LockStats, boolean]> = [
       ['nestjs_redis.lock.held', 'held', false],
       ['nestjs_redis.lock.waiting', 'waiting', false],
@@ -177,7 +157,7 @@ describe('LockService.stats() and the nestjs_redis.lock.* instruments (standalon
     expect(stats).toMatchObject({ held: 1, waiting: 1 });
     await held.release();
     await (await waiting).release();
-    const after = await reader.lockMetrics();
+    const after = await lockMetrics(reader);
     const value = (name: string): unknown => after.get(name)?.dataPoints[0]?.value;
     expect(value('nestjs_redis.lock.held')).toBe(0);
     expect(value('nestjs_redis.lock.waiting')).toBe(0);

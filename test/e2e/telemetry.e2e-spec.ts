@@ -4,13 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { INestApplication } from '@nestjs/common';
 import { context, metrics, trace as otelTrace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import {
-  AggregationTemporality,
-  DataPointType,
-  MeterProvider,
-  MetricReader,
-  type MetricData,
-} from '@opentelemetry/sdk-metrics';
+import { DataPointType, MeterProvider, type MetricData } from '@opentelemetry/sdk-metrics';
 import {
   InMemorySpanExporter,
   SimpleSpanProcessor,
@@ -21,6 +15,7 @@ import { CacheService, RedisModule, getRedisToken, type RedisClient } from '../.
 import { RedisTelemetry } from '../../src/telemetry/redis-telemetry.js';
 import { trace, type RedisTraceContext } from '../../src/telemetry/tracing.js';
 import { startApp } from '../support/app.js';
+import { TestMetricReader } from '../support/metrics.js';
 import {
   killConnection,
   topologies,
@@ -29,25 +24,6 @@ import {
   waitFor,
   type TopologyCase,
 } from '../support/redis.js';
-
-/** Collects on demand: what an exporter would get at its next interval. */
-class TestReader extends MetricReader {
-  constructor() {
-    super({ aggregationTemporalitySelector: () => AggregationTemporality.CUMULATIVE });
-  }
-  protected async onForceFlush(): Promise<void> {}
-  protected async onShutdown(): Promise<void> {}
-  async metrics(): Promise<Map<string, MetricData>> {
-    const { resourceMetrics, errors } = await this.collect();
-    expect(errors).toEqual([]);
-    const out = new Map<string, MetricData>();
-    for (const scope of resourceMetrics.scopeMetrics) {
-      if (scope.scope.name !== 'nestjs-redis-infra') continue;
-      for (const m of scope.metrics) out.set(m.descriptor.name, m);
-    }
-    return out;
-  }
-}
 
 type Point = { attributes: Record<string, unknown>; value: unknown };
 const points = (m: MetricData | undefined): Point[] => m?.dataPoints ?? [];
@@ -83,7 +59,7 @@ describe('telemetry without an SDK', () => {
 });
 
 describe('telemetry with the OpenTelemetry SDK', () => {
-  const reader = new TestReader();
+  const reader = new TestMetricReader();
   const spans = new InMemorySpanExporter();
   const meterProvider = new MeterProvider({ readers: [reader] });
   const tracerProvider = new TracerProvider({

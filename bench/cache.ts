@@ -72,6 +72,7 @@ import type { StandaloneServer } from '../scripts/redis/servers.mjs';
 import { decodeEntry, encodeEntry, type CacheEntry } from '../src/cache/cache-entry.js';
 import { cacheKeys } from '../src/cache/cache.scripts.js';
 import { jsonSerializer } from '../src/cache/serializer.js';
+import { redactUrl } from '../src/config/redact.js';
 import { withTimeout } from '../src/connection/wait.js';
 import { CacheService, RedisModule } from '../src/index.js';
 
@@ -1625,7 +1626,7 @@ async function run(settings: Settings, state: State): Promise<void> {
   const loadStart = os.loadavg();
   const pressureStart = cpuPressure();
   const url = await redisUrlFor(state);
-  const where = url.replace(/\/\/([^@/]*)@/, '//***@');
+  const where = redactUrl(url);
   const runId = `${process.pid}-${Date.now().toString(36)}`;
   const base = `bench:cache:${runId}:`;
   state.pattern = `${base}*`;

@@ -72,6 +72,7 @@ import {
 import { Redis } from 'ioredis';
 
 import type { StandaloneServer } from '../scripts/redis/servers.mjs';
+import { redactUrl } from '../src/config/redact.js';
 import { LockService, RedisModule } from '../src/index.js';
 
 import {
@@ -1005,7 +1006,7 @@ async function setUp(settings: Settings, state: State, warnings: string[]): Prom
   const loadStart = os.loadavg();
   const pressureStart = cpuPressure();
   const url = await redisUrlFor(state);
-  const where = url.replace(/\/\/([^@/]*)@/, '//***@');
+  const where = redactUrl(url);
   const runId = `${process.pid}-${Date.now().toString(36)}`;
   const base = `bench:lock:${runId}:`;
   state.keyPattern = `${base}*`;

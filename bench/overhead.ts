@@ -55,6 +55,7 @@ import { NestFactory } from '@nestjs/core';
 import { Redis } from 'ioredis';
 
 import type { StandaloneServer } from '../scripts/redis/servers.mjs';
+import { redactUrl } from '../src/config/redact.js';
 import { RedisModule, getRedisToken } from '../src/index.js';
 
 import {
@@ -755,7 +756,7 @@ async function run(settings: Settings, state: State): Promise<Verdict> {
   const loadStart = os.loadavg();
   const pressureStart = cpuPressure();
   const { url, keys, redisVersion } = await prepare(state);
-  const where = url.replace(/\/\/([^@/]*)@/, '//***@');
+  const where = redactUrl(url);
   const configs = await openConfigs(url, state);
   const ioredisVersion = await packageVersion('ioredis');
 

@@ -351,9 +351,10 @@ export class RedisConnection
   private dropDedicated(client: RedisClient): void {
     this.dedicatedWatchers.get(client)?.();
     this.dedicatedWatchers.delete(client);
-    // A caller may have closed it already (a stream consumer drops a blocked reader). A second
-    // disconnect() on a closed socket arms ioredis's 2 s destroy timer, which then never clears.
-    if (client.status !== 'end') client.disconnect();
+    // Through the shared close: it skips a client its user closed already (a stream consumer
+    // drops a blocked reader) and one between reconnect attempts, where a plain disconnect()
+    // would arm ioredis's socket-destroy timer with no close event left to clear it.
+    void disconnectAndWait(client, this.config.shutdownTimeout);
   }
 
   private watch(client: RedisClient, role: ConnectionRole): () => void {

@@ -136,7 +136,7 @@ export type {
   PubSubStats,
   SubscribeOptions,
   Unsubscribe,
-} from './pubsub/pubsub.service.js';
+} from './pubsub/pubsub.types.js';
 export type { KeyEventName } from './pubsub/keyspace.js';
 export { OnRedisMessage } from './pubsub/on-redis-message.decorator.js';
 export type { OnRedisMessageOptions } from './pubsub/on-redis-message.decorator.js';

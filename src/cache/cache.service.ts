@@ -13,8 +13,8 @@ import { getRedisConnectionToken } from '../connection/tokens.js';
 import { Waiters } from '../connection/waiters.js';
 import { resolveTemplate } from '../discovery/decorated-methods.js';
 import type { DecoratorExplorer } from '../discovery/explorer.js';
-import type { KeyEventSubscription } from '../pubsub/pubsub.service.js';
 import { PubSubService } from '../pubsub/pubsub.service.js';
+import type { KeyEventSubscription } from '../pubsub/pubsub.types.js';
 import { escapeGlob, RedisService } from '../redis.service.js';
 import { trace, type RedisTraceContext } from '../telemetry/tracing.js';
 

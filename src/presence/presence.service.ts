@@ -3,7 +3,8 @@ import { Inject, Injectable, Logger, type BeforeApplicationShutdown } from '@nes
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { RedisScript } from '../connection/script.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
-import { PubSubService, type Unsubscribe } from '../pubsub/pubsub.service.js';
+import { PubSubService } from '../pubsub/pubsub.service.js';
+import type { Unsubscribe } from '../pubsub/pubsub.types.js';
 import { checkDuration, checkInteger, checkName, shown } from '../toolkit/args.js';
 import type { RecordValue } from '../toolkit/records.js';
 import { hashTag } from '../toolkit/slots.js';

@@ -44,26 +44,6 @@ import { ShardFollower } from './shard-follower.js';
 import { publisherFor, shardHub } from './shard-routing.js';
 import { SubscriptionRegistry } from './subscription-registry.js';
 
-export type {
-  KeyEvent,
-  KeyEventHandler,
-  KeyEventOptions,
-  KeyEventSubscription,
-  MessagesOptions,
-  OnRedisMessageMetadata,
-  OnRedisMessageOptions,
-  PubSubEvent,
-  PubSubGap,
-  PubSubHandler,
-  PubSubMessage,
-  PubSubMessageContext,
-  PubSubSource,
-  PubSubStats,
-  PublishOptions,
-  SubscribeOptions,
-  Unsubscribe,
-} from './pubsub.types.js';
-
 /**
  * Publish/subscribe over the module's connections: JSON messages (strict, like the cache's
  * serializer), channels under the module's `keyPrefix`, handlers multiplexed on the one

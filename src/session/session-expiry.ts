@@ -1,7 +1,8 @@
 import type { Logger } from '@nestjs/common';
 
 import type { RedisConnection } from '../connection/redis-connection.js';
-import type { KeyEventSubscription, PubSubService } from '../pubsub/pubsub.service.js';
+import type { PubSubService } from '../pubsub/pubsub.service.js';
+import type { KeyEventSubscription } from '../pubsub/pubsub.types.js';
 
 import { describeValue } from './session-data.js';
 import { handleOf, type SessionAddress } from './session-id.js';

@@ -4,7 +4,8 @@ import type { RedisClient } from '../connection/client-factory.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { getRedisConnectionToken } from '../connection/tokens.js';
 import { RedisSessionError } from '../errors.js';
-import { PubSubService, type KeyEventSubscription } from '../pubsub/pubsub.service.js';
+import { PubSubService } from '../pubsub/pubsub.service.js';
+import type { KeyEventSubscription } from '../pubsub/pubsub.types.js';
 import { RedisService } from '../redis.service.js';
 import { trace } from '../telemetry/tracing.js';
 

@@ -1,8 +1,8 @@
 import { LockNotAcquiredError } from '../errors.js';
 
-import type { Coordinator, Grant } from './coordination.js';
 import { checkMs, semaphoreKeys, tombstoneMs } from './coordination.keys.js';
 import { HOLDER_EXTEND, SEMAPHORE_ACQUIRE, SEMAPHORE_RELEASE } from './coordination.scripts.js';
+import type { Coordinator, Grant } from './coordination.types.js';
 import { HeldLease, runHolding, type LeaseOps, type Permit } from './lease.js';
 
 /** Options of `LockService.semaphore`. */

@@ -16,6 +16,7 @@ import {
   type ReadWriteLock,
   type ReadWriteLockOptions,
 } from './read-write-lock.js';
+import { Renewals } from './renewals.js';
 import { RedisSemaphore, type Semaphore, type SemaphoreOptions } from './semaphore.js';
 import { TokenSource } from './tokens.js';
 
@@ -36,6 +37,7 @@ export class RedisCoordinator implements Coordinator {
   private subscription?: Promise<boolean>;
   private unsubscribe?: () => Promise<void>;
   private readonly tokens = new TokenSource();
+  readonly renewals = new Renewals();
   private sweeper?: NodeJS.Timeout;
   /** This process's id in semaphore queue entries and its grant channel. */
   readonly processId = randomBytes(8).toString('hex');
@@ -441,6 +443,7 @@ export class RedisCoordinator implements Coordinator {
     ]);
     clearInterval(this.sweeper);
     this.sweeper = undefined;
+    this.renewals.stopAll();
     const unsubscribe = this.unsubscribe;
     this.unsubscribe = undefined;
     await unsubscribe?.().catch(() => undefined);

@@ -6,6 +6,7 @@ import type { RedisConnection } from '../connection/redis-connection.js';
 
 import type { HeldLease, LeaseOps } from './lease.js';
 import type { ResolvedLockOptions } from './lock.options.js';
+import type { Renewals } from './renewals.js';
 
 // What semaphores, read-write locks and elections need from their connection's coordinator
 // (`coordination.ts`), in a module of its own: they import these types, the coordinator
@@ -62,6 +63,8 @@ export interface Coordinator {
   readonly shutdownSignal: AbortSignal;
   /** How long a waiter's mark (queue entry, intent) lives without renewal (ms). */
   readonly waitMarkTtl: number;
+  /** When the auto-extended leases renew (one timer for all of them). */
+  readonly renewals: Renewals;
   /** A holder's token: 128 random bits, hex. */
   token(): string;
   /** The lease callbacks of one primitive, with failures of a release logged, not thrown. */

@@ -26,6 +26,7 @@ import { HeldLock, type Lock, type LockOwner } from './lock.js';
 import { MAX_LOCK_DURATION_MS } from './lock.options.js';
 import { ACQUIRE, EXTEND, INSPECT, LEAVE, lockKeys, RELEASE } from './lock.scripts.js';
 import type { ReadWriteLock, ReadWriteLockOptions } from './read-write-lock.js';
+import { Renewals } from './renewals.js';
 import type { Semaphore, SemaphoreOptions } from './semaphore.js';
 import { TokenSource } from './tokens.js';
 
@@ -108,6 +109,8 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
   private readonly abortWaits = new AbortController();
   /** Bounds the attempts in flight by their callers' waits; stopped at shutdown. */
   private readonly deadlines = new Deadlines();
+  /** When the locks of `withLock` renew (one timer for all of them). */
+  private readonly renewals = new Renewals();
   /** How grants reach the callers of this process queued in Redis. */
   private readonly grants: LockGrants;
   /**
@@ -258,7 +261,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     autoExtend: boolean,
   ): Promise<T> {
     const lock = (await this.tracedAcquire(resource, ttl, wait, options.signal)) as HeldLock;
-    if (autoExtend) lock.autoExtend(this.defaults.extendMargin);
+    if (autoExtend) lock.autoExtend(this.defaults.extendMargin, this.renewals);
     let result: T;
     // Decided when fn settles: lost before (or by then), the section was not exclusive.
     let lostBySettle: Error | undefined;
@@ -342,6 +345,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     const results = await Promise.allSettled(held.map((lock) => lock.release()));
     clearInterval(this.sweeper);
     this.sweeper = undefined;
+    this.renewals.stopAll();
     const released = results.filter((r) => r.status === 'fulfilled' && r.value).length;
     if (held.length)
       this.logger.log(`released ${released} of ${held.length} held lock(s) at shutdown`);

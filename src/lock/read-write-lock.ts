@@ -204,7 +204,8 @@ export class RedisReadWriteLock implements ReadWriteLock {
   ): HeldLease {
     const lease = new HeldLease(kind, this.name, token, this.ttl, sentAt, ops, fencingToken);
     this.coordinator.track(lease);
-    if (autoExtend) lease.autoExtend(this.coordinator.defaults.extendMargin);
+    if (autoExtend)
+      lease.autoExtend(this.coordinator.defaults.extendMargin, this.coordinator.renewals);
     return lease;
   }
 }

@@ -263,7 +263,8 @@ export class RedisSemaphore implements Semaphore {
   private hold(token: string, sentAt: number, autoExtend: boolean): Permit {
     const permit = new HeldLease('permit', this.name, token, this.ttl, sentAt, this.ops);
     this.coordinator.track(permit);
-    if (autoExtend) permit.autoExtend(this.coordinator.defaults.extendMargin);
+    if (autoExtend)
+      permit.autoExtend(this.coordinator.defaults.extendMargin, this.coordinator.renewals);
     return permit;
   }
 }

@@ -44,7 +44,14 @@ export class RedisCoordinator implements Coordinator {
   /** Semaphore waiters of this process queued in Redis, by token. */
   private readonly queued = new Map<string, QueuedWaiter>();
   /** Semaphore acquisitions in progress (shutdown lets them leave their queues first). */
-  private readonly active = new Set<Promise<unknown>>();
+  private active = 0;
+  /** Set by shutdown while it waits for the acquisitions in progress. */
+  private settledAll?: () => void;
+  /** Counts an acquisition out (one bound function, not two closures per acquisition). */
+  private readonly settle = (): void => {
+    this.active -= 1;
+    if (this.active === 0) this.settledAll?.();
+  };
   /** Departures from semaphore queues in flight (shutdown waits for them). */
   private readonly leaving = new Set<Promise<unknown>>();
   private grantSubscription?: Promise<boolean>;
@@ -309,9 +316,8 @@ export class RedisCoordinator implements Coordinator {
 
   /** Remembers an acquisition until it settles (for shutdown); returns it. */
   waiting<T>(run: Promise<T>): Promise<T> {
-    this.active.add(run);
-    const forget = (): boolean => this.active.delete(run);
-    run.then(forget, forget);
+    this.active += 1;
+    run.then(this.settle, this.settle);
     return run;
   }
 
@@ -433,7 +439,10 @@ export class RedisCoordinator implements Coordinator {
     this.waiters.wakeEveryone();
     for (const waiter of this.queued.values()) waiter.wake?.();
     // Woken, queued waiters give up and leave their queues (or end with a permit, released below).
-    await Promise.allSettled([...this.active]);
+    if (this.active > 0) {
+      await new Promise<void>((resolve) => (this.settledAll = resolve));
+      this.settledAll = undefined;
+    }
     const elections = [...this.elections];
     const leases = [...this.leases];
     await Promise.allSettled([

@@ -195,9 +195,12 @@ end
 -- clock): enough to keep the set small, and most releases skip it.
 if nowUs % 8 < 1 then redis.call('ZREMRANGEBYSCORE', holders, -now, now) end
 local _, held = grant(free, ARGV[5], ARGV[4], add)
-longest = math.max(longest, held)
 if #add > 0 then redis.call('ZADD', holders, unpack(add)) end
-if longest > 0 then keep(holders, longest) end
+-- The key outlives every holder's expiry (each write of one keeps it alive that long): our
+-- tombstone needs no renewal when it ends before the permit it replaces would have.
+if held > 0 or (longest > 0 and mine < now + longest) then
+  keep(holders, math.max(longest, held))
+end
 return {released, refused, unpack(granted)}`,
   3,
 );

@@ -1,13 +1,14 @@
-import { randomBytes, randomFillSync } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 
 import { Logger } from '@nestjs/common';
 
+import { Waiters } from '../common/async.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
-import { Waiters } from '../connection/waiters.js';
 import { LockNotAcquiredError } from '../errors.js';
 
 import { checkMs, checkName, COORDINATION_CHANNEL, GRANT_CHANNEL } from './coordination.keys.js';
 import { SEMAPHORE_LEAVE } from './coordination.scripts.js';
+import type { AttemptResult, Candidacy, Coordinator, QueuedWaiter } from './coordination.types.js';
 import { RedisLeaderElection, type LeaderElection, type LeaderOptions } from './leader.js';
 import type { HeldLease, LeaseOps } from './lease.js';
 import {
@@ -15,30 +16,9 @@ import {
   type ReadWriteLock,
   type ReadWriteLockOptions,
 } from './read-write-lock.js';
+import { Renewals } from './renewals.js';
 import { RedisSemaphore, type Semaphore, type SemaphoreOptions } from './semaphore.js';
-
-/** What one acquisition attempt found: the prize, or how long it is worth waiting. */
-export interface AttemptResult<T> {
-  value?: T;
-  /** Ms until the current holder expires (a hint; negative or undefined: unknown). */
-  retryIn?: number;
-}
-
-/** A permit granted to a queued waiter of this process. */
-export interface Grant {
-  /** By a script this process ran (its reply), rather than by a message. */
-  local: boolean;
-  /** The grant happened no earlier than this (epoch ms). */
-  notBefore: number;
-}
-
-/** A semaphore waiter of this process, queued in Redis. */
-export interface QueuedWaiter {
-  /** Set when it was granted a permit. */
-  grant?: Grant;
-  /** Ends its current sleep. */
-  wake?: () => void;
-}
+import { TokenSource } from './tokens.js';
 
 /**
  * The shared machinery of semaphores, read-write locks and elections of one connection:
@@ -46,25 +26,32 @@ export interface QueuedWaiter {
  * (one subscription to this process's channel `coord:grant:<id>`), the waiting loop, and
  * everything held, so that shutdown releases it. One per connection, created on first use.
  */
-export class Coordinator {
+export class RedisCoordinator implements Coordinator {
   readonly logger = new Logger('Redis:LockService');
   readonly waiters = new Waiters();
   private readonly stopping = new AbortController();
   private readonly leases = new Set<HeldLease>();
-  private readonly elections = new Set<LeaderElection>();
+  private readonly elections = new Set<Candidacy>();
   /** The candidacies of `@Leader`, one per name. */
   private readonly shared = new Map<string, LeaderElection>();
   private subscription?: Promise<boolean>;
   private unsubscribe?: () => Promise<void>;
-  private readonly pool = Buffer.allocUnsafe(16 * 256);
-  private poolOffset = this.pool.length;
+  private readonly tokens = new TokenSource();
+  readonly renewals = new Renewals();
   private sweeper?: NodeJS.Timeout;
   /** This process's id in semaphore queue entries and its grant channel. */
   readonly processId = randomBytes(8).toString('hex');
   /** Semaphore waiters of this process queued in Redis, by token. */
   private readonly queued = new Map<string, QueuedWaiter>();
   /** Semaphore acquisitions in progress (shutdown lets them leave their queues first). */
-  private readonly active = new Set<Promise<unknown>>();
+  private active = 0;
+  /** Set by shutdown while it waits for the acquisitions in progress. */
+  private settledAll?: () => void;
+  /** Counts an acquisition out (one bound function, not two closures per acquisition). */
+  private readonly settle = (): void => {
+    this.active -= 1;
+    if (this.active === 0) this.settledAll?.();
+  };
   /** Departures from semaphore queues in flight (shutdown waits for them). */
   private readonly leaving = new Set<Promise<unknown>>();
   private grantSubscription?: Promise<boolean>;
@@ -164,18 +151,9 @@ export class Coordinator {
     return Math.max(1_000, 4 * this.defaults.retryInterval);
   }
 
-  /**
-   * A holder's token: 128 random bits, hex, drawn from the CSPRNG 256 at a time (one
-   * `randomBytes` call per token is a noticeable part of an uncontended acquire + release).
-   */
+  /** A holder's token: 128 random bits, hex. */
   token(): string {
-    if (this.poolOffset === this.pool.length) {
-      randomFillSync(this.pool);
-      this.poolOffset = 0;
-    }
-    const token = this.pool.toString('hex', this.poolOffset, this.poolOffset + 16);
-    this.poolOffset += 16;
-    return token;
+    return this.tokens.next();
   }
 
   /** The lease callbacks of one primitive, with failures of a release logged, not thrown. */
@@ -216,11 +194,11 @@ export class Coordinator {
     }, 1_000).unref();
   }
 
-  trackElection(election: LeaderElection): void {
+  trackElection(election: Candidacy): void {
     this.elections.add(election);
   }
 
-  forgetElection(election: LeaderElection): void {
+  forgetElection(election: Candidacy): void {
     this.elections.delete(election);
   }
 
@@ -338,9 +316,8 @@ export class Coordinator {
 
   /** Remembers an acquisition until it settles (for shutdown); returns it. */
   waiting<T>(run: Promise<T>): Promise<T> {
-    this.active.add(run);
-    const forget = (): boolean => this.active.delete(run);
-    run.then(forget, forget);
+    this.active += 1;
+    run.then(this.settle, this.settle);
     return run;
   }
 
@@ -462,7 +439,10 @@ export class Coordinator {
     this.waiters.wakeEveryone();
     for (const waiter of this.queued.values()) waiter.wake?.();
     // Woken, queued waiters give up and leave their queues (or end with a permit, released below).
-    await Promise.allSettled([...this.active]);
+    if (this.active > 0) {
+      await new Promise<void>((resolve) => (this.settledAll = resolve));
+      this.settledAll = undefined;
+    }
     const elections = [...this.elections];
     const leases = [...this.leases];
     await Promise.allSettled([
@@ -472,6 +452,7 @@ export class Coordinator {
     ]);
     clearInterval(this.sweeper);
     this.sweeper = undefined;
+    this.renewals.stopAll();
     const unsubscribe = this.unsubscribe;
     this.unsubscribe = undefined;
     await unsubscribe?.().catch(() => undefined);
@@ -489,18 +470,18 @@ export class Coordinator {
 
 const RESUBSCRIBE_MS = 60_000;
 
-const coordinators = new WeakMap<RedisConnection, Coordinator>();
+const coordinators = new WeakMap<RedisConnection, RedisCoordinator>();
 
 /** The coordinator of a connection if it was ever used. */
-export function existingCoordinator(connection: RedisConnection): Coordinator | undefined {
+export function existingCoordinator(connection: RedisConnection): RedisCoordinator | undefined {
   return coordinators.get(connection);
 }
 
 /** The coordinator of a connection, created on first use. */
-export function coordinatorFor(connection: RedisConnection): Coordinator {
+export function coordinatorFor(connection: RedisConnection): RedisCoordinator {
   let coordinator = coordinators.get(connection);
   if (!coordinator) {
-    coordinator = new Coordinator(connection);
+    coordinator = new RedisCoordinator(connection);
     coordinators.set(connection, coordinator);
   }
   return coordinator;

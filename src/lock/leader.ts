@@ -1,9 +1,9 @@
 import { withTimeout } from '../connection/wait.js';
 import { LockLostError } from '../errors.js';
 
-import type { Coordinator } from './coordination.js';
 import { FENCE_IDLE_MS, leaderKeys } from './coordination.keys.js';
 import { LEADER_CLAIM, LEADER_RENEW, LEADER_RESIGN } from './coordination.scripts.js';
+import type { Coordinator } from './coordination.types.js';
 
 /** Options of `LockService.leader`. */
 export interface LeaderOptions {

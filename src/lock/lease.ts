@@ -1,5 +1,7 @@
 import { LockLostError } from '../errors.js';
 
+import type { Renewals } from './renewals.js';
+
 /**
  * Something held in Redis for a bounded time: a semaphore permit, a read lock or a write lock.
  * Check `signal` in long work: it aborts (with a `LockLostError` as its reason) as soon as the
@@ -64,7 +66,8 @@ export class HeldLease implements WriteLock {
   private controller?: AbortController;
   private lostError?: LockLostError;
   private expiry?: NodeJS.Timeout;
-  private renewal?: NodeJS.Timeout;
+  /** Where its auto-extension is scheduled, once `autoExtend` was called. */
+  private renewals?: Renewals;
   private released = false;
   private releasing?: Promise<boolean>;
   private currentExpiresAt: number;
@@ -137,23 +140,22 @@ export class HeldLease implements WriteLock {
    * Renews the hold until it is released or lost, when a third of the TTL (at least `margin`)
    * is left. A failed round trip is retried until the hold actually expires.
    */
-  autoExtend(margin: number): void {
-    const schedule = (): void => {
-      if (this.settled) return;
-      const lead = Math.max(margin, this.ttl / 3);
-      const delay = Math.max(0, this.currentExpiresAt - lead - Date.now());
-      this.renewal = setTimeout(() => void renew(), delay).unref();
-    };
+  autoExtend(margin: number, renewals: Renewals): void {
+    this.renewals = renewals;
     const renew = async (): Promise<void> => {
       try {
         await this.extend();
         schedule();
       } catch {
-        // Unknown outcome (connection trouble): try again soon; the TTL bounds it.
-        if (!this.settled) {
-          this.renewal = setTimeout(() => void renew(), Math.max(10, margin / 4)).unref();
-        }
+        // Unknown outcome (connection trouble): try again soon; the TTL bounds it (`settled`).
+        if (!this.settled) renewals.schedule(this, Date.now() + Math.max(10, margin / 4), run);
       }
+    };
+    const run = (): void => void renew();
+    const schedule = (): void => {
+      if (this.settled) return;
+      const lead = Math.max(margin, this.ttl / 3);
+      renewals.schedule(this, this.currentExpiresAt - lead, run);
     };
     schedule();
   }
@@ -196,9 +198,8 @@ export class HeldLease implements WriteLock {
 
   private stopTimers(): void {
     clearTimeout(this.expiry);
-    clearTimeout(this.renewal);
+    this.renewals?.cancel(this);
     this.expiry = undefined;
-    this.renewal = undefined;
   }
 }
 

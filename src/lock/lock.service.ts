@@ -1,4 +1,3 @@
-import { randomBytes, randomFillSync } from 'node:crypto';
 import { hostname } from 'node:os';
 
 import {
@@ -17,24 +16,19 @@ import { LockNotAcquiredError } from '../errors.js';
 import { trace, type RedisTraceContext } from '../telemetry/tracing.js';
 
 import { coordinatorFor } from './coordination.js';
+import { Deadlines, isTransient } from './deadlines.js';
 import type { LeaderElection, LeaderOptions } from './leader.js';
+import { LockGrants, type PendingGrant } from './lock-grants.js';
 import type { LockStats } from './lock-stats.js';
+import { checkDuration, checkOptions, checkResource, show } from './lock.arguments.js';
 import { WITH_LOCK_METADATA } from './lock.constants.js';
 import { HeldLock, type Lock, type LockOwner } from './lock.js';
 import { MAX_LOCK_DURATION_MS } from './lock.options.js';
-import {
-  ACQUIRE,
-  EXTEND,
-  GRANT_CHANNEL,
-  INSPECT,
-  LEAVE,
-  lockKeys,
-  MAX_RESOURCE_BYTES,
-  RELEASE,
-} from './lock.scripts.js';
-import { replyBehind } from './module-script.js';
+import { ACQUIRE, EXTEND, INSPECT, LEAVE, lockKeys, RELEASE } from './lock.scripts.js';
 import type { ReadWriteLock, ReadWriteLockOptions } from './read-write-lock.js';
+import { Renewals } from './renewals.js';
 import type { Semaphore, SemaphoreOptions } from './semaphore.js';
+import { TokenSource } from './tokens.js';
 
 export { MAX_LOCK_DURATION_MS };
 
@@ -113,26 +107,22 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
   private readonly logger = new Logger('Redis:LockService');
   private readonly held = new Set<HeldLock>();
   private readonly abortWaits = new AbortController();
+  /** Bounds the attempts in flight by their callers' waits; stopped at shutdown. */
+  private readonly deadlines = new Deadlines();
+  /** When the locks of `withLock` renew (one timer for all of them). */
+  private readonly renewals = new Renewals();
+  /** How grants reach the callers of this process queued in Redis. */
+  private readonly grants: LockGrants;
   /**
-   * Attempts in flight, stopped at shutdown. A plain set rather than listeners on
-   * `abortWaits.signal`: an `EventTarget` listener per acquisition cost CPU on every uncontended
-   * acquire, and more than ten at once made Node warn of a leak.
+   * Acquisitions in progress, so that shutdown lets them leave their queues first. A count
+   * (and a callback for when it drops to 0, set only by shutdown) rather than a set of their
+   * promises: that cost two closures and a promise per uncontended acquire.
    */
-  private readonly inFlight = new Set<() => void>();
-  /** Callers of this process queued in Redis, by their token: woken by a grant message. */
-  private readonly pending = new Map<string, PendingGrant>();
-  /** Acquisitions in progress, so that shutdown lets them leave the queue first. */
-  private readonly active = new Set<Promise<unknown>>();
-  private subscription?: Promise<boolean>;
-  /** When subscribing last failed (ms): not retried for a while, and warned about once. */
-  private subscribeFailedAt = 0;
-  private subscribed = false;
-  private publishRefusedWarned = false;
+  private acquiring = 0;
+  private settledAll?: () => void;
   private sweeper?: NodeJS.Timeout;
   private readonly tokens = new TokenSource();
   private readonly owner: LockOwner;
-  /** This process's id in grant channels and queue entries. */
-  private readonly processId = randomBytes(8).toString('hex');
   /** The growing figures of `stats()`. */
   private readonly counts = { acquired: 0, handoffs: 0, losses: 0, timeouts: 0 };
 
@@ -140,6 +130,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     @Inject(getRedisConnectionToken()) private readonly connection: RedisConnection,
     private readonly explorer: DecoratorExplorer,
   ) {
+    this.grants = new LockGrants(connection, this.logger);
     this.owner = {
       extend: (lock, ttl) => this.runExtend(lock, ttl),
       release: (lock) => this.runRelease(lock),
@@ -162,7 +153,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
    * ```
    */
   stats(): LockStats {
-    return { held: this.held.size, waiting: this.pending.size, ...this.counts };
+    return { held: this.held.size, waiting: this.grants.size, ...this.counts };
   }
 
   private get defaults() {
@@ -202,15 +193,23 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
    * `LockNotAcquiredError` when the wait runs out or `signal` aborts; Redis errors in the
    * meantime (a failover) are retried within `wait`.
    */
-  async acquire(resource: string, options: AcquireLockOptions = {}): Promise<Lock> {
-    checkResource('acquire', resource);
-    checkOptions('acquire', options);
-    const ttl = checkDuration('LockService.acquire', 'ttl', options.ttl ?? this.defaults.ttl);
-    const wait = checkDuration('LockService.acquire', 'wait', options.wait ?? this.defaults.wait);
+  acquire(resource: string, options: AcquireLockOptions = {}): Promise<Lock> {
+    // Not an async function, so that the lock reaches the caller one promise sooner; a bad
+    // argument is still a rejection, as the signature promises.
+    let ttl: number;
+    let wait: number;
+    try {
+      checkResource('acquire', resource);
+      checkOptions('acquire', options);
+      ttl = checkDuration('LockService.acquire', 'ttl', options.ttl ?? this.defaults.ttl);
+      wait = checkDuration('LockService.acquire', 'wait', options.wait ?? this.defaults.wait);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return this.tracedAcquire(resource, ttl, wait, options.signal);
   }
 
-  /** `acquireWaiting`, published as `lock.acquire` (outcome `acquired` or `timeout`). */
+  /** `queueAndWait`, published as `lock.acquire` (outcome `acquired` or `timeout`). */
   private tracedAcquire(
     resource: string,
     ttl: number,
@@ -218,16 +217,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     signal: AbortSignal | undefined,
   ): Promise<Lock> {
     const ctx: RedisTraceContext = { connection: this.connection.name };
-    return trace('lock.acquire', ctx, async () => {
-      try {
-        const lock = await this.acquireWaiting(resource, ttl, wait, signal);
-        ctx.outcome = 'acquired';
-        return lock;
-      } catch (err) {
-        ctx.outcome = err instanceof LockNotAcquiredError ? 'timeout' : 'error';
-        throw err;
-      }
-    });
+    return trace('lock.acquire', ctx, () => this.queueAndWait(resource, ttl, wait, signal, ctx));
   }
 
   /**
@@ -271,7 +261,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     autoExtend: boolean,
   ): Promise<T> {
     const lock = (await this.tracedAcquire(resource, ttl, wait, options.signal)) as HeldLock;
-    if (autoExtend) lock.autoExtend(this.defaults.extendMargin);
+    if (autoExtend) lock.autoExtend(this.defaults.extendMargin, this.renewals);
     let result: T;
     // Decided when fn settles: lost before (or by then), the section was not exclusive.
     let lostBySettle: Error | undefined;
@@ -345,171 +335,217 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
    */
   async beforeApplicationShutdown(): Promise<void> {
     this.abortWaits.abort();
-    for (const stop of [...this.inFlight]) stop();
-    for (const waiter of this.pending.values()) waiter.wake?.();
-    await Promise.allSettled([...this.active]);
+    this.deadlines.stopAll();
+    this.grants.wakeAll();
+    if (this.acquiring > 0) {
+      await new Promise<void>((resolve) => (this.settledAll = resolve));
+      this.settledAll = undefined;
+    }
     const held = [...this.held];
     const results = await Promise.allSettled(held.map((lock) => lock.release()));
     clearInterval(this.sweeper);
     this.sweeper = undefined;
+    this.renewals.stopAll();
     const released = results.filter((r) => r.status === 'fulfilled' && r.value).length;
     if (held.length)
       this.logger.log(`released ${released} of ${held.length} held lock(s) at shutdown`);
   }
 
-  // ---------------------------------------------------------------------------------------
-
-  private acquireWaiting(
-    resource: string,
-    ttl: number,
-    wait: number,
-    signal: AbortSignal | undefined,
-  ): Promise<Lock> {
-    const run = this.queueAndWait(resource, ttl, wait, signal);
-    this.active.add(run);
-    void run.then(
-      () => this.active.delete(run),
-      () => this.active.delete(run),
-    );
-    return run;
-  }
+  // --- Acquiring: one attempt, then waiting in the resource's queue ------------------------
 
   /**
-   * One attempt that queues us if the lock is taken; then wait for the grant message (or, as a
-   * fallback for a lost message or missing channel rights, poll every `retryInterval`, which
-   * also renews our queue entry) until granted, the wait runs out or we are aborted.
+   * One attempt that queues us if the lock is taken; then wait for the grant (a message, or the
+   * reply of a release of this process), polling every `retryInterval` as the fallback for a
+   * lost message or missing channel rights (a poll also renews our queue entry), until granted,
+   * the wait runs out or we are aborted. Sets `ctx.outcome`.
    */
   private async queueAndWait(
     resource: string,
     ttl: number,
     wait: number,
     signal: AbortSignal | undefined,
+    ctx: RedisTraceContext,
   ): Promise<Lock> {
     const start = Date.now();
-    const deadline = start + wait;
+    const early = this.stopped({ resource, start, signal });
+    if (early) {
+      ctx.outcome = 'timeout';
+      throw early;
+    }
+    if (!this.grants.subscribed) await this.grants.ensureSubscribed();
     const token = this.tokens.next();
-    const stop = (reason: string, cause?: unknown): LockNotAcquiredError =>
-      new LockNotAcquiredError(resource, Date.now() - start, { reason, cause });
-    // The wait ran out (each call ends the acquisition: counted once).
-    const timedOut = (reason: string, cause?: unknown): LockNotAcquiredError => {
-      this.counts.timeouts += 1;
-      return stop(reason, cause);
+    const w: Waiting = {
+      resource,
+      ttl,
+      token,
+      start,
+      deadline: start + wait,
+      signal,
+      // Registered before the first attempt: the grant may arrive before that attempt's reply.
+      pending: this.grants.register(token),
+      mode: '1',
+      failures: 0,
+      lastError: undefined,
+      queued: false,
+      grantedNoEarlierThan: start,
+      holderLeft: Infinity,
     };
-    const aborted = (): LockNotAcquiredError | undefined => {
-      if (signal?.aborted) return stop('the wait was aborted', signal.reason);
-      if (this.abortWaits.signal.aborted) return stop('the application is shutting down');
-      return undefined;
-    };
-    const early = aborted();
-    if (early) throw early;
-    if (!this.subscribed) await this.ensureSubscribed();
-    // Registered before the first attempt: the grant may arrive before that attempt's reply.
-    const pending: PendingGrant = {};
-    this.pending.set(token, pending);
-    let failures = 0;
-    let mode: '1' | '2' = '1';
-    // The grant happened after the latest attempt that found us still waiting: its TTL runs
-    // from no earlier than when that attempt was sent.
-    let grantedNoEarlierThan = start;
-    let holderLeft = Infinity;
-    let lastError: unknown;
-    // Whether an attempt found the lock taken (and queued us): a later success is a hand-off.
-    let queued = false;
+    this.acquiring += 1;
     try {
       for (;;) {
-        if (pending.fence !== undefined) {
-          const fence = pending.fence;
-          // A release of this process says when it was sent: the grant came no earlier.
-          const notBefore = Math.max(grantedNoEarlierThan, pending.notBefore ?? 0);
-          pending.fence = undefined;
-          pending.notBefore = undefined;
-          try {
-            const lock = await this.granted(resource, token, ttl, [1, fence, -1, 0], 0, {
-              grantedNoEarlierThan: notBefore,
-            });
-            return this.won(lock, true);
-          } catch (err) {
-            if (!(err instanceof NotAcknowledged) && !isTransient(err)) throw err;
-            failures += 1;
-            lastError = err;
-            mode = '1';
-            continue;
-          }
-        }
-        const stopped = aborted();
-        if (stopped) throw stopped;
-        if (mode === '2' || failures > 0) {
-          const remaining = deadline - Date.now();
-          if (remaining <= 0) {
-            if (lastError instanceof NotAcknowledged) throw timedOut(lastError.message);
-            throw lastError
-              ? timedOut(
-                  `Redis did not answer: ${this.describe(lastError)}`,
-                  this.scrubbed(lastError),
-                )
-              : timedOut('it stayed locked');
-          }
-          const poll =
-            failures > 0
-              ? Math.min(this.defaults.retryInterval, 25 * 2 ** Math.min(failures, 4))
-              : this.defaults.retryInterval * (0.5 + Math.random() * 0.5);
-          await this.sleep(pending, Math.min(remaining, poll, holderLeft), signal);
-          if (pending.fence !== undefined) continue;
-          const again = aborted();
-          if (again) throw again;
-        }
-        const sentAt = Date.now();
-        let reply: AcquireReply;
-        try {
-          // Bounded by the wait: ioredis may hold a command through many reconnect attempts.
-          reply = await withinDeadline(
-            this.runAcquire(resource, token, ttl, mode),
-            deadline,
-            // Out of time mid-attempt: say why the earlier attempts failed, when we know.
-            () =>
-              aborted() ??
-              (lastError instanceof NotAcknowledged
-                ? timedOut(lastError.message)
-                : timedOut('Redis did not answer within the wait')),
-            signal,
-            this.inFlight,
-          );
-          if (reply[0] === 1) {
-            return this.won(await this.granted(resource, token, ttl, reply, sentAt), queued);
-          }
-        } catch (err) {
-          if (err instanceof LockNotAcquiredError) throw err;
-          if (!(err instanceof NotAcknowledged) && !isTransient(err)) {
-            throw stop(`Redis refused: ${this.describe(err)}`, this.scrubbed(err));
-          }
-          failures += 1;
-          lastError = err;
-          mode = '1';
+        if (w.pending.fence !== undefined) {
+          const lock = await this.claimGrant(w);
+          if (lock) return this.won(lock, true, ctx);
           continue;
         }
-        failures = 0;
-        lastError = undefined;
-        queued = true;
-        mode = '2';
-        grantedNoEarlierThan = sentAt;
-        // The holder's TTL ends then at the latest: whoever polls first passes the lock on.
-        holderLeft = reply[1] >= 0 ? reply[1] + 1 : this.defaults.retryInterval;
+        this.throwIfStopped(w);
+        if (w.mode === '2' || w.failures > 0) {
+          await this.sleepBeforeRetry(w);
+          if (w.pending.fence !== undefined) continue;
+          this.throwIfStopped(w);
+        }
+        const lock = await this.attemptOnce(w);
+        if (lock) return this.won(lock, w.queued, ctx);
       }
     } catch (err) {
+      ctx.outcome = 'timeout';
       // Leave the queue; a grant that raced with giving up is passed on to the next waiter.
-      this.pending.delete(token);
+      this.grants.forget(token);
       this.abandon(resource, token);
       if (err instanceof LockNotAcquiredError) throw err;
-      throw stop(`Redis refused: ${this.describe(err)}`, this.scrubbed(err));
+      throw this.notAcquired(w, `Redis refused: ${this.describe(err)}`, this.scrubbed(err));
     } finally {
-      this.pending.delete(token);
+      this.grants.forget(token);
+      this.acquiring -= 1;
+      if (this.acquiring === 0) this.settledAll?.();
     }
   }
 
+  /**
+   * Takes a lock granted to `w` (by message or by a release of this process); `undefined` when
+   * that failed in a way worth retrying (then it queues again).
+   */
+  private async claimGrant(w: Waiting): Promise<HeldLock | undefined> {
+    const fence = w.pending.fence!;
+    // A release of this process says when it was sent: the grant came no earlier.
+    const notBefore = Math.max(w.grantedNoEarlierThan, w.pending.notBefore ?? 0);
+    w.pending.fence = undefined;
+    w.pending.notBefore = undefined;
+    try {
+      return await this.granted(w.resource, w.token, w.ttl, [1, fence, -1, 0], 0, {
+        grantedNoEarlierThan: notBefore,
+      });
+    } catch (err) {
+      if (!(err instanceof NotAcknowledged) && !isTransient(err)) throw err;
+      this.failed(w, err);
+      return undefined;
+    }
+  }
+
+  /**
+   * Sleeps until the next poll (or retry after a failure), or until a grant, `signal` or
+   * shutdown wakes us; throws once the wait has run out.
+   */
+  private async sleepBeforeRetry(w: Waiting): Promise<void> {
+    const remaining = w.deadline - Date.now();
+    if (remaining <= 0) throw this.outOfTime(w);
+    const poll =
+      w.failures > 0
+        ? Math.min(this.defaults.retryInterval, 25 * 2 ** Math.min(w.failures, 4))
+        : this.defaults.retryInterval * (0.5 + Math.random() * 0.5);
+    await this.sleep(w.pending, Math.min(remaining, poll, w.holderLeft), w.signal);
+  }
+
+  /**
+   * One run of the acquire script, bounded by the wait (ioredis may hold a command through
+   * many reconnect attempts). Returns the lock, or `undefined` when it is taken (we are queued)
+   * or the attempt failed in a way worth retrying.
+   */
+  private async attemptOnce(w: Waiting): Promise<HeldLock | undefined> {
+    const sentAt = Date.now();
+    let reply: AcquireReply;
+    try {
+      reply = await this.deadlines.within(
+        this.runAcquire(w.resource, w.token, w.ttl, w.mode),
+        w.deadline,
+        () => this.stopped(w) ?? this.noAnswerInTime(w),
+        w.signal,
+      );
+      if (reply[0] === 1) return await this.granted(w.resource, w.token, w.ttl, reply, sentAt);
+    } catch (err) {
+      if (err instanceof LockNotAcquiredError) throw err;
+      if (!(err instanceof NotAcknowledged) && !isTransient(err)) {
+        throw this.notAcquired(w, `Redis refused: ${this.describe(err)}`, this.scrubbed(err));
+      }
+      this.failed(w, err);
+      return undefined;
+    }
+    w.failures = 0;
+    w.lastError = undefined;
+    w.queued = true;
+    w.mode = '2';
+    w.grantedNoEarlierThan = sentAt;
+    // The holder's TTL ends then at the latest: whoever polls first passes the lock on.
+    w.holderLeft = reply[1] >= 0 ? reply[1] + 1 : this.defaults.retryInterval;
+    return undefined;
+  }
+
+  /** An attempt or a grant failed in a way worth retrying: back off, then queue again. */
+  private failed(w: Waiting, err: unknown): void {
+    w.failures += 1;
+    w.lastError = err;
+    w.mode = '1';
+  }
+
+  /** Throws when `signal` aborted or the application is shutting down. */
+  private throwIfStopped(w: Waiting): void {
+    const stopped = this.stopped(w);
+    if (stopped) throw stopped;
+  }
+
+  private stopped(
+    w: Pick<Waiting, 'resource' | 'start' | 'signal'>,
+  ): LockNotAcquiredError | undefined {
+    if (w.signal?.aborted) return this.notAcquired(w, 'the wait was aborted', w.signal.reason);
+    if (this.abortWaits.signal.aborted) {
+      return this.notAcquired(w, 'the application is shutting down');
+    }
+    return undefined;
+  }
+
+  /**
+   * The wait ran out before a retry (each call ends the acquisition: counted once), saying why
+   * the earlier attempts failed when we know.
+   */
+  private outOfTime(w: Waiting): LockNotAcquiredError {
+    this.counts.timeouts += 1;
+    const last = w.lastError;
+    if (last instanceof NotAcknowledged) return this.notAcquired(w, last.message);
+    if (last === undefined) return this.notAcquired(w, 'it stayed locked');
+    return this.notAcquired(w, `Redis did not answer: ${this.describe(last)}`, this.scrubbed(last));
+  }
+
+  /** The wait ran out while an attempt was in flight (counted once, as above). */
+  private noAnswerInTime(w: Waiting): LockNotAcquiredError {
+    this.counts.timeouts += 1;
+    const last = w.lastError;
+    if (last instanceof NotAcknowledged) return this.notAcquired(w, last.message);
+    return this.notAcquired(w, 'Redis did not answer within the wait');
+  }
+
+  private notAcquired(
+    w: Pick<Waiting, 'resource' | 'start'>,
+    reason: string,
+    cause?: unknown,
+  ): LockNotAcquiredError {
+    return new LockNotAcquiredError(w.resource, Date.now() - w.start, { reason, cause });
+  }
+
   /** Counts an acquisition (a hand-off when the caller had queued); returns the lock. */
-  private won(lock: HeldLock, handoff: boolean): HeldLock {
+  private won(lock: HeldLock, handoff: boolean, ctx?: RedisTraceContext): HeldLock {
     this.counts.acquired += 1;
     if (handoff) this.counts.handoffs += 1;
+    if (ctx) ctx.outcome = 'acquired';
     return lock;
   }
 
@@ -542,7 +578,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     sentAt: number,
     byMessage?: { grantedNoEarlierThan: number },
   ): Promise<HeldLock> {
-    this.noteRefused(reply[3]);
+    this.grants.noteRefused(reply[3]);
     let expiresAt = byMessage ? byMessage.grantedNoEarlierThan + ttl : sentAt + Number(reply[2]);
     if (byMessage && expiresAt - Date.now() < ttl / 2) {
       const confirmedAt = Date.now();
@@ -619,8 +655,8 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
       this.holderId,
       mode,
       this.entryLease,
-      this.subscribed ? this.processId : '',
-      this.grantChannelPrefix,
+      this.grants.subscribed ? this.grants.processId : '',
+      this.grants.channelPrefix,
     ]);
   }
 
@@ -639,7 +675,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
   /** Best effort: a waiter or taker whose outcome is unknown leaves (or passes the lock on). */
   private abandon(resource: string, token: string): void {
     LEAVE.on(this.connection)
-      .run(lockKeys(resource), [token, this.grantChannelPrefix])
+      .run(lockKeys(resource), [token, this.grants.channelPrefix])
       .then(
         (passedOn) => {
           if (Number(passedOn) === 1) this.logger.debug?.(`passed on "${resource}" granted late`);
@@ -680,18 +716,12 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
         const sentAt = Date.now();
         const [ok, refused, waiter, fence] = await RELEASE.on(this.connection).run(
           lockKeys(lock.resource),
-          [lock.token, this.grantChannelPrefix, this.processId],
+          [lock.token, this.grants.channelPrefix, this.grants.processId],
         );
-        this.noteRefused(refused);
-        // Handed to a caller of this process: it learns here, not by message. One that gave up
-        // meanwhile is not pending any more; its departure (LEAVE) passes the lock on.
+        this.grants.noteRefused(refused);
+        // Handed to a caller of this process: it learns here, not by message.
         if (waiter !== undefined && waiter !== null) {
-          const pending = this.pending.get(String(waiter));
-          if (pending) {
-            pending.fence = Number(fence);
-            pending.notBefore = sentAt;
-            pending.wake?.();
-          }
+          this.grants.grantedByReply(String(waiter), Number(fence), sentAt);
         }
         return Number(ok) === 1;
       } catch (err) {
@@ -711,54 +741,6 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
         await new Promise((resolve) => setTimeout(resolve, pause));
       }
     }
-  }
-
-  /** A grant notification was refused (no channel rights): say so once; waiters poll. */
-  private noteRefused(refused: number | undefined): void {
-    if (Number(refused) !== 1 || this.publishRefusedWarned) return;
-    this.publishRefusedWarned = true;
-    this.logger.warn(
-      'Redis refused PUBLISH of a lock hand-off notification (ACL channel rights?): locks are ' +
-        `still released and handed over, and waiters notice by polling every ~${this.defaults.retryInterval} ms. ` +
-        `Grant the user "&${this.grantChannelPrefix}*" for immediate hand-offs.`,
-    );
-  }
-
-  private get grantChannelPrefix(): string {
-    return `${this.connection.keyPrefix}${GRANT_CHANNEL}`;
-  }
-
-  /**
-   * Subscribes once to this process's grant channel; without it, queued callers notice their
-   * grant by polling. A failure is warned about once and retried at most once a minute.
-   */
-  private ensureSubscribed(): Promise<boolean> {
-    if (!this.subscription && Date.now() - this.subscribeFailedAt < RESUBSCRIBE_AFTER_MS) {
-      return Promise.resolve(false);
-    }
-    this.subscription ??= this.connection
-      .subscribe(`${this.grantChannelPrefix}${this.processId}`, (message) => {
-        const colon = message.indexOf(':');
-        const waiter = this.pending.get(message.slice(0, colon));
-        if (!waiter) return; // gave up meanwhile: its LEAVE passes the lock on
-        waiter.fence = Number(message.slice(colon + 1));
-        waiter.wake?.();
-      })
-      .then(
-        () => (this.subscribed = true),
-        (err: unknown) => {
-          if (this.subscribeFailedAt === 0) {
-            this.logger.warn(
-              `lock hand-off notifications unavailable, waiting locks poll every ~${this.defaults.retryInterval} ms: ${this.describe(err)}`,
-            );
-          }
-          this.subscribeFailedAt = Date.now();
-          this.subscription = undefined;
-          this.subscribed = false;
-          return false;
-        },
-      );
-    return this.subscription;
   }
 
   private describe(err: unknown): string {
@@ -826,141 +808,33 @@ type AcquireReply = [number, number, number, number];
 /** Internal: an acquisition replicas did not acknowledge (undone; retried within `wait`). */
 class NotAcknowledged extends Error {}
 
-/** A caller of this process queued in Redis. */
-interface PendingGrant {
-  /** Set by the grant message, or by the reply of a release of this process. */
-  fence?: number;
-  /** When that release was sent (epoch ms): the grant happened no earlier. */
-  notBefore?: number;
-  /** Ends the current sleep. */
-  wake?: () => void;
+/** One `acquire` while it waits: its arguments and what its attempts found so far. */
+interface Waiting {
+  readonly resource: string;
+  readonly ttl: number;
+  readonly token: string;
+  /** When `acquire` was called, and when its wait runs out (epoch ms). */
+  readonly start: number;
+  readonly deadline: number;
+  readonly signal: AbortSignal | undefined;
+  /** Where a grant (by message or by a release of this process) is left for it. */
+  readonly pending: PendingGrant;
+  /** The next attempt's mode: '1' queue (first, or after a failure), '2' poll. */
+  mode: '1' | '2';
+  /** Attempts failed in a row (Redis unreachable, replicas behind): they back off. */
+  failures: number;
+  lastError: unknown;
+  /** An attempt found the lock taken and queued us: a later success is a hand-off. */
+  queued: boolean;
+  /**
+   * When the latest attempt that found us still waiting was sent: a grant happened after it,
+   * so its TTL runs from no earlier than this.
+   */
+  grantedNoEarlierThan: number;
+  /** Ms until the holder's TTL ends at the latest: whoever polls first passes the lock on. */
+  holderLeft: number;
 }
 
 /** How often held locks are checked for a TTL that passed unnoticed (ms). */
 const SWEEP_INTERVAL_MS = 1_000;
-const RESUBSCRIBE_AFTER_MS = 60_000;
 const DEFAULT_HOLDER_ID = `${hostname()}:${process.pid}`;
-
-/**
- * `promise`, or a rejection with `onStop()` once `deadline` (epoch ms) has passed or a signal
- * aborts: a caller (or shutdown) never waits on a command ioredis keeps through reconnects.
- */
-function withinDeadline<T>(
-  promise: Promise<T>,
-  deadline: number,
-  onStop: () => Error,
-  signal: AbortSignal | undefined,
-  inFlight: Set<() => void>,
-): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const stop = (): void => {
-      cleanup();
-      reject(onStop());
-    };
-    const timer = setTimeout(stop, Math.max(0, deadline - Date.now()));
-    const cleanup = (): void => {
-      clearTimeout(timer);
-      inFlight.delete(stop);
-      signal?.removeEventListener('abort', stop);
-    };
-    inFlight.add(stop);
-    signal?.addEventListener('abort', stop, { once: true });
-    promise.then(
-      (value) => {
-        cleanup();
-        resolve(value);
-      },
-      (err: unknown) => {
-        cleanup();
-        reject(err);
-      },
-    );
-  });
-}
-
-/**
- * Errors worth retrying within `wait`: the connection dropped or was reset (ioredis aborts or
- * times out the command), or the server is between roles during a failover.
- */
-function isTransient(error: unknown): boolean {
-  const err = replyBehind(error);
-  if (!(err instanceof Error)) return false;
-  if (err.name !== 'ReplyError') return true;
-  return /^(READONLY|LOADING|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|NOREPLICAS|UNBLOCKED)/.test(
-    err.message,
-  );
-}
-
-/**
- * Lock tokens: 128 random bits each, hex. Drawn from the CSPRNG 256 tokens at a time: one
- * `randomBytes(16)` per lock was about 6% of the CPU of an uncontended acquire + release.
- */
-class TokenSource {
-  private readonly pool = Buffer.allocUnsafe(16 * 256);
-  private offset = this.pool.length;
-
-  next(): string {
-    if (this.offset === this.pool.length) {
-      randomFillSync(this.pool);
-      this.offset = 0;
-    }
-    const token = this.pool.toString('hex', this.offset, this.offset + 16);
-    this.offset += 16;
-    return token;
-  }
-}
-
-function checkResource(method: string, resource: unknown): asserts resource is string {
-  if (typeof resource !== 'string' || resource.length === 0) {
-    throw new TypeError(
-      `LockService.${method}: resource must be a non-empty string, got ${show(resource)}`,
-    );
-  }
-  const bytes = Buffer.byteLength(resource);
-  if (bytes > MAX_RESOURCE_BYTES) {
-    throw new RangeError(
-      `LockService.${method}: resource must be at most ${MAX_RESOURCE_BYTES} bytes (UTF-8), got ` +
-        `${bytes} bytes: ${show(resource)} (hash long names yourself)`,
-    );
-  }
-}
-
-/** Options must be an object (or left out); a function for `fn`. */
-function checkOptions(method: string, options: unknown): void {
-  if (options !== undefined && (options === null || typeof options !== 'object')) {
-    throw new TypeError(`LockService.${method}: options must be an object, got ${show(options)}`);
-  }
-}
-
-/** A value for an error message: never throws (BigInt, cycles), never long. */
-function show(value: unknown): string {
-  let text: string;
-  try {
-    text =
-      typeof value === 'string'
-        ? JSON.stringify(value)
-        : typeof value === 'bigint'
-          ? `${value}n`
-          : typeof value === 'number'
-            ? String(value)
-            : (JSON.stringify(value) ?? String(value));
-  } catch {
-    text = Object.prototype.toString.call(value);
-  }
-  return text.length > 64 ? `${text.slice(0, 64)}…` : text;
-}
-
-/** Positive, finite, at most 24 h; rounded up to a whole ms (Redis takes integers only). */
-function checkDuration(method: string, name: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-    throw new RangeError(
-      `${method}: ${name} must be a positive finite number of milliseconds, got ${show(value)}`,
-    );
-  }
-  if (value > MAX_LOCK_DURATION_MS) {
-    throw new RangeError(
-      `${method}: ${name} must be at most ${MAX_LOCK_DURATION_MS} ms (24 h), got ${show(value)}`,
-    );
-  }
-  return Math.ceil(value);
-}

@@ -1,5 +1,7 @@
 import { LockLostError } from '../errors.js';
 
+import type { Renewals } from './renewals.js';
+
 /**
  * A held distributed lock. Check `signal` in long critical sections: it aborts (with a
  * `LockLostError` as its reason) as soon as the lock is known to be lost.
@@ -73,7 +75,8 @@ export class HeldLock implements Lock {
   private controller?: AbortController;
   private lostError?: LockLostError;
   private expiry?: NodeJS.Timeout;
-  private renewal?: NodeJS.Timeout;
+  /** Where its auto-extension is scheduled, once `autoExtend` was called. */
+  private renewals?: Renewals;
   private released = false;
   private releasing?: Promise<boolean>;
   private currentExpiresAt: number;
@@ -152,23 +155,22 @@ export class HeldLock implements Lock {
    * if more) is left. A failed round trip (Redis unreachable) is retried until the lock
    * actually expires; then the lock is lost (and `signal` aborts).
    */
-  autoExtend(margin: number): void {
-    const schedule = (): void => {
-      if (this.settled) return;
-      const lead = Math.max(margin, this.ttl / 3);
-      const delay = Math.max(0, this.currentExpiresAt - lead - Date.now());
-      this.renewal = setTimeout(() => void renew(), delay).unref();
-    };
+  autoExtend(margin: number, renewals: Renewals): void {
+    this.renewals = renewals;
     const renew = async (): Promise<void> => {
       try {
         await this.extend();
         schedule();
       } catch {
         // Unknown outcome (connection trouble): try again soon; the TTL bounds it (`settled`).
-        if (!this.settled) {
-          this.renewal = setTimeout(() => void renew(), Math.min(50, margin / 4)).unref();
-        }
+        if (!this.settled) renewals.schedule(this, Date.now() + Math.min(50, margin / 4), run);
       }
+    };
+    const run = (): void => void renew();
+    const schedule = (): void => {
+      if (this.settled) return;
+      const lead = Math.max(margin, this.ttl / 3);
+      renewals.schedule(this, this.currentExpiresAt - lead, run);
     };
     schedule();
   }
@@ -239,8 +241,7 @@ export class HeldLock implements Lock {
 
   private stopTimers(): void {
     if (this.expiry) clearTimeout(this.expiry);
-    if (this.renewal) clearTimeout(this.renewal);
+    this.renewals?.cancel(this);
     this.expiry = undefined;
-    this.renewal = undefined;
   }
 }

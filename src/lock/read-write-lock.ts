@@ -1,4 +1,3 @@
-import type { Coordinator } from './coordination.js';
 import { checkMs, FENCE_IDLE_MS, readWriteKeys, tombstoneMs } from './coordination.keys.js';
 import {
   HOLDER_EXTEND,
@@ -9,6 +8,7 @@ import {
   WRITE_RELEASE,
   WRITE_WITHDRAW,
 } from './coordination.scripts.js';
+import type { Coordinator } from './coordination.types.js';
 import { HeldLease, runHolding, type LeaseOps, type ReadLock, type WriteLock } from './lease.js';
 import type {
   AcquirePermitOptions,
@@ -204,7 +204,8 @@ export class RedisReadWriteLock implements ReadWriteLock {
   ): HeldLease {
     const lease = new HeldLease(kind, this.name, token, this.ttl, sentAt, ops, fencingToken);
     this.coordinator.track(lease);
-    if (autoExtend) lease.autoExtend(this.coordinator.defaults.extendMargin);
+    if (autoExtend)
+      lease.autoExtend(this.coordinator.defaults.extendMargin, this.coordinator.renewals);
     return lease;
   }
 }

@@ -1,8 +1,8 @@
 import { LockNotAcquiredError } from '../errors.js';
 
-import type { Coordinator, Grant } from './coordination.js';
 import { checkMs, semaphoreKeys, tombstoneMs } from './coordination.keys.js';
 import { HOLDER_EXTEND, SEMAPHORE_ACQUIRE, SEMAPHORE_RELEASE } from './coordination.scripts.js';
+import type { Coordinator, Grant } from './coordination.types.js';
 import { HeldLease, runHolding, type LeaseOps, type Permit } from './lease.js';
 
 /** Options of `LockService.semaphore`. */
@@ -263,7 +263,8 @@ export class RedisSemaphore implements Semaphore {
   private hold(token: string, sentAt: number, autoExtend: boolean): Permit {
     const permit = new HeldLease('permit', this.name, token, this.ttl, sentAt, this.ops);
     this.coordinator.track(permit);
-    if (autoExtend) permit.autoExtend(this.coordinator.defaults.extendMargin);
+    if (autoExtend)
+      permit.autoExtend(this.coordinator.defaults.extendMargin, this.coordinator.renewals);
     return permit;
   }
 }

@@ -1,0 +1,58 @@
+/**
+ * When the auto-extended holds of one service renew: one timer for all of them, armed for the
+ * earliest renewal and left armed when that hold is released (it then fires, finds nothing
+ * due, and re-arms for the next one, if any). A timer armed per hold and cleared at its
+ * release cost every uncontended `withLock` and semaphore permit a `setTimeout` and a
+ * `clearTimeout`, though a hold released before a third of its TTL never renews. Unref'd: a
+ * renewal is no reason to keep the process alive; `stopAll` clears it at shutdown.
+ */
+export class Renewals {
+  /** The next renewal of each hold (epoch ms) and what runs it. */
+  private readonly due = new Map<object, { at: number; run: () => void }>();
+  private timer?: NodeJS.Timeout;
+  /** When the timer fires (epoch ms); `Infinity` while none is armed. */
+  private armedFor = Infinity;
+
+  /** Runs `run` at `at` (epoch ms), replacing the renewal `hold` had scheduled. */
+  schedule(hold: object, at: number, run: () => void): void {
+    this.due.set(hold, { at, run });
+    if (at < this.armedFor) this.arm(at);
+  }
+
+  /** `hold` renews no more (released or lost). */
+  cancel(hold: object): void {
+    this.due.delete(hold);
+  }
+
+  /** Cancels every renewal and the timer (shutdown). */
+  stopAll(): void {
+    this.due.clear();
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.armedFor = Infinity;
+  }
+
+  private arm(at: number): void {
+    clearTimeout(this.timer);
+    this.armedFor = at;
+    this.timer = setTimeout(() => this.fire(), Math.max(0, at - Date.now())).unref();
+  }
+
+  private fire(): void {
+    this.timer = undefined;
+    this.armedFor = Infinity;
+    const now = Date.now();
+    const ready: Array<() => void> = [];
+    for (const [hold, next] of this.due) {
+      if (next.at <= now) {
+        this.due.delete(hold);
+        ready.push(next.run);
+      }
+    }
+    let next = Infinity;
+    for (const { at } of this.due.values()) next = Math.min(next, at);
+    if (next !== Infinity) this.arm(next);
+    // Run after re-arming: a renewal schedules its next one, which may be the earliest.
+    for (const run of ready) run();
+  }
+}

@@ -44,4 +44,6 @@ export default {
   globalTeardown: '<rootDir>/test/setup/global-teardown.mjs',
   testTimeout: 30_000,
   maxWorkers: 2,
+  // See jest.config.js: a busy parent must not mistake a worker's prompt exit for a hang.
+  workerGracefulExitTimeout: 2_000,
 };

@@ -47,7 +47,7 @@ import {
   SimpleSpanProcessor,
   TracerProvider,
 } from '@opentelemetry/sdk-trace';
-import type { Redis } from 'ioredis';
+import { Command, type Redis } from 'ioredis';
 import type { Subscription } from 'rxjs';
 
 import { RedisDashboardSampler } from '../src/dashboard/dashboard.sampler.js';
@@ -282,15 +282,17 @@ async function hookSection(
   connection: MetricSources,
   l2: { rows: Array<{ perSec: number }> } | undefined,
 ): Promise<Record<string, unknown>> {
-  // A client whose commands are answered at once: what is left is the hook's own cost.
+  // A client whose commands are answered at once, as ioredis answers them (the real `Command`,
+  // its `resolve` called with the reply): what is left is the hook's own cost.
+  const reply = Buffer.from('OK');
   const fake = {
-    sendCommand(command: { name: string; promise?: Promise<unknown> }): Promise<unknown> {
-      command.promise = Promise.resolve('OK');
+    sendCommand(command: Command): Promise<unknown> {
+      command.resolve(reply);
       return command.promise;
     },
   };
   const fakeSources = { ...connection, client: fake as unknown as Redis };
-  const send = (): Promise<unknown> => fake.sendCommand({ name: 'get' });
+  const send = (): Promise<unknown> => fake.sendCommand(new Command('get', ['k']));
   const hook = await section('Hook alone: per command, with an instant reply', [
     { label: 'no hook', enter: none, call: send },
     {

@@ -7,16 +7,37 @@ import type { RedisClient } from '../connection/client-factory.js';
  */
 export type CommandListener = (operation: string, seconds: number, errorType?: string) => void;
 
+/** What the hook reads of an ioredis `Command` (6.0 and 6.1 alike). */
 interface CommandLike {
   name: string;
   promise?: Promise<unknown>;
-  [RECORDED]?: true;
+  resolve?: Settle;
+  reject?: Settle;
+  isSettled?: boolean;
+  [TIMING]?: Timing | true;
 }
 
 type SendCommand = (command: CommandLike, ...rest: unknown[]) => unknown;
+type Settle = (this: unknown, value: unknown) => unknown;
 
-/** Marks a command already timed: ioredis sends a command again after a reconnect or MOVED. */
-const RECORDED = Symbol('nestjs-redis-infra:recorded');
+/**
+ * One command being timed, kept on the command: ioredis sends the same command again after a
+ * reconnect or a redirection, and it still counts once.
+ */
+interface Timing {
+  start: number;
+  name: string;
+  done: boolean;
+  /** The `resolve` and `reject` we put on the command; another one means a new promise or wrapper. */
+  resolve: Settle;
+  reject: Settle;
+}
+
+/** Marks a command already timed (`true` when timed through its promise, see `timeByPromise`). */
+const TIMING = Symbol('nestjs-redis-infra:timing');
+
+/** `Timing.reject` until the command's `reject` is wrapped. */
+const notWrapped: Settle = () => undefined;
 
 interface Installed {
   listeners: Set<CommandListener>;
@@ -49,17 +70,9 @@ export function recordCommands(client: RedisClient, listener: CommandListener): 
       command: CommandLike,
       ...rest: unknown[]
     ): unknown {
-      const result = original.call(this, command, ...rest);
-      if (command && !command[RECORDED] && command.promise !== undefined) {
-        command[RECORDED] = true;
-        const start = performance.now();
-        const name = operationName(command.name);
-        command.promise.then(
-          () => notify(listeners, name, (performance.now() - start) / 1000),
-          (err: unknown) => notify(listeners, name, (performance.now() - start) / 1000, err),
-        );
-      }
-      return result;
+      // Before sending: ioredis may settle the command synchronously (a closed connection).
+      if (command) time(command, listeners);
+      return original.call(this, command, ...rest);
     };
   }
   entry.listeners.add(listener);
@@ -72,6 +85,74 @@ export function recordCommands(client: RedisClient, listener: CommandListener): 
     if (own.ownBefore) target.sendCommand = own.original;
     else delete (target as { sendCommand?: SendCommand }).sendCommand;
   };
+}
+
+/**
+ * Times `command` from now to its settling: ioredis calls the command's `resolve` or `reject`
+ * with the reply, so wrapping them costs two closures and no promise, and the duration is taken
+ * when the reply is parsed, not a microtask later. A wrapper notifies only once the command is
+ * settled: ioredis's own wrappers (a cluster's redirections, a script's NOSCRIPT, a pipelined
+ * command's resend) call `reject` for replies that do not settle it, and settle it later.
+ */
+function time(command: CommandLike, listeners: Set<CommandListener>): void {
+  const found = command[TIMING];
+  if (found === true) return;
+  const resolve = command.resolve;
+  if (
+    typeof resolve !== 'function' ||
+    typeof command.reject !== 'function' ||
+    typeof command.isSettled !== 'boolean'
+  ) {
+    timeByPromise(command, listeners);
+    return;
+  }
+  let t = found;
+  if (t === undefined || t.resolve !== resolve) {
+    // Its first send, or ioredis made it a new promise (a pipeline retried as a whole): from now.
+    // An earlier timing's wrappers, should any still be called, must not record it again.
+    if (t !== undefined) t.done = true;
+    const timing: Timing = {
+      start: performance.now(),
+      name: operationName(command.name),
+      done: false,
+      resolve: function timedResolve(this: unknown, value: unknown): unknown {
+        const out = resolve.call(this, value);
+        if (!timing.done && command.isSettled) settled(timing, listeners);
+        return out;
+      },
+      reject: notWrapped,
+    };
+    command.resolve = timing.resolve;
+    command[TIMING] = t = timing;
+  }
+  if (t.reject !== command.reject) {
+    // Someone wrapped `reject` since (a cluster does on the first send): wrap theirs too. A layer
+    // that does not settle the command records nothing; `done` keeps it to one record.
+    const timing = t;
+    const inner = command.reject;
+    command.reject = timing.reject = function timedReject(this: unknown, err: unknown): unknown {
+      const out = inner.call(this, err);
+      if (!timing.done && command.isSettled) settled(timing, listeners, err);
+      return out;
+    };
+  }
+}
+
+function settled(timing: Timing, listeners: Set<CommandListener>, err?: unknown): void {
+  timing.done = true;
+  notify(listeners, timing.name, (performance.now() - timing.start) / 1000, err);
+}
+
+/** For a command that is not an ioredis 6 `Command` (no `resolve`, `reject`, `isSettled`). */
+function timeByPromise(command: CommandLike, listeners: Set<CommandListener>): void {
+  if (command.promise === undefined) return;
+  command[TIMING] = true;
+  const start = performance.now();
+  const name = operationName(command.name);
+  command.promise.then(
+    () => notify(listeners, name, (performance.now() - start) / 1000),
+    (err: unknown) => notify(listeners, name, (performance.now() - start) / 1000, err),
+  );
 }
 
 function notify(

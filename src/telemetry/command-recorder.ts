@@ -14,30 +14,18 @@ interface CommandLike {
   resolve?: Settle;
   reject?: Settle;
   isSettled?: boolean;
-  [TIMING]?: Timing | true;
+  [TIMING]?: Settle | true;
 }
 
 type SendCommand = (command: CommandLike, ...rest: unknown[]) => unknown;
 type Settle = (this: unknown, value: unknown) => unknown;
 
 /**
- * One command being timed, kept on the command: ioredis sends the same command again after a
- * reconnect or a redirection, and it still counts once.
+ * On a command already timed: the `resolve` we put on it (`true` when timed through its promise,
+ * see `timeByPromise`). ioredis sends the same command again after a reconnect or a redirection,
+ * and it still counts once; a command whose `resolve` is another one got a new promise.
  */
-interface Timing {
-  start: number;
-  name: string;
-  done: boolean;
-  /** The `resolve` and `reject` we put on the command; another one means a new promise or wrapper. */
-  resolve: Settle;
-  reject: Settle;
-}
-
-/** Marks a command already timed (`true` when timed through its promise, see `timeByPromise`). */
 const TIMING = Symbol('nestjs-redis-infra:timing');
-
-/** `Timing.reject` until the command's `reject` is wrapped. */
-const notWrapped: Settle = () => undefined;
 
 interface Installed {
   listeners: Set<CommandListener>;
@@ -91,56 +79,49 @@ export function recordCommands(client: RedisClient, listener: CommandListener): 
  * Times `command` from now to its settling: ioredis calls the command's `resolve` or `reject`
  * with the reply, so wrapping them costs two closures and no promise, and the duration is taken
  * when the reply is parsed, not a microtask later. A wrapper notifies only once the command is
- * settled: ioredis's own wrappers (a cluster's redirections, a script's NOSCRIPT, a pipelined
- * command's resend) call `reject` for replies that do not settle it, and settle it later.
+ * settled: ioredis's own `reject` wrappers (a cluster's redirections, a script's NOSCRIPT, a
+ * pipelined command's resend) may pass a reply on without settling the command.
+ *
+ * The state lives in the closures, not in an object kept on the command: measured, an object
+ * literal per command that the command and its wrappers point to made V8 promote commands out
+ * of the young generation (4-12 µs of garbage collection per command instead of none).
  */
 function time(command: CommandLike, listeners: Set<CommandListener>): void {
   const found = command[TIMING];
-  if (found === true) return;
   const resolve = command.resolve;
+  const reject = command.reject;
+  if (found === true || (found !== undefined && found === resolve)) return;
   if (
     typeof resolve !== 'function' ||
-    typeof command.reject !== 'function' ||
+    typeof reject !== 'function' ||
     typeof command.isSettled !== 'boolean'
   ) {
     timeByPromise(command, listeners);
     return;
   }
-  let t = found;
-  if (t === undefined || t.resolve !== resolve) {
-    // Its first send, or ioredis made it a new promise (a pipeline retried as a whole): from now.
-    // An earlier timing's wrappers, should any still be called, must not record it again.
-    if (t !== undefined) t.done = true;
-    const timing: Timing = {
-      start: performance.now(),
-      name: operationName(command.name),
-      done: false,
-      resolve: function timedResolve(this: unknown, value: unknown): unknown {
-        const out = resolve.call(this, value);
-        if (!timing.done && command.isSettled) settled(timing, listeners);
-        return out;
-      },
-      reject: notWrapped,
-    };
-    command.resolve = timing.resolve;
-    command[TIMING] = t = timing;
-  }
-  if (t.reject !== command.reject) {
-    // Someone wrapped `reject` since (a cluster does on the first send): wrap theirs too. A layer
-    // that does not settle the command records nothing; `done` keeps it to one record.
-    const timing = t;
-    const inner = command.reject;
-    command.reject = timing.reject = function timedReject(this: unknown, err: unknown): unknown {
-      const out = inner.call(this, err);
-      if (!timing.done && command.isSettled) settled(timing, listeners, err);
-      return out;
-    };
-  }
-}
-
-function settled(timing: Timing, listeners: Set<CommandListener>, err?: unknown): void {
-  timing.done = true;
-  notify(listeners, timing.name, (performance.now() - timing.start) / 1000, err);
+  // A first send, or one whose promise ioredis made again (a pipeline retried as a whole): from
+  // now. An earlier wrapper is no longer on the command: it cannot record this one again.
+  const start = performance.now();
+  const name = operationName(command.name);
+  let done = false;
+  const timedResolve = function (this: unknown, value: unknown): unknown {
+    const out = resolve.call(this, value);
+    if (!done && command.isSettled) {
+      done = true;
+      notify(listeners, name, (performance.now() - start) / 1000);
+    }
+    return out;
+  };
+  command.resolve = timedResolve;
+  command.reject = function (this: unknown, err: unknown): unknown {
+    const out = reject.call(this, err);
+    if (!done && command.isSettled) {
+      done = true;
+      notify(listeners, name, (performance.now() - start) / 1000, err);
+    }
+    return out;
+  };
+  command[TIMING] = timedResolve;
 }
 
 /** For a command that is not an ioredis 6 `Command` (no `resolve`, `reject`, `isSettled`). */

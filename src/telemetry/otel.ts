@@ -12,7 +12,8 @@ import type { LockStats } from '../lock/lock-stats.js';
 import type { PubSubStats } from '../pubsub/pubsub.types.js';
 import type { StreamCounters } from '../streams/stream-consumer.js';
 
-import { recordCommands } from './command-recorder.js';
+import { DURATION_BUCKETS, instrumentCommandDuration } from './command-duration.js';
+import type { recordCommands } from './command-recorder.js';
 import { instrumentLocks } from './lock-metrics.js';
 import {
   traceChannel,
@@ -136,9 +137,6 @@ export interface StreamSources {
  */
 export const BACKLOG_READ_TIMEOUT_MS = 1_000;
 
-/** Histogram boundaries the database semantic conventions recommend, in seconds. */
-const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10];
-
 /** What `MetricSources.cache` returns. */
 type CacheFigures = ReturnType<NonNullable<MetricSources['cache']>>;
 
@@ -163,9 +161,14 @@ export function instrumentConnection(meter: Meter, src: MetricSources): () => vo
   const undo: Array<() => void> = [];
   const pool = { 'db.client.connection.pool.name': src.name };
 
-  undo.push(instrumentCommandDuration(meter, src));
+  const commands = instrumentCommandDuration(meter, src);
+  undo.push(() => commands.stop());
   const observe = safeObserver(undo);
-  instrumentConnectionCounts(meter, src, pool, observe);
+  const { max } = instrumentConnectionCounts(meter, src, pool, observe);
+  // Command durations reach the histogram after the reply, in batches: a callback of this meter
+  // hands over those still held, and the SDK runs every observable callback of a meter before
+  // it reads its synchronous instruments, so a collection sees every command settled before it.
+  observe(max, () => commands.flush());
   if (src.cache) instrumentCache(meter, src.cache, pool, observe);
   if (src.pubsub) instrumentPubSub(meter, src.pubsub, pool, observe);
 
@@ -176,34 +179,6 @@ export function instrumentConnection(meter: Meter, src: MetricSources): () => vo
   return () => {
     for (const u of undo.splice(0)) u();
   };
-}
-
-/** The duration histogram of every command the connection sends; returns what unhooks it. */
-function instrumentCommandDuration(meter: Meter, src: MetricSources): () => void {
-  const duration = meter.createHistogram('db.client.operation.duration', {
-    description: 'Duration of Redis commands sent through the connection.',
-    unit: 's',
-    advice: { explicitBucketBoundaries: DURATION_BUCKETS },
-  });
-  // Only the semantic conventions' attributes here: the SDK hashes every attribute of every
-  // recording, and this runs once per command (the objects are made once per command name).
-  const attrsCache = new Map<string, Attributes>();
-  const namespace = String(src.database);
-  return recordCommands(src.client, (operation, seconds, errorType) => {
-    const id = errorType === undefined ? operation : `${operation}\u0000${errorType}`;
-    let attrs = attrsCache.get(id);
-    if (!attrs) {
-      attrs = {
-        'db.system.name': 'redis',
-        'db.operation.name': operation,
-        'db.namespace': namespace,
-        'db.client.connection.pool.name': src.name,
-        ...(errorType !== undefined ? { 'error.type': errorType } : {}),
-      };
-      if (attrsCache.size < 2000) attrsCache.set(id, attrs);
-    }
-    duration.record(seconds, attrs);
-  });
 }
 
 /** An `Observe` whose callbacks never fail the collection and whose removals go to `undo`. */
@@ -221,13 +196,16 @@ function safeObserver(undo: Array<() => void>): Observe {
   };
 }
 
-/** Connections held open by role, the `maxConnections` bound and the reconnects. */
+/**
+ * Connections held open by role, the `maxConnections` bound and the reconnects; returns the
+ * bound's instrument (it is always there: the command histogram flushes from one of its callbacks).
+ */
 function instrumentConnectionCounts(
   meter: Meter,
   src: MetricSources,
   pool: Attributes,
   observe: Observe,
-): void {
+): { max: ObservableInstrument } {
   observe(
     meter.createObservableUpDownCounter('db.client.connection.count', {
       description: 'Connections this registration holds open, by role.',
@@ -239,13 +217,11 @@ function instrumentConnectionCounts(
       }
     },
   );
-  observe(
-    meter.createObservableUpDownCounter('db.client.connection.max', {
-      description: 'The maxConnections bound of this registration.',
-      unit: '{connection}',
-    }),
-    (r) => r.observe(src.connections().max, pool),
-  );
+  const max = meter.createObservableUpDownCounter('db.client.connection.max', {
+    description: 'The maxConnections bound of this registration.',
+    unit: '{connection}',
+  });
+  observe(max, (r) => r.observe(src.connections().max, pool));
   observe(
     meter.createObservableCounter('nestjs_redis.connection.reconnects', {
       description: 'Times the command connection became ready again after a drop.',
@@ -253,6 +229,7 @@ function instrumentConnectionCounts(
     }),
     (r) => r.observe(src.reconnects(), pool),
   );
+  return { max };
 }
 
 /** The cache's plain counters: name, description, unit and the figure each reads. */

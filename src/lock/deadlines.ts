@@ -1,3 +1,4 @@
+import { EarliestTimer } from './earliest-timer.js';
 import { replyBehind } from './module-script.js';
 
 /** One command being waited for, until its deadline. */
@@ -21,9 +22,7 @@ interface Watched {
  */
 export class Deadlines {
   private readonly watched = new Set<Watched>();
-  private timer?: NodeJS.Timeout;
-  /** When the timer fires (epoch ms); `Infinity` while none is armed. */
-  private armedFor = Infinity;
+  private readonly timer = new EarliestTimer(() => this.expire());
 
   /**
    * `promise`, or a rejection with `onStop()` once `deadline` (epoch ms) has passed, `signal`
@@ -48,7 +47,7 @@ export class Deadlines {
         signal?.removeEventListener('abort', entry.stop);
       };
       this.watched.add(entry);
-      if (deadline < this.armedFor) this.arm(deadline);
+      this.timer.atOrBefore(deadline);
       signal?.addEventListener('abort', entry.stop, { once: true });
       promise.then(
         (value) => {
@@ -66,27 +65,17 @@ export class Deadlines {
   /** Stops every wait now (shutdown) and the timer. */
   stopAll(): void {
     for (const entry of [...this.watched]) entry.stop();
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    this.armedFor = Infinity;
-  }
-
-  private arm(at: number): void {
-    clearTimeout(this.timer);
-    this.armedFor = at;
-    this.timer = setTimeout(() => this.expire(), Math.max(0, at - Date.now())).unref();
+    this.timer.clear();
   }
 
   private expire(): void {
-    this.timer = undefined;
-    this.armedFor = Infinity;
     const now = Date.now();
     let next = Infinity;
     for (const entry of [...this.watched]) {
       if (entry.deadline <= now) entry.stop();
       else next = Math.min(next, entry.deadline);
     }
-    if (next !== Infinity) this.arm(next);
+    if (next !== Infinity) this.timer.atOrBefore(next);
   }
 }
 

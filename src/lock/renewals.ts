@@ -1,3 +1,5 @@
+import { EarliestTimer } from './earliest-timer.js';
+
 /**
  * When the auto-extended holds of one service renew: one timer for all of them, armed for the
  * earliest renewal and left armed when that hold is released (it then fires, finds nothing
@@ -9,14 +11,12 @@
 export class Renewals {
   /** The next renewal of each hold (epoch ms) and what runs it. */
   private readonly due = new Map<object, { at: number; run: () => void }>();
-  private timer?: NodeJS.Timeout;
-  /** When the timer fires (epoch ms); `Infinity` while none is armed. */
-  private armedFor = Infinity;
+  private readonly timer = new EarliestTimer(() => this.fire());
 
   /** Runs `run` at `at` (epoch ms), replacing the renewal `hold` had scheduled. */
   schedule(hold: object, at: number, run: () => void): void {
     this.due.set(hold, { at, run });
-    if (at < this.armedFor) this.arm(at);
+    this.timer.atOrBefore(at);
   }
 
   /** `hold` renews no more (released or lost). */
@@ -27,20 +27,10 @@ export class Renewals {
   /** Cancels every renewal and the timer (shutdown). */
   stopAll(): void {
     this.due.clear();
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    this.armedFor = Infinity;
-  }
-
-  private arm(at: number): void {
-    clearTimeout(this.timer);
-    this.armedFor = at;
-    this.timer = setTimeout(() => this.fire(), Math.max(0, at - Date.now())).unref();
+    this.timer.clear();
   }
 
   private fire(): void {
-    this.timer = undefined;
-    this.armedFor = Infinity;
     const now = Date.now();
     const ready: Array<() => void> = [];
     for (const [hold, next] of this.due) {
@@ -51,7 +41,7 @@ export class Renewals {
     }
     let next = Infinity;
     for (const { at } of this.due.values()) next = Math.min(next, at);
-    if (next !== Infinity) this.arm(next);
+    if (next !== Infinity) this.timer.atOrBefore(next);
     // Run after re-arming: a renewal schedules its next one, which may be the earliest.
     for (const run of ready) run();
   }

@@ -1,5 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
@@ -19,6 +18,7 @@ import {
 } from '../../src/index.js';
 import { lockKeys } from '../../src/lock/lock.scripts.js';
 import { startApp } from '../support/app.js';
+import { ensureBuilt } from '../support/coord-workers.js';
 import {
   specDir,
   startStandalone,
@@ -30,27 +30,6 @@ import {
 } from '../support/redis.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
-
-/** Newest modification time of any file under `dir` (ms). */
-function newestMtime(dir: string): number {
-  let newest = 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const path = `${dir}/${entry.name}`;
-    newest = Math.max(newest, entry.isDirectory() ? newestMtime(path) : statSync(path).mtimeMs);
-  }
-  return newest;
-}
-
-/** The worker process imports dist/: build it when missing or older than any file of src/. */
-function ensureBuilt(): void {
-  const dist = `${root}dist/index.js`;
-  if (existsSync(dist) && statSync(dist).mtimeMs >= newestMtime(`${root}src`)) return;
-  const result = spawnSync('npx', ['tsc', '-p', 'tsconfig.build.json'], {
-    cwd: root,
-    stdio: 'inherit',
-  });
-  if (result.status !== 0) throw new Error('npm run build failed');
-}
 
 /** Starts the lock worker in a second process; resolves `start()` once it is connected. */
 function startWorker<R = { done: number }>(

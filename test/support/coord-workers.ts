@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 
@@ -14,15 +14,52 @@ function newestMtime(dir: string): number {
   return newest;
 }
 
-/** The workers import dist/: build it when missing or older than any file of src/. */
-export function ensureBuilt(): void {
+/** Whether dist/ is at least as new as every file of src/. */
+function distIsFresh(): boolean {
   const dist = `${root}dist/index.js`;
-  if (existsSync(dist) && statSync(dist).mtimeMs >= newestMtime(`${root}src`)) return;
-  const result = spawnSync('npx', ['tsc', '-p', 'tsconfig.build.json'], {
-    cwd: root,
-    stdio: 'inherit',
-  });
-  if (result.status !== 0) throw new Error('npm run build failed');
+  return existsSync(dist) && statSync(dist).mtimeMs >= newestMtime(`${root}src`);
+}
+
+/** Blocks the calling thread for `ms` (the build it waits for runs in another process). */
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/**
+ * The workers import dist/: build it when missing or older than any file of src/. Spec files
+ * run in parallel jest workers, and two builds writing dist/ at once broke each other's
+ * workers: the first to create the lock directory builds, the others wait for it and then find
+ * dist/ fresh. (`npm test` builds dist/ before jest starts; this is for runs of single specs.)
+ */
+export function ensureBuilt(): void {
+  if (distIsFresh()) return;
+  const lock = `${root}.dist-build.lock`;
+  const giveUpAt = Date.now() + 180_000;
+  for (;;) {
+    try {
+      mkdirSync(lock);
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    if (Date.now() > giveUpAt) {
+      throw new Error(
+        `ensureBuilt: ${lock} exists for 3 minutes; remove it if no build is running`,
+      );
+    }
+    sleepSync(250);
+    if (distIsFresh()) return;
+  }
+  try {
+    if (distIsFresh()) return;
+    const result = spawnSync('npx', ['tsc', '-p', 'tsconfig.build.json'], {
+      cwd: root,
+      stdio: 'inherit',
+    });
+    if (result.status !== 0) throw new Error('npx tsc -p tsconfig.build.json failed');
+  } finally {
+    rmSync(lock, { recursive: true, force: true });
+  }
 }
 
 /** A running `coord-worker.mjs`. */

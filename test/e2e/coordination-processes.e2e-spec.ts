@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import type { INestApplication } from '@nestjs/common';
 
 import {
@@ -9,7 +9,12 @@ import {
   type RedisModuleOptions,
 } from '../../src/index.js';
 import { startApp } from '../support/app.js';
-import { ensureBuilt, startCoordWorker, type CoordWorker } from '../support/coord-workers.js';
+import {
+  ensureBuilt,
+  killWorkersLeftRunning,
+  startCoordWorker,
+  type CoordWorker,
+} from '../support/coord-workers.js';
 import {
   topologies,
   uniqueConnectionName,
@@ -18,11 +23,14 @@ import {
   type TopologyCase,
 } from '../support/redis.js';
 
+afterEach(killWorkersLeftRunning);
+
 /**
  * The invariants of semaphores, read-write locks and elections, checked by several processes
  * over many rounds against the real topologies, also with a holder frozen (SIGSTOP) past its
  * TTL and with a leader killed.
  */
+
 describe.each(topologies().map((t) => [t.name, t] as const))(
   'Coordination across processes on %s',
   (_name, topology: TopologyCase) => {

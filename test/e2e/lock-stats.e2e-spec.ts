@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import type { INestApplication } from '@nestjs/common';
 import { metrics } from '@opentelemetry/api';
 import { DataPointType, MeterProvider, type MetricData } from '@opentelemetry/sdk-metrics';
@@ -14,7 +14,7 @@ import {
   type RedisModuleOptions,
 } from '../../src/index.js';
 import { startApp } from '../support/app.js';
-import { ensureBuilt, startLockWorker } from '../support/coord-workers.js';
+import { ensureBuilt, killWorkersLeftRunning, startLockWorker } from '../support/coord-workers.js';
 import { TestMetricReader } from '../support/metrics.js';
 import { standaloneUrl, uniqueConnectionName, uniquePrefix, waitFor } from '../support/redis.js';
 
@@ -29,11 +29,14 @@ async function lockMetrics(reader: TestMetricReader): Promise<Map<string, Metric
 
 const ZERO: LockStats = { held: 0, waiting: 0, acquired: 0, handoffs: 0, losses: 0, timeouts: 0 };
 
+afterEach(killWorkersLeftRunning);
+
 /**
  * `LockService.stats()` counts exactly what happened to this process's locks, under real
  * contention, a timeout, an abort and losses (a TTL that passed while the holder's process
  * was stopped); the OpenTelemetry instruments report the same figures.
  */
+
 describe('LockService.stats() and the nestjs_redis.lock.* instruments (standalone)', () => {
   const reader = new TestMetricReader();
   const meterProvider = new MeterProvider({ readers: [reader] });

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import { Injectable, type INestApplication } from '@nestjs/common';
 import type { Cluster } from 'ioredis';
 
@@ -18,7 +18,7 @@ import {
 } from '../../src/index.js';
 import { lockKeys } from '../../src/lock/lock.scripts.js';
 import { startApp } from '../support/app.js';
-import { ensureBuilt } from '../support/coord-workers.js';
+import { ensureBuilt, killWorkersLeftRunning, trackWorker } from '../support/coord-workers.js';
 import {
   specDir,
   startStandalone,
@@ -48,6 +48,7 @@ function startWorker<R = { done: number }>(
       stdio: ['pipe', 'pipe', 'inherit'],
     },
   );
+  trackWorker(child);
   let out = '';
   let onReady: () => void = () => undefined;
   const started = new Promise<void>((resolve) => (onReady = resolve));
@@ -87,6 +88,8 @@ class ReportService {
     return order.id;
   }
 }
+
+afterEach(killWorkersLeftRunning);
 
 describe.each(topologies().map((t) => [t.name, t] as const))(
   'LockService on %s',

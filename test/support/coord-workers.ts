@@ -1,4 +1,4 @@
-import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess, type ChildProcessByStdio } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -62,6 +62,25 @@ export function ensureBuilt(): void {
   }
 }
 
+/** Worker processes started by the current spec file that have not exited yet. */
+const running = new Set<ChildProcess>();
+
+/** Counts `child` as running until it exits (see `killWorkersLeftRunning`). */
+export function trackWorker(child: ChildProcess): void {
+  running.add(child);
+  child.once('exit', () => running.delete(child));
+}
+
+/**
+ * SIGKILLs every worker that is still running: for `afterEach`. A test that times out is
+ * abandoned where it waited, before the line that would have resumed (SIGCONT) or stopped its
+ * worker, and a stopped worker cannot even act on SIGTERM; left running, it kept the jest
+ * worker process from exiting ("A worker process has failed to exit gracefully").
+ */
+export function killWorkersLeftRunning(): void {
+  for (const child of running) child.kill('SIGKILL');
+}
+
 /** A running `coord-worker.mjs`. */
 export interface CoordWorker<R> {
   /** Resolves once the worker is connected and waits for its start line. */
@@ -89,6 +108,7 @@ function startWorker<R>(script: string, spec: object): CoordWorker<R> {
   const child = spawn(process.execPath, [`${root}test/support/${script}`, JSON.stringify(spec)], {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
+  trackWorker(child);
   let out = '';
   let onReady: () => void = () => undefined;
   const started = new Promise<void>((resolve) => (onReady = resolve));

@@ -263,27 +263,40 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         mode: 'hold',
         ttl: 400,
       });
-      await worker.started;
-      worker.start();
-      await waitFor(() => /held (\d+)/.exec(worker.output()), {
-        what: 'the worker to hold the lock',
-      });
-      worker.child.kill('SIGSTOP');
+      // This test has timed out under load a few times (then passed on retry): say where it
+      // was waiting, and what the worker had printed, before jest abandons it.
+      let step = 'worker start-up';
+      const stuck = setTimeout(() => {
+        console.error(`frozen-holder test still waiting for: ${step}; worker: ${worker.output()}`);
+      }, 25_000).unref();
       try {
-        // Frozen, it cannot renew: the key expires and someone else gets the lock.
-        const next = await locks.acquire(r, { ttl: 5_000, wait: 3_000 });
-        const held = Number(/held (\d+)/.exec(worker.output())![1]);
-        expect(next.fencingToken).toBeGreaterThan(held);
-        worker.child.kill('SIGCONT');
-        const result = await worker.finished;
-        expect(result).toMatchObject({
-          outcome: 'rejected',
-          error: 'LockLostError',
-          fencingToken: held,
+        await worker.started;
+        worker.start();
+        step = 'the worker to print "held"';
+        await waitFor(() => /held (\d+)/.exec(worker.output()), {
+          what: 'the worker to hold the lock',
         });
-        await next.release();
+        worker.child.kill('SIGSTOP');
+        try {
+          // Frozen, it cannot renew: the key expires and someone else gets the lock.
+          step = 'acquire (wait 3 s) while the holder is stopped';
+          const next = await locks.acquire(r, { ttl: 5_000, wait: 3_000 });
+          const held = Number(/held (\d+)/.exec(worker.output())![1]);
+          expect(next.fencingToken).toBeGreaterThan(held);
+          worker.child.kill('SIGCONT');
+          step = 'the resumed worker to report and exit';
+          const result = await worker.finished;
+          expect(result).toMatchObject({
+            outcome: 'rejected',
+            error: 'LockLostError',
+            fencingToken: held,
+          });
+          await next.release();
+        } finally {
+          worker.child.kill('SIGCONT');
+        }
       } finally {
-        worker.child.kill('SIGCONT');
+        clearTimeout(stuck);
       }
     }, 30_000);
 

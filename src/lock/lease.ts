@@ -142,22 +142,7 @@ export class HeldLease implements WriteLock {
    */
   autoExtend(margin: number, renewals: Renewals): void {
     this.renewals = renewals;
-    const renew = async (): Promise<void> => {
-      try {
-        await this.extend();
-        schedule();
-      } catch {
-        // Unknown outcome (connection trouble): try again soon; the TTL bounds it (`settled`).
-        if (!this.settled) renewals.schedule(this, Date.now() + Math.max(10, margin / 4), run);
-      }
-    };
-    const run = (): void => void renew();
-    const schedule = (): void => {
-      if (this.settled) return;
-      const lead = Math.max(margin, this.ttl / 3);
-      renewals.schedule(this, this.currentExpiresAt - lead, run);
-    };
-    schedule();
+    renewals.keepAlive(this, margin, Math.max(10, margin / 4));
   }
 
   /** Marks the hold lost: timers stop, `signal` aborts with a `LockLostError`. */

@@ -8,6 +8,16 @@ import { EarliestTimer } from './earliest-timer.js';
  * `clearTimeout`, though a hold released before a third of its TTL never renews. Unref'd: a
  * renewal is no reason to keep the process alive; `stopAll` clears it at shutdown.
  */
+/** What `keepAlive` renews: a held lock, permit or read/write lock. */
+export interface Renewable {
+  readonly ttl: number;
+  /** When Redis drops it at the earliest (epoch ms). */
+  readonly expiresAt: number;
+  /** `true` once released or lost. */
+  readonly settled: boolean;
+  extend(): Promise<boolean>;
+}
+
 export class Renewals {
   /** The next renewal of each hold (epoch ms) and what runs it. */
   private readonly due = new Map<object, { at: number; run: () => void }>();
@@ -17,6 +27,27 @@ export class Renewals {
   schedule(hold: object, at: number, run: () => void): void {
     this.due.set(hold, { at, run });
     this.timer.atOrBefore(at);
+  }
+
+  /**
+   * Renews `hold` until it is settled, when a third of its TTL (at least `margin`) is left. A
+   * round trip with an unknown outcome (connection trouble) is tried again after `retryMs`; the
+   * TTL bounds that (the hold settles as lost once it has passed).
+   */
+  keepAlive(hold: Renewable, margin: number, retryMs: number): void {
+    const renew = async (): Promise<void> => {
+      try {
+        await hold.extend();
+        next();
+      } catch {
+        if (!hold.settled) this.schedule(hold, Date.now() + retryMs, run);
+      }
+    };
+    const run = (): void => void renew();
+    const next = (): void => {
+      if (!hold.settled) this.schedule(hold, hold.expiresAt - Math.max(margin, hold.ttl / 3), run);
+    };
+    next();
   }
 
   /** `hold` renews no more (released or lost). */

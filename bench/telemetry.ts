@@ -217,6 +217,21 @@ async function printSetup(): Promise<void> {
 
 const none = (): (() => void) => () => undefined;
 
+/** `call` with the module's instruments on the SDK's meter provider: with no reader, then with the exporter. */
+function instrumented(
+  sdk: Sdk,
+  connection: MetricSources,
+  call: () => Promise<unknown>,
+  [noReader, withReader]: [string, string],
+): Variant[] {
+  const on = (provider: MeterProvider) => () =>
+    instrumentConnection(provider.getMeter('nestjs-redis-infra'), connection);
+  return [
+    { label: noReader, enter: on(sdk.noReader), call },
+    { label: withReader, enter: on(sdk.withReader), call },
+  ];
+}
+
 /**
  * Section `l1`: `getOrSet` of a hot key as the module runs it (hits counted, no trace call),
  * without and with the module's instruments on an SDK; then wrapped in `trace()` with and
@@ -230,16 +245,10 @@ function l1Section(
   const tracer = otelTrace.getTracer('bench');
   return section('L1 hit: getOrSet of a hot key', [
     { label: 'getOrSet, no trace call', enter: none, call: hot },
-    {
-      label: 'getOrSet, instruments, no reader',
-      enter: () => instrumentConnection(sdk.noReader.getMeter('nestjs-redis-infra'), connection),
-      call: hot,
-    },
-    {
-      label: 'getOrSet, instruments + exporter',
-      enter: () => instrumentConnection(sdk.withReader.getMeter('nestjs-redis-infra'), connection),
-      call: hot,
-    },
+    ...instrumented(sdk, connection, hot, [
+      'getOrSet, instruments, no reader',
+      'getOrSet, instruments + exporter',
+    ]),
     {
       label: 'traced, no API/SDK',
       enter: none,
@@ -283,16 +292,10 @@ function l2Section(
 ): Promise<Record<string, unknown>> {
   return section('L2 read: GET of 1 KB through the module client', [
     { label: 'no SDK (command path untouched)', enter: none, call: get },
-    {
-      label: 'SDK MeterProvider, no reader',
-      enter: () => instrumentConnection(sdk.noReader.getMeter('nestjs-redis-infra'), connection),
-      call: get,
-    },
-    {
-      label: 'SDK + in-memory exporter (1 s)',
-      enter: () => instrumentConnection(sdk.withReader.getMeter('nestjs-redis-infra'), connection),
-      call: get,
-    },
+    ...instrumented(sdk, connection, get, [
+      'SDK MeterProvider, no reader',
+      'SDK + in-memory exporter (1 s)',
+    ]),
   ]);
 }
 

@@ -26,6 +26,7 @@ import {
   topologies,
   uniqueConnectionName,
   uniquePrefix,
+  untilAborted,
   waitFor,
   type TopologyCase,
 } from '../support/redis.js';
@@ -103,7 +104,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
     it('fencing tokens strictly increase across acquisitions, also after expiry', async () => {
       const r = resource('fence');
       const first = (await locks.tryAcquire(r, { ttl: 100 }))!;
-      const lost = new Promise((resolve) => first.signal.addEventListener('abort', resolve));
+      const lost = untilAborted(first.signal);
       await lost; // the TTL passed
       const second = await locks.acquire(r, { ttl: 5_000, wait: 2_000 });
       await second.release();
@@ -128,7 +129,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
           token,
         );
       const stale = (await locks.tryAcquire(r, { ttl: 60 }))!;
-      await new Promise((resolve) => stale.signal.addEventListener('abort', resolve)); // "paused" past its TTL
+      await untilAborted(stale.signal); // "paused" past its TTL
       const current = await locks.acquire(r, { ttl: 5_000, wait: 1_000 });
       expect(await guardedWrite('from the current holder', current.fencingToken)).toBe(1);
       expect(await guardedWrite('from the stale holder', stale.fencingToken)).toBe(0);
@@ -140,7 +141,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
     it('release and extend after expiry return false, and do not touch the new owner', async () => {
       const r = resource('expired');
       const old = (await locks.tryAcquire(r, { ttl: 80 }))!;
-      await new Promise((resolve) => old.signal.addEventListener('abort', resolve));
+      await untilAborted(old.signal);
       expect(old.signal.reason).toBeInstanceOf(LockLostError);
       const fresh = await locks.acquire(r, { ttl: 5_000, wait: 1_000 });
       expect(await old.release()).toBe(false);
@@ -160,7 +161,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         async (lock) => {
           seen = lock;
           await redis.del(`lock:{${r}}`); // someone (an operator, a bug) removes the lock
-          await new Promise((resolve) => lock.signal.addEventListener('abort', resolve));
+          await untilAborted(lock.signal);
           return 'finished anyway';
         },
         { ttl: 600 },
@@ -177,7 +178,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         r,
         async (lock) => {
           await redis.del(`lock:{${r}}`);
-          await new Promise((resolve) => lock.signal.addEventListener('abort', resolve));
+          await untilAborted(lock.signal);
           return 'kept';
         },
         { ttl: 600, throwOnLost: false },

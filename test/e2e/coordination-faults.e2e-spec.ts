@@ -11,7 +11,13 @@ import {
 } from '../../src/index.js';
 import { startApp } from '../support/app.js';
 import { FaultProxy } from '../support/fault-proxy.js';
-import { standaloneUrl, uniqueConnectionName, uniquePrefix, waitFor } from '../support/redis.js';
+import {
+  standaloneUrl,
+  uniqueConnectionName,
+  uniquePrefix,
+  untilAborted,
+  waitFor,
+} from '../support/redis.js';
 
 /**
  * Faults between the application and Redis, injected by the shared loopback proxy: a lost
@@ -183,7 +189,7 @@ describe('Coordination primitives under faults (fault proxy, standalone)', () =>
     const leadership = election.signal;
     const rival = others.leader(id, { ttl: 600 });
     proxy.blackhole();
-    const lost = new Promise((resolve) => permit.signal.addEventListener('abort', resolve));
+    const lost = untilAborted(permit.signal);
     const theirs = await others.semaphore(id, { limit: 1, ttl: 5_000 }).acquire({ wait: 5_000 });
     await lost;
     expect(permit.signal.reason).toBeInstanceOf(LockLostError);

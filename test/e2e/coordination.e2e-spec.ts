@@ -17,6 +17,7 @@ import {
   topologies,
   uniqueConnectionName,
   uniquePrefix,
+  untilAborted,
   waitFor,
   type TopologyCase,
 } from '../support/redis.js';
@@ -102,7 +103,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
     it('a permit not renewed expires with its holder: its signal aborts, the permit is free again', async () => {
       const sem = locks.semaphore(name('sem-expiry'), { limit: 1, ttl: 300 });
       const crashed = (await sem.tryAcquire({ autoExtend: false }))!;
-      const lost = new Promise((resolve) => crashed.signal.addEventListener('abort', resolve));
+      const lost = untilAborted(crashed.signal);
       const next = await sem.acquire({ wait: 3_000 });
       await lost;
       expect(crashed.signal.reason).toBeInstanceOf(LockLostError);

@@ -16,7 +16,13 @@ import {
 import { startApp } from '../support/app.js';
 import { ensureBuilt, killWorkersLeftRunning, startLockWorker } from '../support/coord-workers.js';
 import { TestMetricReader } from '../support/metrics.js';
-import { standaloneUrl, uniqueConnectionName, uniquePrefix, waitFor } from '../support/redis.js';
+import {
+  standaloneUrl,
+  uniqueConnectionName,
+  uniquePrefix,
+  untilAborted,
+  waitFor,
+} from '../support/redis.js';
 
 /** The figures of stats(); not the acquire-duration histogram of the traced operations. */
 async function lockMetrics(reader: TestMetricReader): Promise<Map<string, MetricData>> {
@@ -90,11 +96,10 @@ describe('LockService.stats() and the nestjs_redis.lock.* instruments (standalon
     expect(locks.stats()).toEqual({ ...ZERO, acquired: 5, handoffs: 4, timeouts: 1 });
 
     // A lock not renewed whose TTL passes while held is lost once (the signal aborts once).
-    const lapsed = locks.withLock(
-      'lapsed',
-      (lock) => new Promise((resolve) => lock.signal.addEventListener('abort', resolve)),
-      { ttl: 200, autoExtend: false },
-    );
+    const lapsed = locks.withLock('lapsed', (lock) => untilAborted(lock.signal), {
+      ttl: 200,
+      autoExtend: false,
+    });
     await expect(lapsed).rejects.toThrow(LockLostError);
     expect(locks.stats()).toEqual({ ...ZERO, acquired: 6, handoffs: 4, losses: 1, timeouts: 1 });
   }, 30_000);

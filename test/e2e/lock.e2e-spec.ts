@@ -1,6 +1,3 @@
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import { Injectable, type INestApplication } from '@nestjs/common';
 import type { Cluster } from 'ioredis';
@@ -18,54 +15,21 @@ import {
 } from '../../src/index.js';
 import { lockKeys } from '../../src/lock/lock.scripts.js';
 import { startApp } from '../support/app.js';
-import { ensureBuilt, killWorkersLeftRunning, trackWorker } from '../support/coord-workers.js';
+import {
+  ensureBuilt,
+  killWorkersLeftRunning,
+  startLockWorker as startWorker,
+} from '../support/coord-workers.js';
 import {
   specDir,
   startStandalone,
   topologies,
   uniqueConnectionName,
   uniquePrefix,
+  untilAborted,
   waitFor,
   type TopologyCase,
 } from '../support/redis.js';
-
-const root = fileURLToPath(new URL('../../', import.meta.url));
-
-/** Starts the lock worker in a second process; resolves `start()` once it is connected. */
-function startWorker<R = { done: number }>(
-  spec: object,
-): {
-  started: Promise<void>;
-  start: () => void;
-  finished: Promise<R>;
-  output: () => string;
-  child: ReturnType<typeof spawn>;
-} {
-  const child = spawn(
-    process.execPath,
-    [`${root}test/support/lock-worker.mjs`, JSON.stringify(spec)],
-    {
-      stdio: ['pipe', 'pipe', 'inherit'],
-    },
-  );
-  trackWorker(child);
-  let out = '';
-  let onReady: () => void = () => undefined;
-  const started = new Promise<void>((resolve) => (onReady = resolve));
-  child.stdout.on('data', (chunk: Buffer) => {
-    out += chunk.toString();
-    if (out.startsWith('ready\n')) onReady();
-  });
-  const finished = new Promise<R>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('exit', (code) => {
-      const last = out.trim().split('\n').pop() ?? '';
-      if (code === 0) resolve(JSON.parse(last) as R);
-      else reject(new Error(`lock worker exited with ${code}: ${out}`));
-    });
-  });
-  return { started, start: () => child.stdin.write('go\n'), finished, output: () => out, child };
-}
 
 @Injectable()
 class ReportService {
@@ -140,7 +104,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
     it('fencing tokens strictly increase across acquisitions, also after expiry', async () => {
       const r = resource('fence');
       const first = (await locks.tryAcquire(r, { ttl: 100 }))!;
-      const lost = new Promise((resolve) => first.signal.addEventListener('abort', resolve));
+      const lost = untilAborted(first.signal);
       await lost; // the TTL passed
       const second = await locks.acquire(r, { ttl: 5_000, wait: 2_000 });
       await second.release();
@@ -165,7 +129,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
           token,
         );
       const stale = (await locks.tryAcquire(r, { ttl: 60 }))!;
-      await new Promise((resolve) => stale.signal.addEventListener('abort', resolve)); // "paused" past its TTL
+      await untilAborted(stale.signal); // "paused" past its TTL
       const current = await locks.acquire(r, { ttl: 5_000, wait: 1_000 });
       expect(await guardedWrite('from the current holder', current.fencingToken)).toBe(1);
       expect(await guardedWrite('from the stale holder', stale.fencingToken)).toBe(0);
@@ -177,7 +141,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
     it('release and extend after expiry return false, and do not touch the new owner', async () => {
       const r = resource('expired');
       const old = (await locks.tryAcquire(r, { ttl: 80 }))!;
-      await new Promise((resolve) => old.signal.addEventListener('abort', resolve));
+      await untilAborted(old.signal);
       expect(old.signal.reason).toBeInstanceOf(LockLostError);
       const fresh = await locks.acquire(r, { ttl: 5_000, wait: 1_000 });
       expect(await old.release()).toBe(false);
@@ -197,7 +161,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         async (lock) => {
           seen = lock;
           await redis.del(`lock:{${r}}`); // someone (an operator, a bug) removes the lock
-          await new Promise((resolve) => lock.signal.addEventListener('abort', resolve));
+          await untilAborted(lock.signal);
           return 'finished anyway';
         },
         { ttl: 600 },
@@ -214,7 +178,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         r,
         async (lock) => {
           await redis.del(`lock:{${r}}`);
-          await new Promise((resolve) => lock.signal.addEventListener('abort', resolve));
+          await untilAborted(lock.signal);
           return 'kept';
         },
         { ttl: 600, throwOnLost: false },
@@ -271,7 +235,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
       }, 25_000).unref();
       try {
         await worker.started;
-        worker.start();
+        worker.send();
         step = 'the worker to print "held"';
         await waitFor(() => /held (\d+)/.exec(worker.output()), {
           what: 'the worker to hold the lock',
@@ -363,8 +327,8 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         for (let round = 0; round < 10; round++) {
           const held = (await locks.tryAcquire(r, { ttl: 5_000 }))!;
           expect(held).not.toBeNull();
-          if (round === 0) worker.start();
-          else worker.child.stdin!.write('go\n');
+          if (round === 0) worker.send();
+          else worker.send();
           // The worker tried, found it taken, and queued.
           await waitFor(async () => (await redis.llen(queue)) === 1, {
             intervalMs: 2,
@@ -551,7 +515,7 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         sections: 50,
       });
       await worker.started;
-      worker.start();
+      worker.send();
       await Promise.all(
         Array.from({ length: 20 }, async () => {
           for (let i = 0; i < 50; i++) {
@@ -718,18 +682,18 @@ describe('LockService hand-off across processes', () => {
           what: `${n} waiting`,
         });
       // Arrival order: worker 0, a caller here that gives up, worker 1, worker 2 (dies), worker 3.
-      workers[0].start();
+      workers[0].send();
       await queued(1);
       const giveUp = new AbortController();
       const givesUp = locks
         .acquire(r, { wait: 20_000, signal: giveUp.signal })
         .catch((e: unknown) => e);
       await queued(2);
-      workers[1].start();
+      workers[1].send();
       await queued(3);
-      workers[2].start();
+      workers[2].send();
       await queued(4);
-      workers[3].start();
+      workers[3].send();
       await queued(5);
       giveUp.abort();
       expect(await givesUp).toBeInstanceOf(LockNotAcquiredError);

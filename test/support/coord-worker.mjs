@@ -46,6 +46,12 @@ const app = await NestFactory.createApplicationContext(WorkerModule, {
 const locks = app.get(LockService);
 const redis = app.get(getRedisToken());
 const print = (line) => process.stdout.write(`${line}\n`);
+/** Resolves once `signal` aborts, also when it was aborted already (no event comes then). */
+const untilAborted = (signal) =>
+  new Promise((resolve) => {
+    if (signal.aborted) resolve();
+    else signal.addEventListener('abort', resolve, { once: true });
+  });
 
 print('ready');
 const lines = [];
@@ -141,8 +147,12 @@ if (spec.mode === 'hold') {
   await Promise.all(
     spec.kinds.map(async (kind) => {
       const until = async (held) => {
+        // Watched before "held" is printed: the spec stops this process as soon as it reads
+        // that line, and a signal first read after the TTL passed is already aborted, so an
+        // 'abort' listener added then never ran (the resumed worker waited forever).
+        const { signal } = held;
         print(`held ${kind} ${held.fencingToken ?? 0}`);
-        await new Promise((resolve) => held.signal.addEventListener('abort', resolve));
+        await untilAborted(signal);
         return 'finished';
       };
       const name = `${spec.name}-${kind}`;
@@ -187,11 +197,11 @@ if (spec.mode === 'leader') {
   election.on('change', (change) => {
     if (change.isLeader) {
       terms.push(change.term);
+      // The signal of this leadership: it must abort on demotion (checked by the spec). Read
+      // before "leader" is printed, for the reason given in `until` of mode 'hold'.
+      const { signal } = election;
       print(`leader ${change.term}`);
-      // The signal of this leadership: it must abort on demotion (checked by the spec).
-      election.signal.addEventListener('abort', () =>
-        print(`aborted ${change.term} ${election.signal.reason?.name}`),
-      );
+      void untilAborted(signal).then(() => print(`aborted ${change.term} ${signal.reason?.name}`));
     } else print(`follower ${change.term} ${change.reason}`);
   });
   while ((await line()) !== 'stop');

@@ -83,7 +83,10 @@ export function killWorkersLeftRunning(): void {
 
 /** A running `coord-worker.mjs`. */
 export interface CoordWorker<R> {
-  /** Resolves once the worker is connected and waits for its start line. */
+  /**
+   * Resolves once the worker is connected and waits for its start line; rejects, with its exit
+   * code or signal and what it printed, if it exits (or cannot be spawned) before that.
+   */
   started: Promise<void>;
   /** Sends a line on its stdin (the first one starts it). */
   send(line?: string): void;
@@ -91,7 +94,7 @@ export interface CoordWorker<R> {
   finished: Promise<R>;
   /** Everything it printed so far. */
   output(): string;
-  child: ChildProcessByStdio<Writable, Readable, null>;
+  child: ChildProcessByStdio<Writable, Readable, Readable>;
 }
 
 /** Starts `test/support/coord-worker.mjs` with `spec` in a process of its own. */
@@ -106,25 +109,53 @@ export function startLockWorker<R = { done: number }>(spec: object): CoordWorker
 
 function startWorker<R>(script: string, spec: object): CoordWorker<R> {
   const child = spawn(process.execPath, [`${root}test/support/${script}`, JSON.stringify(spec)], {
-    stdio: ['pipe', 'pipe', 'inherit'],
+    stdio: ['pipe', 'pipe', 'pipe'],
   });
   trackWorker(child);
   let out = '';
+  let err = '';
   let onReady: () => void = () => undefined;
-  const started = new Promise<void>((resolve) => (onReady = resolve));
+  let onNotReady: (err: Error) => void = () => undefined;
+  // A worker that died at start-up (its module failed to connect, dist/ was broken) left the
+  // test waiting for "ready" until jest's timeout, the cause lost: now its end rejects this.
+  const started = new Promise<void>((resolve, reject) => {
+    onReady = resolve;
+    onNotReady = reject;
+  });
   child.stdout.on('data', (chunk: Buffer) => {
     out += chunk.toString();
     if (out.startsWith('ready\n')) onReady();
   });
+  // Still shown as it comes, and also kept for the errors below: a worker that failed says why
+  // on stderr (an uncaught error), and that was not in the test's failure.
+  child.stderr.on('data', (chunk: Buffer) => {
+    process.stderr.write(chunk);
+    err += chunk.toString();
+  });
+  const printed = (): string => `${out}${err ? `\nstderr: ${err}` : ''}`;
   const finished = new Promise<R>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('exit', (code, signal) => {
+    child.on('error', (e) => {
+      onNotReady(e);
+      reject(e);
+    });
+    // 'close', not 'exit': 'exit' may come before the last of its output was read (see Node's
+    // child_process docs), and the result is its last line.
+    child.on('close', (code, signal) => {
+      const how = `${script} exited with ${code ?? signal}`;
+      onNotReady(new Error(`${how} before it was ready: ${printed()}`)); // no-op after "ready"
       const last = out.trim().split('\n').pop() ?? '';
-      if (code === 0) resolve(JSON.parse(last) as R);
-      else reject(new Error(`${script} exited with ${code ?? signal}: ${out}`));
+      if (code !== 0) reject(new Error(`${how}: ${printed()}`));
+      else {
+        try {
+          resolve(JSON.parse(last) as R);
+        } catch {
+          reject(new Error(`${how} without a JSON last line: ${printed()}`));
+        }
+      }
     });
   });
-  // Nobody may be awaiting `finished` for a worker that is killed on purpose.
+  // Nobody may be awaiting `started` or `finished` of a worker that is killed on purpose.
+  started.catch(() => undefined);
   finished.catch(() => undefined);
   return {
     started,

@@ -20,6 +20,13 @@ const { RedisModule, LockService, getRedisToken } = await import(
 );
 const spec = JSON.parse(process.argv[2]);
 
+/** Resolves once `signal` aborts, also when it was aborted already (no event comes then). */
+const untilAborted = (signal) =>
+  new Promise((resolve) => {
+    if (signal.aborted) resolve();
+    else signal.addEventListener('abort', resolve, { once: true });
+  });
+
 // A worker never outlives its spec: when the spec's process goes away (its end of stdin closes)
 // or after four minutes, whatever state it is in, it exits by itself.
 process.stdin.once('end', () => process.exit(4));
@@ -45,8 +52,12 @@ if (spec.mode === 'hold') {
       spec.resource,
       async (lock) => {
         fencingToken = lock.fencingToken;
+        // Watched before "held" is printed: the spec stops this process as soon as it reads
+        // that line, and a signal first read after the TTL passed is already aborted, so an
+        // 'abort' listener added then never ran (the resumed worker waited forever).
+        const { signal } = lock;
         process.stdout.write(`held ${lock.fencingToken}\n`);
-        await new Promise((resolve) => lock.signal.addEventListener('abort', resolve));
+        await untilAborted(signal);
         return 'finished';
       },
       { ttl: spec.ttl },

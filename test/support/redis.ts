@@ -151,6 +151,19 @@ export async function waitFor<T>(
 }
 
 /**
+ * Resolves once `signal` aborts, also when it already had: a lock's or lease's signal first
+ * read after its TTL passed is created aborted, and an 'abort' listener added to it never runs.
+ * A test that reads it just after a short-TTL acquisition otherwise hangs when the reply (or
+ * the test's process) was slower than the TTL.
+ */
+export function untilAborted(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) resolve();
+    else signal.addEventListener('abort', () => resolve(), { once: true });
+  });
+}
+
+/**
  * The commands `send` issues through `client` (the real server still runs them), as
  * `name` or, for `EVALSHA`, `evalsha <sha>`: which calls a code path makes.
  */

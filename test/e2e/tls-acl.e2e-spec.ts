@@ -56,7 +56,6 @@ function documentedAcl(prefix: string, password: string): string[] {
     '+pexpire',
     '+pexpireat',
     '+renamenx',
-    '+append',
     '+hget',
     '+hmget',
     '+hset',

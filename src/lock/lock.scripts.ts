@@ -2,31 +2,38 @@ import { createHash } from 'node:crypto';
 
 import { LockScript } from './module-script.js';
 
-/** Longest resource name accepted, in UTF-8 bytes: it is part of four key names. */
+/** Longest resource name accepted, in UTF-8 bytes: it is part of five key names. */
 export const MAX_RESOURCE_BYTES = 1_024;
 
 /**
- * How long the holder metadata of a resource (last fencing token, holder label, recent
- * releases) outlives the lock itself, in ms. Tokens stay monotonic after it expires, because
- * every token is at least the Redis server's clock in microseconds.
+ * How long the holder metadata of a resource (last fencing token and holder label) outlives
+ * the lock itself, in ms. Tokens stay monotonic after it expires, because every token is at
+ * least the Redis server's clock in microseconds.
  */
 export const META_IDLE_MS = 60 * 60_000;
 
 /**
- * The keys of one resource: `lock:{<resource>}` holds the owner's token, `:fence` a hash of
- * holder metadata (`f` last fencing token, `h` holder label, `r` recently released tokens),
- * `:q` the waiting queue (tokens in arrival order) and `:qe` each waiter's entry. The hash tag
- * puts all four in one slot. A resource containing `{` or `}` would break the tag (`lock:{}x}`
+ * How long the record of a resource's recent releases lives after its last release, in ms: a
+ * release re-sent later than this (ioredis re-sends an unanswered command once it reconnects)
+ * is no longer recognised as ours.
+ */
+export const RELEASED_MS = 10 * 60_000;
+
+/**
+ * The keys of one resource: `lock:{<resource>}` holds the owner's token, `:f` the holder
+ * metadata (a string `<last fencing token>|<holder label>`, written in one `SET ... GET`), `:q`
+ * the waiting queue (tokens in arrival order), `:qe` each waiter's entry and `:r` the last few
+ * released tokens (comma-separated). The hash tag puts all five in one slot. A resource containing `{` or `}` would break the tag (`lock:{}x}`
  * hashes as a whole), so such names are tagged by their digest instead, in a namespace
  * (`lock:#{…}`) no plain name can produce.
  */
 export function lockKeys(
   resource: string,
-): [lock: string, meta: string, queue: string, entries: string] {
+): [lock: string, meta: string, queue: string, entries: string, released: string] {
   const lock = /[{}]/.test(resource)
     ? `lock:#{${createHash('sha256').update(resource).digest('hex').slice(0, 32)}}`
     : `lock:{${resource}}`;
-  return [lock, `${lock}:fence`, `${lock}:q`, `${lock}:qe`];
+  return [lock, `${lock}:f`, `${lock}:q`, `${lock}:qe`, `${lock}:r`];
 }
 
 /**
@@ -37,20 +44,23 @@ export const GRANT_CHANNEL = 'lock:grant:';
 
 /**
  * Shared by the scripts below: server time, taking the lock with a new fencing token, and
- * granting a free lock to the oldest live waiter. KEYS: lock, meta, queue, entries.
+ * granting a free lock to the oldest live waiter. KEYS: lock, meta, queue, entries, released.
  *
  * A fencing token is max(last + 1, server time in µs): strictly increasing while the metadata
  * lives, and never below one minted earlier on any server whose clock was not ahead of this
  * one's, so neither a failover to a replica that missed the last increments nor the metadata's
  * expiry takes it back.
  *
- * Every `redis.call` costs about a microsecond of the server's single thread, so the paths an
- * uncontended lock takes call only what they need: `TIME` is read when a token is minted or a
- * queue entry is looked at (`clock()`), the holder label is written with the token in one
- * `HSET`, and a release leaves the label in place (`INSPECT` reads it only while locked).
+ * Every `redis.call` costs the server's single thread one to four microseconds (a write more
+ * than a read), so the paths an uncontended lock takes call only what they need: `TIME` is read
+ * when a token is minted or a queue entry is looked at (`clock()`); the token and the holder
+ * label are one string, written with its TTL by one `SET ... GET` that also returns the last
+ * token (written on the guess that the clock moved past it, written again with `last + 1` in
+ * the rare case it did not); a release leaves the label in place (`INSPECT` reads it only while
+ * locked).
  */
 const PRELUDE = `
-local lockKey, metaKey, queueKey, entriesKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local lockKey, metaKey, queueKey, entriesKey, releasedKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local nowUs, nowMs
 local function clock()
   if not nowUs then
@@ -63,12 +73,16 @@ local refused = 0
 -- The lock key is already the holder's (token, TTL): mint its token, label it, keep the metadata.
 local function mint(ttl, holder)
   clock()
-  local last = tonumber(redis.call('HGET', metaKey, 'f') or '0')
-  local f = nowUs
-  if last >= f then f = last + 1 end
-  redis.call('HSET', metaKey, 'f', string.format('%.0f', f), 'h', holder)
-  redis.call('PEXPIRE', metaKey, tonumber(ttl) + ${META_IDLE_MS})
-  return f
+  local idle = tonumber(ttl) + ${META_IDLE_MS}
+  local old = redis.call('SET', metaKey, string.format('%.0f', nowUs) .. '|' .. holder, 'PX', idle, 'GET')
+  local last = old and tonumber(string.match(old, '^(%d+)')) or 0
+  if last < nowUs then return nowUs end
+  redis.call('SET', metaKey, string.format('%.0f', last + 1) .. '|' .. holder, 'PX', idle)
+  return last + 1
+end
+-- The fencing token of the metadata (nil when it is gone).
+local function lastToken()
+  return tonumber(string.match(redis.call('GET', metaKey) or '', '^(%d+)'))
 end
 local handedOver = nil
 local function grant(channelPrefix, self, selfPid)
@@ -106,7 +120,7 @@ end
  * The free lock is taken with `SET NX` before the queue is looked at, so that the common case
  * (free, nobody queued) costs `SET`, `LPOP` and the mint; a live waiter found in the queue then
  * gets the lock instead (`grant` overwrites the key).
- * KEYS: lock, meta, queue, entries. ARGV: token, ttl, holder, mode ('0' never queue), lease
+ * KEYS: lock, meta, queue, entries, released. ARGV: token, ttl, holder, mode ('0' never queue), lease
  * (ms an entry lives without renewal), process id ('' when not subscribed), channel prefix.
  * Returns `{1, fencingToken, pttl, refused}` or `{0, pttl of the holder, 0, refused}`
  * (`refused`: a PUBLISH to a granted waiter was denied, e.g. by ACL).
@@ -120,7 +134,7 @@ if redis.call('SET', lockKey, token, 'NX', 'PX', ttl) then
   if not g then return {1, mint(ttl, holder), tonumber(ttl), refused} end
   if g == token then return {1, f, tonumber(ttl), refused} end
 elseif redis.call('GET', lockKey) == token then
-  return {1, tonumber(redis.call('HGET', metaKey, 'f')), redis.call('PTTL', lockKey), 0}
+  return {1, lastToken(), redis.call('PTTL', lockKey), 0}
 end
 if mode ~= '0' then
   clock()
@@ -133,7 +147,7 @@ if mode ~= '0' then
   redis.call('PEXPIRE', entriesKey, lease * 2)
 end
 return {0, redis.call('PTTL', lockKey), 0, refused}`,
-  4,
+  5,
 );
 
 /**
@@ -156,10 +170,11 @@ return 0`,
  * Delete the lock if we own it and hand it to the oldest live waiter. A waiter of the
  * releasing process (`process id`) is named in the reply, with its fencing token: no message,
  * no second round trip; one of another process is told on its channel (a `pcall`: a refused
- * PUBLISH never fails the release). The last four released tokens are remembered, so a release
- * run twice (ioredis re-sends an unanswered command after a reconnect) is still a success (a
- * waiter whose grant was in the lost reply finds it at its next poll).
- * KEYS: lock, meta, queue, entries. ARGV: token, channel prefix, process id.
+ * PUBLISH never fails the release). Released tokens are remembered (`APPEND` to `:r`, which
+ * starts over with the newest one once it holds four: it keeps the last one to four, for
+ * RELEASED_MS after the last release), so a release run twice (ioredis re-sends an unanswered command after a reconnect) is
+ * still a success (a waiter whose grant was in the lost reply finds it at its next poll).
+ * KEYS: lock, meta, queue, entries, released. ARGV: token, channel prefix, process id.
  * Returns `{1 released | 0 not ours, refused}`, plus `granted token, fencing token` when the
  * lock went to a waiter of this process.
  */
@@ -169,22 +184,25 @@ export const RELEASE = new LockScript<[number, number, string?, number?]>(
 local token = ARGV[1]
 if redis.call('GET', lockKey) == token then
   redis.call('DEL', lockKey)
-  local r = redis.call('HGET', metaKey, 'r') or ''
-  redis.call('HSET', metaKey, 'r', string.sub(token .. ',' .. r, 1, 4 * (#token + 1)))
+  if redis.call('APPEND', releasedKey, token .. ',') > 4 * (#token + 1) then
+    redis.call('SET', releasedKey, token .. ',', 'PX', ${RELEASED_MS})
+  else
+    redis.call('PEXPIRE', releasedKey, ${RELEASED_MS})
+  end
   local w, f = grant(ARGV[2], '', ARGV[3])
   if handedOver then return {1, refused, w, f} end
   return {1, refused}
 end
-local r = redis.call('HGET', metaKey, 'r')
-if r and string.find(r, token, 1, true) then return {1, 0} end
+local r = redis.call('GET', releasedKey)
+if r and string.find(r, token .. ',', 1, true) then return {1, 0} end
 return {0, 0}`,
-  4,
+  5,
 );
 
 /**
  * A waiter gives up (its wait ran out, it was aborted, or its last attempt's outcome is
  * unknown): leave the queue, or, if the lock was granted to it meanwhile, pass it on.
- * KEYS: lock, meta, queue, entries. ARGV: token, channel prefix. Returns 1 when it had been
+ * KEYS: lock, meta, queue, entries, released. ARGV: token, channel prefix. Returns 1 when it had been
  * granted (and was passed on), else 0.
  */
 export const LEAVE = new LockScript<number>(
@@ -199,11 +217,11 @@ if redis.call('HDEL', entriesKey, ARGV[1]) == 1 then
   redis.call('LREM', queueKey, 1, ARGV[1])
 end
 return 0`,
-  4,
+  5,
 );
 
 /**
- * Who holds the lock: KEYS: lock, meta, queue, entries. Returns `{held (1|0), pttl,
+ * Who holds the lock: KEYS: lock, meta, queue, entries, released. Returns `{held (1|0), pttl,
  * fencingToken (string|nil), holder (string|nil), live waiters}`.
  */
 export const INSPECT = new LockScript<[number, number, string | null, string | null, number]>(
@@ -218,7 +236,7 @@ for i = 1, #all do
   if dl and tonumber(dl) >= nowMs then waiting = waiting + 1 end
 end
 if not redis.call('GET', lockKey) then return {0, 0, false, false, waiting} end
-local m = redis.call('HMGET', metaKey, 'f', 'h')
-return {1, redis.call('PTTL', lockKey), m[1], m[2], waiting}`,
-  4,
+local f, h = string.match(redis.call('GET', metaKey) or '', '^(%d+)|(.*)$')
+return {1, redis.call('PTTL', lockKey), f or false, h or false, waiting}`,
+  5,
 );

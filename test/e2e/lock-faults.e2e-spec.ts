@@ -9,7 +9,7 @@ import {
   type Lock,
   type RedisClient,
 } from '../../src/index.js';
-import { lockKeys } from '../../src/lock/lock.scripts.js';
+import { lockKeys, META_IDLE_MS, RELEASE, RELEASED_MS } from '../../src/lock/lock.scripts.js';
 import { CapturingLogger, startApp } from '../support/app.js';
 import { FaultProxy } from '../support/fault-proxy.js';
 import {
@@ -94,6 +94,75 @@ describe('LockService under injected faults (fault proxy)', () => {
     expect(result).toBe('done');
     expect(await redis.exists(lockKeys(r)[0])).toBe(0);
     expect((await locks.inspect(r)).locked).toBe(false);
+  });
+
+  it('a re-sent release is still a success after up to three later releases; the record is bounded and expires', async () => {
+    const r = 'resent-after-others';
+    const [, , , , released] = lockKeys(r);
+    // What ioredis does after a reconnect: the same release script, run again.
+    const rerun = async (token: string) =>
+      ((await redis.eval(RELEASE.lua, 5, ...lockKeys(r), token, 'lock:grant:', '')) as number[])[0];
+    const tokens: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const lock = (await locks.tryAcquire(r))!;
+      tokens.push(lock.token);
+      expect(await lock.release()).toBe(true);
+    }
+    // The first release's re-run, after three others: recognised, and it took nothing.
+    expect(await rerun(tokens[0])).toBe(1);
+    expect(await redis.exists(lockKeys(r)[0])).toBe(0);
+    const ttl = await redis.pttl(released);
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(RELEASED_MS);
+    // A fifth release starts the record over with itself: it never holds more than four.
+    const fifth = (await locks.tryAcquire(r))!;
+    expect(await fifth.release()).toBe(true);
+    expect(await redis.get(released)).toBe(`${fifth.token},`);
+    expect(await rerun(fifth.token)).toBe(1);
+    expect(await rerun(tokens[0])).toBe(0);
+    // A token that never held the lock is never taken for a released one.
+    expect(await rerun(fifth.token.slice(0, -1))).toBe(0);
+  });
+
+  it('a released resource leaves two keys, both expiring (docs/locks.md: keys and memory per resource)', async () => {
+    const r = 'ten-chars!';
+    const [lock, meta, queue, entries, released] = lockKeys(r);
+    const held = (await locks.tryAcquire(r, { ttl: 30_000 }))!;
+    expect(await held.release()).toBe(true);
+    expect(await redis.exists(lock, queue, entries)).toBe(0);
+    const metaTtl = await redis.pttl(meta);
+    expect(metaTtl).toBeGreaterThan(META_IDLE_MS);
+    expect(metaTtl).toBeLessThanOrEqual(30_000 + META_IDLE_MS);
+    const releasedTtl = await redis.pttl(released);
+    expect(releasedTtl).toBeGreaterThan(0);
+    expect(releasedTtl).toBeLessThanOrEqual(RELEASED_MS);
+    // The bytes the docs give, with this spec's key prefix (about 20 bytes on each key) on top
+    // (ioredis prefixes the key of MEMORY USAGE too).
+    const bytes = async (key: string) => Number(await redis.call('MEMORY', 'USAGE', key));
+    for (const [key, docs] of [
+      [meta, 104],
+      [released, 120],
+    ] as const) {
+      const used = await bytes(key);
+      expect(used).toBeGreaterThan(docs / 2); // the key is there: MEMORY USAGE of none is nil
+      expect(used).toBeLessThanOrEqual(docs + 24);
+    }
+  });
+
+  it('a token minted while the server clock is behind the last one still goes up by one', async () => {
+    // As after a failover to a server whose clock is behind the old master's.
+    const r = 'clock-behind';
+    const [, meta] = lockKeys(r);
+    const ahead = 5_000_000_000_000_000; // server µs in the year 2128
+    await redis.set(meta, `${ahead}|someone before`, 'PX', 60_000);
+    const first = (await locks.tryAcquire(r))!;
+    expect(first.fencingToken).toBe(ahead + 1);
+    expect(await first.release()).toBe(true);
+    const second = (await locks.tryAcquire(r))!;
+    expect(second.fencingToken).toBe(ahead + 2);
+    expect((await locks.inspect(r)).fencingToken).toBe(ahead + 2);
+    await second.release();
+    await redis.del(meta);
   });
 
   it('a lost reply to a queued acquire queues the waiter once; it is granted in turn', async () => {

@@ -56,6 +56,7 @@ function documentedAcl(prefix: string, password: string): string[] {
     '+pexpire',
     '+pexpireat',
     '+renamenx',
+    '+append',
     '+hget',
     '+hmget',
     '+hset',

@@ -23,9 +23,9 @@ export const RELEASED_MS = 10 * 60_000;
  * The keys of one resource: `lock:{<resource>}` holds the owner's token, `:f` the holder
  * metadata (a string `<last fencing token>|<holder label>`, written in one `SET ... GET`), `:q`
  * the waiting queue (tokens in arrival order), `:qe` each waiter's entry and `:r` the last few
- * released tokens (comma-separated). The hash tag puts all five in one slot. A resource containing `{` or `}` would break the tag (`lock:{}x}`
- * hashes as a whole), so such names are tagged by their digest instead, in a namespace
- * (`lock:#{…}`) no plain name can produce.
+ * released tokens (comma-separated). The hash tag puts all five in one slot. A resource
+ * containing `{` or `}` would break the tag (`lock:{}x}` hashes as a whole), so such names are
+ * tagged by their digest instead, in a namespace (`lock:#{…}`) no plain name can produce.
  */
 export function lockKeys(
   resource: string,
@@ -120,8 +120,9 @@ end
  * The free lock is taken with `SET NX` before the queue is looked at, so that the common case
  * (free, nobody queued) costs `SET`, `LPOP` and the mint; a live waiter found in the queue then
  * gets the lock instead (`grant` overwrites the key).
- * KEYS: lock, meta, queue, entries, released. ARGV: token, ttl, holder, mode ('0' never queue), lease
- * (ms an entry lives without renewal), process id ('' when not subscribed), channel prefix.
+ * KEYS: lock, meta, queue, entries, released. ARGV: token, ttl, holder, mode ('0' never
+ * queue), lease (ms an entry lives without renewal), process id ('' when not subscribed),
+ * channel prefix.
  * Returns `{1, fencingToken, pttl, refused}` or `{0, pttl of the holder, 0, refused}`
  * (`refused`: a PUBLISH to a granted waiter was denied, e.g. by ACL).
  */
@@ -172,8 +173,9 @@ return 0`,
  * no second round trip; one of another process is told on its channel (a `pcall`: a refused
  * PUBLISH never fails the release). Released tokens are remembered (`APPEND` to `:r`, which
  * starts over with the newest one once it holds four: it keeps the last one to four, for
- * RELEASED_MS after the last release), so a release run twice (ioredis re-sends an unanswered command after a reconnect) is
- * still a success (a waiter whose grant was in the lost reply finds it at its next poll).
+ * RELEASED_MS after the last release), so a release run twice (ioredis re-sends an unanswered
+ * command after a reconnect) is still a success (a waiter whose grant was in the lost reply
+ * finds it at its next poll).
  * KEYS: lock, meta, queue, entries, released. ARGV: token, channel prefix, process id.
  * Returns `{1 released | 0 not ours, refused}`, plus `granted token, fencing token` when the
  * lock went to a waiter of this process.

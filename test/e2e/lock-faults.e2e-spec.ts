@@ -127,8 +127,11 @@ describe('LockService under injected faults (fault proxy)', () => {
   it('a released resource leaves two keys, both expiring (docs/locks.md: keys and memory per resource)', async () => {
     const r = 'ten-chars!';
     const [lock, meta, queue, entries, released] = lockKeys(r);
-    const held = (await locks.tryAcquire(r, { ttl: 30_000 }))!;
-    expect(await held.release()).toBe(true);
+    // Locked and released four times: the record of released tokens is at its largest.
+    for (let i = 0; i < 4; i++) {
+      const held = (await locks.tryAcquire(r, { ttl: 30_000 }))!;
+      expect(await held.release()).toBe(true);
+    }
     expect(await redis.exists(lock, queue, entries)).toBe(0);
     const metaTtl = await redis.pttl(meta);
     expect(metaTtl).toBeGreaterThan(META_IDLE_MS);
@@ -141,7 +144,7 @@ describe('LockService under injected faults (fault proxy)', () => {
     const bytes = async (key: string) => Number(await redis.call('MEMORY', 'USAGE', key));
     for (const [key, docs] of [
       [meta, 104],
-      [released, 120],
+      [released, 232],
     ] as const) {
       const used = await bytes(key);
       expect(used).toBeGreaterThan(docs / 2); // the key is there: MEMORY USAGE of none is nil

@@ -51,6 +51,8 @@ export class RedisConnection
   /** Subscriber connections to one cluster node each (keyspace events, shard channels). */
   private readonly nodeHubs = new Map<string, RedisSubscriber>();
   private closing?: Promise<void>;
+  /** Ends each connection attempt in progress (`connectOrFail`): a close does not wait for one. */
+  private readonly connectAttempts = new Set<() => void>();
   /** When shutdown began (`performance.now()`): every shutdown wait shares one budget. */
   private shutdownStart?: number;
   private lastErrorText?: string;
@@ -175,6 +177,7 @@ export class RedisConnection
    */
   close(): Promise<void> {
     this.shutdownStart ??= performance.now();
+    for (const stop of [...this.connectAttempts]) stop();
     this.closing ??= this.doClose();
     return this.closing;
   }
@@ -376,8 +379,14 @@ export class RedisConnection
     let onReady: () => void = () => undefined;
     let onEnd: () => void = () => undefined;
     let onError: (err: Error) => void = () => undefined;
+    let onClose: () => void = () => undefined;
+    const shutDown = new Error('the application shut down while it was connecting');
     const ready = new Promise<void>((resolve, reject) => {
       onReady = resolve;
+      // A subscriber opened by a call that came just before the shutdown (e.g. a lock's first
+      // acquire while Redis is unreachable): closing must not wait out connectTimeout for it.
+      onClose = () => reject(shutDown);
+      this.connectAttempts.add(onClose);
       onEnd = () => reject(lastError ?? new Error('the client gave up reconnecting'));
       onError = (err: Error) => {
         lastError = err;
@@ -397,20 +406,25 @@ export class RedisConnection
       // Closed here, and waited for (bounded): the caller must not disconnect it again, which
       // would arm ioredis's socket-destroy timer with no close event left to clear it.
       await disconnectAndWait(client, this.config.shutdownTimeout);
-      const cause = lastError ?? (err as Error);
+      const cause = err === shutDown ? shutDown : (lastError ?? (err as Error));
       const reason =
-        lastError === undefined
-          ? `not ready within connectTimeout (${this.config.connectTimeout} ms)`
-          : isTlsCertificateError(lastError)
-            ? `TLS: the server's certificate was rejected (${this.scrub(cause.message)}); ` +
-              'set tls.ca to the CA that signed it, and check that it names this host'
-            : isPermanentConnectError(lastError)
-              ? this.scrub(cause.message)
-              : `${this.scrub(cause.message)} (gave up after connectTimeout, ${this.config.connectTimeout} ms)`;
+        err === shutDown
+          ? shutDown.message
+          : lastError === undefined
+            ? `not ready within connectTimeout (${this.config.connectTimeout} ms)`
+            : isTlsCertificateError(lastError)
+              ? `TLS: the server's certificate was rejected (${this.scrub(cause.message)}); ` +
+                'set tls.ca to the CA that signed it, and check that it names this host'
+              : isPermanentConnectError(lastError)
+                ? this.scrub(cause.message)
+                : `${this.scrub(cause.message)} (gave up after connectTimeout, ${this.config.connectTimeout} ms)`;
       throw new RedisConnectionError(this.name, this.address, `${role} connection ${reason}`, {
         cause: new Error(this.scrub(cause.message)),
+        // Not an outage: nothing to check.
+        ...(err === shutDown ? { hint: 'Nothing to fix: the application closed first.' } : {}),
       });
     } finally {
+      this.connectAttempts.delete(onClose);
       client.off('error', onError);
       client.off('ready', onReady);
       client.off('end', onEnd);

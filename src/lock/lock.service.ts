@@ -372,7 +372,21 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
       ctx.outcome = 'timeout';
       throw early;
     }
-    if (!this.grants.subscribed) await this.grants.ensureSubscribed();
+    if (!this.grants.subscribed) {
+      // A SUBSCRIBE that Redis does not answer (down, unreachable) must not outlast the wait.
+      try {
+        await this.deadlines.within(
+          this.grants.ensureSubscribed(),
+          start + wait,
+          () =>
+            this.stopped({ resource, start, signal }) ?? this.noAnswerInTime({ resource, start }),
+          signal,
+        );
+      } catch (err) {
+        ctx.outcome = 'timeout';
+        throw err;
+      }
+    }
     const token = this.tokens.next();
     const w: Waiting = {
       resource,
@@ -431,11 +445,23 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
     const notBefore = Math.max(w.grantedNoEarlierThan, w.pending.notBefore ?? 0);
     w.pending.fence = undefined;
     w.pending.notBefore = undefined;
+    const granting = this.granted(w.resource, w.token, w.ttl, [1, fence, -1, 0], 0, {
+      grantedNoEarlierThan: notBefore,
+    });
     try {
-      return await this.granted(w.resource, w.token, w.ttl, [1, fence, -1, 0], 0, {
-        grantedNoEarlierThan: notBefore,
-      });
+      // Its confirmation (an extension) is bounded by the wait like every attempt.
+      return await this.deadlines.within(
+        granting,
+        w.deadline,
+        () => this.stopped(w) ?? this.noAnswerInTime(w),
+        w.signal,
+      );
     } catch (err) {
+      // Given up while the confirmation was in flight: a lock it still yields goes back at once.
+      granting.then(
+        (lock) => void lock.release(),
+        () => undefined,
+      );
       if (!(err instanceof NotAcknowledged) && !isTransient(err)) throw err;
       this.failed(w, err);
       return undefined;
@@ -526,7 +552,9 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown {
   }
 
   /** The wait ran out while an attempt was in flight (counted once, as above). */
-  private noAnswerInTime(w: Waiting): LockNotAcquiredError {
+  private noAnswerInTime(
+    w: Pick<Waiting, 'resource' | 'start'> & Partial<Pick<Waiting, 'lastError'>>,
+  ): LockNotAcquiredError {
     this.counts.timeouts += 1;
     const last = w.lastError;
     if (last instanceof NotAcknowledged) return this.notAcquired(w, last.message);

@@ -4,6 +4,7 @@ import type { INestApplication } from '@nestjs/common';
 import {
   getRedisToken,
   LockLostError,
+  LockNotAcquiredError,
   LockService,
   RedisModule,
   type Lock,
@@ -185,6 +186,37 @@ describe('LockService under injected faults (fault proxy)', () => {
     await lock.release();
     expect(await redis.exists(lockKeys(r)[2])).toBe(0);
   });
+
+  it('a first acquire whose SUBSCRIBE is never answered (half-open server) ends with its wait; closing does not wait out connectTimeout', async () => {
+    // Its own proxy and app: this LockService has not subscribed to its grant channel yet.
+    const server = new URL(standaloneUrl());
+    const silent = await FaultProxy.start({ host: server.hostname, port: Number(server.port) });
+    const other = await startApp(
+      {
+        imports: [
+          RedisModule.forRoot({
+            url: silent.url,
+            keyPrefix: prefix,
+            connectionName: uniqueConnectionName('lock-silent'),
+            // Nothing but the wait may end it: ioredis would give up connecting only after this.
+            connectTimeout: 120_000,
+          }),
+        ],
+      },
+      logger, // Nest's logger is process-wide: keep the spec's
+    );
+    try {
+      const silentLocks = other.get(LockService);
+      silent.blackhole();
+      await expect(silentLocks.acquire('never-answered', { wait: 1_000 })).rejects.toThrow(
+        LockNotAcquiredError,
+      );
+      expect(silentLocks.stats().timeouts).toBe(1);
+    } finally {
+      await other.close();
+      await silent.close();
+    }
+  }, 30_000);
 
   it('a release answered after the TTL, following an exclusive section, is not a LockLostError', async () => {
     const r = 'late-release';

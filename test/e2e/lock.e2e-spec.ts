@@ -227,8 +227,10 @@ describe.each(topologies().map((t) => [t.name, t] as const))(
         mode: 'hold',
         ttl: 400,
       });
-      // This test has timed out under load a few times (then passed on retry): say where it
-      // was waiting, and what the worker had printed, before jest abandons it.
+      // It timed out under load a few times (then passed on retry): the worker, stopped between
+      // printing "held" and reading its signal, later read a signal already aborted and its
+      // 'abort' listener never ran (fixed in lock-worker.mjs: signal read first, untilAborted).
+      // Should it hang again, say where it was waiting and what the worker had printed.
       let step = 'worker start-up';
       const stuck = setTimeout(() => {
         console.error(`frozen-holder test still waiting for: ${step}; worker: ${worker.output()}`);

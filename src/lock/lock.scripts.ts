@@ -51,13 +51,14 @@ export const GRANT_CHANNEL = 'lock:grant:';
  * one's, so neither a failover to a replica that missed the last increments nor the metadata's
  * expiry takes it back.
  *
- * Every `redis.call` costs the server's single thread one to four microseconds (a write more
- * than a read), so the paths an uncontended lock takes call only what they need: `TIME` is read
- * when a token is minted or a queue entry is looked at (`clock()`); the token and the holder
- * label are one string, written with its TTL by one `SET ... GET` that also returns the last
- * token (written on the guess that the clock moved past it, written again with `last + 1` in
- * the rare case it did not); a release leaves the label in place (`INSPECT` reads it only while
- * locked).
+ * Every `redis.call` costs the server's single thread time, so the paths an uncontended lock
+ * takes call only what they need: `TIME` is read when a token is minted or a queue entry is
+ * looked at (`clock()`); the token and the holder label are one string, written with its TTL by
+ * one `SET ... GET` that also returns the last token (written on the guess that the clock moved
+ * past it, written again with `last + 1` in the rare case it did not); a release leaves the
+ * label in place (`INSPECT` reads it only while locked). The string also keeps an idle
+ * resource's metadata small: a hash holding the released tokens grew past Redis's compact
+ * encoding (464 bytes against 104, see docs/locks.md).
  */
 const PRELUDE = `
 local lockKey, metaKey, queueKey, entriesKey, releasedKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -204,8 +205,8 @@ return {0, 0}`,
 /**
  * A waiter gives up (its wait ran out, it was aborted, or its last attempt's outcome is
  * unknown): leave the queue, or, if the lock was granted to it meanwhile, pass it on.
- * KEYS: lock, meta, queue, entries, released. ARGV: token, channel prefix. Returns 1 when it had been
- * granted (and was passed on), else 0.
+ * KEYS: lock, meta, queue, entries, released. ARGV: token, channel prefix. Returns 1 when it
+ * had been granted (and was passed on), else 0.
  */
 export const LEAVE = new LockScript<number>(
   'lock-leave',

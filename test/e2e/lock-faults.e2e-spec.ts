@@ -216,6 +216,13 @@ describe('LockService under injected faults (fault proxy)', () => {
       await other.close();
       await silent.close();
     }
+    // The SUBSCRIBE's connection, still opening, was given up by the close, and said so.
+    await waitFor(
+      () => logger.matching('the application shut down while it was connecting').length > 0,
+      {
+        what: 'the warning of the given-up subscriber connection',
+      },
+    );
   }, 30_000);
 
   it('a release answered after the TTL, following an exclusive section, is not a LockLostError', async () => {

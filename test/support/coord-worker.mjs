@@ -26,6 +26,8 @@ import 'reflect-metadata';
 import { Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 
+import { untilAborted } from './until-aborted.mjs';
+
 // A worker never outlives its spec: when the spec's process goes away (its end of stdin closes)
 // or after four minutes, whatever state it is in, it exits by itself.
 process.stdin.once('end', () => process.exit(4));
@@ -46,12 +48,6 @@ const app = await NestFactory.createApplicationContext(WorkerModule, {
 const locks = app.get(LockService);
 const redis = app.get(getRedisToken());
 const print = (line) => process.stdout.write(`${line}\n`);
-/** Resolves once `signal` aborts, also when it was aborted already (no event comes then). */
-const untilAborted = (signal) =>
-  new Promise((resolve) => {
-    if (signal.aborted) resolve();
-    else signal.addEventListener('abort', resolve, { once: true });
-  });
 
 print('ready');
 const lines = [];

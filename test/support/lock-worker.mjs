@@ -15,17 +15,12 @@ import 'reflect-metadata';
 import { Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 
+import { untilAborted } from './until-aborted.mjs';
+
 const { RedisModule, LockService, getRedisToken } = await import(
   new URL('../../dist/index.js', import.meta.url).href
 );
 const spec = JSON.parse(process.argv[2]);
-
-/** Resolves once `signal` aborts, also when it was aborted already (no event comes then). */
-const untilAborted = (signal) =>
-  new Promise((resolve) => {
-    if (signal.aborted) resolve();
-    else signal.addEventListener('abort', resolve, { once: true });
-  });
 
 // A worker never outlives its spec: when the spec's process goes away (its end of stdin closes)
 // or after four minutes, whatever state it is in, it exits by itself.

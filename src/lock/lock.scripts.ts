@@ -81,10 +81,6 @@ local function mint(ttl, holder)
   redis.call('SET', metaKey, string.format('%.0f', last + 1) .. '|' .. holder, 'PX', idle)
   return last + 1
 end
--- The fencing token of the metadata (nil when it is gone).
-local function lastToken()
-  return tonumber(string.match(redis.call('GET', metaKey) or '', '^(%d+)'))
-end
 local handedOver = nil
 local function grant(channelPrefix, self, selfPid)
   while true do
@@ -136,7 +132,9 @@ if redis.call('SET', lockKey, token, 'NX', 'PX', ttl) then
   if not g then return {1, mint(ttl, holder), tonumber(ttl), refused} end
   if g == token then return {1, f, tonumber(ttl), refused} end
 elseif redis.call('GET', lockKey) == token then
-  return {1, lastToken(), redis.call('PTTL', lockKey), 0}
+  -- Ours already (a re-run after a lost reply): the token the metadata holds.
+  local f = tonumber(string.match(redis.call('GET', metaKey) or '', '^(%d+)'))
+  return {1, f, redis.call('PTTL', lockKey), 0}
 end
 if mode ~= '0' then
   clock()
